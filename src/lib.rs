@@ -1,0 +1,38 @@
+//! syncguard: partial-failure-safe writes inside PostgreSQL.
+//!
+//! This file stays thin: the module list, the module magic and `_PG_init`.
+use pgrx::prelude::*;
+
+pub mod merge;
+
+::pgrx::pg_module_magic!(name, version);
+
+/// The version of the loaded shared library (the SQL-level version is in
+/// `pg_extension`); a mismatch between the two means a missing `ALTER EXTENSION … UPDATE`.
+#[pg_extern(immutable, parallel_safe)]
+fn version() -> &'static str {
+    env!("CARGO_PKG_VERSION")
+}
+
+#[cfg(any(test, feature = "pg_test"))]
+#[pg_schema]
+mod tests {
+    use pgrx::prelude::*;
+
+    #[pg_test]
+    fn version_matches_cargo() {
+        let v = Spi::get_one::<&str>("SELECT syncguard.version()").unwrap();
+        assert_eq!(v, Some(env!("CARGO_PKG_VERSION")));
+    }
+}
+
+/// Required by `cargo pgrx test`.
+#[cfg(test)]
+pub mod pg_test {
+    pub fn setup(_options: Vec<&str>) {}
+
+    #[must_use]
+    pub fn postgresql_conf_options() -> Vec<&'static str> {
+        vec![]
+    }
+}
