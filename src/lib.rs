@@ -5,6 +5,9 @@ use pgrx::prelude::*;
 
 pub mod merge;
 
+#[cfg(any(test, feature = "pg_test"))]
+mod codec_tests;
+
 ::pgrx::pg_module_magic!(name, version);
 
 /// The version of the loaded shared library (the SQL-level version is in

@@ -1,3 +1,10 @@
-//! Pure-Rust jsonb merge engine (no PostgreSQL needed to test it).
-#[cfg(test)]
-mod tests { #[test] fn it_links() { assert_eq!(1+1, 2); } }
+//! Pure-Rust jsonb merge engine: no PostgreSQL needed to run or test it.
+//!
+//! `jsonb` reads and writes PostgreSQL's binary jsonb format, `numeric`
+//! compares numerics in their stored form, `text` converts JSON text to and
+//! from the binary form (tests, fuzzing), `policy` parses merge policies and
+//! `engine` implements the merges.
+
+pub mod jsonb;
+pub mod numeric;
+pub mod text;
