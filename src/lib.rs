@@ -4,11 +4,18 @@
 use pgrx::prelude::*;
 
 pub mod merge;
+mod jsonb_arg;
+mod merge_sql;
 
 #[cfg(any(test, feature = "pg_test"))]
 mod codec_tests;
 
 ::pgrx::pg_module_magic!(name, version);
+
+#[pg_guard]
+pub extern "C-unwind" fn _PG_init() {
+    merge_sql::init_gucs();
+}
 
 /// The version of the loaded shared library (the SQL-level version is in
 /// `pg_extension`); a mismatch between the two means a missing `ALTER EXTENSION … UPDATE`.

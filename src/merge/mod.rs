@@ -8,3 +8,8 @@
 pub mod jsonb;
 pub mod numeric;
 pub mod text;
+pub mod policy;
+pub mod engine;
+
+#[cfg(test)]
+mod props;

@@ -1,0 +1,614 @@
+//! The merges: policy-driven deep merge, RFC 7396 merge patch, and the
+//! merge-patch diff, all on binary jsonb.
+//!
+//! Objects are merged by walking both sorted key lists together (jsonb keeps
+//! keys sorted, so the output needs no sort) and every subtree that only one
+//! side has, or that the policy keeps whole, is copied byte for byte. Only
+//! the paths where both sides hold objects (or arrays under a non-replace
+//! mode) are rebuilt, so a merge costs about the size of the output plus the
+//! size of the patch — never a decode of untouched data.
+
+use super::jsonb::{key_cmp, Container, FormatError, Item, Kind, Open, Value, WriteError, Writer, T_CONTAINER, T_NULL};
+use super::numeric;
+use super::policy::{ArrayMode, NullMode, Policy, ValueRule};
+use std::cmp::Ordering;
+use std::collections::hash_map::DefaultHasher;
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+
+/// Default for the nesting limit (the `syncguard.max_merge_depth` GUC).
+pub const DEFAULT_MAX_DEPTH: usize = 1000;
+
+/// How deep a walk may go. The depth limit is the documented one; the stack
+/// check is the server's own (`stack_is_too_deep`), so no setting of the
+/// limit can overflow the stack, whatever the build's frame sizes.
+#[derive(Clone, Copy)]
+pub struct Limits {
+    pub max_depth: usize,
+    pub stack_too_deep: fn() -> bool,
+}
+
+impl Limits {
+    /// A depth limit alone (pure-Rust callers, whose inputs are bounded).
+    pub fn depth(max_depth: usize) -> Self {
+        Limits { max_depth, stack_too_deep: || false }
+    }
+
+    fn check(&self, depth: usize) -> Result<(), MergeError> {
+        if depth > self.max_depth {
+            Err(MergeError::TooDeep { limit: self.max_depth })
+        } else if (self.stack_too_deep)() {
+            Err(MergeError::StackTooDeep)
+        } else {
+            Ok(())
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MergeError {
+    /// An input is not well-formed binary jsonb.
+    Format,
+    /// The merge would walk deeper than the configured limit.
+    TooDeep { limit: usize },
+    /// The server's stack limit (`max_stack_depth`) would be exceeded first.
+    StackTooDeep,
+    /// The result exceeds jsonb's 256 MB container limit.
+    TooLarge,
+    TooManyElements,
+}
+
+impl From<FormatError> for MergeError {
+    fn from(_: FormatError) -> Self {
+        MergeError::Format
+    }
+}
+
+impl From<WriteError> for MergeError {
+    fn from(e: WriteError) -> Self {
+        match e {
+            WriteError::TooLarge => MergeError::TooLarge,
+            WriteError::TooManyElements => MergeError::TooManyElements,
+        }
+    }
+}
+
+/// A merge result. Often the result is one input unchanged; saying so lets
+/// the caller hand back the input datum without copying it.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Merged {
+    Target,
+    Patch,
+    /// A new datum; its first 4 bytes are reserved for the varlena header.
+    Built(Vec<u8>),
+}
+
+/// The rules in force at one position of the walk.
+#[derive(Clone)]
+struct Ctx<'p> {
+    arrays: &'p ArrayMode,
+    nulls: NullMode,
+    value: ValueRule,
+    /// Policy path nodes matching this position (empty without path rules).
+    active: Vec<usize>,
+}
+
+/// What to write for one object key or array element.
+#[derive(Clone, Copy)]
+enum Action<'a> {
+    Copy(Item<'a>),
+    Null,
+    /// Rebuild: merge (or, in a diff, diff) these two values.
+    Merge(Option<Item<'a>>, Item<'a>),
+}
+
+#[derive(Clone, Copy)]
+struct Step<'a> {
+    key: &'a [u8],
+    action: Action<'a>,
+}
+
+/// The whole of a root container seen as one item.
+fn root_item(c: Container<'_>) -> Result<Item<'_>, FormatError> {
+    if c.kind() == Kind::Scalar {
+        c.scalar()
+    } else {
+        Ok(Item { ty: T_CONTAINER, data: c.bytes() })
+    }
+}
+
+struct Walker<'a, 'p> {
+    policy: &'p Policy,
+    w: Writer,
+    limits: Limits,
+    /// Plans of the objects being built, innermost last; one shared stack
+    /// so a merge allocates no per-object vectors.
+    steps: Vec<Step<'a>>,
+}
+
+impl<'a, 'p> Walker<'a, 'p> {
+    fn new(policy: &'p Policy, limits: Limits, capacity: usize) -> Self {
+        Walker { policy, w: Writer::with_capacity(capacity), limits, steps: Vec::new() }
+    }
+
+    fn check_depth(&self, depth: usize) -> Result<(), MergeError> {
+        self.limits.check(depth)
+    }
+
+    fn root_ctx(&self) -> Ctx<'p> {
+        Ctx { arrays: &self.policy.arrays, nulls: self.policy.nulls, value: ValueRule::Merge, active: self.policy.root() }
+    }
+
+    /// Rules for the value under `key` inside a position with rules `c`.
+    fn child_ctx(&self, c: &Ctx<'p>, key: &[u8]) -> Ctx<'p> {
+        if c.active.is_empty() {
+            return Ctx { arrays: c.arrays, nulls: c.nulls, value: ValueRule::Merge, active: Vec::new() };
+        }
+        let mut active = Vec::with_capacity(c.active.len() * 2);
+        self.policy.descend(&c.active, key, &mut active);
+        let r = self.policy.resolve(&active);
+        Ctx {
+            arrays: r.arrays.unwrap_or(c.arrays),
+            nulls: r.nulls.unwrap_or(c.nulls),
+            value: r.value.unwrap_or(ValueRule::Merge),
+            active,
+        }
+    }
+
+    /// A patch value written where the target has none (or loses to it):
+    /// copied as is unless some rule deletes nulls, which must be stripped.
+    fn insert(&self, p: Item<'a>) -> Action<'a> {
+        if self.policy.any_delete && p.as_object().is_some() {
+            Action::Merge(None, p)
+        } else {
+            Action::Copy(p)
+        }
+    }
+
+    /// The deep-merge decision for one position; `None` drops the key.
+    fn decide(&self, t: Option<Item<'a>>, p: Item<'a>, c: &Ctx<'p>) -> Result<Option<Action<'a>>, MergeError> {
+        if p.is_null() {
+            return Ok(match c.nulls {
+                NullMode::Keep => Some(t.map_or(Action::Null, Action::Copy)),
+                NullMode::Overwrite => Some(Action::Null),
+                NullMode::Delete => None,
+            });
+        }
+        let Some(t) = t else { return Ok(Some(self.insert(p))) };
+        Ok(Some(match c.value {
+            ValueRule::Keep if !t.is_null() => Action::Copy(t),
+            ValueRule::Keep | ValueRule::Replace => self.insert(p),
+            ValueRule::Max | ValueRule::Min => match scalar_cmp(p, t)? {
+                Some(Ordering::Greater) if c.value == ValueRule::Max => self.insert(p),
+                Some(Ordering::Less) if c.value == ValueRule::Min => self.insert(p),
+                Some(_) => Action::Copy(t),
+                None => self.insert(p),
+            },
+            ValueRule::Merge => {
+                let po = p.as_object();
+                if po.is_some_and(|o| o.is_empty()) && !self.policy.rfc7396 {
+                    Action::Copy(t)
+                } else if t.as_object().is_some() && po.is_some() {
+                    Action::Merge(Some(t), p)
+                } else if *c.arrays != ArrayMode::Replace && t.as_array().is_some() && p.as_array().is_some() {
+                    Action::Merge(Some(t), p)
+                } else {
+                    self.insert(p)
+                }
+            }
+        }))
+    }
+
+    /// Plans and writes one object (target side optional: stripping nulls).
+    fn build_object(&mut self, t: Option<Container<'a>>, p: Container<'a>, c: &Ctx<'p>, depth: usize) -> Result<Open, MergeError> {
+        self.check_depth(depth)?;
+        let base = self.steps.len();
+        let mut tp = t.map(|t| t.keys().zip(t.values())).into_iter().flatten().peekable();
+        let mut pp = p.keys().zip(p.values()).peekable();
+        loop {
+            let order = match (tp.peek(), pp.peek()) {
+                (None, None) => break,
+                (Some(_), None) => Ordering::Less,
+                (None, Some(_)) => Ordering::Greater,
+                (Some((tk, _)), Some((pk, _))) => {
+                    let (tk, pk) = (tk.as_ref().map_err(Clone::clone)?, pk.as_ref().map_err(Clone::clone)?);
+                    key_cmp(tk.data, pk.data)
+                }
+            };
+            let (key, action) = match order {
+                Ordering::Less => {
+                    let (k, v) = tp.next().expect("peeked");
+                    (k?.data, Some(Action::Copy(v?)))
+                }
+                Ordering::Greater => {
+                    let (k, v) = pp.next().expect("peeked");
+                    let k = k?.data;
+                    (k, self.decide(None, v?, &self.child_ctx(c, k))?)
+                }
+                Ordering::Equal => {
+                    let (k, tv) = tp.next().expect("peeked");
+                    let (_, pv) = pp.next().expect("peeked");
+                    let k = k?.data;
+                    (k, self.decide(Some(tv?), pv?, &self.child_ctx(c, k))?)
+                }
+            };
+            if let Some(action) = action {
+                self.steps.push(Step { key, action });
+            }
+        }
+        let n = self.steps.len() - base;
+        let mut o = self.w.open(Kind::Object, n)?;
+        for i in base..base + n {
+            let key = self.steps[i].key;
+            self.w.push_string(&mut o, key)?;
+        }
+        for i in base..base + n {
+            let Step { key, action } = self.steps[i];
+            match action {
+                Action::Copy(item) => self.w.push_item(&mut o, item)?,
+                Action::Null => self.w.push_item(&mut o, Item { ty: T_NULL, data: &[] })?,
+                Action::Merge(t, p) => {
+                    let cc = self.child_ctx(c, key);
+                    self.emit_merge(&mut o, t, p, &cc, depth + 1)?;
+                }
+            }
+        }
+        self.steps.truncate(base);
+        Ok(o)
+    }
+
+    /// Writes the merge of `t` and `p` (two objects, or two arrays under a
+    /// non-replace mode, or a patch object alone) as the next child of `parent`.
+    fn emit_merge(&mut self, parent: &mut Open, t: Option<Item<'a>>, p: Item<'a>, c: &Ctx<'p>, depth: usize) -> Result<(), MergeError> {
+        let start = self.w.len();
+        let inner = self.build(t, p, c, depth)?;
+        self.w.close_nested(parent, start, inner)?;
+        Ok(())
+    }
+
+    fn build(&mut self, t: Option<Item<'a>>, p: Item<'a>, c: &Ctx<'p>, depth: usize) -> Result<Open, MergeError> {
+        if let Some(po) = p.as_object() {
+            return self.build_object(t.and_then(Item::as_object), po, c, depth);
+        }
+        match (t.and_then(Item::as_array), p.as_array()) {
+            (Some(ta), Some(pa)) => self.build_array(ta, pa, c, depth),
+            _ => unreachable!("merge planned only for two objects or two arrays"),
+        }
+    }
+
+    fn build_array(&mut self, t: Container<'a>, p: Container<'a>, c: &Ctx<'p>, depth: usize) -> Result<Open, MergeError> {
+        self.check_depth(depth)?;
+        let te: Vec<Item<'a>> = t.elements().collect::<Result<_, _>>()?;
+        let pe: Vec<Item<'a>> = p.elements().collect::<Result<_, _>>()?;
+        match c.arrays {
+            ArrayMode::Replace => unreachable!("replace never rebuilds"),
+            ArrayMode::Concat => self.write_items(te.iter().chain(pe.iter()).copied(), te.len() + pe.len()),
+            ArrayMode::Union => {
+                let mut seen = Seen::default();
+                let mut out = Vec::with_capacity(te.len() + pe.len());
+                for &e in &te {
+                    seen.insert(e, out.len(), depth, self.limits)?;
+                    out.push(e);
+                }
+                for &e in &pe {
+                    if seen.find(e, &out, depth, self.limits)?.is_none() {
+                        seen.insert(e, out.len(), depth, self.limits)?;
+                        out.push(e);
+                    }
+                }
+                let n = out.len();
+                self.write_items(out.into_iter(), n)
+            }
+            ArrayMode::MergeBy(field) => self.merge_by(&te, &pe, field, c, depth),
+        }
+    }
+
+    fn write_items(&mut self, items: impl Iterator<Item = Item<'a>>, n: usize) -> Result<Open, MergeError> {
+        let mut o = self.w.open(Kind::Array, n)?;
+        for item in items {
+            self.w.push_item(&mut o, item)?;
+        }
+        Ok(o)
+    }
+
+    /// Arrays of records matched on `field`: a target element whose field
+    /// equals a patch element's is merged with it in place (several patch
+    /// elements with the same field value merge in order); patch elements
+    /// with a new field value are merged together and appended in order of
+    /// first appearance; elements without the field are kept (target) or
+    /// appended (patch). Only the first target element with a given value
+    /// is matched.
+    fn merge_by(&mut self, te: &[Item<'a>], pe: &[Item<'a>], field: &[u8], c: &Ctx<'p>, depth: usize) -> Result<Open, MergeError> {
+        let field_of = |e: Item<'a>| -> Result<Option<Item<'a>>, MergeError> {
+            match e.as_object() {
+                Some(o) => Ok(o.get(field)?),
+                None => Ok(None),
+            }
+        };
+        // groups[g] = (target element or None, patch elements to merge in order)
+        let mut groups: Vec<(Option<Item<'a>>, Vec<Item<'a>>)> = Vec::with_capacity(te.len() + pe.len());
+        let mut keys: Vec<Item<'a>> = Vec::new(); // field value per keyed group
+        let mut key_group: Vec<usize> = Vec::new();
+        let mut seen = Seen::default();
+        for &e in te {
+            if let Some(k) = field_of(e)? {
+                if seen.find(k, &keys, depth, self.limits)?.is_none() {
+                    seen.insert(k, keys.len(), depth, self.limits)?;
+                    keys.push(k);
+                    key_group.push(groups.len());
+                }
+            }
+            groups.push((Some(e), Vec::new()));
+        }
+        for &e in pe {
+            match field_of(e)? {
+                Some(k) => match seen.find(k, &keys, depth, self.limits)? {
+                    Some(i) => groups[key_group[i]].1.push(e),
+                    None => {
+                        seen.insert(k, keys.len(), depth, self.limits)?;
+                        keys.push(k);
+                        key_group.push(groups.len());
+                        groups.push((None, vec![e]));
+                    }
+                },
+                None => groups.push((None, vec![e])),
+            }
+        }
+        let elem = Ctx { arrays: c.arrays, nulls: c.nulls, value: ValueRule::Merge, active: c.active.clone() };
+        let mut o = self.w.open(Kind::Array, groups.len())?;
+        for (t, ps) in groups {
+            self.write_folded(&mut o, t, &ps, &elem, depth + 1)?;
+        }
+        Ok(o)
+    }
+
+    /// Writes `t` merged with each of `ps` in turn. One merge is written in
+    /// place; a chain goes through intermediate datums.
+    fn write_folded(&mut self, o: &mut Open, t: Option<Item<'a>>, ps: &[Item<'a>], c: &Ctx<'p>, depth: usize) -> Result<(), MergeError> {
+        let (acc, rest) = match (t, ps) {
+            (Some(t), []) => return Ok(self.w.push_item(o, t)?),
+            (Some(t), [p, rest @ ..]) => (self.decide(Some(t), *p, c)?, rest),
+            (None, [p, rest @ ..]) => (self.decide(None, *p, c)?, rest),
+            (None, []) => unreachable!("every group has an element"),
+        };
+        let acc = acc.unwrap_or(Action::Null);
+        if rest.is_empty() {
+            return self.write_action(o, acc, c, depth);
+        }
+        // Materialize the chain; each step is a fresh walk over owned bytes.
+        let mut datum = {
+            let sub = Walker::new(self.policy, self.limits, 256);
+            sub.write_root(acc, c, depth)?
+        };
+        for p in rest {
+            let cur = Container::new(&datum[4..])?;
+            let item = root_item(cur)?;
+            let sub = Walker::new(self.policy, self.limits, datum.len() + p.data.len());
+            let action = sub.decide(Some(item), *p, c)?.unwrap_or(Action::Null);
+            let next = sub.write_root(action, c, depth)?;
+            datum = next;
+        }
+        let root = Container::new(&datum[4..])?;
+        self.w.push_item(o, root_item(root)?)?;
+        Ok(())
+    }
+
+    fn write_action(&mut self, o: &mut Open, a: Action<'a>, c: &Ctx<'p>, depth: usize) -> Result<(), MergeError> {
+        match a {
+            Action::Copy(item) => self.w.push_item(o, item)?,
+            Action::Null => self.w.push_item(o, Item { ty: T_NULL, data: &[] })?,
+            Action::Merge(t, p) => self.emit_merge(o, t, p, c, depth)?,
+        }
+        Ok(())
+    }
+
+    /// Writes an action as a whole root datum.
+    fn write_root(mut self, a: Action<'a>, c: &Ctx<'p>, depth: usize) -> Result<Vec<u8>, MergeError> {
+        match a {
+            Action::Copy(item) => Ok(Writer::root_from_item(item)?),
+            Action::Null => Ok(Writer::root_from_item(Item { ty: T_NULL, data: &[] })?),
+            Action::Merge(t, p) => {
+                self.build(t, p, c, depth)?;
+                Ok(self.w.into_inner())
+            }
+        }
+    }
+}
+
+/// Compares two scalars for `max`/`min`: numbers by value, strings by code
+/// point, booleans false < true; `None` for any other pairing.
+fn scalar_cmp(a: Item<'_>, b: Item<'_>) -> Result<Option<Ordering>, MergeError> {
+    Ok(match (a.value()?, b.value()?) {
+        (Value::Numeric(x), Value::Numeric(y)) => Some(numeric::cmp(x, y)?),
+        (Value::String(x), Value::String(y)) => Some(x.cmp(y)),
+        (Value::Bool(x), Value::Bool(y)) => Some(x.cmp(&y)),
+        _ => None,
+    })
+}
+
+/// Set of values by jsonb equality (numbers by value, as `=` on jsonb does),
+/// hashed so `union` and `merge_by` stay linear on long arrays.
+#[derive(Default)]
+struct Seen {
+    by_hash: HashMap<u64, Vec<usize>>,
+}
+
+impl Seen {
+    fn insert(&mut self, v: Item<'_>, index: usize, depth: usize, limits: Limits) -> Result<(), MergeError> {
+        self.by_hash.entry(value_hash(v, depth, limits)?).or_default().push(index);
+        Ok(())
+    }
+
+    /// The index (into `values`) of a value equal to `v`.
+    fn find(&self, v: Item<'_>, values: &[Item<'_>], depth: usize, limits: Limits) -> Result<Option<usize>, MergeError> {
+        if let Some(candidates) = self.by_hash.get(&value_hash(v, depth, limits)?) {
+            for &i in candidates {
+                if equal(v, values[i], depth, false, limits)? {
+                    return Ok(Some(i));
+                }
+            }
+        }
+        Ok(None)
+    }
+}
+
+fn value_hash(v: Item<'_>, depth: usize, limits: Limits) -> Result<u64, MergeError> {
+    let mut h = DefaultHasher::new();
+    hash_into(v, &mut h, depth, limits)?;
+    Ok(h.finish())
+}
+
+fn hash_into(v: Item<'_>, h: &mut DefaultHasher, depth: usize, limits: Limits) -> Result<(), MergeError> {
+    limits.check(depth)?;
+    v.ty.hash(h);
+    match v.value()? {
+        Value::Numeric(n) => numeric::hash_value(n, h)?,
+        Value::Container(c) => {
+            (c.kind() as u8).hash(h);
+            c.len().hash(h);
+            for e in c.cursor(0, if c.kind() == Kind::Object { 2 * c.len() } else { c.len() }) {
+                hash_into(e?, h, depth + 1, limits)?;
+            }
+        }
+        _ => v.data.hash(h),
+    }
+    Ok(())
+}
+
+/// jsonb equality. `exact` also requires numbers to print the same
+/// (`1.0` vs `1.00` differ), which a diff needs to reproduce text exactly.
+fn equal(a: Item<'_>, b: Item<'_>, depth: usize, exact: bool, limits: Limits) -> Result<bool, MergeError> {
+    if a.ty != b.ty {
+        return Ok(false);
+    }
+    if a.data == b.data {
+        return Ok(true);
+    }
+    limits.check(depth)?;
+    Ok(match (a.value()?, b.value()?) {
+        (Value::Numeric(x), Value::Numeric(y)) => {
+            if exact {
+                numeric::same(x, y)?
+            } else {
+                numeric::cmp(x, y)? == Ordering::Equal
+            }
+        }
+        (Value::Container(x), Value::Container(y)) => {
+            if x.kind() != y.kind() || x.len() != y.len() {
+                return Ok(false);
+            }
+            let n = if x.kind() == Kind::Object { 2 * x.len() } else { x.len() };
+            for (ea, eb) in x.cursor(0, n).zip(y.cursor(0, n)) {
+                if !equal(ea?, eb?, depth + 1, exact, limits)? {
+                    return Ok(false);
+                }
+            }
+            true
+        }
+        _ => false,
+    })
+}
+
+/// Policy-driven deep merge of two root containers (datums without their
+/// varlena header).
+pub fn deep_merge(target: &[u8], patch: &[u8], policy: &Policy, limits: Limits) -> Result<Merged, MergeError> {
+    let (tc, pc) = (Container::new(target)?, Container::new(patch)?);
+    let (t, p) = (root_item(tc)?, root_item(pc)?);
+    let walker = Walker::new(policy, limits, target.len() + patch.len() + 64);
+    let c = walker.root_ctx();
+    // A null patch at the root has no key to delete: it keeps or replaces.
+    let action = match walker.decide(Some(t), p, &c)? {
+        Some(a) => a,
+        None => Action::Copy(p),
+    };
+    Ok(match action {
+        Action::Copy(x) if std::ptr::eq(x.data, t.data) && x.ty == t.ty => Merged::Target,
+        Action::Copy(x) if std::ptr::eq(x.data, p.data) && x.ty == p.ty => Merged::Patch,
+        a => Merged::Built(walker.write_root(a, &c, 0)?),
+    })
+}
+
+/// RFC 7396 JSON Merge Patch: deep merge where null deletes and arrays replace.
+pub fn merge_patch(target: &[u8], patch: &[u8], limits: Limits) -> Result<Merged, MergeError> {
+    deep_merge(target, patch, &Policy::rfc7396(), limits)
+}
+
+/// The RFC 7396 patch that turns `old` into `new`. A merge patch cannot
+/// express a JSON null stored as a value (null means delete), a change inside
+/// an array (arrays are replaced whole) or a non-object root other than by
+/// replacing the whole document; for such parts the patch carries `new`'s
+/// value, which is exact except for nulls stored in objects.
+pub fn diff(old: &[u8], new: &[u8], limits: Limits) -> Result<Merged, MergeError> {
+    let (oc, nc) = (Container::new(old)?, Container::new(new)?);
+    if oc.kind() != Kind::Object || nc.kind() != Kind::Object {
+        return Ok(Merged::Patch);
+    }
+    let policy = Policy::default();
+    let mut walker = Walker::new(&policy, limits, new.len() + 64);
+    walker.build_diff(oc, nc, 0)?;
+    Ok(Merged::Built(walker.w.into_inner()))
+}
+
+impl<'a> Walker<'a, '_> {
+    fn build_diff(&mut self, old: Container<'a>, new: Container<'a>, depth: usize) -> Result<Open, MergeError> {
+        self.check_depth(depth)?;
+        let base = self.steps.len();
+        let mut op = old.keys().zip(old.values()).peekable();
+        let mut np = new.keys().zip(new.values()).peekable();
+        loop {
+            let order = match (op.peek(), np.peek()) {
+                (None, None) => break,
+                (Some(_), None) => Ordering::Less,
+                (None, Some(_)) => Ordering::Greater,
+                (Some((ok, _)), Some((nk, _))) => {
+                    key_cmp(ok.as_ref().map_err(Clone::clone)?.data, nk.as_ref().map_err(Clone::clone)?.data)
+                }
+            };
+            match order {
+                Ordering::Less => {
+                    let (k, _) = op.next().expect("peeked");
+                    self.steps.push(Step { key: k?.data, action: Action::Null });
+                }
+                Ordering::Greater => {
+                    let (k, v) = np.next().expect("peeked");
+                    self.steps.push(Step { key: k?.data, action: Action::Copy(v?) });
+                }
+                Ordering::Equal => {
+                    let (k, ov) = op.next().expect("peeked");
+                    let (_, nv) = np.next().expect("peeked");
+                    let (k, ov, nv) = (k?.data, ov?, nv?);
+                    if equal(ov, nv, depth, true, self.limits)? {
+                        continue;
+                    }
+                    let action = if ov.as_object().is_some() && nv.as_object().is_some() {
+                        Action::Merge(Some(ov), nv)
+                    } else {
+                        Action::Copy(nv)
+                    };
+                    self.steps.push(Step { key: k, action });
+                }
+            }
+        }
+        let n = self.steps.len() - base;
+        let mut o = self.w.open(Kind::Object, n)?;
+        for i in base..base + n {
+            let key = self.steps[i].key;
+            self.w.push_string(&mut o, key)?;
+        }
+        for i in base..base + n {
+            match self.steps[i].action {
+                Action::Copy(item) => self.w.push_item(&mut o, item)?,
+                Action::Null => self.w.push_item(&mut o, Item { ty: T_NULL, data: &[] })?,
+                Action::Merge(Some(ov), nv) => {
+                    let (ov, nv) = (ov.as_object().expect("planned"), nv.as_object().expect("planned"));
+                    let start = self.w.len();
+                    let inner = self.build_diff(ov, nv, depth + 1)?;
+                    self.w.close_nested(&mut o, start, inner)?;
+                }
+                Action::Merge(None, _) => unreachable!("diff plans both sides"),
+            }
+        }
+        self.steps.truncate(base);
+        Ok(o)
+    }
+}

@@ -1,0 +1,198 @@
+//! SQL functions of the merge core: `jsonb_deep_merge`, its operator and
+//! aggregate, `jsonb_merge_patch` and `jsonb_merge_diff`.
+//!
+//! All are IMMUTABLE and PARALLEL SAFE and read no tables, so they may be
+//! used in indexes, generated columns and `ON CONFLICT DO UPDATE SET` on
+//! distributed tables. None is STRICT: SQL NULL means "nothing known", so
+//! `f(NULL, x) = x` and `f(x, NULL) = x`.
+
+use crate::jsonb_arg::JsonbRaw;
+use crate::merge::engine::{self, Limits, MergeError, Merged};
+use crate::merge::policy::{Policy, PolicyError};
+use crate::merge::text;
+use pgrx::prelude::*;
+use pgrx::pg_sys::panic::ErrorReport;
+use pgrx::{GucContext, GucFlags, GucRegistry, GucSetting};
+use std::cell::RefCell;
+use std::rc::Rc;
+
+pub static MAX_MERGE_DEPTH: GucSetting<i32> = GucSetting::<i32>::new(engine::DEFAULT_MAX_DEPTH as i32);
+
+/// Upper bound of the depth GUC. The server's own stack check stops a walk
+/// before the stack runs out whatever this is set to.
+const MAX_MERGE_DEPTH_LIMIT: i32 = 100_000;
+
+pub fn init_gucs() {
+    GucRegistry::define_int_guc(
+        c"syncguard.max_merge_depth",
+        c"Deepest jsonb nesting the merge functions walk before raising an error.",
+        c"Documents nested deeper than this raise SQLSTATE 54001 instead of exhausting the stack.",
+        &MAX_MERGE_DEPTH,
+        1,
+        MAX_MERGE_DEPTH_LIMIT,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
+}
+
+fn limits() -> Limits {
+    // SAFETY: stack_is_too_deep only compares a local's address with the
+    // recorded stack base; it never raises an error.
+    Limits { max_depth: MAX_MERGE_DEPTH.get().max(1) as usize, stack_too_deep: || unsafe { pg_sys::stack_is_too_deep() } }
+}
+
+fn raise_merge_error(e: MergeError) -> ! {
+    let (code, message, hint) = match e {
+        MergeError::TooDeep { limit } => (
+            PgSqlErrorCode::ERRCODE_STATEMENT_TOO_COMPLEX,
+            format!("jsonb nesting exceeds the merge depth limit of {limit} levels"),
+            "Raise syncguard.max_merge_depth, or store the deeply nested part as an opaque value.",
+        ),
+        MergeError::StackTooDeep => (
+            PgSqlErrorCode::ERRCODE_STATEMENT_TOO_COMPLEX,
+            "jsonb nesting too deep for the server's stack (max_stack_depth)".to_string(),
+            "Lower syncguard.max_merge_depth, or raise max_stack_depth if the platform's stack limit allows.",
+        ),
+        MergeError::TooLarge => (
+            PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED,
+            "merged jsonb would exceed the maximum size of a jsonb value (268435455 bytes)".to_string(),
+            "Split the document into smaller values.",
+        ),
+        MergeError::TooManyElements => (
+            PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED,
+            "merged jsonb would exceed the maximum number of elements of a jsonb container".to_string(),
+            "Split the document into smaller values.",
+        ),
+        MergeError::Format => (
+            PgSqlErrorCode::ERRCODE_DATA_CORRUPTED,
+            "jsonb value is corrupted".to_string(),
+            "The stored jsonb is not in PostgreSQL's binary format; restore it from a backup.",
+        ),
+    };
+    ErrorReport::new(code, message, function_name!()).set_hint(hint).report(PgLogLevel::ERROR);
+    unreachable!("ERROR does not return")
+}
+
+fn raise_policy_error(e: PolicyError) -> ! {
+    ErrorReport::new(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, e.message, function_name!())
+        .set_hint(e.hint)
+        .report(PgLogLevel::ERROR);
+    unreachable!("ERROR does not return")
+}
+
+thread_local! {
+    /// The last policy parsed, by its binary form. An aggregate or a bulk
+    /// UPDATE passes the same policy on every row; this keeps parsing out
+    /// of the per-row cost.
+    static POLICY_CACHE: RefCell<Option<(Vec<u8>, Rc<Policy>)>> = const { RefCell::new(None) };
+}
+
+fn policy_of(policy: Option<&JsonbRaw>) -> Rc<Policy> {
+    let Some(policy) = policy else { return Rc::new(Policy::default()) };
+    let bytes = policy.container();
+    if let Some(hit) = POLICY_CACHE.with_borrow(|c| c.as_ref().filter(|(b, _)| b == bytes).map(|(_, p)| p.clone())) {
+        return hit;
+    }
+    let text = text::to_text(bytes).unwrap_or_else(|_| raise_merge_error(MergeError::Format));
+    let parsed = Rc::new(Policy::parse_str(&text).unwrap_or_else(|e| raise_policy_error(e)));
+    POLICY_CACHE.with_borrow_mut(|c| *c = Some((bytes.to_vec(), parsed.clone())));
+    parsed
+}
+
+/// The jsonb `{}`, for results that are "the target" when none was given.
+fn empty_object() -> JsonbRaw {
+    let mut buf = vec![0u8; 4];
+    buf.extend_from_slice(EMPTY_OBJECT);
+    JsonbRaw::from_built(&buf)
+}
+
+fn finish(result: Result<Merged, MergeError>, target: Option<JsonbRaw>, patch: JsonbRaw) -> JsonbRaw {
+    match result {
+        Ok(Merged::Target) => target.unwrap_or_else(empty_object),
+        Ok(Merged::Patch) => patch,
+        Ok(Merged::Built(buf)) => JsonbRaw::from_built(&buf),
+        Err(e) => raise_merge_error(e),
+    }
+}
+
+/// Deep-merges `patch` into `target` under an optional merge policy.
+#[pg_extern(immutable, parallel_safe)]
+fn jsonb_deep_merge(
+    target: Option<JsonbRaw>,
+    patch: Option<JsonbRaw>,
+    policy: default!(Option<JsonbRaw>, "NULL"),
+) -> Option<JsonbRaw> {
+    let policy = policy_of(policy.as_ref());
+    match (target, patch) {
+        (None, p) => p,
+        (t, None) => t,
+        (Some(t), Some(p)) => {
+            let r = engine::deep_merge(t.container(), p.container(), &policy, limits());
+            Some(finish(r, Some(t), p))
+        }
+    }
+}
+
+/// The default deep merge with exactly two arguments: the function behind
+/// the `||+` operator and the one-argument aggregate's step.
+#[pg_extern(immutable, parallel_safe)]
+fn jsonb_deep_merge_op(target: Option<JsonbRaw>, patch: Option<JsonbRaw>) -> Option<JsonbRaw> {
+    jsonb_deep_merge(target, patch, None)
+}
+
+/// Applies an RFC 7396 JSON Merge Patch. A NULL target is an absent
+/// document: the patch applies to nothing, so its nulls are dropped.
+#[pg_extern(immutable, parallel_safe)]
+fn jsonb_merge_patch(target: Option<JsonbRaw>, patch: Option<JsonbRaw>) -> Option<JsonbRaw> {
+    let Some(p) = patch else { return target };
+    let t = target.as_ref().map_or(EMPTY_OBJECT, JsonbRaw::container);
+    let r = engine::merge_patch(t, p.container(), limits());
+    Some(finish(r, target, p))
+}
+
+/// The root container of `{}`.
+const EMPTY_OBJECT: &[u8] = &0x2000_0000u32.to_ne_bytes();
+
+/// The RFC 7396 merge patch that turns `old` into `new`. NULL `old` gives
+/// `new` whole; NULL `new` gives NULL (no document to reach).
+#[pg_extern(immutable, parallel_safe)]
+fn jsonb_merge_diff(old: Option<JsonbRaw>, new: Option<JsonbRaw>) -> Option<JsonbRaw> {
+    let (old, new) = match (old, new) {
+        (_, None) => return None,
+        (None, n) => return n,
+        (Some(o), Some(n)) => (o, n),
+    };
+    let r = engine::diff(old.container(), new.container(), limits());
+    Some(finish(r, Some(old), new))
+}
+
+extension_sql!(
+    r#"
+-- `||` is jsonb's shallow concatenation; `||+` is the deep merge with the
+-- default policy. Same precedence and left associativity as `||`, so
+-- `a ||+ b ||+ c` merges left to right.
+CREATE OPERATOR syncguard.||+ (
+    LEFTARG = jsonb,
+    RIGHTARG = jsonb,
+    FUNCTION = syncguard.jsonb_deep_merge_op
+);
+COMMENT ON OPERATOR syncguard.||+ (jsonb, jsonb) IS 'deep merge: objects merge recursively, the right side wins, arrays replace, nulls keep';
+
+-- Order-sensitive: use ORDER BY inside the call. No combine function:
+-- deep merge is not associative (merge(merge(a,b),c) can differ from
+-- merge(a,merge(b,c)) when a key changes between object and scalar), so
+-- partial aggregation would change results.
+CREATE AGGREGATE syncguard.jsonb_deep_merge_agg(jsonb) (
+    SFUNC = syncguard.jsonb_deep_merge_op,
+    STYPE = jsonb,
+    PARALLEL = SAFE
+);
+CREATE AGGREGATE syncguard.jsonb_deep_merge_agg(jsonb, policy jsonb) (
+    SFUNC = syncguard.jsonb_deep_merge,
+    STYPE = jsonb,
+    PARALLEL = SAFE
+);
+"#,
+    name = "merge_operator_and_aggregates",
+    requires = [jsonb_deep_merge, jsonb_deep_merge_op]
+);
