@@ -1,0 +1,46 @@
+# syncguard: the README's commands. Every target runs `setup` first, which is
+# quiet when the machine already has everything.
+#
+#   make demo     build + install (release), walk through it on a throwaway server
+#   make test     every test tier; TIERS="regress client" runs only those
+#   make bench    benchmark workloads -> benches/RESULTS.md
+#   make install  install into the PostgreSQL that PG_CONFIG names
+
+SHELL := /bin/bash
+PG_CONFIG ?= /usr/bin/pg_config
+TIERS ?=
+
+# The repository's own pgrx configuration, never a user's ~/.pgrx.
+export PGRX_HOME := $(CURDIR)/pgrx-config
+export PG_CONFIG
+# Where rustup puts cargo on a machine that had no Rust before `setup`.
+export PATH := $(HOME)/.cargo/bin:$(PATH)
+
+.PHONY: setup build install demo test bench clean freeze-release
+
+setup:
+	@scripts/setup.sh
+
+build: setup
+	cargo build
+
+install: setup
+	scripts/install.sh release
+
+demo: install
+	scripts/demo.sh
+
+test: setup
+	scripts/test.sh $(TIERS)
+
+bench: install
+	benches/run.sh
+
+# Before bumping the version in Cargo.toml: keep the current install script, so
+# the upgrade test can install this version and update it (README, "Upgrade scripts").
+freeze-release: install
+	cp "$$($(PG_CONFIG) --sharedir)/extension/syncguard--$$(cargo pkgid | sed 's/.*[#@]//').sql" tests/upgrade/
+
+clean:
+	cargo clean
+	rm -rf .tmp tests/pg_regress/results tests/pg_regress/regression.* tests/isolation/output_iso

@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# `make bench`: time jsonb merge contestants on the reference workloads of
+# ../shared/bench/workloads.sql and write benches/RESULTS.md.
+#
+#   RUNS=5 benches/run.sh        (the extension must be installed: `make bench` does it)
+#
+# A throwaway server of its own, every contestant in the same session, each
+# timed RUNS times after a warm-up, median kept, reported in µs per merge and
+# as a ratio to the first contestant (`a || b`).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/pgcluster.sh
+
+RUNS=${RUNS:-5}
+WORKLOADS=${WORKLOADS:-../shared/bench/workloads.sql}
+OUT=benches/RESULTS.md
+
+# The contestants: "label|SQL expression over a (stored document) and b (patch)".
+# The first one is the reference for the ratios. Add a line to add a
+# contestant; one that cannot run (its function does not exist yet) is
+# reported as skipped, with the error, instead of failing the run.
+CONTESTANTS=(
+    'a || b (shallow merge, reference)|a || b'
+    'plpgsql deep merge (benches/plpgsql_deep_merge.sql)|plpgsql_deep_merge(a, b)'
+    # syncguard's deep merge; skipped until the merge issue adds the function.
+    'syncguard.jsonb_deep_merge|syncguard.jsonb_deep_merge(a, b)'
+)
+
+[ -f "$WORKLOADS" ] || { echo "missing $WORKLOADS (the shared bench workloads)" >&2; exit 1; }
+
+# Timing settings: no parallel workers and no JIT, so the numbers are the
+# per-row cost of one backend; shared_buffers big enough to hold the tables.
+export PGCLUSTER_OPTS="-c shared_buffers=1GB -c max_parallel_workers_per_gather=0 -c jit=off"
+pgcluster_start
+psql_q() { psql -X -q -v ON_ERROR_STOP=1 "$@"; }
+
+echo "Generating the workloads ($WORKLOADS; a minute or two)..."
+psql_q -c "CREATE EXTENSION syncguard" -f "$WORKLOADS" -f benches/plpgsql_deep_merge.sql \
+       -f benches/harness.sql >/dev/null
+
+ord=0
+for c in "${CONTESTANTS[@]}"; do
+    ord=$((ord + 1))
+    # psql quotes the values (:'var'), so expressions need no escaping here.
+    psql_q -v ord="$ord" -v label="${c%%|*}" -v expr="${c#*|}" \
+        -c "INSERT INTO bench_contestants VALUES (:ord, :'label', :'expr')"
+done
+
+echo "Timing ${#CONTESTANTS[@]} contestants, median of $RUNS runs each..."
+psql_q -c "SELECT bench_run($RUNS)" >/dev/null
+
+{
+    echo "# Merge benchmark results"
+    echo ""
+    echo "Written by \`make bench\` (benches/run.sh); do not edit by hand."
+    echo ""
+    echo "- date: $(date -u '+%Y-%m-%d %H:%M UTC'), commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+    echo "- $(psql -X -At -c 'SELECT version()')"
+    echo "- syncguard $(psql -X -At -c 'SELECT syncguard.version()') (release build)"
+    echo "- machine: $(nproc) CPUs, $(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -n 1)"
+    echo "- per contestant and workload: \`SELECT count(*) FROM pairs_x WHERE (<expr>) IS NOT NULL\`,"
+    echo "  median of $RUNS runs in one session after a warm-up; no parallel workers, no JIT."
+    echo "- cells: µs per merge (median time / rows), and the ratio to \`a || b\` in the same run."
+    echo ""
+    psql -X -At -c "SELECT line FROM bench_report"
+    echo ""
+    echo "Contestants:"
+    echo ""
+    psql -X -At -c "SELECT format('%s. %s: \`%s\`', ord, label, expr) FROM bench_contestants ORDER BY ord"
+    skipped=$(psql -X -At -c "SELECT DISTINCT format('- %s: %s', c.label, r.skipped)
+                                FROM bench_results r JOIN bench_contestants c USING (ord)
+                               WHERE r.skipped IS NOT NULL")
+    if [ -n "$skipped" ]; then
+        echo ""
+        echo "Skipped (could not run):"
+        echo ""
+        echo "$skipped"
+    fi
+} > "$OUT.tmp"
+mv "$OUT.tmp" "$OUT"
+cat "$OUT"

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Build syncguard and install it into the PostgreSQL that $PG_CONFIG names.
+#
+#   scripts/install.sh            release build (what `make install` ships)
+#   scripts/install.sh debug      debug build, quicker; the test tiers use it
+#
+# `cargo pgrx install` writes the library, the control file, the generated
+# install script syncguard--<version>.sql, and copies every upgrade script
+# sql/syncguard--A--B.sql into $(pg_config --sharedir)/extension.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PGRX_HOME=${PGRX_HOME:-$PWD/pgrx-config}
+PG_CONFIG=${PG_CONFIG:-/usr/bin/pg_config}
+
+args=(--pg-config "$PG_CONFIG")
+case "${1:-release}" in
+    release) args+=(--release) ;;
+    debug) ;;
+    *) echo "usage: $0 [release|debug]" >&2; exit 2 ;;
+esac
+# The system's extension directories belong to root.
+[ "$(id -u)" -eq 0 ] || args+=(--sudo)
+
+cargo pgrx install "${args[@]}"

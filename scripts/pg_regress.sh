@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Run the SQL tests against a throwaway cluster with the installed extension.
+#
+#   scripts/pg_regress.sh regress     tests/pg_regress/sql/*.sql     vs expected/*.out
+#   scripts/pg_regress.sh isolation   tests/isolation/specs/*.spec   vs expected/*.out
+#
+# Every file is a test, run one after another in sorted order, so a new file is
+# picked up without editing a schedule. pg_regress creates the test database
+# and runs CREATE EXTENSION syncguard in it (--load-extension) before the first test.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/pgcluster.sh
+export LC_ALL=C   # glob order and pg_regress output must not depend on the locale
+
+pgxs=$("$PG_CONFIG" --pkglibdir)/pgxs/src/test
+case "${1:-}" in
+    regress)
+        runner=$pgxs/regress/pg_regress
+        indir=tests/pg_regress outdir=tests/pg_regress files=(tests/pg_regress/sql/*.sql) ;;
+    isolation)
+        runner=$pgxs/isolation/pg_isolation_regress
+        indir=tests/isolation outdir=tests/isolation/output_iso files=(tests/isolation/specs/*.spec) ;;
+    *)
+        echo "usage: $0 regress|isolation" >&2; exit 2 ;;
+esac
+
+tests=()
+for f in "${files[@]}"; do
+    [ -e "$f" ] && tests+=("$(basename "${f%.*}")")
+done
+if [ ${#tests[@]} -eq 0 ]; then
+    echo "no tests in $indir" >&2
+    exit 1
+fi
+
+pgcluster_start
+rm -rf "$outdir/results" "$outdir/regression.diffs" "$outdir/regression.out"
+mkdir -p "$outdir"
+
+if ! "$runner" --host="$PGHOST" --port="$PGPORT" --user=postgres \
+        --bindir="$PG_BINDIR" --inputdir="$indir" --outputdir="$outdir" \
+        --dbname=syncguard_regress --load-extension=syncguard "${tests[@]}"; then
+    if [ -f "$outdir/regression.diffs" ]; then
+        echo "===== $outdir/regression.diffs =====" >&2
+        cat "$outdir/regression.diffs" >&2
+    fi
+    echo "A new test has no expected output yet? Check $outdir/results/NAME.out by eye," >&2
+    echo "then copy it to $indir/expected/NAME.out." >&2
+    exit 1
+fi

@@ -1,0 +1,148 @@
+#!/usr/bin/env bash
+# Run the test tiers in order and stop at the first failure.
+#
+#   scripts/test.sh                      all tiers
+#   scripts/test.sh regress client       only these (names below)
+#
+#   unit       cargo test --lib merge::            pure-Rust core, no PostgreSQL
+#   pgrx       cargo pgrx test pg15                #[pg_test]s inside a server
+#   regress    pg_regress  tests/pg_regress/sql    SQL surface vs expected output
+#   isolation  pg_isolation_regress tests/isolation/specs   concurrency
+#   client     cargo test --test '*'               tests/*.rs against real servers
+#
+# Each tier prints a header and its counts; the last line is the total.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PGRX_HOME=${PGRX_HOME:-$PWD/pgrx-config}
+export PG_CONFIG=${PG_CONFIG:-/usr/bin/pg_config}
+source scripts/pgcluster.sh   # for as_postgres
+
+all_tiers=(unit pgrx regress isolation client)
+if [ $# -eq 0 ]; then tiers=("${all_tiers[@]}"); else tiers=("$@"); fi
+log=$(mktemp)
+tier="" total=0
+finish() {
+    local status=$?
+    rm -f "$log"
+    if [ "$status" -ne 0 ]; then
+        echo "" >&2
+        echo "FAILED: tier '$tier' (exit status $status); later tiers did not run." >&2
+    fi
+}
+trap finish EXIT
+
+header() {
+    tier=$1
+    printf '\n======== tier %s: %s ========\n' "$1" "$2"
+}
+
+# Record a tier's count, refusing a tier that ran nothing (a filter or glob gone wrong).
+passed() {
+    [ "${1:-0}" -gt 0 ] || { echo "tier '$tier' ran no tests" >&2; return 1; }
+    printf -- '-------- tier %s: %d passed, 0 failed\n' "$tier" "$1"
+    total=$((total + $1))
+}
+
+# Sum the "test result:" lines of a cargo test run; #[ignore]d tests are refused
+# (the house style forbids hiding tests).
+cargo_count() {
+    awk '/^test result:/ { for (i = 2; i <= NF; i++) {
+             if ($i == "passed;") p += $(i-1); if ($i == "ignored;") ig += $(i-1) } }
+         END { if (ig > 0) { print "ignored tests: " ig > "/dev/stderr"; exit 1 } print p + 0 }' "$log"
+}
+
+# pg_regress ends with "All N tests passed." (PG15; later versions prefix "# ").
+regress_count() {
+    sed -nE 's/.*All ([0-9]+) tests passed.*/\1/p' "$log" | tail -n 1
+}
+
+# Client tests are `[[test]]` targets with `test = false`: then `cargo pgrx test`
+# (which runs `cargo test` on every default target) leaves them to tier 5 and
+# does not build them against its test-only build.
+check_client_targets() {
+    local f missing=0
+    for f in tests/*.rs; do
+        [ -e "$f" ] || continue
+        if ! awk -v path="$f" '
+                /^\[/        { if (ok_p && ok_t) found = 1; block = ($0 == "[[test]]"); ok_p = ok_t = 0; next }
+                block && $0 ~ "^path *= *\"" path "\"" { ok_p = 1 }
+                block && /^test *= *false/             { ok_t = 1 }
+                END          { if (ok_p && ok_t) found = 1; exit !found }' Cargo.toml; then
+            name=$(basename "$f" .rs)
+            printf '%s has no [[test]] entry with test = false in Cargo.toml; add:\n\n[[test]]\nname = "%s"\npath = "%s"\ntest = false\n\n' \
+                "$f" "$name" "$f" >&2
+            missing=1
+        fi
+    done
+    return "$missing"
+}
+
+# Install scripts of released versions (tests/upgrade/syncguard--X.sql) go next
+# to the current one, so the upgrade test can CREATE EXTENSION ... VERSION 'X'
+# and then ALTER EXTENSION syncguard UPDATE through sql/syncguard--X--Y.sql.
+install_old_versions() {
+    local extdir f
+    extdir=$("$PG_CONFIG" --sharedir)/extension
+    for f in tests/upgrade/syncguard--*.sql; do
+        [ -e "$f" ] || continue
+        if [ "$(id -u)" -eq 0 ]; then install -m 644 "$f" "$extdir/"; else sudo install -m 644 "$f" "$extdir/"; fi
+    done
+}
+
+for t in "${tiers[@]}"; do
+    [[ " ${all_tiers[*]} " == *" $t "* ]] || { echo "unknown tier '$t' (tiers: ${all_tiers[*]})" >&2; exit 2; }
+    # Fail before the long tiers, not after them.
+    if [ "$t" = client ]; then check_client_targets; fi
+done
+
+installed=""
+install_for_tests() {
+    [ -n "$installed" ] && return 0
+    echo "-- installing the debug build for the SQL and client tiers"
+    scripts/install.sh debug
+    install_old_versions
+    installed=1
+}
+
+for t in "${tiers[@]}"; do
+    case "$t" in
+    unit)
+        header unit "pure-Rust core (cargo test --lib merge::)"
+        cargo test --lib merge:: 2>&1 | tee "$log"
+        n=$(cargo_count); passed "$n"
+        ;;
+    pgrx)
+        header pgrx "in-server #[pg_test]s (cargo pgrx test pg15)"
+        # The data directory must belong to postgres, whom the server runs as.
+        pgdata=$(as_postgres mktemp -d /tmp/syncguard-pgrx.XXXXXX)
+        # "pg_" selects the generated #[pg_test] wrappers (pg_<name>); tier 1
+        # already ran the plain #[test]s.
+        cargo pgrx test pg15 pg_ --runas postgres --pgdata "$pgdata" 2>&1 | tee "$log"
+        as_postgres rm -rf "$pgdata"
+        # cargo pgrx test installed its test-only build; the tiers below use the real one.
+        installed=""
+        n=$(cargo_count); passed "$n"
+        ;;
+    regress)
+        header regress "pg_regress (tests/pg_regress/sql)"
+        install_for_tests
+        scripts/pg_regress.sh regress 2>&1 | tee "$log"
+        passed "$(regress_count)"
+        ;;
+    isolation)
+        header isolation "pg_isolation_regress (tests/isolation/specs)"
+        install_for_tests
+        scripts/pg_regress.sh isolation 2>&1 | tee "$log"
+        passed "$(regress_count)"
+        ;;
+    client)
+        header client "client tests against real servers (cargo test --test '*')"
+        install_for_tests
+        cargo test --test '*' 2>&1 | tee "$log"
+        n=$(cargo_count); passed "$n"
+        ;;
+    esac
+done
+
+echo ""
+echo "$total passed, 0 failed"
