@@ -81,10 +81,12 @@ check_client_targets() {
 # to the current one, so the upgrade test can CREATE EXTENSION ... VERSION 'X'
 # and then ALTER EXTENSION syncguard UPDATE through sql/syncguard--X--Y.sql.
 install_old_versions() {
-    local extdir f
+    local extdir f current
     extdir=$("$PG_CONFIG" --sharedir)/extension
+    current=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
     for f in tests/upgrade/syncguard--*.sql; do
-        [ -e "$f" ] || continue
+        # The current version's script is the one the build just generated.
+        [ -e "$f" ] && [ "$f" != "tests/upgrade/syncguard--$current.sql" ] || continue
         if [ "$(id -u)" -eq 0 ]; then install -m 644 "$f" "$extdir/"; else sudo install -m 644 "$f" "$extdir/"; fi
     done
 }
