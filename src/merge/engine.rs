@@ -24,6 +24,7 @@ pub const DEFAULT_MAX_DEPTH: usize = 1000;
 /// limit can overflow the stack, whatever the build's frame sizes.
 #[derive(Clone, Copy)]
 pub struct Limits {
+    /// Containers walked, the root counting as level 1.
     pub max_depth: usize,
     pub stack_too_deep: fn() -> bool,
 }
@@ -524,7 +525,7 @@ pub fn deep_merge(target: &[u8], patch: &[u8], policy: &Policy, limits: Limits) 
     Ok(match action {
         Action::Copy(x) if std::ptr::eq(x.data, t.data) && x.ty == t.ty => Merged::Target,
         Action::Copy(x) if std::ptr::eq(x.data, p.data) && x.ty == p.ty => Merged::Patch,
-        a => Merged::Built(walker.write_root(a, &c, 0)?),
+        a => Merged::Built(walker.write_root(a, &c, 1)?),
     })
 }
 
@@ -545,7 +546,7 @@ pub fn diff(old: &[u8], new: &[u8], limits: Limits) -> Result<Merged, MergeError
     }
     let policy = Policy::default();
     let mut walker = Walker::new(&policy, limits, new.len() + 64);
-    walker.build_diff(oc, nc, 0)?;
+    walker.build_diff(oc, nc, 1)?;
     Ok(Merged::Built(walker.w.into_inner()))
 }
 

@@ -236,7 +236,9 @@ impl<'a> Container<'a> {
     /// Sequential cursor over children `from..to`.
     #[inline]
     pub fn cursor(&self, from: usize, to: usize) -> Cursor<'a> {
-        Cursor { c: *self, i: from, end: to.min(self.children()), off: self.offset(from) }
+        let end = to.min(self.children());
+        let from = from.min(end);
+        Cursor { c: *self, i: from, end, off: self.offset(from) }
     }
 
     /// Elements of an array (or the single value of a scalar container).
@@ -366,10 +368,10 @@ impl Writer {
         }
         self.pad();
         let start = self.buf.len();
-        let (flags, children) = match kind {
-            Kind::Object => (JB_FOBJECT, 2 * count),
-            Kind::Array => (JB_FARRAY, count),
-            Kind::Scalar => (JB_FARRAY | JB_FSCALAR, 1),
+        let (flags, count, children) = match kind {
+            Kind::Object => (JB_FOBJECT, count, 2 * count),
+            Kind::Array => (JB_FARRAY, count, count),
+            Kind::Scalar => (JB_FARRAY | JB_FSCALAR, 1, 1),
         };
         self.buf.extend_from_slice(&(flags | count as u32).to_ne_bytes());
         self.buf.resize(start + 4 + 4 * children, 0);
@@ -432,15 +434,6 @@ impl Writer {
 
     pub fn is_empty(&self) -> bool {
         self.buf.len() == VARHDRSZ
-    }
-
-    /// Patches the count of an open container whose final size turned out
-    /// smaller than reserved: only valid before any child is written, so the
-    /// JEntry array can shrink in place.
-    pub fn shrink_open(&mut self, o: &mut Open, kind: Kind, count: usize) {
-        assert_eq!(o.next, 0);
-        self.buf.truncate(o.start);
-        *o = self.open(kind, count).expect("count only shrinks");
     }
 
     /// Writes a root that is exactly one stored item: a container is copied

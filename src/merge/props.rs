@@ -171,6 +171,10 @@ fn depth_limit_is_an_error_not_a_crash() {
     let policy = Policy::default();
     assert_eq!(engine::deep_merge(&t[4..], &p[4..], &policy, Limits::depth(10)), Err(engine::MergeError::TooDeep { limit: 10 }));
     assert!(engine::deep_merge(&t[4..], &p[4..], &policy, Limits::depth(100)).is_ok());
+    // the root is level 1: ten nested objects fit a limit of ten, eleven do not
+    let (t10, t11) = (json(&deep(10)), json(&deep(11)));
+    assert!(engine::deep_merge(&t10[4..], &t10[4..], &policy, Limits::depth(10)).is_ok());
+    assert!(engine::deep_merge(&t11[4..], &t11[4..], &policy, Limits::depth(10)).is_err());
     // subtrees only one side has are copied, not walked: no depth cost
     let (t, p) = (json(&deep(5000)), json(r#"{"b":1}"#));
     assert!(engine::deep_merge(&t[4..], &p[4..], &policy, Limits::depth(10)).is_ok());

@@ -57,10 +57,13 @@ SELECT pg_temp.err($$SET syncguard.max_merge_depth = 100001$$);
 RESET syncguard.max_merge_depth;
 -- with the limit raised as far as it goes, the server's stack check still
 -- stops a walk before the stack runs out
-CREATE TEMP TABLE deep AS SELECT pg_temp.nest(5000) AS d;
+CREATE TEMP TABLE deep AS SELECT pg_temp.nest(1500) AS d;
 SET syncguard.max_merge_depth = 100000;
 SET max_stack_depth = '100kB';
 SELECT regexp_replace(pg_temp.err($$SELECT syncguard.jsonb_deep_merge(d, d) FROM deep$$), ' \| hint.*', '') AS stack_guard;
 RESET max_stack_depth;
 SELECT syncguard.jsonb_deep_merge(d, d) = d AS fine_with_default_stack FROM deep;
+-- nest(10) is ten levels: within a limit of 10, nest(11) is not
+SET syncguard.max_merge_depth = 10;
+SELECT pg_temp.err($$SELECT syncguard.jsonb_deep_merge(pg_temp.nest(10), pg_temp.nest(10))$$) AS ten;
 RESET syncguard.max_merge_depth;
