@@ -7,10 +7,11 @@ cd "$(dirname "$0")/.."
 source scripts/pgcluster.sh
 
 pgcluster_start
-echo "Throwaway PostgreSQL $("$PG_BINDIR/postgres" --version | awk '{print $NF}') on port $PGPORT (socket in $PGHOST)"
+echo "Throwaway PostgreSQL $(psql -X -At -c "SHOW server_version") on port $PGPORT (socket in $PGHOST)"
 echo ""
-# -X: ignore ~/.psqlrc so the output looks the same for everybody.
+# -X: ignore ~/.psqlrc so the output looks the same for everybody; -q: results
+# and \echo text only, without command tags and \pset chatter.
 psql -X -q -v ON_ERROR_STOP=1 -c "CREATE EXTENSION syncguard"
-psql -X -v ON_ERROR_STOP=1 -f demo/walkthrough.sql
+psql -X -q -v ON_ERROR_STOP=1 -f demo/walkthrough.sql
 echo ""
 echo "Demo done; the throwaway server is stopped and deleted."
