@@ -42,12 +42,16 @@ ord=0
 for c in "${CONTESTANTS[@]}"; do
     ord=$((ord + 1))
     # psql quotes the values (:'var'), so expressions need no escaping here.
+    # psql interpolates :'var' only in input it reads, not in -c commands.
     psql_q -v ord="$ord" -v label="${c%%|*}" -v expr="${c#*|}" \
-        -c "INSERT INTO bench_contestants VALUES (:ord, :'label', :'expr')"
+        <<< "INSERT INTO bench_contestants VALUES (:ord, :'label', :'expr')"
 done
 
 echo "Timing ${#CONTESTANTS[@]} contestants, median of $RUNS runs each..."
 psql_q -c "SELECT bench_run($RUNS)" >/dev/null
+
+echo "Memory: 1,000,000 calls of each merge function in one backend..."
+memory=$(psql_q -At -F ' | ' -f benches/memory.sql -c "SELECT * FROM bench_memory(10)")
 
 {
     echo "# Merge benchmark results"
@@ -64,7 +68,21 @@ psql_q -c "SELECT bench_run($RUNS)" >/dev/null
     echo ""
     psql -X -At -c "SELECT line FROM bench_report"
     echo ""
-    echo "Contestants:"
+    echo "## Memory per call"
+    echo ""
+    echo "\`benches/memory.sql\`: one backend runs \`jsonb_deep_merge(a, b)\`, \`jsonb_deep_merge(a, b, policy)\`"
+    echo "and \`jsonb_merge_patch(a, b)\` over the 100,000 rows of workload (b), ten times (1,000,000 calls"
+    echo "of each); the backend's resident set size (VmRSS) is read after every batch. RSS that stays flat"
+    echo "after the first batch means no memory is kept per call."
+    echo ""
+    echo "| batch | calls so far (three functions) | backend RSS (kB) |"
+    echo "|---|---|---|"
+    echo "$memory" | awk -F ' [|] ' '{ total += $2; printf "| %s | %d | %s |\n", $1, total, $3 }'
+    echo ""
+    echo "$memory" | awk -F ' [|] ' 'NR == 1 { first = $3 } { last = $3 } END { printf "RSS growth from batch 1 to batch %d: %d kB.\n", NR, last - first }'
+    echo ""
+    echo "## Contestants"
+    echo ""
     echo ""
     psql -X -At -c "SELECT format('%s. %s: \`%s\`', ord, label, expr) FROM bench_contestants ORDER BY ord"
     skipped=$(psql -X -At -c "SELECT DISTINCT format('- %s: %s', c.label, r.skipped)

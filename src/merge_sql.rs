@@ -85,10 +85,12 @@ thread_local! {
     /// UPDATE passes the same policy on every row; this keeps parsing out
     /// of the per-row cost.
     static POLICY_CACHE: RefCell<Option<(Vec<u8>, Rc<Policy>)>> = const { RefCell::new(None) };
+    /// Built once: the default policy is used on every call without one.
+    static DEFAULT_POLICY: Rc<Policy> = Rc::new(Policy::default());
 }
 
 fn policy_of(policy: Option<&JsonbRaw>) -> Rc<Policy> {
-    let Some(policy) = policy else { return Rc::new(Policy::default()) };
+    let Some(policy) = policy else { return DEFAULT_POLICY.with(Rc::clone) };
     let bytes = policy.container();
     if let Some(hit) = POLICY_CACHE.with_borrow(|c| c.as_ref().filter(|(b, _)| b == bytes).map(|(_, p)| p.clone())) {
         return hit;
@@ -192,7 +194,14 @@ CREATE AGGREGATE syncguard.jsonb_deep_merge_agg(jsonb, policy jsonb) (
     STYPE = jsonb,
     PARALLEL = SAFE
 );
+
+COMMENT ON FUNCTION syncguard.jsonb_deep_merge(jsonb, jsonb, jsonb) IS 'deep-merge patch into target under an optional merge policy; nulls and empty objects in the patch keep stored values';
+COMMENT ON FUNCTION syncguard.jsonb_deep_merge_op(jsonb, jsonb) IS 'deep merge with the default policy: the function of the ||+ operator';
+COMMENT ON FUNCTION syncguard.jsonb_merge_patch(jsonb, jsonb) IS 'apply an RFC 7396 JSON Merge Patch';
+COMMENT ON FUNCTION syncguard.jsonb_merge_diff(jsonb, jsonb) IS 'the RFC 7396 merge patch that turns old into new';
+COMMENT ON AGGREGATE syncguard.jsonb_deep_merge_agg(jsonb) IS 'deep-merge rows left to right (use ORDER BY)';
+COMMENT ON AGGREGATE syncguard.jsonb_deep_merge_agg(jsonb, jsonb) IS 'deep-merge rows left to right under a merge policy (use ORDER BY)';
 "#,
     name = "merge_operator_and_aggregates",
-    requires = [jsonb_deep_merge, jsonb_deep_merge_op]
+    requires = [jsonb_deep_merge, jsonb_deep_merge_op, jsonb_merge_patch, jsonb_merge_diff]
 );

@@ -19,6 +19,12 @@ use std::hash::{Hash, Hasher};
 /// Default for the nesting limit (the `syncguard.max_merge_depth` GUC).
 pub const DEFAULT_MAX_DEPTH: usize = 1000;
 
+/// Levels between stack checks. A level uses about 1 kB of stack, and the
+/// server keeps `max_stack_depth` well below the real limit, so checking
+/// every 16th level is as safe as checking each one and keeps the check off
+/// the path of shallow documents.
+const STACK_CHECK_EVERY: usize = 16;
+
 /// How deep a walk may go. The depth limit is the documented one; the stack
 /// check is the server's own (`stack_is_too_deep`), so no setting of the
 /// limit can overflow the stack, whatever the build's frame sizes.
@@ -38,7 +44,7 @@ impl Limits {
     fn check(&self, depth: usize) -> Result<(), MergeError> {
         if depth > self.max_depth {
             Err(MergeError::TooDeep { limit: self.max_depth })
-        } else if (self.stack_too_deep)() {
+        } else if depth % STACK_CHECK_EVERY == 0 && (self.stack_too_deep)() {
             Err(MergeError::StackTooDeep)
         } else {
             Ok(())
@@ -168,6 +174,10 @@ impl<'a, 'p> Walker<'a, 'p> {
 
     /// The deep-merge decision for one position; `None` drops the key.
     fn decide(&self, t: Option<Item<'a>>, p: Item<'a>, c: &Ctx<'p>) -> Result<Option<Action<'a>>, MergeError> {
+        // `keep` outranks every null mode: a stored value it protects stays.
+        if let Some(t) = t.filter(|t| c.value == ValueRule::Keep && !t.is_null()) {
+            return Ok(Some(Action::Copy(t)));
+        }
         if p.is_null() {
             return Ok(match c.nulls {
                 NullMode::Keep => Some(t.map_or(Action::Null, Action::Copy)),
@@ -177,7 +187,6 @@ impl<'a, 'p> Walker<'a, 'p> {
         }
         let Some(t) = t else { return Ok(Some(self.insert(p))) };
         Ok(Some(match c.value {
-            ValueRule::Keep if !t.is_null() => Action::Copy(t),
             ValueRule::Keep | ValueRule::Replace => self.insert(p),
             ValueRule::Max | ValueRule::Min => match scalar_cmp(p, t)? {
                 Some(Ordering::Greater) if c.value == ValueRule::Max => self.insert(p),
@@ -204,6 +213,7 @@ impl<'a, 'p> Walker<'a, 'p> {
     fn build_object(&mut self, t: Option<Container<'a>>, p: Container<'a>, c: &Ctx<'p>, depth: usize) -> Result<Open, MergeError> {
         self.check_depth(depth)?;
         let base = self.steps.len();
+        self.steps.reserve(t.map_or(0, |t| t.len()) + p.len());
         let mut tp = t.map(|t| t.keys().zip(t.values())).into_iter().flatten().peekable();
         let mut pp = p.keys().zip(p.values()).peekable();
         loop {

@@ -116,6 +116,8 @@ fn value_rules() {
         merge_text(t, p, policy),
         norm(r#"{"inventory":{"a":5},"prices":{"x":10,"y":"c","z":1},"local":{"v":1},"low":2.50,"name":7}"#)
     );
+    // keep outranks the null mode
+    assert_eq!(merge_text(r#"{"l":1}"#, r#"{"l":null}"#, r#"{"nulls":"delete","paths":{"l":"keep"}}"#), norm(r#"{"l":1}"#));
     // keep: a stored null counts as absent
     assert_eq!(merge_text(r#"{"l":null}"#, r#"{"l":1}"#, r#"{"paths":{"l":"keep"}}"#), norm(r#"{"l":1}"#));
     // max ties keep the stored representation
