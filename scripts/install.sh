@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Build syncguard and install it into the PostgreSQL that $PG_CONFIG names.
 #
-#   scripts/install.sh            release build (what `make install` ships)
-#   scripts/install.sh debug      debug build, quicker; the test tiers use it
+#   scripts/install.sh            release build (`make install`, and the test tiers)
+#   scripts/install.sh debug      debug build: quicker to compile while trying things
 #
 # `cargo pgrx install` writes the library, the control file, the generated
 # install script syncguard--<version>.sql, and copies every upgrade script

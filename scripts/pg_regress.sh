@@ -44,7 +44,11 @@ if ! "$runner" --host="$PGHOST" --port="$PGPORT" --user=postgres \
         echo "===== $outdir/regression.diffs =====" >&2
         cat "$outdir/regression.diffs" >&2
     fi
-    echo "A new test has no expected output yet? Check $outdir/results/NAME.out by eye," >&2
-    echo "then copy it to $indir/expected/NAME.out." >&2
+    for t in "${tests[@]}"; do
+        if [ ! -f "$indir/expected/$t.out" ]; then
+            echo "New test $t has no expected output: read $outdir/results/$t.out and, if it" >&2
+            echo "is right, copy it to $indir/expected/$t.out." >&2
+        fi
+    done
     exit 1
 fi

@@ -100,8 +100,10 @@ done
 installed=""
 install_for_tests() {
     [ -n "$installed" ] && return 0
-    echo "-- installing the debug build for the SQL and client tiers"
-    scripts/install.sh debug
+    # The release build: what users get (stack depth, for one, differs from
+    # debug), and the one `make demo` and `make bench` then reuse.
+    echo "-- installing the release build for the SQL and client tiers"
+    scripts/install.sh release
     install_old_versions
     installed=1
 }

@@ -8,12 +8,18 @@ use postgres::Client;
 const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 fn syncguard_version(client: &mut Client) -> String {
-    client.query_one("SELECT syncguard.version()", &[]).expect("syncguard.version()").get(0)
+    client
+        .query_one("SELECT syncguard.version()", &[])
+        .expect("syncguard.version()")
+        .get(0)
 }
 
 fn extversion(client: &mut Client) -> String {
     client
-        .query_one("SELECT extversion FROM pg_extension WHERE extname = 'syncguard'", &[])
+        .query_one(
+            "SELECT extversion FROM pg_extension WHERE extname = 'syncguard'",
+            &[],
+        )
         .expect("extension installed")
         .get(0)
 }
@@ -25,7 +31,10 @@ fn survives_kill_9_of_the_postmaster() {
     assert_eq!(syncguard_version(&mut client), VERSION);
 
     cluster.kill_postmaster();
-    assert!(client.simple_query("SELECT 1").is_err(), "a session outlived its postmaster");
+    assert!(
+        client.simple_query("SELECT 1").is_err(),
+        "a session outlived its postmaster"
+    );
 
     cluster.start(); // crash recovery
     let mut client = cluster.connect();

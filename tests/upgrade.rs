@@ -64,12 +64,19 @@ ORDER BY 1
 "#;
 
 fn fingerprint(client: &mut Client) -> Vec<String> {
-    client.query(FINGERPRINT, &[]).expect("fingerprint").iter().map(|r| r.get(0)).collect()
+    client
+        .query(FINGERPRINT, &[])
+        .expect("fingerprint")
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
 }
 
 /// Numeric-aware order, so that 0.10.0 comes after 0.9.0.
 fn version_key(v: &str) -> Vec<u64> {
-    v.split(|c: char| !c.is_ascii_digit()).filter_map(|n| n.parse().ok()).collect()
+    v.split(|c: char| !c.is_ascii_digit())
+        .filter_map(|n| n.parse().ok())
+        .collect()
 }
 
 fn quote_literal(s: &str) -> String {
@@ -82,11 +89,17 @@ fn installed_build_is_this_version() {
     let cluster = TestCluster::new();
     let mut client = cluster.connect();
     let row = client
-        .query_opt("SELECT default_version FROM pg_available_extensions WHERE name = 'syncguard'", &[])
+        .query_opt(
+            "SELECT default_version FROM pg_available_extensions WHERE name = 'syncguard'",
+            &[],
+        )
         .expect("pg_available_extensions")
         .expect("syncguard is not installed on this server: run `make install` (or `make test`)");
     let default_version: String = row.get(0);
-    assert_eq!(default_version, VERSION, "the installed syncguard is not this build: reinstall it");
+    assert_eq!(
+        default_version, VERSION,
+        "the installed syncguard is not this build: reinstall it"
+    );
 }
 
 #[test]
@@ -94,13 +107,19 @@ fn every_installable_version_updates_to_the_current_one() {
     let cluster = TestCluster::new();
     let mut admin = cluster.connect();
     let mut versions: Vec<String> = admin
-        .query("SELECT version FROM pg_available_extension_versions WHERE name = 'syncguard'", &[])
+        .query(
+            "SELECT version FROM pg_available_extension_versions WHERE name = 'syncguard'",
+            &[],
+        )
         .expect("pg_available_extension_versions")
         .iter()
         .map(|r| r.get(0))
         .collect();
     versions.sort_by_key(|v| version_key(v));
-    assert!(versions.iter().any(|v| v == VERSION), "{VERSION} not among {versions:?}");
+    assert!(
+        versions.iter().any(|v| v == VERSION),
+        "{VERSION} not among {versions:?}"
+    );
 
     admin.batch_execute("CREATE DATABASE fresh").unwrap();
     let mut fresh = cluster.connect_to("fresh");
@@ -111,10 +130,15 @@ fn every_installable_version_updates_to_the_current_one() {
     // Oldest first, so a failure names the oldest broken path.
     for (i, from) in versions.iter().enumerate() {
         let db = format!("upgrade_{i}");
-        admin.batch_execute(&format!("CREATE DATABASE {db}")).unwrap();
+        admin
+            .batch_execute(&format!("CREATE DATABASE {db}"))
+            .unwrap();
         let mut client = cluster.connect_to(&db);
         client
-            .batch_execute(&format!("CREATE EXTENSION syncguard VERSION {}", quote_literal(from)))
+            .batch_execute(&format!(
+                "CREATE EXTENSION syncguard VERSION {}",
+                quote_literal(from)
+            ))
             .unwrap_or_else(|e| panic!("CREATE EXTENSION syncguard VERSION '{from}': {e}"));
         client
             .batch_execute("ALTER EXTENSION syncguard UPDATE")
@@ -127,7 +151,10 @@ fn every_installable_version_updates_to_the_current_one() {
             )
             .unwrap();
         let (extversion, library): (String, String) = (row.get(0), row.get(1));
-        assert_eq!(extversion, VERSION, "update from {from} stopped at {extversion}");
+        assert_eq!(
+            extversion, VERSION,
+            "update from {from} stopped at {extversion}"
+        );
         assert_eq!(library, VERSION);
         assert_eq!(
             fingerprint(&mut client),

@@ -56,8 +56,14 @@ impl TestCluster {
             as_postgres(bindir.join("initdb"))
                 .arg("-D")
                 .arg(dir.join("data"))
-                .args(["-U", "postgres", "--auth=trust", "--no-locale", "--encoding=UTF8"])
-                .args(["--no-sync"]),
+                .args([
+                    "-U",
+                    "postgres",
+                    "--auth=trust",
+                    "--no-locale",
+                    "--encoding=UTF8",
+                    "--no-sync",
+                ]),
         );
         static SEQ: AtomicUsize = AtomicUsize::new(0);
         let log = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!(
@@ -65,7 +71,13 @@ impl TestCluster {
             std::process::id(),
             SEQ.fetch_add(1, Ordering::Relaxed)
         ));
-        let mut cluster = TestCluster { dir, log, bindir, port: free_port(), postmaster: None };
+        let mut cluster = TestCluster {
+            dir,
+            log,
+            bindir,
+            port: free_port(),
+            postmaster: None,
+        };
         cluster.start();
         cluster
     }
@@ -125,7 +137,11 @@ impl TestCluster {
         assert!(self.postmaster.is_none(), "server already running");
         for _attempt in 0..10 {
             let log_start = fs::metadata(&self.log).map(|m| m.len()).unwrap_or(0);
-            let log = File::options().create(true).append(true).open(&self.log).expect("server log");
+            let log = File::options()
+                .create(true)
+                .append(true)
+                .open(&self.log)
+                .expect("server log");
             let child = as_postgres(self.bindir.join("postgres"))
                 .arg("-D")
                 .arg(self.data_dir())
@@ -133,7 +149,12 @@ impl TestCluster {
                 .arg(self.port.to_string())
                 .arg("-k")
                 .arg(&self.dir)
-                .args(["-c", "listen_addresses=localhost", "-c", "logging_collector=off"])
+                .args([
+                    "-c",
+                    "listen_addresses=localhost",
+                    "-c",
+                    "logging_collector=off",
+                ])
                 .stdin(Stdio::null())
                 .stdout(log.try_clone().expect("server log"))
                 .stderr(log)
@@ -154,7 +175,10 @@ impl TestCluster {
                         panic!("server exited while starting\n{}", self.log_tail());
                     }
                 }
-                Err(false) => panic!("server not ready after {READY_TIMEOUT:?}\n{}", self.log_tail()),
+                Err(false) => panic!(
+                    "server not ready after {READY_TIMEOUT:?}\n{}",
+                    self.log_tail()
+                ),
             }
         }
         panic!("server did not start in 10 attempts\n{}", self.log_tail());
@@ -195,12 +219,19 @@ impl TestCluster {
     /// The postmaster's pid, from `postmaster.pid`.
     pub fn postmaster_pid(&self) -> u32 {
         let pidfile = run_ok(as_postgres("cat").arg(self.data_dir().join("postmaster.pid")));
-        pidfile.lines().next().and_then(|l| l.trim().parse().ok()).expect("postmaster.pid")
+        pidfile
+            .lines()
+            .next()
+            .and_then(|l| l.trim().parse().ok())
+            .expect("postmaster.pid")
     }
 
     /// The server process serving `client`.
     pub fn backend_pid(&self, client: &mut Client) -> u32 {
-        let pid: i32 = client.query_one("SELECT pg_backend_pid()", &[]).expect("pg_backend_pid").get(0);
+        let pid: i32 = client
+            .query_one("SELECT pg_backend_pid()", &[])
+            .expect("pg_backend_pid")
+            .get(0);
         pid as u32
     }
 
@@ -224,7 +255,10 @@ impl TestCluster {
         // once ours is gone, the reset is under way and readiness means recovered.
         let deadline = Instant::now() + READY_TIMEOUT;
         while watcher.simple_query("SELECT 1").is_ok() {
-            assert!(Instant::now() < deadline, "the cluster did not reset after kill -9 of {pid}");
+            assert!(
+                Instant::now() < deadline,
+                "the cluster did not reset after kill -9 of {pid}"
+            );
             sleep(Duration::from_millis(20));
         }
         self.wait_ready()
@@ -242,7 +276,10 @@ impl TestCluster {
         let text = fs::read_to_string(&self.log).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();
         let tail = lines[lines.len().saturating_sub(40)..].join("\n");
-        format!("--- server log {} (last lines) ---\n{tail}", self.log.display())
+        format!(
+            "--- server log {} (last lines) ---\n{tail}",
+            self.log.display()
+        )
     }
 
     /// Poll until the server accepts a connection and answers. `Err(true)`:
@@ -270,7 +307,9 @@ impl TestCluster {
     }
 
     fn pg_ctl_stop(&mut self, mode: &str) {
-        let Some(mut child) = self.postmaster.take() else { return };
+        let Some(mut child) = self.postmaster.take() else {
+            return;
+        };
         let status = as_postgres(self.bindir.join("pg_ctl"))
             .arg("stop")
             .arg("-D")
@@ -286,7 +325,10 @@ impl TestCluster {
 
     fn signal(&self, pid: u32, signal: &str) {
         // Not checked: the process may have exited on its own meanwhile.
-        let _ = as_postgres("kill").arg(format!("-{signal}")).arg(pid.to_string()).status();
+        let _ = as_postgres("kill")
+            .arg(format!("-{signal}"))
+            .arg(pid.to_string())
+            .status();
     }
 }
 
@@ -294,7 +336,11 @@ impl Drop for TestCluster {
     fn drop(&mut self) {
         self.pg_ctl_stop("immediate");
         if std::thread::panicking() {
-            eprintln!("kept cluster {} and log {}", self.dir.display(), self.log.display());
+            eprintln!(
+                "kept cluster {} and log {}",
+                self.dir.display(),
+                self.log.display()
+            );
         } else {
             let _ = as_postgres("rm").arg("-rf").arg(&self.dir).status();
             let _ = fs::remove_file(&self.log);
@@ -322,12 +368,17 @@ fn as_postgres(program: impl AsRef<std::ffi::OsStr>) -> Command {
 
 fn is_root() -> bool {
     // /proc/self belongs to the effective user of this process.
-    fs::metadata("/proc/self").map(|m| m.uid() == 0).unwrap_or(false)
+    fs::metadata("/proc/self")
+        .map(|m| m.uid() == 0)
+        .unwrap_or(false)
 }
 
 fn postgres_ids() -> (u32, u32) {
     let id = |flag: &str| -> u32 {
-        run_ok(Command::new("id").args([flag, "postgres"])).trim().parse().expect("id postgres")
+        run_ok(Command::new("id").args([flag, "postgres"]))
+            .trim()
+            .parse()
+            .expect("id postgres")
     };
     (id("-u"), id("-g"))
 }
@@ -354,7 +405,10 @@ fn pg_config(arg: &str) -> String {
 /// A port nobody listens on right now (the server may still lose a race for
 /// it; `start` retries).
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port()
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port()
 }
 
 /// Field 3 of /proc/<pid>/stat is the state; a zombie (`Z`) has already
@@ -374,7 +428,9 @@ fn is_alive(pid: u32) -> bool {
 }
 
 fn children_of(parent: u32) -> Vec<u32> {
-    let Ok(entries) = fs::read_dir("/proc") else { return vec![] };
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return vec![];
+    };
     entries
         .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
         .filter(|&pid| matches!(proc_stat(pid), Some((_, ppid)) if ppid == parent))
