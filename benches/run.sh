@@ -15,15 +15,16 @@ RUNS=${RUNS:-5}
 WORKLOADS=${WORKLOADS:-../shared/bench/workloads.sql}
 OUT=benches/RESULTS.md
 
-# The contestants: "label|SQL expression over a (stored document) and b (patch)".
-# The first one is the reference for the ratios. Add a line to add a
-# contestant; one that cannot run (its function does not exist yet) is
-# reported as skipped, with the error, instead of failing the run.
+# The contestants: "label => SQL expression over a (stored document) and b
+# (patch)". The first one is the reference for the ratios. Add a line to add a
+# contestant; one that cannot run (its function does not exist) is reported
+# as skipped, with the error, instead of failing the run.
 CONTESTANTS=(
-    'a || b (shallow merge, reference)|a || b'
-    'plpgsql deep merge (benches/plpgsql_deep_merge.sql)|plpgsql_deep_merge(a, b)'
-    # syncguard's deep merge; skipped until the merge issue adds the function.
-    'syncguard.jsonb_deep_merge|syncguard.jsonb_deep_merge(a, b)'
+    "a || b (shallow merge, reference) => a || b"
+    "plpgsql deep merge (benches/plpgsql_deep_merge.sql) => plpgsql_deep_merge(a, b)"
+    "syncguard.jsonb_deep_merge => syncguard.jsonb_deep_merge(a, b)"
+    "syncguard.jsonb_deep_merge with a path policy => syncguard.jsonb_deep_merge(a, b, '{\"arrays\": \"union\", \"paths\": {\"s1.*\": \"max\", \"k03\": \"keep\"}}')"
+    "syncguard.jsonb_merge_patch (RFC 7396) => syncguard.jsonb_merge_patch(a, b)"
 )
 
 [ -f "$WORKLOADS" ] || { echo "missing $WORKLOADS (the shared bench workloads)" >&2; exit 1; }
@@ -43,7 +44,7 @@ for c in "${CONTESTANTS[@]}"; do
     ord=$((ord + 1))
     # psql quotes the values (:'var'), so expressions need no escaping here.
     # psql interpolates :'var' only in input it reads, not in -c commands.
-    psql_q -v ord="$ord" -v label="${c%%|*}" -v expr="${c#*|}" \
+    psql_q -v ord="$ord" -v label="${c%% => *}" -v expr="${c#* => }" \
         <<< "INSERT INTO bench_contestants VALUES (:ord, :'label', :'expr')"
 done
 

@@ -49,7 +49,10 @@ mod tests {
         PgTryBuilder::new(|| unsafe {
             let arg = pg_sys::Datum::from(c.as_ptr());
             let d = if three_args {
-                call(f, &[arg, pg_sys::Datum::from(0u32), pg_sys::Datum::from(-1i32)])
+                call(
+                    f,
+                    &[arg, pg_sys::Datum::from(0u32), pg_sys::Datum::from(-1i32)],
+                )
             } else {
                 call(f, &[arg])
             };
@@ -63,7 +66,10 @@ mod tests {
     fn call_out(f: PgFn, datum: &[u8]) -> String {
         unsafe {
             let d = call(f, &[palloc_copy(datum)]);
-            CStr::from_ptr(d.cast_mut_ptr::<std::os::raw::c_char>()).to_str().expect("UTF-8 output").to_owned()
+            CStr::from_ptr(d.cast_mut_ptr::<std::os::raw::c_char>())
+                .to_str()
+                .expect("UTF-8 output")
+                .to_owned()
         }
     }
 
@@ -98,10 +104,14 @@ mod tests {
     fn check_json(s: &str) -> bool {
         let ours = text::parse(s);
         let Some(pg) = pg_jsonb_in(s) else {
-            assert!(ours.is_err(), "PostgreSQL rejects {s:?} but text::parse accepts it");
+            assert!(
+                ours.is_err(),
+                "PostgreSQL rejects {s:?} but text::parse accepts it"
+            );
             return false;
         };
-        let ours = ours.unwrap_or_else(|e| panic!("PostgreSQL accepts {s:?} but text::parse rejects it: {e}"));
+        let ours = ours
+            .unwrap_or_else(|e| panic!("PostgreSQL accepts {s:?} but text::parse rejects it: {e}"));
         assert_eq!(
             hex(&ours),
             hex(&pg),
@@ -110,24 +120,44 @@ mod tests {
             pg_jsonb_out(&pg)
         );
         let printed = pg_jsonb_out(&pg);
-        assert_eq!(text::to_text(&pg[VARHDRSZ..]).as_deref(), Ok(printed.as_str()), "to_text differs for {s:?}");
+        assert_eq!(
+            text::to_text(&pg[VARHDRSZ..]).as_deref(),
+            Ok(printed.as_str()),
+            "to_text differs for {s:?}"
+        );
         // PostgreSQL reads our bytes back to the same text, and its text parses
         // back to the same bytes.
-        assert_eq!(pg_jsonb_out(&ours), printed, "jsonb_out of our datum for {s:?}");
-        assert_eq!(text::parse(&printed).as_deref(), Ok(&pg[..]), "re-parse of {printed:?}");
+        assert_eq!(
+            pg_jsonb_out(&ours),
+            printed,
+            "jsonb_out of our datum for {s:?}"
+        );
+        assert_eq!(
+            text::parse(&printed).as_deref(),
+            Ok(&pg[..]),
+            "re-parse of {printed:?}"
+        );
         true
     }
 
     fn check_number(s: &str) -> bool {
         let ours = numeric::parse(s);
         let Some(pg) = pg_numeric_in(s) else {
-            assert!(ours.is_none(), "numeric_in rejects {s:?} but numeric::parse accepts it");
+            assert!(
+                ours.is_none(),
+                "numeric_in rejects {s:?} but numeric::parse accepts it"
+            );
             return false;
         };
-        let ours = ours.unwrap_or_else(|| panic!("numeric_in accepts {s:?} but numeric::parse rejects it"));
+        let ours = ours
+            .unwrap_or_else(|| panic!("numeric_in accepts {s:?} but numeric::parse rejects it"));
         assert_eq!(hex(&ours), hex(&pg), "numeric bytes differ for {s:?}");
         let printed = pg_numeric_out(&pg);
-        assert_eq!(numeric::to_text(&pg).as_deref(), Ok(printed.as_str()), "numeric::to_text differs for {s:?}");
+        assert_eq!(
+            numeric::to_text(&pg).as_deref(),
+            Ok(printed.as_str()),
+            "numeric::to_text differs for {s:?}"
+        );
         true
     }
 
@@ -318,7 +348,11 @@ mod tests {
                 5 => out.push_str(&self.string()),
                 6 => {
                     out.push('[');
-                    let n = if self.below(8) == 0 { 30 + self.below(40) } else { self.below(5) };
+                    let n = if self.below(8) == 0 {
+                        30 + self.below(40)
+                    } else {
+                        self.below(5)
+                    };
                     for i in 0..n {
                         if i > 0 {
                             out.push(',');
@@ -331,7 +365,11 @@ mod tests {
                 }
                 _ => {
                     out.push('{');
-                    let n = if self.below(8) == 0 { 30 + self.below(40) } else { self.below(6) };
+                    let n = if self.below(8) == 0 {
+                        30 + self.below(40)
+                    } else {
+                        self.below(6)
+                    };
                     for i in 0..n {
                         if i > 0 {
                             out.push(',');
@@ -341,7 +379,10 @@ mod tests {
                         if self.below(3) == 0 {
                             out.push_str(&self.string());
                         } else {
-                            out.push_str(&format!("\"k{}\"", self.below(if n > 20 { 60 } else { 4 })));
+                            out.push_str(&format!(
+                                "\"k{}\"",
+                                self.below(if n > 20 { 60 } else { 4 })
+                            ));
                         }
                         self.ws(out);
                         out.push(':');
@@ -356,7 +397,9 @@ mod tests {
     }
 
     fn wide_object(n: usize) -> String {
-        let pairs: Vec<String> = (0..n).map(|i| format!("\"key{}\": {}", (i * 7919) % n, i)).collect();
+        let pairs: Vec<String> = (0..n)
+            .map(|i| format!("\"key{}\": {}", (i * 7919) % n, i))
+            .collect();
         format!("{{{}}}", pairs.join(", "))
     }
 
@@ -456,7 +499,12 @@ mod tests {
             v.push(format!("[{}]", elems.join(",")));
         }
         // Nested wide objects: offsets inside containers inside containers.
-        v.push(format!("{{\"outer\": {}, \"list\": [{}, {}]}}", wide_object(45), wide_object(33), wide_object(70)));
+        v.push(format!(
+            "{{\"outer\": {}, \"list\": [{}, {}]}}",
+            wide_object(45),
+            wide_object(33),
+            wide_object(70)
+        ));
         // Every number of the number corpus inside an array and as a value.
         for n in number_corpus() {
             v.push(format!("[\"pad\", {n}]"));
@@ -468,7 +516,11 @@ mod tests {
     #[pg_test]
     fn codec_database_is_utf8() {
         let enc = unsafe { pg_sys::GetDatabaseEncoding() };
-        assert_eq!(enc, pg_sys::pg_enc::PG_UTF8 as i32, "the codec tests assume a UTF8 database");
+        assert_eq!(
+            enc,
+            pg_sys::pg_enc::PG_UTF8 as i32,
+            "the codec tests assume a UTF8 database"
+        );
     }
 
     #[pg_test]
@@ -491,20 +543,38 @@ mod tests {
     #[pg_test]
     fn codec_numeric_cmp_matches() {
         let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
-        let mut pool: Vec<Vec<u8>> = number_corpus().iter().filter_map(|s| pg_numeric_in(s)).collect();
+        let mut pool: Vec<Vec<u8>> = number_corpus()
+            .iter()
+            .filter_map(|s| pg_numeric_in(s))
+            .collect();
         for _ in 0..300 {
             pool.push(pg_numeric_in(&rng.number()).expect("generated numbers are in range"));
         }
         // Near-equal pairs: same value at different scales.
-        for s in ["1", "1.0", "1.00", "-0", "0.000", "1e3", "1000.0", "-2.50", "-2.5"] {
+        for s in [
+            "1", "1.0", "1.00", "-0", "0.000", "1e3", "1000.0", "-2.50", "-2.5",
+        ] {
             pool.push(pg_numeric_in(s).unwrap());
         }
         for a in &pool {
             for b in &pool {
                 let want = pg_numeric_cmp(a, b).cmp(&0);
-                assert_eq!(numeric::cmp(a, b), Ok(want), "cmp {} vs {}", pg_numeric_out(a), pg_numeric_out(b));
-                let same = want == std::cmp::Ordering::Equal && pg_numeric_out(a) == pg_numeric_out(b);
-                assert_eq!(numeric::same(a, b), Ok(same), "same {} vs {}", pg_numeric_out(a), pg_numeric_out(b));
+                assert_eq!(
+                    numeric::cmp(a, b),
+                    Ok(want),
+                    "cmp {} vs {}",
+                    pg_numeric_out(a),
+                    pg_numeric_out(b)
+                );
+                let same =
+                    want == std::cmp::Ordering::Equal && pg_numeric_out(a) == pg_numeric_out(b);
+                assert_eq!(
+                    numeric::same(a, b),
+                    Ok(same),
+                    "same {} vs {}",
+                    pg_numeric_out(a),
+                    pg_numeric_out(b)
+                );
             }
         }
     }
@@ -520,7 +590,10 @@ mod tests {
                 rejected += 1;
             }
         }
-        assert!(accepted > 150 && rejected > 30, "accepted {accepted}, rejected {rejected}");
+        assert!(
+            accepted > 150 && rejected > 30,
+            "accepted {accepted}, rejected {rejected}"
+        );
     }
 
     #[pg_test]
@@ -555,7 +628,9 @@ mod tests {
                     chars.remove(at);
                 }
                 _ => {
-                    const JUNK: &[char] = &[',', ':', '"', '\\', '[', ']', '{', '}', 'e', '-', '0', '.', ' '];
+                    const JUNK: &[char] = &[
+                        ',', ':', '"', '\\', '[', ']', '{', '}', 'e', '-', '0', '.', ' ',
+                    ];
                     chars.insert(at, JUNK[rng.below(JUNK.len() as u64) as usize]);
                 }
             }
@@ -564,14 +639,25 @@ mod tests {
                 both_invalid += 1;
             }
         }
-        assert!(both_invalid > 500, "only {both_invalid} corrupted documents were invalid");
+        assert!(
+            both_invalid > 500,
+            "only {both_invalid} corrupted documents were invalid"
+        );
     }
 
     #[pg_test]
     fn codec_deep_nesting_matches() {
         for depth in [100, 1000, 5000] {
-            assert!(check_json(&format!("{}{}", "[".repeat(depth), "]".repeat(depth))));
-            assert!(check_json(&format!("{}1{}", "{\"a\": [".repeat(depth), "]}".repeat(depth))));
+            assert!(check_json(&format!(
+                "{}{}",
+                "[".repeat(depth),
+                "]".repeat(depth)
+            )));
+            assert!(check_json(&format!(
+                "{}1{}",
+                "{\"a\": [".repeat(depth),
+                "]}".repeat(depth)
+            )));
         }
     }
 }

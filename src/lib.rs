@@ -3,8 +3,8 @@
 //! This file stays thin: the module list, the module magic and `_PG_init`.
 use pgrx::prelude::*;
 
-pub mod merge;
 mod jsonb_arg;
+pub mod merge;
 mod merge_sql;
 
 #[cfg(any(test, feature = "pg_test"))]

@@ -10,13 +10,14 @@ use crate::jsonb_arg::JsonbRaw;
 use crate::merge::engine::{self, Limits, MergeError, Merged};
 use crate::merge::policy::{Policy, PolicyError};
 use crate::merge::text;
-use pgrx::prelude::*;
 use pgrx::pg_sys::panic::ErrorReport;
+use pgrx::prelude::*;
 use pgrx::{GucContext, GucFlags, GucRegistry, GucSetting};
 use std::cell::RefCell;
 use std::rc::Rc;
 
-pub static MAX_MERGE_DEPTH: GucSetting<i32> = GucSetting::<i32>::new(engine::DEFAULT_MAX_DEPTH as i32);
+pub static MAX_MERGE_DEPTH: GucSetting<i32> =
+    GucSetting::<i32>::new(engine::DEFAULT_MAX_DEPTH as i32);
 
 /// Upper bound of the depth GUC. The server's own stack check stops a walk
 /// before the stack runs out whatever this is set to.
@@ -38,7 +39,10 @@ pub fn init_gucs() {
 fn limits() -> Limits {
     // SAFETY: stack_is_too_deep only compares a local's address with the
     // recorded stack base; it never raises an error.
-    Limits { max_depth: MAX_MERGE_DEPTH.get().max(1) as usize, stack_too_deep: || unsafe { pg_sys::stack_is_too_deep() } }
+    Limits {
+        max_depth: MAX_MERGE_DEPTH.get().max(1) as usize,
+        stack_too_deep: || unsafe { pg_sys::stack_is_too_deep() },
+    }
 }
 
 fn raise_merge_error(e: MergeError) -> ! {
@@ -69,14 +73,20 @@ fn raise_merge_error(e: MergeError) -> ! {
             "The stored jsonb is not in PostgreSQL's binary format; restore it from a backup.",
         ),
     };
-    ErrorReport::new(code, message, function_name!()).set_hint(hint).report(PgLogLevel::ERROR);
+    ErrorReport::new(code, message, function_name!())
+        .set_hint(hint)
+        .report(PgLogLevel::ERROR);
     unreachable!("ERROR does not return")
 }
 
 fn raise_policy_error(e: PolicyError) -> ! {
-    ErrorReport::new(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, e.message, function_name!())
-        .set_hint(e.hint)
-        .report(PgLogLevel::ERROR);
+    ErrorReport::new(
+        PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+        e.message,
+        function_name!(),
+    )
+    .set_hint(e.hint)
+    .report(PgLogLevel::ERROR);
     unreachable!("ERROR does not return")
 }
 
@@ -90,9 +100,15 @@ thread_local! {
 }
 
 fn policy_of(policy: Option<&JsonbRaw>) -> Rc<Policy> {
-    let Some(policy) = policy else { return DEFAULT_POLICY.with(Rc::clone) };
+    let Some(policy) = policy else {
+        return DEFAULT_POLICY.with(Rc::clone);
+    };
     let bytes = policy.container();
-    if let Some(hit) = POLICY_CACHE.with_borrow(|c| c.as_ref().filter(|(b, _)| b == bytes).map(|(_, p)| p.clone())) {
+    if let Some(hit) = POLICY_CACHE.with_borrow(|c| {
+        c.as_ref()
+            .filter(|(b, _)| b == bytes)
+            .map(|(_, p)| p.clone())
+    }) {
         return hit;
     }
     let text = text::to_text(bytes).unwrap_or_else(|_| raise_merge_error(MergeError::Format));
@@ -108,7 +124,11 @@ fn empty_object() -> JsonbRaw {
     JsonbRaw::from_built(&buf)
 }
 
-fn finish(result: Result<Merged, MergeError>, target: Option<JsonbRaw>, patch: JsonbRaw) -> JsonbRaw {
+fn finish(
+    result: Result<Merged, MergeError>,
+    target: Option<JsonbRaw>,
+    patch: JsonbRaw,
+) -> JsonbRaw {
     match result {
         Ok(Merged::Target) => target.unwrap_or_else(empty_object),
         Ok(Merged::Patch) => patch,
@@ -126,6 +146,12 @@ fn jsonb_deep_merge(
 ) -> Option<JsonbRaw> {
     let policy = policy_of(policy.as_ref());
     match (target, patch) {
+        // A policy that deletes nulls never stores one, not even into an
+        // absent document: merge into `{}` so they drop out.
+        (None, Some(p)) if policy.any_delete => {
+            let r = engine::deep_merge(EMPTY_OBJECT, p.container(), &policy, limits());
+            Some(finish(r, None, p))
+        }
         (None, p) => p,
         (t, None) => t,
         (Some(t), Some(p)) => {
@@ -203,5 +229,10 @@ COMMENT ON AGGREGATE syncguard.jsonb_deep_merge_agg(jsonb) IS 'deep-merge rows l
 COMMENT ON AGGREGATE syncguard.jsonb_deep_merge_agg(jsonb, jsonb) IS 'deep-merge rows left to right under a merge policy (use ORDER BY)';
 "#,
     name = "merge_operator_and_aggregates",
-    requires = [jsonb_deep_merge, jsonb_deep_merge_op, jsonb_merge_patch, jsonb_merge_diff]
+    requires = [
+        jsonb_deep_merge,
+        jsonb_deep_merge_op,
+        jsonb_merge_patch,
+        jsonb_merge_diff
+    ]
 );

@@ -8,7 +8,10 @@
 //! mode) are rebuilt, so a merge costs about the size of the output plus the
 //! size of the patch — never a decode of untouched data.
 
-use super::jsonb::{key_cmp, Container, FormatError, Item, Kind, Open, Value, WriteError, Writer, T_CONTAINER, T_NULL};
+use super::jsonb::{
+    key_cmp, Container, FormatError, Item, Kind, Open, Value, WriteError, Writer, T_CONTAINER,
+    T_NULL,
+};
 use super::numeric;
 use super::policy::{ArrayMode, NullMode, Policy, ValueRule};
 use std::cmp::Ordering;
@@ -38,12 +41,17 @@ pub struct Limits {
 impl Limits {
     /// A depth limit alone (pure-Rust callers, whose inputs are bounded).
     pub fn depth(max_depth: usize) -> Self {
-        Limits { max_depth, stack_too_deep: || false }
+        Limits {
+            max_depth,
+            stack_too_deep: || false,
+        }
     }
 
     fn check(&self, depth: usize) -> Result<(), MergeError> {
         if depth > self.max_depth {
-            Err(MergeError::TooDeep { limit: self.max_depth })
+            Err(MergeError::TooDeep {
+                limit: self.max_depth,
+            })
         } else if depth % STACK_CHECK_EVERY == 0 && (self.stack_too_deep)() {
             Err(MergeError::StackTooDeep)
         } else {
@@ -57,7 +65,9 @@ pub enum MergeError {
     /// An input is not well-formed binary jsonb.
     Format,
     /// The merge would walk deeper than the configured limit.
-    TooDeep { limit: usize },
+    TooDeep {
+        limit: usize,
+    },
     /// The server's stack limit (`max_stack_depth`) would be exceeded first.
     StackTooDeep,
     /// The result exceeds jsonb's 256 MB container limit.
@@ -120,7 +130,10 @@ fn root_item(c: Container<'_>) -> Result<Item<'_>, FormatError> {
     if c.kind() == Kind::Scalar {
         c.scalar()
     } else {
-        Ok(Item { ty: T_CONTAINER, data: c.bytes() })
+        Ok(Item {
+            ty: T_CONTAINER,
+            data: c.bytes(),
+        })
     }
 }
 
@@ -135,7 +148,12 @@ struct Walker<'a, 'p> {
 
 impl<'a, 'p> Walker<'a, 'p> {
     fn new(policy: &'p Policy, limits: Limits, capacity: usize) -> Self {
-        Walker { policy, w: Writer::with_capacity(capacity), limits, steps: Vec::new() }
+        Walker {
+            policy,
+            w: Writer::with_capacity(capacity),
+            limits,
+            steps: Vec::new(),
+        }
     }
 
     fn check_depth(&self, depth: usize) -> Result<(), MergeError> {
@@ -143,13 +161,23 @@ impl<'a, 'p> Walker<'a, 'p> {
     }
 
     fn root_ctx(&self) -> Ctx<'p> {
-        Ctx { arrays: &self.policy.arrays, nulls: self.policy.nulls, value: ValueRule::Merge, active: self.policy.root() }
+        Ctx {
+            arrays: &self.policy.arrays,
+            nulls: self.policy.nulls,
+            value: ValueRule::Merge,
+            active: self.policy.root(),
+        }
     }
 
     /// Rules for the value under `key` inside a position with rules `c`.
     fn child_ctx(&self, c: &Ctx<'p>, key: &[u8]) -> Ctx<'p> {
         if c.active.is_empty() {
-            return Ctx { arrays: c.arrays, nulls: c.nulls, value: ValueRule::Merge, active: Vec::new() };
+            return Ctx {
+                arrays: c.arrays,
+                nulls: c.nulls,
+                value: ValueRule::Merge,
+                active: Vec::new(),
+            };
         }
         let mut active = Vec::with_capacity(c.active.len() * 2);
         self.policy.descend(&c.active, key, &mut active);
@@ -173,7 +201,12 @@ impl<'a, 'p> Walker<'a, 'p> {
     }
 
     /// The deep-merge decision for one position; `None` drops the key.
-    fn decide(&self, t: Option<Item<'a>>, p: Item<'a>, c: &Ctx<'p>) -> Result<Option<Action<'a>>, MergeError> {
+    fn decide(
+        &self,
+        t: Option<Item<'a>>,
+        p: Item<'a>,
+        c: &Ctx<'p>,
+    ) -> Result<Option<Action<'a>>, MergeError> {
         // `keep` outranks every null mode: a stored value it protects stays.
         if let Some(t) = t.filter(|t| c.value == ValueRule::Keep && !t.is_null()) {
             return Ok(Some(Action::Copy(t)));
@@ -185,7 +218,9 @@ impl<'a, 'p> Walker<'a, 'p> {
                 NullMode::Delete => None,
             });
         }
-        let Some(t) = t else { return Ok(Some(self.insert(p))) };
+        let Some(t) = t else {
+            return Ok(Some(self.insert(p)));
+        };
         Ok(Some(match c.value {
             ValueRule::Keep | ValueRule::Replace => self.insert(p),
             ValueRule::Max | ValueRule::Min => match scalar_cmp(p, t)? {
@@ -200,7 +235,10 @@ impl<'a, 'p> Walker<'a, 'p> {
                     Action::Copy(t)
                 } else if t.as_object().is_some() && po.is_some() {
                     Action::Merge(Some(t), p)
-                } else if *c.arrays != ArrayMode::Replace && t.as_array().is_some() && p.as_array().is_some() {
+                } else if *c.arrays != ArrayMode::Replace
+                    && t.as_array().is_some()
+                    && p.as_array().is_some()
+                {
                     Action::Merge(Some(t), p)
                 } else {
                     self.insert(p)
@@ -210,11 +248,21 @@ impl<'a, 'p> Walker<'a, 'p> {
     }
 
     /// Plans and writes one object (target side optional: stripping nulls).
-    fn build_object(&mut self, t: Option<Container<'a>>, p: Container<'a>, c: &Ctx<'p>, depth: usize) -> Result<Open, MergeError> {
+    fn build_object(
+        &mut self,
+        t: Option<Container<'a>>,
+        p: Container<'a>,
+        c: &Ctx<'p>,
+        depth: usize,
+    ) -> Result<Open, MergeError> {
         self.check_depth(depth)?;
         let base = self.steps.len();
         self.steps.reserve(t.map_or(0, |t| t.len()) + p.len());
-        let mut tp = t.map(|t| t.keys().zip(t.values())).into_iter().flatten().peekable();
+        let mut tp = t
+            .map(|t| t.keys().zip(t.values()))
+            .into_iter()
+            .flatten()
+            .peekable();
         let mut pp = p.keys().zip(p.values()).peekable();
         loop {
             let order = match (tp.peek(), pp.peek()) {
@@ -222,7 +270,10 @@ impl<'a, 'p> Walker<'a, 'p> {
                 (Some(_), None) => Ordering::Less,
                 (None, Some(_)) => Ordering::Greater,
                 (Some((tk, _)), Some((pk, _))) => {
-                    let (tk, pk) = (tk.as_ref().map_err(Clone::clone)?, pk.as_ref().map_err(Clone::clone)?);
+                    let (tk, pk) = (
+                        tk.as_ref().map_err(Clone::clone)?,
+                        pk.as_ref().map_err(Clone::clone)?,
+                    );
                     key_cmp(tk.data, pk.data)
                 }
             };
@@ -257,7 +308,13 @@ impl<'a, 'p> Walker<'a, 'p> {
             let Step { key, action } = self.steps[i];
             match action {
                 Action::Copy(item) => self.w.push_item(&mut o, item)?,
-                Action::Null => self.w.push_item(&mut o, Item { ty: T_NULL, data: &[] })?,
+                Action::Null => self.w.push_item(
+                    &mut o,
+                    Item {
+                        ty: T_NULL,
+                        data: &[],
+                    },
+                )?,
                 Action::Merge(t, p) => {
                     let cc = self.child_ctx(c, key);
                     self.emit_merge(&mut o, t, p, &cc, depth + 1)?;
@@ -270,14 +327,27 @@ impl<'a, 'p> Walker<'a, 'p> {
 
     /// Writes the merge of `t` and `p` (two objects, or two arrays under a
     /// non-replace mode, or a patch object alone) as the next child of `parent`.
-    fn emit_merge(&mut self, parent: &mut Open, t: Option<Item<'a>>, p: Item<'a>, c: &Ctx<'p>, depth: usize) -> Result<(), MergeError> {
+    fn emit_merge(
+        &mut self,
+        parent: &mut Open,
+        t: Option<Item<'a>>,
+        p: Item<'a>,
+        c: &Ctx<'p>,
+        depth: usize,
+    ) -> Result<(), MergeError> {
         let start = self.w.len();
         let inner = self.build(t, p, c, depth)?;
         self.w.close_nested(parent, start, inner)?;
         Ok(())
     }
 
-    fn build(&mut self, t: Option<Item<'a>>, p: Item<'a>, c: &Ctx<'p>, depth: usize) -> Result<Open, MergeError> {
+    fn build(
+        &mut self,
+        t: Option<Item<'a>>,
+        p: Item<'a>,
+        c: &Ctx<'p>,
+        depth: usize,
+    ) -> Result<Open, MergeError> {
         if let Some(po) = p.as_object() {
             return self.build_object(t.and_then(Item::as_object), po, c, depth);
         }
@@ -287,13 +357,21 @@ impl<'a, 'p> Walker<'a, 'p> {
         }
     }
 
-    fn build_array(&mut self, t: Container<'a>, p: Container<'a>, c: &Ctx<'p>, depth: usize) -> Result<Open, MergeError> {
+    fn build_array(
+        &mut self,
+        t: Container<'a>,
+        p: Container<'a>,
+        c: &Ctx<'p>,
+        depth: usize,
+    ) -> Result<Open, MergeError> {
         self.check_depth(depth)?;
         let te: Vec<Item<'a>> = t.elements().collect::<Result<_, _>>()?;
         let pe: Vec<Item<'a>> = p.elements().collect::<Result<_, _>>()?;
         match c.arrays {
             ArrayMode::Replace => unreachable!("replace never rebuilds"),
-            ArrayMode::Concat => self.write_items(te.iter().chain(pe.iter()).copied(), te.len() + pe.len()),
+            ArrayMode::Concat => {
+                self.write_items(te.iter().chain(pe.iter()).copied(), te.len() + pe.len())
+            }
             ArrayMode::Union => {
                 let mut seen = Seen::default();
                 let mut out = Vec::with_capacity(te.len() + pe.len());
@@ -314,7 +392,11 @@ impl<'a, 'p> Walker<'a, 'p> {
         }
     }
 
-    fn write_items(&mut self, items: impl Iterator<Item = Item<'a>>, n: usize) -> Result<Open, MergeError> {
+    fn write_items(
+        &mut self,
+        items: impl Iterator<Item = Item<'a>>,
+        n: usize,
+    ) -> Result<Open, MergeError> {
         let mut o = self.w.open(Kind::Array, n)?;
         for item in items {
             self.w.push_item(&mut o, item)?;
@@ -329,7 +411,14 @@ impl<'a, 'p> Walker<'a, 'p> {
     /// first appearance; elements without the field are kept (target) or
     /// appended (patch). Only the first target element with a given value
     /// is matched.
-    fn merge_by(&mut self, te: &[Item<'a>], pe: &[Item<'a>], field: &[u8], c: &Ctx<'p>, depth: usize) -> Result<Open, MergeError> {
+    fn merge_by(
+        &mut self,
+        te: &[Item<'a>],
+        pe: &[Item<'a>],
+        field: &[u8],
+        c: &Ctx<'p>,
+        depth: usize,
+    ) -> Result<Open, MergeError> {
         let field_of = |e: Item<'a>| -> Result<Option<Item<'a>>, MergeError> {
             match e.as_object() {
                 Some(o) => Ok(o.get(field)?),
@@ -337,7 +426,8 @@ impl<'a, 'p> Walker<'a, 'p> {
             }
         };
         // groups[g] = (target element or None, patch elements to merge in order)
-        let mut groups: Vec<(Option<Item<'a>>, Vec<Item<'a>>)> = Vec::with_capacity(te.len() + pe.len());
+        let mut groups: Vec<(Option<Item<'a>>, Vec<Item<'a>>)> =
+            Vec::with_capacity(te.len() + pe.len());
         let mut keys: Vec<Item<'a>> = Vec::new(); // field value per keyed group
         let mut key_group: Vec<usize> = Vec::new();
         let mut seen = Seen::default();
@@ -365,7 +455,12 @@ impl<'a, 'p> Walker<'a, 'p> {
                 None => groups.push((None, vec![e])),
             }
         }
-        let elem = Ctx { arrays: c.arrays, nulls: c.nulls, value: ValueRule::Merge, active: c.active.clone() };
+        let elem = Ctx {
+            arrays: c.arrays,
+            nulls: c.nulls,
+            value: ValueRule::Merge,
+            active: c.active.clone(),
+        };
         let mut o = self.w.open(Kind::Array, groups.len())?;
         for (t, ps) in groups {
             self.write_folded(&mut o, t, &ps, &elem, depth + 1)?;
@@ -375,7 +470,14 @@ impl<'a, 'p> Walker<'a, 'p> {
 
     /// Writes `t` merged with each of `ps` in turn. One merge is written in
     /// place; a chain goes through intermediate datums.
-    fn write_folded(&mut self, o: &mut Open, t: Option<Item<'a>>, ps: &[Item<'a>], c: &Ctx<'p>, depth: usize) -> Result<(), MergeError> {
+    fn write_folded(
+        &mut self,
+        o: &mut Open,
+        t: Option<Item<'a>>,
+        ps: &[Item<'a>],
+        c: &Ctx<'p>,
+        depth: usize,
+    ) -> Result<(), MergeError> {
         let (acc, rest) = match (t, ps) {
             (Some(t), []) => return Ok(self.w.push_item(o, t)?),
             (Some(t), [p, rest @ ..]) => (self.decide(Some(t), *p, c)?, rest),
@@ -404,20 +506,40 @@ impl<'a, 'p> Walker<'a, 'p> {
         Ok(())
     }
 
-    fn write_action(&mut self, o: &mut Open, a: Action<'a>, c: &Ctx<'p>, depth: usize) -> Result<(), MergeError> {
+    fn write_action(
+        &mut self,
+        o: &mut Open,
+        a: Action<'a>,
+        c: &Ctx<'p>,
+        depth: usize,
+    ) -> Result<(), MergeError> {
         match a {
             Action::Copy(item) => self.w.push_item(o, item)?,
-            Action::Null => self.w.push_item(o, Item { ty: T_NULL, data: &[] })?,
+            Action::Null => self.w.push_item(
+                o,
+                Item {
+                    ty: T_NULL,
+                    data: &[],
+                },
+            )?,
             Action::Merge(t, p) => self.emit_merge(o, t, p, c, depth)?,
         }
         Ok(())
     }
 
     /// Writes an action as a whole root datum.
-    fn write_root(mut self, a: Action<'a>, c: &Ctx<'p>, depth: usize) -> Result<Vec<u8>, MergeError> {
+    fn write_root(
+        mut self,
+        a: Action<'a>,
+        c: &Ctx<'p>,
+        depth: usize,
+    ) -> Result<Vec<u8>, MergeError> {
         match a {
             Action::Copy(item) => Ok(Writer::root_from_item(item)?),
-            Action::Null => Ok(Writer::root_from_item(Item { ty: T_NULL, data: &[] })?),
+            Action::Null => Ok(Writer::root_from_item(Item {
+                ty: T_NULL,
+                data: &[],
+            })?),
             Action::Merge(t, p) => {
                 self.build(t, p, c, depth)?;
                 Ok(self.w.into_inner())
@@ -445,13 +567,28 @@ struct Seen {
 }
 
 impl Seen {
-    fn insert(&mut self, v: Item<'_>, index: usize, depth: usize, limits: Limits) -> Result<(), MergeError> {
-        self.by_hash.entry(value_hash(v, depth, limits)?).or_default().push(index);
+    fn insert(
+        &mut self,
+        v: Item<'_>,
+        index: usize,
+        depth: usize,
+        limits: Limits,
+    ) -> Result<(), MergeError> {
+        self.by_hash
+            .entry(value_hash(v, depth, limits)?)
+            .or_default()
+            .push(index);
         Ok(())
     }
 
     /// The index (into `values`) of a value equal to `v`.
-    fn find(&self, v: Item<'_>, values: &[Item<'_>], depth: usize, limits: Limits) -> Result<Option<usize>, MergeError> {
+    fn find(
+        &self,
+        v: Item<'_>,
+        values: &[Item<'_>],
+        depth: usize,
+        limits: Limits,
+    ) -> Result<Option<usize>, MergeError> {
         if let Some(candidates) = self.by_hash.get(&value_hash(v, depth, limits)?) {
             for &i in candidates {
                 if equal(v, values[i], depth, false, limits)? {
@@ -469,7 +606,12 @@ fn value_hash(v: Item<'_>, depth: usize, limits: Limits) -> Result<u64, MergeErr
     Ok(h.finish())
 }
 
-fn hash_into(v: Item<'_>, h: &mut DefaultHasher, depth: usize, limits: Limits) -> Result<(), MergeError> {
+fn hash_into(
+    v: Item<'_>,
+    h: &mut DefaultHasher,
+    depth: usize,
+    limits: Limits,
+) -> Result<(), MergeError> {
     limits.check(depth)?;
     v.ty.hash(h);
     match v.value()? {
@@ -477,7 +619,14 @@ fn hash_into(v: Item<'_>, h: &mut DefaultHasher, depth: usize, limits: Limits) -
         Value::Container(c) => {
             (c.kind() as u8).hash(h);
             c.len().hash(h);
-            for e in c.cursor(0, if c.kind() == Kind::Object { 2 * c.len() } else { c.len() }) {
+            for e in c.cursor(
+                0,
+                if c.kind() == Kind::Object {
+                    2 * c.len()
+                } else {
+                    c.len()
+                },
+            ) {
                 hash_into(e?, h, depth + 1, limits)?;
             }
         }
@@ -488,7 +637,13 @@ fn hash_into(v: Item<'_>, h: &mut DefaultHasher, depth: usize, limits: Limits) -
 
 /// jsonb equality. `exact` also requires numbers to print the same
 /// (`1.0` vs `1.00` differ), which a diff needs to reproduce text exactly.
-fn equal(a: Item<'_>, b: Item<'_>, depth: usize, exact: bool, limits: Limits) -> Result<bool, MergeError> {
+fn equal(
+    a: Item<'_>,
+    b: Item<'_>,
+    depth: usize,
+    exact: bool,
+    limits: Limits,
+) -> Result<bool, MergeError> {
     if a.ty != b.ty {
         return Ok(false);
     }
@@ -508,7 +663,11 @@ fn equal(a: Item<'_>, b: Item<'_>, depth: usize, exact: bool, limits: Limits) ->
             if x.kind() != y.kind() || x.len() != y.len() {
                 return Ok(false);
             }
-            let n = if x.kind() == Kind::Object { 2 * x.len() } else { x.len() };
+            let n = if x.kind() == Kind::Object {
+                2 * x.len()
+            } else {
+                x.len()
+            };
             for (ea, eb) in x.cursor(0, n).zip(y.cursor(0, n)) {
                 if !equal(ea?, eb?, depth + 1, exact, limits)? {
                     return Ok(false);
@@ -522,7 +681,12 @@ fn equal(a: Item<'_>, b: Item<'_>, depth: usize, exact: bool, limits: Limits) ->
 
 /// Policy-driven deep merge of two root containers (datums without their
 /// varlena header).
-pub fn deep_merge(target: &[u8], patch: &[u8], policy: &Policy, limits: Limits) -> Result<Merged, MergeError> {
+pub fn deep_merge(
+    target: &[u8],
+    patch: &[u8],
+    policy: &Policy,
+    limits: Limits,
+) -> Result<Merged, MergeError> {
     let (tc, pc) = (Container::new(target)?, Container::new(patch)?);
     let (t, p) = (root_item(tc)?, root_item(pc)?);
     let walker = Walker::new(policy, limits, target.len() + patch.len() + 64);
@@ -561,7 +725,12 @@ pub fn diff(old: &[u8], new: &[u8], limits: Limits) -> Result<Merged, MergeError
 }
 
 impl<'a> Walker<'a, '_> {
-    fn build_diff(&mut self, old: Container<'a>, new: Container<'a>, depth: usize) -> Result<Open, MergeError> {
+    fn build_diff(
+        &mut self,
+        old: Container<'a>,
+        new: Container<'a>,
+        depth: usize,
+    ) -> Result<Open, MergeError> {
         self.check_depth(depth)?;
         let base = self.steps.len();
         let mut op = old.keys().zip(old.values()).peekable();
@@ -571,18 +740,25 @@ impl<'a> Walker<'a, '_> {
                 (None, None) => break,
                 (Some(_), None) => Ordering::Less,
                 (None, Some(_)) => Ordering::Greater,
-                (Some((ok, _)), Some((nk, _))) => {
-                    key_cmp(ok.as_ref().map_err(Clone::clone)?.data, nk.as_ref().map_err(Clone::clone)?.data)
-                }
+                (Some((ok, _)), Some((nk, _))) => key_cmp(
+                    ok.as_ref().map_err(Clone::clone)?.data,
+                    nk.as_ref().map_err(Clone::clone)?.data,
+                ),
             };
             match order {
                 Ordering::Less => {
                     let (k, _) = op.next().expect("peeked");
-                    self.steps.push(Step { key: k?.data, action: Action::Null });
+                    self.steps.push(Step {
+                        key: k?.data,
+                        action: Action::Null,
+                    });
                 }
                 Ordering::Greater => {
                     let (k, v) = np.next().expect("peeked");
-                    self.steps.push(Step { key: k?.data, action: Action::Copy(v?) });
+                    self.steps.push(Step {
+                        key: k?.data,
+                        action: Action::Copy(v?),
+                    });
                 }
                 Ordering::Equal => {
                     let (k, ov) = op.next().expect("peeked");
@@ -609,9 +785,18 @@ impl<'a> Walker<'a, '_> {
         for i in base..base + n {
             match self.steps[i].action {
                 Action::Copy(item) => self.w.push_item(&mut o, item)?,
-                Action::Null => self.w.push_item(&mut o, Item { ty: T_NULL, data: &[] })?,
+                Action::Null => self.w.push_item(
+                    &mut o,
+                    Item {
+                        ty: T_NULL,
+                        data: &[],
+                    },
+                )?,
                 Action::Merge(Some(ov), nv) => {
-                    let (ov, nv) = (ov.as_object().expect("planned"), nv.as_object().expect("planned"));
+                    let (ov, nv) = (
+                        ov.as_object().expect("planned"),
+                        nv.as_object().expect("planned"),
+                    );
                     let start = self.w.len();
                     let inner = self.build_diff(ov, nv, depth + 1)?;
                     self.w.close_nested(&mut o, start, inner)?;

@@ -111,7 +111,9 @@ impl<'a> Item<'a> {
     #[inline]
     pub fn as_object(self) -> Option<Container<'a>> {
         if self.ty == T_CONTAINER {
-            Container::new(self.data).ok().filter(|c| c.kind() == Kind::Object)
+            Container::new(self.data)
+                .ok()
+                .filter(|c| c.kind() == Kind::Object)
         } else {
             None
         }
@@ -120,7 +122,9 @@ impl<'a> Item<'a> {
     #[inline]
     pub fn as_array(self) -> Option<Container<'a>> {
         if self.ty == T_CONTAINER {
-            Container::new(self.data).ok().filter(|c| c.kind() == Kind::Array)
+            Container::new(self.data)
+                .ok()
+                .filter(|c| c.kind() == Kind::Array)
         } else {
             None
         }
@@ -218,11 +222,21 @@ impl<'a> Container<'a> {
         };
         let base = self.data_base();
         let ty = e & JENTRY_TYPEMASK;
-        let start = if ty == T_NUMERIC || ty == T_CONTAINER { int_align(off) } else { off };
+        let start = if ty == T_NUMERIC || ty == T_CONTAINER {
+            int_align(off)
+        } else {
+            off
+        };
         if end < start || base + end > self.bytes.len() {
             return Err(FormatError);
         }
-        Ok((Item { ty, data: &self.bytes[base + start..base + end] }, end))
+        Ok((
+            Item {
+                ty,
+                data: &self.bytes[base + start..base + end],
+            },
+            end,
+        ))
     }
 
     /// Child `i` by random access (O(STRIDE) offset search).
@@ -238,7 +252,12 @@ impl<'a> Container<'a> {
     pub fn cursor(&self, from: usize, to: usize) -> Cursor<'a> {
         let end = to.min(self.children());
         let from = from.min(end);
-        Cursor { c: *self, i: from, end, off: self.offset(from) }
+        Cursor {
+            c: *self,
+            i: from,
+            end,
+            off: self.offset(from),
+        }
     }
 
     /// Elements of an array (or the single value of a scalar container).
@@ -261,7 +280,9 @@ impl<'a> Container<'a> {
 
     /// Key/value pairs of an object in key order.
     pub fn pairs(&self) -> impl Iterator<Item = Result<(&'a [u8], Item<'a>), FormatError>> {
-        self.keys().zip(self.values()).map(|(k, v)| Ok((k?.data, v?)))
+        self.keys()
+            .zip(self.values())
+            .map(|(k, v)| Ok((k?.data, v?)))
     }
 
     /// The value stored under `key` (binary search, like findJsonbValueFromContainer).
@@ -373,15 +394,25 @@ impl Writer {
             Kind::Array => (JB_FARRAY, count, count),
             Kind::Scalar => (JB_FARRAY | JB_FSCALAR, 1, 1),
         };
-        self.buf.extend_from_slice(&(flags | count as u32).to_ne_bytes());
+        self.buf
+            .extend_from_slice(&(flags | count as u32).to_ne_bytes());
         self.buf.resize(start + 4 + 4 * children, 0);
-        Ok(Open { start, children, next: 0 })
+        Ok(Open {
+            start,
+            children,
+            next: 0,
+        })
     }
 
     /// Records the JEntry of the child whose data began at `child_start`
     /// (before any alignment padding) and has just been written.
     #[inline]
-    fn finish_child(&mut self, o: &mut Open, ty: u32, child_start: usize) -> Result<(), WriteError> {
+    fn finish_child(
+        &mut self,
+        o: &mut Open,
+        ty: u32,
+        child_start: usize,
+    ) -> Result<(), WriteError> {
         debug_assert!(o.next < o.children);
         let data_base = o.start + 4 + 4 * o.children;
         let total = self.buf.len() - data_base;
@@ -412,7 +443,13 @@ impl Writer {
 
     #[inline]
     pub fn push_string(&mut self, o: &mut Open, s: &[u8]) -> Result<(), WriteError> {
-        self.push_item(o, Item { ty: T_STRING, data: s })
+        self.push_item(
+            o,
+            Item {
+                ty: T_STRING,
+                data: s,
+            },
+        )
     }
 
     /// Starts a nested container as the next child of `o`; close it with
@@ -422,8 +459,16 @@ impl Writer {
         Ok((child_start, self.open(kind, count)?))
     }
 
-    pub fn close_nested(&mut self, parent: &mut Open, child_start: usize, inner: Open) -> Result<(), WriteError> {
-        debug_assert_eq!(inner.next, inner.children, "container closed before all children were written");
+    pub fn close_nested(
+        &mut self,
+        parent: &mut Open,
+        child_start: usize,
+        inner: Open,
+    ) -> Result<(), WriteError> {
+        debug_assert_eq!(
+            inner.next, inner.children,
+            "container closed before all children were written"
+        );
         self.finish_child(parent, T_CONTAINER, child_start)
     }
 
@@ -462,8 +507,22 @@ mod tests {
         w.push_string(&mut o, b"bb").unwrap();
         w.push_string(&mut o, b"one").unwrap();
         let (s, mut inner) = w.open_nested(Kind::Array, 2).unwrap();
-        w.push_item(&mut inner, Item { ty: T_TRUE, data: &[] }).unwrap();
-        w.push_item(&mut inner, Item { ty: T_NULL, data: &[] }).unwrap();
+        w.push_item(
+            &mut inner,
+            Item {
+                ty: T_TRUE,
+                data: &[],
+            },
+        )
+        .unwrap();
+        w.push_item(
+            &mut inner,
+            Item {
+                ty: T_NULL,
+                data: &[],
+            },
+        )
+        .unwrap();
         w.close_nested(&mut o, s, inner).unwrap();
         w.into_inner()
     }

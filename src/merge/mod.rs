@@ -5,11 +5,11 @@
 //! from the binary form (tests, fuzzing), `policy` parses merge policies and
 //! `engine` implements the merges.
 
+pub mod engine;
 pub mod jsonb;
 pub mod numeric;
-pub mod text;
 pub mod policy;
-pub mod engine;
+pub mod text;
 
 #[cfg(test)]
 mod props;

@@ -74,7 +74,10 @@ fn varlena_payload(datum: &[u8]) -> Result<&[u8], FormatError> {
         if b0 & 0x03 != 0 || datum.len() < 4 {
             return Err(FormatError); // compressed, or truncated header
         }
-        (4usize, (u32::from_le_bytes([datum[0], datum[1], datum[2], datum[3]]) >> 2) as usize)
+        (
+            4usize,
+            (u32::from_le_bytes([datum[0], datum[1], datum[2], datum[3]]) >> 2) as usize,
+        )
     };
     #[cfg(target_endian = "big")]
     let (hdr, size) = if b0 & 0x80 == 0x80 {
@@ -86,7 +89,10 @@ fn varlena_payload(datum: &[u8]) -> Result<&[u8], FormatError> {
         if b0 & 0xC0 != 0 || datum.len() < 4 {
             return Err(FormatError);
         }
-        (4usize, (u32::from_be_bytes([datum[0], datum[1], datum[2], datum[3]]) & 0x3FFF_FFFF) as usize)
+        (
+            4usize,
+            (u32::from_be_bytes([datum[0], datum[1], datum[2], datum[3]]) & 0x3FFF_FFFF) as usize,
+        )
     };
     if size < hdr || size > datum.len() {
         return Err(FormatError);
@@ -114,7 +120,11 @@ impl<'a> Num<'a> {
         let num = match h & NUMERIC_SIGN_MASK {
             NUMERIC_SHORT => {
                 let w = h & NUMERIC_SHORT_WEIGHT_MASK;
-                let w = if h & NUMERIC_SHORT_WEIGHT_SIGN_MASK != 0 { w | !NUMERIC_SHORT_WEIGHT_MASK } else { w };
+                let w = if h & NUMERIC_SHORT_WEIGHT_SIGN_MASK != 0 {
+                    w | !NUMERIC_SHORT_WEIGHT_MASK
+                } else {
+                    w
+                };
                 Num {
                     neg: h & NUMERIC_SHORT_SIGN_MASK != 0,
                     weight: w as i16 as i32,
@@ -152,7 +162,9 @@ impl<'a> Num<'a> {
     }
 
     fn digit_iter(&self) -> impl Iterator<Item = i16> + 'a {
-        self.digits.chunks_exact(2).map(|c| i16::from_ne_bytes([c[0], c[1]]))
+        self.digits
+            .chunks_exact(2)
+            .map(|c| i16::from_ne_bytes([c[0], c[1]]))
     }
 
     /// Digits without leading/trailing zero digits, and the weight of the
@@ -299,7 +311,9 @@ pub fn parse(text: &str) -> Option<Vec<u8>> {
         let start = i;
         while i < n && s[i].is_ascii_digit() {
             // Saturates like strtol; anything this large is rejected below.
-            exponent = exponent.saturating_mul(10).saturating_add((s[i] - b'0') as i64);
+            exponent = exponent
+                .saturating_mul(10)
+                .saturating_add((s[i] - b'0') as i64);
             i += 1;
         }
         if i == start {
@@ -328,8 +342,11 @@ pub fn parse(text: &str) -> Option<Vec<u8>> {
         dscale = 0;
     }
 
-    let mut weight =
-        if dweight >= 0 { (dweight + 1 + DEC_DIGITS - 1) / DEC_DIGITS - 1 } else { -((-dweight - 1) / DEC_DIGITS + 1) };
+    let mut weight = if dweight >= 0 {
+        (dweight + 1 + DEC_DIGITS - 1) / DEC_DIGITS - 1
+    } else {
+        -((-dweight - 1) / DEC_DIGITS + 1)
+    };
     let offset = (weight + 1) * DEC_DIGITS - (dweight + 1);
     let ndigits = (ddigits + offset + DEC_DIGITS - 1) / DEC_DIGITS;
 
@@ -363,8 +380,8 @@ pub fn parse(text: &str) -> Option<Vec<u8>> {
         weight = 0;
     }
 
-    let short =
-        dscale <= NUMERIC_SHORT_DSCALE_MAX && (NUMERIC_SHORT_WEIGHT_MIN..=NUMERIC_SHORT_WEIGHT_MAX).contains(&weight);
+    let short = dscale <= NUMERIC_SHORT_DSCALE_MAX
+        && (NUMERIC_SHORT_WEIGHT_MIN..=NUMERIC_SHORT_WEIGHT_MAX).contains(&weight);
     let hdr = if short { 6 } else { 8 };
     let len = hdr + 2 * digits.len();
     let mut out = Vec::with_capacity(len);
@@ -373,7 +390,11 @@ pub fn parse(text: &str) -> Option<Vec<u8>> {
         let h = NUMERIC_SHORT
             | if neg { NUMERIC_SHORT_SIGN_MASK } else { 0 }
             | ((dscale as u16) << NUMERIC_SHORT_DSCALE_SHIFT)
-            | if weight < 0 { NUMERIC_SHORT_WEIGHT_SIGN_MASK } else { 0 }
+            | if weight < 0 {
+                NUMERIC_SHORT_WEIGHT_SIGN_MASK
+            } else {
+                0
+            }
             | (weight as u16 & NUMERIC_SHORT_WEIGHT_MASK);
         out.extend_from_slice(&h.to_ne_bytes());
     } else {
@@ -583,8 +604,14 @@ mod tests {
             ("99999999", "99999999"),
             ("100000000", "100000000"),
             ("-12345.678", "-12345.678"),
-            ("12345678901234567890.123456789012345", "12345678901234567890.123456789012345"),
-            ("-12345678901234567890.123456789012345", "-12345678901234567890.123456789012345"),
+            (
+                "12345678901234567890.123456789012345",
+                "12345678901234567890.123456789012345",
+            ),
+            (
+                "-12345678901234567890.123456789012345",
+                "-12345678901234567890.123456789012345",
+            ),
             ("1e0000000000000000000000003", "1000"),
             ("3.14159e0", "3.14159"),
             ("2.5E-0", "2.5"),
@@ -596,7 +623,10 @@ mod tests {
             ("123456789.000000001", "123456789.000000001"),
             ("0.00000000000000000001", "0.00000000000000000001"),
             ("5e-324", &format!("0.{}5", "0".repeat(323))),
-            ("1.7976931348623157e308", &format!("17976931348623157{}", "0".repeat(292))),
+            (
+                "1.7976931348623157e308",
+                &format!("17976931348623157{}", "0".repeat(292)),
+            ),
             ("-9223372036854775808", "-9223372036854775808"),
             ("18446744073709551616", "18446744073709551616"),
         ];
@@ -699,7 +729,10 @@ mod tests {
         }
         // Within limits: zero has no weight to overflow.
         assert_eq!(rt("0e1073741822"), "0");
-        assert_eq!(rt(&format!("0.{}", "0".repeat(16383))), format!("0.{}", "0".repeat(16383)));
+        assert_eq!(
+            rt(&format!("0.{}", "0".repeat(16383))),
+            format!("0.{}", "0".repeat(16383))
+        );
         assert!(parse(&format!("0.{}", "0".repeat(16384))).is_none());
     }
 
@@ -723,8 +756,16 @@ mod tests {
             ("10000", "10000.0001", Less),
             ("0.0001", "0.001", Less),
             ("0.00009999", "0.0001", Less),
-            ("12345678901234567890.123456789012345", "12345678901234567890.12345678901234", Greater),
-            ("12345678901234567890.123456789012345", "12345678901234567891", Less),
+            (
+                "12345678901234567890.123456789012345",
+                "12345678901234567890.12345678901234",
+                Greater,
+            ),
+            (
+                "12345678901234567890.123456789012345",
+                "12345678901234567891",
+                Less,
+            ),
             ("-12345678901234567890.5", "-12345678901234567890", Less),
             ("1e131071", "9e131070", Greater),
             ("1e-16383", "1e-16382", Less),
@@ -810,8 +851,10 @@ mod tests {
         }
         // A leading/trailing zero digit does not change the hash either.
         assert_eq!(hash(&build(false, 1, 1, &[0, 1, 0])), hash(&p("1")));
-        let distinct: Vec<u64> =
-            ["0", "1", "-1", "2", "10000", "0.0001", "1e-400"].iter().map(|s| hash(&p(s))).collect();
+        let distinct: Vec<u64> = ["0", "1", "-1", "2", "10000", "0.0001", "1e-400"]
+            .iter()
+            .map(|s| hash(&p(s)))
+            .collect();
         for i in 0..distinct.len() {
             for j in 0..i {
                 assert_ne!(distinct[i], distinct[j]);

@@ -88,7 +88,13 @@ pub struct Policy {
 
 impl Default for Policy {
     fn default() -> Self {
-        Policy { arrays: ArrayMode::Replace, nulls: NullMode::Keep, nodes: vec![Node::default()], any_delete: false, rfc7396: false }
+        Policy {
+            arrays: ArrayMode::Replace,
+            nulls: NullMode::Keep,
+            nodes: vec![Node::default()],
+            any_delete: false,
+            rfc7396: false,
+        }
     }
 }
 
@@ -109,7 +115,10 @@ const SHORTHAND_CHOICES: &str = "merge, keep, replace, max, min, concat, union, 
 pub const MAX_PATH_SEGMENTS: usize = 64;
 
 fn err(message: String, hint: &str) -> PolicyError {
-    PolicyError { message: format!("invalid merge policy: {message}"), hint: hint.to_string() }
+    PolicyError {
+        message: format!("invalid merge policy: {message}"),
+        hint: hint.to_string(),
+    }
 }
 
 fn describe(v: &Value) -> String {
@@ -121,14 +130,19 @@ fn describe(v: &Value) -> String {
 
 fn parse_arrays(v: &Value, at: &str) -> Result<ArrayMode, PolicyError> {
     let hint = format!("valid choices for {at}: {ARRAY_CHOICES}");
-    let s = v.as_str().ok_or_else(|| err(format!("{at} must be a string, got {}", describe(v)), &hint))?;
+    let s = v
+        .as_str()
+        .ok_or_else(|| err(format!("{at} must be a string, got {}", describe(v)), &hint))?;
     match s {
         "replace" => Ok(ArrayMode::Replace),
         "concat" => Ok(ArrayMode::Concat),
         "union" => Ok(ArrayMode::Union),
         _ => match s.strip_prefix("merge_by:") {
             Some(field) if !field.is_empty() => Ok(ArrayMode::MergeBy(field.as_bytes().to_vec())),
-            _ => Err(err(format!("{at} has unknown value {}", describe(v)), &hint)),
+            _ => Err(err(
+                format!("{at} has unknown value {}", describe(v)),
+                &hint,
+            )),
         },
     }
 }
@@ -139,7 +153,10 @@ fn parse_nulls(v: &Value, at: &str) -> Result<NullMode, PolicyError> {
         Some("keep") => Ok(NullMode::Keep),
         Some("overwrite") => Ok(NullMode::Overwrite),
         Some("delete") => Ok(NullMode::Delete),
-        _ => Err(err(format!("{at} has unknown value {}", describe(v)), &hint)),
+        _ => Err(err(
+            format!("{at} has unknown value {}", describe(v)),
+            &hint,
+        )),
     }
 }
 
@@ -159,12 +176,21 @@ fn parse_rule(v: &Value, path: &str) -> Result<Rule, PolicyError> {
     match v {
         Value::String(s) => {
             if let Some(value) = value_rule(s) {
-                return Ok(Rule { value: Some(value), ..Rule::default() });
+                return Ok(Rule {
+                    value: Some(value),
+                    ..Rule::default()
+                });
             }
             let arrays = parse_arrays(v, &at).map_err(|_| {
-                err(format!("{at} has unknown value {}", describe(v)), &format!("valid choices for {at}: {SHORTHAND_CHOICES}"))
+                err(
+                    format!("{at} has unknown value {}", describe(v)),
+                    &format!("valid choices for {at}: {SHORTHAND_CHOICES}"),
+                )
             })?;
-            Ok(Rule { arrays: Some(arrays), ..Rule::default() })
+            Ok(Rule {
+                arrays: Some(arrays),
+                ..Rule::default()
+            })
         }
         Value::Object(m) => {
             let mut rule = Rule::default();
@@ -172,24 +198,39 @@ fn parse_rule(v: &Value, path: &str) -> Result<Rule, PolicyError> {
                 match k.as_str() {
                     "value" => {
                         let r = v.as_str().and_then(value_rule).ok_or_else(|| {
-                            err(format!("\"value\" in {at} has unknown value {}", describe(v)), &format!("valid choices: {VALUE_CHOICES}"))
+                            err(
+                                format!("\"value\" in {at} has unknown value {}", describe(v)),
+                                &format!("valid choices: {VALUE_CHOICES}"),
+                            )
                         })?;
                         rule.value = Some(r);
                     }
-                    "arrays" => rule.arrays = Some(parse_arrays(v, &format!("\"arrays\" in {at}"))?),
+                    "arrays" => {
+                        rule.arrays = Some(parse_arrays(v, &format!("\"arrays\" in {at}"))?)
+                    }
                     "nulls" => rule.nulls = Some(parse_nulls(v, &format!("\"nulls\" in {at}"))?),
-                    _ => return Err(err(format!("unknown key \"{k}\" in {at}"), &format!("valid keys: {RULE_KEYS}"))),
+                    _ => {
+                        return Err(err(
+                            format!("unknown key \"{k}\" in {at}"),
+                            &format!("valid keys: {RULE_KEYS}"),
+                        ))
+                    }
                 }
             }
             Ok(rule)
         }
-        _ => Err(err(format!("{at} must be a string or an object, got {}", describe(v)), &format!("valid choices: {SHORTHAND_CHOICES}"))),
+        _ => Err(err(
+            format!("{at} must be a string or an object, got {}", describe(v)),
+            &format!("valid choices: {SHORTHAND_CHOICES}"),
+        )),
     }
 }
 
 /// Splits `a.b\.c.*` into segments; `None` marks a wildcard.
 fn split_path(path: &str) -> Result<Vec<Option<Vec<u8>>>, PolicyError> {
-    let bad = |why: &str| err(format!("path \"{path}\" {why}"), "a path is object keys separated by dots; * matches any key; escape . * \\ with a backslash");
+    let bad = |why: &str| {
+        err(format!("path \"{path}\" {why}"), "a path is object keys separated by dots; * matches any key; escape . * \\ with a backslash")
+    };
     let mut segs = Vec::new();
     let mut cur = Vec::new();
     let mut escaped_any = false;
@@ -199,7 +240,11 @@ fn split_path(path: &str) -> Result<Vec<Option<Vec<u8>>>, PolicyError> {
             return Err(bad("has an empty segment"));
         }
         let seg = std::mem::take(cur);
-        segs.push(if seg == b"*" && !escaped { None } else { Some(seg) });
+        segs.push(if seg == b"*" && !escaped {
+            None
+        } else {
+            Some(seg)
+        });
         Ok(())
     };
     while let Some(c) = chars.next() {
@@ -237,7 +282,10 @@ impl Policy {
             Value::Null => return Ok(p),
             Value::Object(m) => m,
             other => {
-                return Err(err(format!("a policy must be a JSON object, got {}", describe(other)), &format!("valid keys: {TOP_KEYS}")))
+                return Err(err(
+                    format!("a policy must be a JSON object, got {}", describe(other)),
+                    &format!("valid keys: {TOP_KEYS}"),
+                ))
             }
         };
         for (k, v) in m {
@@ -245,28 +293,49 @@ impl Policy {
                 "arrays" => p.arrays = parse_arrays(v, "\"arrays\"")?,
                 "nulls" => p.nulls = parse_nulls(v, "\"nulls\"")?,
                 "paths" => p.parse_paths(v)?,
-                _ => return Err(err(format!("unknown key \"{k}\""), &format!("valid keys: {TOP_KEYS}"))),
+                _ => {
+                    return Err(err(
+                        format!("unknown key \"{k}\""),
+                        &format!("valid keys: {TOP_KEYS}"),
+                    ))
+                }
             }
         }
         p.any_delete = p.nulls == NullMode::Delete
-            || p.nodes.iter().any(|n| n.rule.as_ref().is_some_and(|r| r.nulls == Some(NullMode::Delete)));
+            || p.nodes.iter().any(|n| {
+                n.rule
+                    .as_ref()
+                    .is_some_and(|r| r.nulls == Some(NullMode::Delete))
+            });
         Ok(p)
     }
 
     /// Parses policy text (the SQL layer passes jsonb's text form).
     pub fn parse_str(text: &str) -> Result<Policy, PolicyError> {
-        let v: Value = serde_json::from_str(text).map_err(|e| err(format!("not valid JSON: {e}"), "a policy is a JSON object"))?;
+        let v: Value = serde_json::from_str(text)
+            .map_err(|e| err(format!("not valid JSON: {e}"), "a policy is a JSON object"))?;
         Policy::parse(&v)
     }
 
     /// RFC 7396 JSON Merge Patch as a policy: nulls delete, arrays replace.
     pub fn rfc7396() -> Policy {
-        Policy { nulls: NullMode::Delete, any_delete: true, rfc7396: true, ..Policy::default() }
+        Policy {
+            nulls: NullMode::Delete,
+            any_delete: true,
+            rfc7396: true,
+            ..Policy::default()
+        }
     }
 
     fn parse_paths(&mut self, v: &Value) -> Result<(), PolicyError> {
         let m: &Map<String, Value> = v.as_object().ok_or_else(|| {
-            err(format!("\"paths\" must be an object of path: rule, got {}", describe(v)), "example: {\"paths\": {\"prices.*\": \"max\"}}")
+            err(
+                format!(
+                    "\"paths\" must be an object of path: rule, got {}",
+                    describe(v)
+                ),
+                "example: {\"paths\": {\"prices.*\": \"max\"}}",
+            )
         })?;
         for (path, rule) in m {
             let rule = parse_rule(rule, path)?;
@@ -281,7 +350,10 @@ impl Policy {
                     None => {
                         let bit = u64::from(seg.is_some()) << (MAX_PATH_SEGMENTS - 1 - depth);
                         let specificity = self.nodes[node].specificity | bit;
-                        self.nodes.push(Node { specificity, ..Node::default() });
+                        self.nodes.push(Node {
+                            specificity,
+                            ..Node::default()
+                        });
                         let n = self.nodes.len() - 1;
                         match seg {
                             Some(k) => {
@@ -330,7 +402,11 @@ impl Policy {
     /// Effective rule for a node set: each field from the most specific
     /// matching node that sets it.
     pub fn resolve(&self, active: &[usize]) -> Resolved<'_> {
-        let mut ranked: Vec<&Node> = active.iter().map(|&n| &self.nodes[n]).filter(|n| n.rule.is_some()).collect();
+        let mut ranked: Vec<&Node> = active
+            .iter()
+            .map(|&n| &self.nodes[n])
+            .filter(|n| n.rule.is_some())
+            .collect();
         ranked.sort_by(|a, b| b.specificity.cmp(&a.specificity));
         let mut out = Resolved::default();
         for n in ranked {
@@ -379,14 +455,25 @@ mod tests {
     #[test]
     fn errors_name_the_part_and_choices() {
         let e = parse(r#"{"arrays": "zip"}"#).unwrap_err();
-        assert!(e.message.contains("\"arrays\"") && e.message.contains("\"zip\""), "{e:?}");
+        assert!(
+            e.message.contains("\"arrays\"") && e.message.contains("\"zip\""),
+            "{e:?}"
+        );
         assert!(e.hint.contains("merge_by:<field>"), "{e:?}");
         let e = parse(r#"{"nulls": 1}"#).unwrap_err();
         assert!(e.hint.contains("keep, overwrite, delete"), "{e:?}");
         let e = parse(r#"{"arrayz": "concat"}"#).unwrap_err();
-        assert!(e.message.contains("unknown key \"arrayz\"") && e.hint.contains("arrays, nulls, paths"), "{e:?}");
+        assert!(
+            e.message.contains("unknown key \"arrayz\"") && e.hint.contains("arrays, nulls, paths"),
+            "{e:?}"
+        );
         let e = parse(r#"{"paths": {"a.b": "biggest"}}"#).unwrap_err();
-        assert!(e.message.contains("\"a.b\"") && e.message.contains("\"biggest\"") && e.hint.contains("max"), "{e:?}");
+        assert!(
+            e.message.contains("\"a.b\"")
+                && e.message.contains("\"biggest\"")
+                && e.hint.contains("max"),
+            "{e:?}"
+        );
         let e = parse(r#"{"paths": {"a..b": "max"}}"#).unwrap_err();
         assert!(e.message.contains("empty segment"), "{e:?}");
         let e = parse(r#"{"paths": {"a": {"value": "max", "colour": 1}}}"#).unwrap_err();
@@ -397,7 +484,15 @@ mod tests {
 
     #[test]
     fn escapes_in_paths() {
-        assert_eq!(split_path(r"a\.b.\*.*.c").unwrap(), vec![Some(b"a.b".to_vec()), Some(b"*".to_vec()), None, Some(b"c".to_vec())]);
+        assert_eq!(
+            split_path(r"a\.b.\*.*.c").unwrap(),
+            vec![
+                Some(b"a.b".to_vec()),
+                Some(b"*".to_vec()),
+                None,
+                Some(b"c".to_vec())
+            ]
+        );
         assert!(split_path(r"a\q").is_err());
         assert!(split_path("").is_err());
     }

@@ -27,7 +27,11 @@ fn finish(r: Merged, a: &[u8], b: &[u8]) -> Vec<u8> {
 fn merge_text(t: &str, p: &str, policy: &str) -> String {
     let (t, p) = (json(t), json(p));
     let policy = Policy::parse_str(policy).unwrap();
-    run(engine::deep_merge(&t[4..], &p[4..], &policy, Limits::depth(DEFAULT_MAX_DEPTH)), &t, &p)
+    run(
+        engine::deep_merge(&t[4..], &p[4..], &policy, Limits::depth(DEFAULT_MAX_DEPTH)),
+        &t,
+        &p,
+    )
 }
 
 fn merge(t: &str, p: &str) -> String {
@@ -36,12 +40,20 @@ fn merge(t: &str, p: &str) -> String {
 
 fn patch(t: &str, p: &str) -> String {
     let (t, p) = (json(t), json(p));
-    run(engine::merge_patch(&t[4..], &p[4..], Limits::depth(DEFAULT_MAX_DEPTH)), &t, &p)
+    run(
+        engine::merge_patch(&t[4..], &p[4..], Limits::depth(DEFAULT_MAX_DEPTH)),
+        &t,
+        &p,
+    )
 }
 
 fn diff(a: &str, b: &str) -> String {
     let (a, b) = (json(a), json(b));
-    run(engine::diff(&a[4..], &b[4..], Limits::depth(DEFAULT_MAX_DEPTH)), &a, &b)
+    run(
+        engine::diff(&a[4..], &b[4..], Limits::depth(DEFAULT_MAX_DEPTH)),
+        &a,
+        &b,
+    )
 }
 
 /// Normalizes expected text through the codec (key order, spacing).
@@ -51,9 +63,21 @@ fn norm(s: &str) -> String {
 
 #[test]
 fn default_merge() {
-    assert_eq!(merge(r#"{"a":{"b":1,"c":[1,2]},"d":1}"#, r#"{"a":{"c":[3],"e":2},"d":{"x":1}}"#), norm(r#"{"a":{"b":1,"c":[3],"e":2},"d":{"x":1}}"#));
+    assert_eq!(
+        merge(
+            r#"{"a":{"b":1,"c":[1,2]},"d":1}"#,
+            r#"{"a":{"c":[3],"e":2},"d":{"x":1}}"#
+        ),
+        norm(r#"{"a":{"b":1,"c":[3],"e":2},"d":{"x":1}}"#)
+    );
     // null keeps the stored value, and is stored where nothing was
-    assert_eq!(merge(r#"{"a":1,"b":{"c":2}}"#, r#"{"a":null,"b":{"c":null},"n":null}"#), norm(r#"{"a":1,"b":{"c":2},"n":null}"#));
+    assert_eq!(
+        merge(
+            r#"{"a":1,"b":{"c":2}}"#,
+            r#"{"a":null,"b":{"c":null},"n":null}"#
+        ),
+        norm(r#"{"a":1,"b":{"c":2},"n":null}"#)
+    );
     // scalars and arrays at the top level: the patch wins
     assert_eq!(merge(r#"{"a":1}"#, "[1,2]"), "[1, 2]");
     assert_eq!(merge("[1]", r#"{"a":1}"#), norm(r#"{"a":1}"#));
@@ -62,24 +86,55 @@ fn default_merge() {
     assert_eq!(merge(r#"{"a":1}"#, "{}"), norm(r#"{"a":1}"#));
     // an empty patch object carries no fields: it changes nothing stored
     assert_eq!(merge("[1]", "{}"), "[1]");
-    assert_eq!(merge(r#"{"a":[1],"b":null}"#, r#"{"a":{},"b":{},"c":{}}"#), norm(r#"{"a":[1],"b":null,"c":{}}"#));
-    assert_eq!(merge("{}", r#"{"a":{"b":null}}"#), norm(r#"{"a":{"b":null}}"#));
+    assert_eq!(
+        merge(r#"{"a":[1],"b":null}"#, r#"{"a":{},"b":{},"c":{}}"#),
+        norm(r#"{"a":[1],"b":null,"c":{}}"#)
+    );
+    assert_eq!(
+        merge("{}", r#"{"a":{"b":null}}"#),
+        norm(r#"{"a":{"b":null}}"#)
+    );
     // exact numerics are copied, never re-encoded
-    assert_eq!(merge(r#"{"n":1.10}"#, r#"{"m":12345678901234567890.123456789012345,"z":-0}"#), r#"{"m": 12345678901234567890.123456789012345, "n": 1.10, "z": 0}"#);
+    assert_eq!(
+        merge(
+            r#"{"n":1.10}"#,
+            r#"{"m":12345678901234567890.123456789012345,"z":-0}"#
+        ),
+        r#"{"m": 12345678901234567890.123456789012345, "n": 1.10, "z": 0}"#
+    );
     // the empty key, escapes and unicode
-    assert_eq!(merge(r#"{"":1,"é":"a\"b"}"#, r#"{"":2,"\n":"ü"}"#), norm(r#"{"":2,"\n":"ü","é":"a\"b"}"#));
+    assert_eq!(
+        merge(r#"{"":1,"é":"a\"b"}"#, r#"{"":2,"\n":"ü"}"#),
+        norm(r#"{"":2,"\n":"ü","é":"a\"b"}"#)
+    );
 }
 
 #[test]
 fn null_modes() {
-    let (t, p) = (r#"{"a":1,"b":{"c":2}}"#, r#"{"a":null,"b":{"c":null},"n":null}"#);
-    assert_eq!(merge_text(t, p, r#"{"nulls":"overwrite"}"#), norm(r#"{"a":null,"b":{"c":null},"n":null}"#));
-    assert_eq!(merge_text(t, p, r#"{"nulls":"delete"}"#), norm(r#"{"b":{}}"#));
+    let (t, p) = (
+        r#"{"a":1,"b":{"c":2}}"#,
+        r#"{"a":null,"b":{"c":null},"n":null}"#,
+    );
+    assert_eq!(
+        merge_text(t, p, r#"{"nulls":"overwrite"}"#),
+        norm(r#"{"a":null,"b":{"c":null},"n":null}"#)
+    );
+    assert_eq!(
+        merge_text(t, p, r#"{"nulls":"delete"}"#),
+        norm(r#"{"b":{}}"#)
+    );
     // inserted subtrees lose their nulls under delete, as RFC 7396 does
-    assert_eq!(merge_text("{}", r#"{"x":{"y":null,"z":1}}"#, r#"{"nulls":"delete"}"#), norm(r#"{"x":{"z":1}}"#));
+    assert_eq!(
+        merge_text("{}", r#"{"x":{"y":null,"z":1}}"#, r#"{"nulls":"delete"}"#),
+        norm(r#"{"x":{"z":1}}"#)
+    );
     // a path can delete nulls in its subtree only
     assert_eq!(
-        merge_text(r#"{"p":{"a":1},"q":{"a":1}}"#, r#"{"p":{"a":null},"q":{"a":null}}"#, r#"{"paths":{"p":{"nulls":"delete"}}}"#),
+        merge_text(
+            r#"{"p":{"a":1},"q":{"a":1}}"#,
+            r#"{"p":{"a":null},"q":{"a":null}}"#,
+            r#"{"paths":{"p":{"nulls":"delete"}}}"#
+        ),
         norm(r#"{"p":{},"q":{"a":1}}"#)
     );
 }
@@ -87,24 +142,45 @@ fn null_modes() {
 #[test]
 fn array_modes() {
     let (t, p) = (r#"{"a":[1,2,{"k":1}]}"#, r#"{"a":[2,3,{"k":1.0}]}"#);
-    assert_eq!(merge_text(t, p, r#"{"arrays":"replace"}"#), norm(r#"{"a":[2,3,{"k":1.0}]}"#));
-    assert_eq!(merge_text(t, p, r#"{"arrays":"concat"}"#), norm(r#"{"a":[1,2,{"k":1},2,3,{"k":1.0}]}"#));
+    assert_eq!(
+        merge_text(t, p, r#"{"arrays":"replace"}"#),
+        norm(r#"{"a":[2,3,{"k":1.0}]}"#)
+    );
+    assert_eq!(
+        merge_text(t, p, r#"{"arrays":"concat"}"#),
+        norm(r#"{"a":[1,2,{"k":1},2,3,{"k":1.0}]}"#)
+    );
     // union: equality as jsonb = (1 = 1.0)
-    assert_eq!(merge_text(t, p, r#"{"arrays":"union"}"#), norm(r#"{"a":[1,2,{"k":1},3]}"#));
+    assert_eq!(
+        merge_text(t, p, r#"{"arrays":"union"}"#),
+        norm(r#"{"a":[1,2,{"k":1},3]}"#)
+    );
     let items_t = r#"{"items":[{"id":1,"q":1,"x":"keep"},{"id":2,"q":2},"loose",{"q":9}]}"#;
     let items_p = r#"{"items":[{"id":2,"q":20},{"id":3,"q":3},{"id":1,"q":10},{"id":3,"z":true},{"nokey":1}]}"#;
     assert_eq!(
         merge_text(items_t, items_p, r#"{"paths":{"items":"merge_by:id"}}"#),
-        norm(r#"{"items":[{"id":1,"q":10,"x":"keep"},{"id":2,"q":20},"loose",{"q":9},{"id":3,"q":3,"z":true},{"nokey":1}]}"#)
+        norm(
+            r#"{"items":[{"id":1,"q":10,"x":"keep"},{"id":2,"q":20},"loose",{"q":9},{"id":3,"q":3,"z":true},{"nokey":1}]}"#
+        )
     );
     // path rules see through merge_by arrays
     assert_eq!(
-        merge_text(r#"{"items":[{"id":1,"q":5}]}"#, r#"{"items":[{"id":1,"q":3}]}"#, r#"{"paths":{"items":"merge_by:id","items.q":"max"}}"#),
+        merge_text(
+            r#"{"items":[{"id":1,"q":5}]}"#,
+            r#"{"items":[{"id":1,"q":3}]}"#,
+            r#"{"paths":{"items":"merge_by:id","items.q":"max"}}"#
+        ),
         norm(r#"{"items":[{"id":1,"q":5}]}"#)
     );
     // modes apply only when both sides are arrays
-    assert_eq!(merge_text(r#"{"a":[1]}"#, r#"{"a":2}"#, r#"{"arrays":"concat"}"#), norm(r#"{"a":2}"#));
-    assert_eq!(merge_text("[1]", "[1,2]", r#"{"arrays":"union"}"#), "[1, 2]");
+    assert_eq!(
+        merge_text(r#"{"a":[1]}"#, r#"{"a":2}"#, r#"{"arrays":"concat"}"#),
+        norm(r#"{"a":2}"#)
+    );
+    assert_eq!(
+        merge_text("[1]", "[1,2]", r#"{"arrays":"union"}"#),
+        "[1, 2]"
+    );
 }
 
 #[test]
@@ -114,16 +190,38 @@ fn value_rules() {
     let p = r#"{"inventory":{"a":5},"prices":{"x":9.5,"y":"c","z":1},"local":{"v":2},"low":2.50,"name":7}"#;
     assert_eq!(
         merge_text(t, p, policy),
-        norm(r#"{"inventory":{"a":5},"prices":{"x":10,"y":"c","z":1},"local":{"v":1},"low":2.50,"name":7}"#)
+        norm(
+            r#"{"inventory":{"a":5},"prices":{"x":10,"y":"c","z":1},"local":{"v":1},"low":2.50,"name":7}"#
+        )
     );
     // keep outranks the null mode
-    assert_eq!(merge_text(r#"{"l":1}"#, r#"{"l":null}"#, r#"{"nulls":"delete","paths":{"l":"keep"}}"#), norm(r#"{"l":1}"#));
+    assert_eq!(
+        merge_text(
+            r#"{"l":1}"#,
+            r#"{"l":null}"#,
+            r#"{"nulls":"delete","paths":{"l":"keep"}}"#
+        ),
+        norm(r#"{"l":1}"#)
+    );
     // keep: a stored null counts as absent
-    assert_eq!(merge_text(r#"{"l":null}"#, r#"{"l":1}"#, r#"{"paths":{"l":"keep"}}"#), norm(r#"{"l":1}"#));
+    assert_eq!(
+        merge_text(r#"{"l":null}"#, r#"{"l":1}"#, r#"{"paths":{"l":"keep"}}"#),
+        norm(r#"{"l":1}"#)
+    );
     // max ties keep the stored representation
-    assert_eq!(merge_text(r#"{"m":1.0}"#, r#"{"m":1.00}"#, r#"{"paths":{"m":"max"}}"#), norm(r#"{"m":1.0}"#));
+    assert_eq!(
+        merge_text(r#"{"m":1.0}"#, r#"{"m":1.00}"#, r#"{"paths":{"m":"max"}}"#),
+        norm(r#"{"m":1.0}"#)
+    );
     // escaped dots in paths
-    assert_eq!(merge_text(r#"{"a.b":1}"#, r#"{"a.b":0}"#, r#"{"paths":{"a\\.b":"max"}}"#), norm(r#"{"a.b":1}"#));
+    assert_eq!(
+        merge_text(
+            r#"{"a.b":1}"#,
+            r#"{"a.b":0}"#,
+            r#"{"paths":{"a\\.b":"max"}}"#
+        ),
+        norm(r#"{"a.b":1}"#)
+    );
 }
 
 /// RFC 7396 Appendix A, every example, plus the section 3 example.
@@ -136,7 +234,11 @@ fn rfc7396_examples() {
         (r#"{"a":"b","b":"c"}"#, r#"{"a":null}"#, r#"{"b":"c"}"#),
         (r#"{"a":["b"]}"#, r#"{"a":"c"}"#, r#"{"a":"c"}"#),
         (r#"{"a":"c"}"#, r#"{"a":["b"]}"#, r#"{"a":["b"]}"#),
-        (r#"{"a":{"b":"c"}}"#, r#"{"a":{"b":"d","c":null}}"#, r#"{"a":{"b":"d"}}"#),
+        (
+            r#"{"a":{"b":"c"}}"#,
+            r#"{"a":{"b":"d","c":null}}"#,
+            r#"{"a":{"b":"d"}}"#,
+        ),
         (r#"{"a":[{"b":"c"}]}"#, r#"{"a":[1]}"#, r#"{"a":[1]}"#),
         (r#"["a","b"]"#, r#"["c","d"]"#, r#"["c","d"]"#),
         (r#"{"a":"b"}"#, r#"["c"]"#, r#"["c"]"#),
@@ -144,7 +246,11 @@ fn rfc7396_examples() {
         (r#"{"a":"foo"}"#, r#""bar""#, r#""bar""#),
         (r#"{"e":null}"#, r#"{"a":1}"#, r#"{"e":null,"a":1}"#),
         (r#"[1,2]"#, r#"{"a":"b","c":null}"#, r#"{"a":"b"}"#),
-        (r#"{}"#, r#"{"a":{"bb":{"ccc":null}}}"#, r#"{"a":{"bb":{}}}"#),
+        (
+            r#"{}"#,
+            r#"{"a":{"bb":{"ccc":null}}}"#,
+            r#"{"a":{"bb":{}}}"#,
+        ),
         (
             r#"{"title":"Goodbye!","author":{"givenName":"John","familyName":"Doe"},"tags":["example","sample"],"content":"This will be unchanged"}"#,
             r#"{"title":"Hello!","phoneNumber":"+01-123-456-7890","author":{"familyName":null},"tags":["example"]}"#,
@@ -158,7 +264,13 @@ fn rfc7396_examples() {
 
 #[test]
 fn diffs() {
-    assert_eq!(diff(r#"{"a":1,"b":{"c":1,"d":2},"e":[1]}"#, r#"{"a":1,"b":{"c":2,"d":2},"f":true,"e":[1,2]}"#), norm(r#"{"b":{"c":2},"e":[1,2],"f":true}"#));
+    assert_eq!(
+        diff(
+            r#"{"a":1,"b":{"c":1,"d":2},"e":[1]}"#,
+            r#"{"a":1,"b":{"c":2,"d":2},"f":true,"e":[1,2]}"#
+        ),
+        norm(r#"{"b":{"c":2},"e":[1,2],"f":true}"#)
+    );
     assert_eq!(diff(r#"{"a":1}"#, r#"{"a":1}"#), "{}");
     assert_eq!(diff(r#"{"a":1}"#, r#"{}"#), norm(r#"{"a":null}"#));
     assert_eq!(diff(r#"{"n":1.0}"#, r#"{"n":1.00}"#), norm(r#"{"n":1.00}"#));
@@ -171,7 +283,10 @@ fn depth_limit_is_an_error_not_a_crash() {
     let deep = |n: usize| format!("{}1{}", "{\"a\":".repeat(n), "}".repeat(n));
     let (t, p) = (json(&deep(50)), json(&deep(50)));
     let policy = Policy::default();
-    assert_eq!(engine::deep_merge(&t[4..], &p[4..], &policy, Limits::depth(10)), Err(engine::MergeError::TooDeep { limit: 10 }));
+    assert_eq!(
+        engine::deep_merge(&t[4..], &p[4..], &policy, Limits::depth(10)),
+        Err(engine::MergeError::TooDeep { limit: 10 })
+    );
     assert!(engine::deep_merge(&t[4..], &p[4..], &policy, Limits::depth(100)).is_ok());
     // the root is level 1: ten nested objects fit a limit of ten, eleven do not
     let (t10, t11) = (json(&deep(10)), json(&deep(11)));
@@ -202,10 +317,16 @@ impl M {
             M::Bool(b) => b.to_string(),
             M::Num(n) => n.clone(),
             M::Str(s) => serde_json::to_string(s).unwrap(),
-            M::Arr(v) => format!("[{}]", v.iter().map(M::to_json).collect::<Vec<_>>().join(",")),
+            M::Arr(v) => format!(
+                "[{}]",
+                v.iter().map(M::to_json).collect::<Vec<_>>().join(",")
+            ),
             M::Obj(v) => format!(
                 "{{{}}}",
-                v.iter().map(|(k, v)| format!("{}:{}", serde_json::to_string(k).unwrap(), v.to_json())).collect::<Vec<_>>().join(",")
+                v.iter()
+                    .map(|(k, v)| format!("{}:{}", serde_json::to_string(k).unwrap(), v.to_json()))
+                    .collect::<Vec<_>>()
+                    .join(",")
             ),
         }
     }
@@ -277,7 +398,15 @@ fn leaf() -> impl Strategy<Value = M> {
             Just("1.10".to_string()),
             Just("1e-400".to_string()),
             Just("12345678901234567890.123456789012345".to_string()),
-            (-1000i64..1000, 0u32..4).prop_map(|(i, s)| format!("{}{}", i, if s > 0 { format!(".{}", "5".repeat(s as usize)) } else { String::new() })),
+            (-1000i64..1000, 0u32..4).prop_map(|(i, s)| format!(
+                "{}{}",
+                i,
+                if s > 0 {
+                    format!(".{}", "5".repeat(s as usize))
+                } else {
+                    String::new()
+                }
+            )),
         ]
         .prop_map(M::Num),
         "[a-c\u{e9}\"\\\\\n]{0,3}".prop_map(M::Str),
@@ -302,7 +431,17 @@ fn bytes(m: &M) -> Vec<u8> {
 }
 
 fn merged(t: &[u8], p: &[u8]) -> Vec<u8> {
-    finish(engine::deep_merge(&t[4..], &p[4..], &Policy::default(), Limits::depth(DEFAULT_MAX_DEPTH)).unwrap(), t, p)
+    finish(
+        engine::deep_merge(
+            &t[4..],
+            &p[4..],
+            &Policy::default(),
+            Limits::depth(DEFAULT_MAX_DEPTH),
+        )
+        .unwrap(),
+        t,
+        p,
+    )
 }
 
 fn is_object(datum: &[u8]) -> bool {
@@ -368,4 +507,3 @@ proptest! {
         prop_assert_eq!(json(&show(&out)), out);
     }
 }
-

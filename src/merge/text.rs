@@ -10,8 +10,8 @@
 //! fuzzing and diagnostics.
 
 use super::jsonb::{
-    key_cmp, Container, FormatError, Item, Kind, Open, Value, Writer, T_CONTAINER, T_FALSE, T_NULL, T_NUMERIC,
-    T_STRING, T_TRUE, VARHDRSZ,
+    key_cmp, Container, FormatError, Item, Kind, Open, Value, Writer, T_CONTAINER, T_FALSE, T_NULL,
+    T_NUMERIC, T_STRING, T_TRUE, VARHDRSZ,
 };
 use super::numeric;
 
@@ -45,7 +45,10 @@ impl<'a> Lexer<'a> {
                 // Show the offending character, not a broken UTF-8 fragment.
                 let rest = String::from_utf8_lossy(&self.s[self.pos..]);
                 let c = rest.chars().next().unwrap_or('?');
-                Err(format!("invalid JSON at byte {}: {what} (found {c:?})", self.pos))
+                Err(format!(
+                    "invalid JSON at byte {}: {what} (found {c:?})",
+                    self.pos
+                ))
             }
             None => Err(format!("invalid JSON: {what} (found end of input)")),
         }
@@ -103,7 +106,8 @@ impl<'a> Lexer<'a> {
             }
             if self.pos > start {
                 if hi_surrogate.is_some() {
-                    return self.err("Unicode high surrogate must not be followed by a non-surrogate");
+                    return self
+                        .err("Unicode high surrogate must not be followed by a non-surrogate");
                 }
                 out.extend_from_slice(&self.s[start..self.pos]);
             }
@@ -111,7 +115,8 @@ impl<'a> Lexer<'a> {
                 None => return self.err("unterminated string"),
                 Some(b'"') => {
                     if hi_surrogate.is_some() {
-                        return self.err("Unicode high surrogate must be followed by a low surrogate");
+                        return self
+                            .err("Unicode high surrogate must be followed by a low surrogate");
                     }
                     self.pos += 1;
                     return Ok(out);
@@ -126,18 +131,22 @@ impl<'a> Lexer<'a> {
                         let mut ch = self.hex4()?;
                         if (0xD800..=0xDBFF).contains(&ch) {
                             if hi_surrogate.is_some() {
-                                return self.err("Unicode high surrogate must not follow a high surrogate");
+                                return self.err(
+                                    "Unicode high surrogate must not follow a high surrogate",
+                                );
                             }
                             hi_surrogate = Some(ch);
                             continue;
                         } else if (0xDC00..=0xDFFF).contains(&ch) {
                             let Some(hi) = hi_surrogate.take() else {
-                                return self.err("Unicode low surrogate must follow a high surrogate");
+                                return self
+                                    .err("Unicode low surrogate must follow a high surrogate");
                             };
                             ch = ((hi & 0x3FF) << 10) + (ch & 0x3FF) + 0x10000;
                         }
                         if hi_surrogate.is_some() {
-                            return self.err("Unicode high surrogate must be followed by a low surrogate");
+                            return self
+                                .err("Unicode high surrogate must be followed by a low surrogate");
                         }
                         if ch == 0 {
                             return self.err("\\u0000 cannot be converted to text");
@@ -147,7 +156,8 @@ impl<'a> Lexer<'a> {
                         out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
                     } else {
                         if hi_surrogate.is_some() {
-                            return self.err("Unicode high surrogate must be followed by a low surrogate");
+                            return self
+                                .err("Unicode high surrogate must be followed by a low surrogate");
                         }
                         out.push(match e {
                             b'"' => b'"',
@@ -215,7 +225,10 @@ fn uniqueify(mut pairs: Vec<(Vec<u8>, usize)>) -> Vec<(Vec<u8>, usize)> {
 
 /// Parses JSON text into an arena; returns the arena and the root's index.
 fn parse_tree(json: &str) -> Result<(Vec<Node>, usize), String> {
-    let mut lx = Lexer { s: json.as_bytes(), pos: 0 };
+    let mut lx = Lexer {
+        s: json.as_bytes(),
+        pos: 0,
+    };
     let mut arena: Vec<Node> = Vec::new();
     let mut stack: Vec<Frame> = Vec::new();
     loop {
@@ -287,7 +300,9 @@ fn parse_tree(json: &str) -> Result<(Vec<Node>, usize), String> {
                         }
                         Some(b']') => {
                             lx.pos += 1;
-                            let Some(Frame::Array(elems)) = stack.pop() else { unreachable!() };
+                            let Some(Frame::Array(elems)) = stack.pop() else {
+                                unreachable!()
+                            };
                             arena.push(Node::Array(elems));
                             id = arena.len() - 1;
                         }
@@ -305,7 +320,9 @@ fn parse_tree(json: &str) -> Result<(Vec<Node>, usize), String> {
                         }
                         Some(b'}') => {
                             lx.pos += 1;
-                            let Some(Frame::Object(pairs, _)) = stack.pop() else { unreachable!() };
+                            let Some(Frame::Object(pairs, _)) = stack.pop() else {
+                                unreachable!()
+                            };
                             arena.push(Node::Object(uniqueify(pairs)));
                             id = arena.len() - 1;
                         }
@@ -319,11 +336,26 @@ fn parse_tree(json: &str) -> Result<(Vec<Node>, usize), String> {
 
 fn push_scalar(w: &mut Writer, o: &mut Open, node: &Node) -> Result<(), String> {
     let item = match node {
-        Node::Null => Item { ty: T_NULL, data: &[] },
-        Node::Bool(true) => Item { ty: T_TRUE, data: &[] },
-        Node::Bool(false) => Item { ty: T_FALSE, data: &[] },
-        Node::Str(s) => Item { ty: T_STRING, data: s },
-        Node::Num(n) => Item { ty: T_NUMERIC, data: n },
+        Node::Null => Item {
+            ty: T_NULL,
+            data: &[],
+        },
+        Node::Bool(true) => Item {
+            ty: T_TRUE,
+            data: &[],
+        },
+        Node::Bool(false) => Item {
+            ty: T_FALSE,
+            data: &[],
+        },
+        Node::Str(s) => Item {
+            ty: T_STRING,
+            data: s,
+        },
+        Node::Num(n) => Item {
+            ty: T_NUMERIC,
+            data: n,
+        },
         Node::Array(_) | Node::Object(_) => unreachable!("containers are opened, not pushed"),
     };
     w.push_item(o, item).map_err(too_large)
@@ -334,7 +366,11 @@ fn too_large(e: super::jsonb::WriteError) -> String {
 }
 
 /// Opens `node` (a container) and writes its keys; values follow.
-fn open_container(w: &mut Writer, node: &Node, nested: bool) -> Result<(Option<usize>, Open), String> {
+fn open_container(
+    w: &mut Writer,
+    node: &Node,
+    nested: bool,
+) -> Result<(Option<usize>, Open), String> {
     let (kind, count) = match node {
         Node::Array(v) => (Kind::Array, v.len()),
         Node::Object(p) => (Kind::Object, p.len()),
@@ -378,7 +414,12 @@ pub fn parse(json: &str) -> Result<Vec<u8>, String> {
     match &arena[root] {
         n @ (Node::Array(_) | Node::Object(_)) => {
             let (start, open) = open_container(&mut w, n, false)?;
-            stack.push(Frame { node: root, open, start, next: 0 });
+            stack.push(Frame {
+                node: root,
+                open,
+                start,
+                next: 0,
+            });
         }
         n => {
             let mut o = w.open(Kind::Scalar, 1).map_err(too_large)?;
@@ -392,7 +433,12 @@ pub fn parse(json: &str) -> Result<Vec<u8>, String> {
                 match &arena[c] {
                     n @ (Node::Array(_) | Node::Object(_)) => {
                         let (start, open) = open_container(&mut w, n, true)?;
-                        stack.push(Frame { node: c, open, start, next: 0 });
+                        stack.push(Frame {
+                            node: c,
+                            open,
+                            start,
+                            next: 0,
+                        });
                     }
                     n => push_scalar(&mut w, &mut top.open, n)?,
                 }
@@ -401,7 +447,8 @@ pub fn parse(json: &str) -> Result<Vec<u8>, String> {
                 let done = stack.pop().expect("non-empty");
                 if let Some(start) = done.start {
                     let parent = stack.last_mut().expect("nested containers have a parent");
-                    w.close_nested(&mut parent.open, start, done.open).map_err(too_large)?;
+                    w.close_nested(&mut parent.open, start, done.open)
+                        .map_err(too_large)?;
                 }
             }
         }
@@ -569,7 +616,10 @@ mod tests {
             ("123e-2", "1.23"),
             ("1.10", "1.10"),
             ("0.0001", "0.0001"),
-            ("12345678901234567890.123456789012345", "12345678901234567890.123456789012345"),
+            (
+                "12345678901234567890.123456789012345",
+                "12345678901234567890.123456789012345",
+            ),
             ("\"\"", "\"\""),
             ("\"abc\"", "\"abc\""),
             ("  \t\n\r 42 \n", "42"),
@@ -597,14 +647,32 @@ mod tests {
             (r#"{"aa":1,"b":2,"":3}"#, r#"{"": 3, "b": 2, "aa": 1}"#),
             (r#"{"":""}"#, r#"{"": ""}"#),
             (r#"{"a":1,"a":2}"#, r#"{"a": 2}"#),
-            (r#"{"a":1,"b":0,"a":{"x":1},"a":[3]}"#, r#"{"a": [3], "b": 0}"#),
-            (r#"{"a":{"c":1,"c":2},"a":{"d":3,"d":4}}"#, r#"{"a": {"d": 4}}"#),
+            (
+                r#"{"a":1,"b":0,"a":{"x":1},"a":[3]}"#,
+                r#"{"a": [3], "b": 0}"#,
+            ),
+            (
+                r#"{"a":{"c":1,"c":2},"a":{"d":3,"d":4}}"#,
+                r#"{"a": {"d": 4}}"#,
+            ),
             (r#"{"é":1,"e":2,"f":3}"#, r#"{"e": 2, "f": 3, "é": 1}"#),
             (r#"{"k\n":"v\t"}"#, r#"{"k\n": "v\t"}"#),
-            (r#"{"a":{"b":{"c":[true,false,null]}}}"#, r#"{"a": {"b": {"c": [true, false, null]}}}"#),
-            (r#"[{"b":1},{"a":[{}, []]}]"#, r#"[{"b": 1}, {"a": [{}, []]}]"#),
-            (r#"[1e3, 1.5e1, 1E+2, 123e-2, -0, 1.10, 0.0001, -0.0]"#, "[1000, 15, 100, 1.23, 0, 1.10, 0.0001, 0.0]"),
-            (r#"{"n": 12345678901234567890.123456789012345}"#, r#"{"n": 12345678901234567890.123456789012345}"#),
+            (
+                r#"{"a":{"b":{"c":[true,false,null]}}}"#,
+                r#"{"a": {"b": {"c": [true, false, null]}}}"#,
+            ),
+            (
+                r#"[{"b":1},{"a":[{}, []]}]"#,
+                r#"[{"b": 1}, {"a": [{}, []]}]"#,
+            ),
+            (
+                r#"[1e3, 1.5e1, 1E+2, 123e-2, -0, 1.10, 0.0001, -0.0]"#,
+                "[1000, 15, 100, 1.23, 0, 1.10, 0.0001, 0.0]",
+            ),
+            (
+                r#"{"n": 12345678901234567890.123456789012345}"#,
+                r#"{"n": 12345678901234567890.123456789012345}"#,
+            ),
             ("[\"\\\"\", \"\\\\\"]", "[\"\\\"\", \"\\\\\"]"),
         ];
         for &(input, want) in cases {
@@ -639,7 +707,11 @@ mod tests {
         let keys: Vec<String> = (0..100).map(|i| format!("key{}", 99 - i)).collect();
         let text = format!(
             "{{{}}}",
-            keys.iter().enumerate().map(|(i, k)| format!("\"{k}\": [{i}, \"{k}\"]")).collect::<Vec<_>>().join(",")
+            keys.iter()
+                .enumerate()
+                .map(|(i, k)| format!("\"{k}\": [{i}, \"{k}\"]"))
+                .collect::<Vec<_>>()
+                .join(",")
         );
         let datum = json(&text);
         let c = Container::new(&datum[VARHDRSZ..]).unwrap();
@@ -656,10 +728,19 @@ mod tests {
             assert_eq!(els[1].data, k.as_bytes());
         }
         let printed = show(&datum);
-        assert!(printed.starts_with("{\"key0\": [99, \"key0\"], \"key1\": [98, \"key1\"]"), "{printed}");
+        assert!(
+            printed.starts_with("{\"key0\": [99, \"key0\"], \"key1\": [98, \"key1\"]"),
+            "{printed}"
+        );
         assert_eq!(json(&printed), datum);
 
-        let arr = format!("[{}]", (0..200).map(|i| i.to_string()).collect::<Vec<_>>().join(", "));
+        let arr = format!(
+            "[{}]",
+            (0..200)
+                .map(|i| i.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
         assert_eq!(rt(&arr), arr);
     }
 
@@ -778,7 +859,10 @@ mod tests {
         let obj = format!("{}1{}", "{\"a\":".repeat(depth), "}".repeat(depth));
         let datum = json(&obj);
         let printed = show(&datum);
-        assert_eq!(printed, format!("{}1{}", "{\"a\": ".repeat(depth), "}".repeat(depth)));
+        assert_eq!(
+            printed,
+            format!("{}1{}", "{\"a\": ".repeat(depth), "}".repeat(depth))
+        );
         // Unbalanced deep input fails cleanly.
         assert!(parse(&"[".repeat(depth)).is_err());
         assert!(parse(&format!("{}{}", "[".repeat(depth), "]".repeat(depth - 1))).is_err());
