@@ -39,7 +39,9 @@ fi
 # Rust: a brand-new machine may have none. pgrx 0.18 builds with rustc 1.95.
 if ! command -v cargo >/dev/null 2>&1; then
     echo "setup: installing the Rust toolchain (rustup, 1.95)"
-    curl -sSf https://sh.rustup.rs | sh -s -- -y -q --profile minimal --default-toolchain 1.95
+    # (static.rust-lang.org hosts the script sh.rustup.rs redirects to.)
+    curl -sSf https://static.rust-lang.org/rustup/rustup-init.sh |
+        sh -s -- -y -q --profile minimal --default-toolchain 1.95
     # The Makefile puts ~/.cargo/bin on PATH for the commands that follow.
     export PATH="$HOME/.cargo/bin:$PATH"
 fi
