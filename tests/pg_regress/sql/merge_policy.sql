@@ -25,7 +25,8 @@ SELECT jsonb_deep_merge('{"a":[1]}', '{"a":2}', '{"arrays":"concat"}');
 -- nulls
 SELECT mode, jsonb_deep_merge('{"a":1,"b":{"c":2}}', '{"a":null,"b":{"c":null},"n":null}', jsonb_build_object('nulls', mode))
   FROM unnest(ARRAY['keep','overwrite','delete']) mode;
-SELECT jsonb_deep_merge('{}', '{"x":{"y":null,"z":1}}', '{"nulls":"delete"}') AS inserted_subtree_cleaned;
+SELECT jsonb_deep_merge('{}', '{"x":{"y":null,"z":1}}', '{"nulls":"delete"}') AS inserted_subtree_cleaned,
+       jsonb_deep_merge(NULL, '{"x":{"y":null,"z":1},"n":null}', '{"nulls":"delete"}') AS into_absent_document;
 
 -- per-path value rules: remote inventory replaces, local price is kept,
 -- the highest price seen wins, the earliest date wins
