@@ -9,8 +9,8 @@
 //! size of the patch — never a decode of untouched data.
 
 use super::jsonb::{
-    key_cmp, Container, FormatError, Item, Kind, Open, Value, WriteError, Writer, T_CONTAINER,
-    T_NULL,
+    key_cmp, Container, Cursor, FormatError, Item, Kind, Open, Value, WriteError, Writer,
+    T_CONTAINER, T_NULL,
 };
 use super::numeric;
 use super::policy::{ArrayMode, NullMode, Policy, ValueRule};
@@ -123,6 +123,87 @@ enum Action<'a> {
 struct Step<'a> {
     key: &'a [u8],
     action: Action<'a>,
+}
+
+const NULL_ITEM: Item<'static> = Item {
+    ty: T_NULL,
+    data: &[],
+};
+
+/// What a planned `Action::Merge` means when the plan is written.
+enum Nested<'c, 'p> {
+    /// Merge the two values under these rules.
+    Merge(&'c Ctx<'p>),
+    /// Diff two objects.
+    Diff,
+}
+
+type Pairs<'a> = std::iter::Zip<Cursor<'a>, Cursor<'a>>;
+
+/// Two objects' pairs matched by key, in jsonb key order: `(key, value in
+/// the first, value in the second)`. A missing first object has no pairs.
+struct Join<'a> {
+    t: Option<Pairs<'a>>,
+    p: Pairs<'a>,
+    tn: Option<(&'a [u8], Item<'a>)>,
+    pn: Option<(&'a [u8], Item<'a>)>,
+    started: bool,
+}
+
+type Joined<'a> = (&'a [u8], Option<Item<'a>>, Option<Item<'a>>);
+
+impl<'a> Join<'a> {
+    fn new(t: Option<Container<'a>>, p: Container<'a>) -> Self {
+        let pairs = |c: Container<'a>| c.keys().zip(c.values());
+        Join {
+            t: t.map(pairs),
+            p: pairs(p),
+            tn: None,
+            pn: None,
+            started: false,
+        }
+    }
+
+    fn pull(it: Option<&mut Pairs<'a>>) -> Result<Option<(&'a [u8], Item<'a>)>, FormatError> {
+        match it.and_then(Iterator::next) {
+            None => Ok(None),
+            Some((k, v)) => Ok(Some((k?.data, v?))),
+        }
+    }
+
+    fn step(&mut self) -> Result<Option<Joined<'a>>, MergeError> {
+        if !self.started {
+            self.started = true;
+            self.tn = Self::pull(self.t.as_mut())?;
+            self.pn = Self::pull(Some(&mut self.p))?;
+        }
+        let order = match (self.tn, self.pn) {
+            (None, None) => return Ok(None),
+            (Some(_), None) => Ordering::Less,
+            (None, Some(_)) => Ordering::Greater,
+            (Some((tk, _)), Some((pk, _))) => key_cmp(tk, pk),
+        };
+        let (t, p) = (
+            self.tn.filter(|_| order.is_le()),
+            self.pn.filter(|_| order.is_ge()),
+        );
+        if t.is_some() {
+            self.tn = Self::pull(self.t.as_mut())?;
+        }
+        if p.is_some() {
+            self.pn = Self::pull(Some(&mut self.p))?;
+        }
+        let key = t.or(p).expect("one side has the key").0;
+        Ok(Some((key, t.map(|t| t.1), p.map(|p| p.1))))
+    }
+}
+
+impl<'a> Iterator for Join<'a> {
+    type Item = Result<Joined<'a>, MergeError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.step().transpose()
+    }
 }
 
 /// The whole of a root container seen as one item.
@@ -258,46 +339,26 @@ impl<'a, 'p> Walker<'a, 'p> {
         self.check_depth(depth)?;
         let base = self.steps.len();
         self.steps.reserve(t.map_or(0, |t| t.len()) + p.len());
-        let mut tp = t
-            .map(|t| t.keys().zip(t.values()))
-            .into_iter()
-            .flatten()
-            .peekable();
-        let mut pp = p.keys().zip(p.values()).peekable();
-        loop {
-            let order = match (tp.peek(), pp.peek()) {
-                (None, None) => break,
-                (Some(_), None) => Ordering::Less,
-                (None, Some(_)) => Ordering::Greater,
-                (Some((tk, _)), Some((pk, _))) => {
-                    let (tk, pk) = (
-                        tk.as_ref().map_err(Clone::clone)?,
-                        pk.as_ref().map_err(Clone::clone)?,
-                    );
-                    key_cmp(tk.data, pk.data)
-                }
-            };
-            let (key, action) = match order {
-                Ordering::Less => {
-                    let (k, v) = tp.next().expect("peeked");
-                    (k?.data, Some(Action::Copy(v?)))
-                }
-                Ordering::Greater => {
-                    let (k, v) = pp.next().expect("peeked");
-                    let k = k?.data;
-                    (k, self.decide(None, v?, &self.child_ctx(c, k))?)
-                }
-                Ordering::Equal => {
-                    let (k, tv) = tp.next().expect("peeked");
-                    let (_, pv) = pp.next().expect("peeked");
-                    let k = k?.data;
-                    (k, self.decide(Some(tv?), pv?, &self.child_ctx(c, k))?)
-                }
+        for pair in Join::new(t, p) {
+            let (key, tv, pv) = pair?;
+            let action = match pv {
+                None => Some(Action::Copy(tv.expect("one side has the key"))),
+                Some(pv) => self.decide(tv, pv, &self.child_ctx(c, key))?,
             };
             if let Some(action) = action {
                 self.steps.push(Step { key, action });
             }
         }
+        self.write_planned(base, Nested::Merge(c), depth)
+    }
+
+    /// Writes the object planned in `steps[base..]` and pops the plan.
+    fn write_planned(
+        &mut self,
+        base: usize,
+        nested: Nested<'_, 'p>,
+        depth: usize,
+    ) -> Result<Open, MergeError> {
         let n = self.steps.len() - base;
         let mut o = self.w.open(Kind::Object, n)?;
         for i in base..base + n {
@@ -306,18 +367,21 @@ impl<'a, 'p> Walker<'a, 'p> {
         }
         for i in base..base + n {
             let Step { key, action } = self.steps[i];
-            match action {
-                Action::Copy(item) => self.w.push_item(&mut o, item)?,
-                Action::Null => self.w.push_item(
-                    &mut o,
-                    Item {
-                        ty: T_NULL,
-                        data: &[],
-                    },
-                )?,
-                Action::Merge(t, p) => {
+            match (action, &nested) {
+                (Action::Copy(item), _) => self.w.push_item(&mut o, item)?,
+                (Action::Null, _) => self.w.push_item(&mut o, NULL_ITEM)?,
+                (Action::Merge(t, p), Nested::Merge(c)) => {
                     let cc = self.child_ctx(c, key);
                     self.emit_merge(&mut o, t, p, &cc, depth + 1)?;
+                }
+                (Action::Merge(old, new), Nested::Diff) => {
+                    let old = old
+                        .and_then(Item::as_object)
+                        .expect("diff plans two objects");
+                    let new = new.as_object().expect("diff plans two objects");
+                    let start = self.w.len();
+                    let inner = self.build_diff(old, new, depth + 1)?;
+                    self.w.close_nested(&mut o, start, inner)?;
                 }
             }
         }
@@ -515,13 +579,7 @@ impl<'a, 'p> Walker<'a, 'p> {
     ) -> Result<(), MergeError> {
         match a {
             Action::Copy(item) => self.w.push_item(o, item)?,
-            Action::Null => self.w.push_item(
-                o,
-                Item {
-                    ty: T_NULL,
-                    data: &[],
-                },
-            )?,
+            Action::Null => self.w.push_item(o, NULL_ITEM)?,
             Action::Merge(t, p) => self.emit_merge(o, t, p, c, depth)?,
         }
         Ok(())
@@ -536,10 +594,7 @@ impl<'a, 'p> Walker<'a, 'p> {
     ) -> Result<Vec<u8>, MergeError> {
         match a {
             Action::Copy(item) => Ok(Writer::root_from_item(item)?),
-            Action::Null => Ok(Writer::root_from_item(Item {
-                ty: T_NULL,
-                data: &[],
-            })?),
+            Action::Null => Ok(Writer::root_from_item(NULL_ITEM)?),
             Action::Merge(t, p) => {
                 self.build(t, p, c, depth)?;
                 Ok(self.w.into_inner())
@@ -733,78 +788,32 @@ impl<'a> Walker<'a, '_> {
     ) -> Result<Open, MergeError> {
         self.check_depth(depth)?;
         let base = self.steps.len();
-        let mut op = old.keys().zip(old.values()).peekable();
-        let mut np = new.keys().zip(new.values()).peekable();
-        loop {
-            let order = match (op.peek(), np.peek()) {
-                (None, None) => break,
-                (Some(_), None) => Ordering::Less,
-                (None, Some(_)) => Ordering::Greater,
-                (Some((ok, _)), Some((nk, _))) => key_cmp(
-                    ok.as_ref().map_err(Clone::clone)?.data,
-                    nk.as_ref().map_err(Clone::clone)?.data,
-                ),
-            };
-            match order {
-                Ordering::Less => {
-                    let (k, _) = op.next().expect("peeked");
-                    self.steps.push(Step {
-                        key: k?.data,
-                        action: Action::Null,
-                    });
-                }
-                Ordering::Greater => {
-                    let (k, v) = np.next().expect("peeked");
-                    self.steps.push(Step {
-                        key: k?.data,
-                        action: Action::Copy(v?),
-                    });
-                }
-                Ordering::Equal => {
-                    let (k, ov) = op.next().expect("peeked");
-                    let (_, nv) = np.next().expect("peeked");
-                    let (k, ov, nv) = (k?.data, ov?, nv?);
+        for pair in Join::new(Some(old), new) {
+            let action = match pair? {
+                (key, Some(_), None) => Step {
+                    key,
+                    action: Action::Null,
+                },
+                (key, None, Some(nv)) => Step {
+                    key,
+                    action: Action::Copy(nv),
+                },
+                (key, Some(ov), Some(nv)) => {
                     if equal(ov, nv, depth, true, self.limits)? {
                         continue;
                     }
-                    let action = if ov.as_object().is_some() && nv.as_object().is_some() {
+                    let both_objects = ov.as_object().is_some() && nv.as_object().is_some();
+                    let action = if both_objects {
                         Action::Merge(Some(ov), nv)
                     } else {
                         Action::Copy(nv)
                     };
-                    self.steps.push(Step { key: k, action });
+                    Step { key, action }
                 }
-            }
+                (_, None, None) => unreachable!("one side has the key"),
+            };
+            self.steps.push(action);
         }
-        let n = self.steps.len() - base;
-        let mut o = self.w.open(Kind::Object, n)?;
-        for i in base..base + n {
-            let key = self.steps[i].key;
-            self.w.push_string(&mut o, key)?;
-        }
-        for i in base..base + n {
-            match self.steps[i].action {
-                Action::Copy(item) => self.w.push_item(&mut o, item)?,
-                Action::Null => self.w.push_item(
-                    &mut o,
-                    Item {
-                        ty: T_NULL,
-                        data: &[],
-                    },
-                )?,
-                Action::Merge(Some(ov), nv) => {
-                    let (ov, nv) = (
-                        ov.as_object().expect("planned"),
-                        nv.as_object().expect("planned"),
-                    );
-                    let start = self.w.len();
-                    let inner = self.build_diff(ov, nv, depth + 1)?;
-                    self.w.close_nested(&mut o, start, inner)?;
-                }
-                Action::Merge(None, _) => unreachable!("diff plans both sides"),
-            }
-        }
-        self.steps.truncate(base);
-        Ok(o)
+        self.write_planned(base, Nested::Diff, depth)
     }
 }
