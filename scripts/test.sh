@@ -117,8 +117,10 @@ for t in "${tiers[@]}"; do
         ;;
     pgrx)
         header pgrx "in-server #[pg_test]s (cargo pgrx test pg15)"
-        # The data directory must belong to postgres, whom the server runs as.
+        # The data directory must belong to postgres, whom the server runs as;
+        # pgrx starts initdb from it and puts the socket there, so others need x.
         pgdata=$(as_postgres mktemp -d /tmp/syncguard-pgrx.XXXXXX)
+        as_postgres chmod 755 "$pgdata"
         # "pg_" selects the generated #[pg_test] wrappers (pg_<name>); tier 1
         # already ran the plain #[test]s.
         cargo pgrx test pg15 pg_ --runas postgres --pgdata "$pgdata" 2>&1 | tee "$log"
