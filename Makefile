@@ -43,4 +43,4 @@ freeze-release: install
 
 clean:
 	cargo clean
-	rm -rf .tmp tests/pg_regress/results tests/pg_regress/regression.* tests/isolation/output_iso
+	rm -rf tests/pg_regress/results tests/pg_regress/regression.* tests/isolation/output_iso
