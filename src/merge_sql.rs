@@ -132,7 +132,11 @@ fn finish(
     match result {
         Ok(Merged::Target) => target.unwrap_or_else(empty_object),
         Ok(Merged::Patch) => patch,
-        Ok(Merged::Built(buf)) => JsonbRaw::from_built(&buf),
+        Ok(Merged::Built(buf)) => {
+            let out = JsonbRaw::from_built(&buf);
+            engine::recycle(buf);
+            out
+        }
         Err(e) => raise_merge_error(e),
     }
 }

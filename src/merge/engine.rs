@@ -9,11 +9,12 @@
 //! size of the patch — never a decode of untouched data.
 
 use super::jsonb::{
-    key_cmp, Container, Cursor, FormatError, Item, Kind, Open, Value, WriteError, Writer,
-    T_CONTAINER, T_NULL,
+    key_cmp, Container, FormatError, Item, Kind, Open, Pairs, Value, WriteError, Writer,
+    EMPTY_OBJECT, T_CONTAINER, T_NULL,
 };
 use super::numeric;
 use super::policy::{ArrayMode, NullMode, Policy, ValueRule};
+use std::cell::RefCell;
 use std::cmp::Ordering;
 use std::collections::hash_map::DefaultHasher;
 use std::collections::HashMap;
@@ -90,6 +91,23 @@ impl From<WriteError> for MergeError {
     }
 }
 
+thread_local! {
+    /// The output buffer of the last merge, handed back with [`recycle`]: a
+    /// backend merging row after row reuses one allocation instead of
+    /// allocating (and, for large documents, page-faulting) a fresh one.
+    static OUTPUT_BUFFER: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Buffers larger than this are freed rather than kept between calls.
+const KEEP_BUFFER_UP_TO: usize = 4 << 20;
+
+/// Returns a [`Merged::Built`] buffer once its bytes have been copied out.
+pub fn recycle(buf: Vec<u8>) {
+    if buf.capacity() <= KEEP_BUFFER_UP_TO {
+        OUTPUT_BUFFER.with_borrow_mut(|b| *b = buf);
+    }
+}
+
 /// A merge result. Often the result is one input unchanged; saying so lets
 /// the caller hand back the input datum without copying it.
 #[derive(Debug, PartialEq, Eq)]
@@ -138,71 +156,69 @@ enum Nested<'c, 'p> {
     Diff,
 }
 
-type Pairs<'a> = std::iter::Zip<Cursor<'a>, Cursor<'a>>;
-
 /// Two objects' pairs matched by key, in jsonb key order: `(key, value in
 /// the first, value in the second)`. A missing first object has no pairs.
 struct Join<'a> {
-    t: Option<Pairs<'a>>,
+    t: Pairs<'a>,
     p: Pairs<'a>,
     tn: Option<(&'a [u8], Item<'a>)>,
     pn: Option<(&'a [u8], Item<'a>)>,
-    started: bool,
 }
 
 type Joined<'a> = (&'a [u8], Option<Item<'a>>, Option<Item<'a>>);
 
 impl<'a> Join<'a> {
-    fn new(t: Option<Container<'a>>, p: Container<'a>) -> Self {
-        let pairs = |c: Container<'a>| c.keys().zip(c.values());
-        Join {
-            t: t.map(pairs),
-            p: pairs(p),
-            tn: None,
-            pn: None,
-            started: false,
-        }
-    }
-
-    fn pull(it: Option<&mut Pairs<'a>>) -> Result<Option<(&'a [u8], Item<'a>)>, FormatError> {
-        match it.and_then(Iterator::next) {
-            None => Ok(None),
-            Some((k, v)) => Ok(Some((k?.data, v?))),
-        }
-    }
-
-    fn step(&mut self) -> Result<Option<Joined<'a>>, MergeError> {
-        if !self.started {
-            self.started = true;
-            self.tn = Self::pull(self.t.as_mut())?;
-            self.pn = Self::pull(Some(&mut self.p))?;
-        }
-        let order = match (self.tn, self.pn) {
-            (None, None) => return Ok(None),
-            (Some(_), None) => Ordering::Less,
-            (None, Some(_)) => Ordering::Greater,
-            (Some((tk, _)), Some((pk, _))) => key_cmp(tk, pk),
+    fn new(t: Option<Container<'a>>, p: Container<'a>) -> Result<Self, MergeError> {
+        let t = match t {
+            Some(t) => t,
+            None => Container::new(EMPTY_OBJECT)?,
         };
-        let (t, p) = (
-            self.tn.filter(|_| order.is_le()),
-            self.pn.filter(|_| order.is_ge()),
-        );
-        if t.is_some() {
-            self.tn = Self::pull(self.t.as_mut())?;
+        let (mut t, mut p) = (t.pairs(), p.pairs());
+        let (tn, pn) = (t.next_pair(), p.next_pair());
+        Ok(Join { t, p, tn, pn })
+    }
+
+    /// After the last pair: whether either object turned out malformed.
+    fn finish(&self) -> Result<(), MergeError> {
+        if self.t.failed() || self.p.failed() {
+            Err(MergeError::Format)
+        } else {
+            Ok(())
         }
-        if p.is_some() {
-            self.pn = Self::pull(Some(&mut self.p))?;
-        }
-        let key = t.or(p).expect("one side has the key").0;
-        Ok(Some((key, t.map(|t| t.1), p.map(|p| p.1))))
     }
 }
 
 impl<'a> Iterator for Join<'a> {
-    type Item = Result<Joined<'a>, MergeError>;
+    type Item = Joined<'a>;
 
-    fn next(&mut self) -> Option<Self::Item> {
-        self.step().transpose()
+    #[inline]
+    fn next(&mut self) -> Option<Joined<'a>> {
+        Some(match (self.tn, self.pn) {
+            (None, None) => return None,
+            (Some((tk, tv)), None) => {
+                self.tn = self.t.next_pair();
+                (tk, Some(tv), None)
+            }
+            (None, Some((pk, pv))) => {
+                self.pn = self.p.next_pair();
+                (pk, None, Some(pv))
+            }
+            (Some((tk, tv)), Some((pk, pv))) => match key_cmp(tk, pk) {
+                Ordering::Less => {
+                    self.tn = self.t.next_pair();
+                    (tk, Some(tv), None)
+                }
+                Ordering::Greater => {
+                    self.pn = self.p.next_pair();
+                    (pk, None, Some(pv))
+                }
+                Ordering::Equal => {
+                    self.tn = self.t.next_pair();
+                    self.pn = self.p.next_pair();
+                    (tk, Some(tv), Some(pv))
+                }
+            },
+        })
     }
 }
 
@@ -229,9 +245,10 @@ struct Walker<'a, 'p> {
 
 impl<'a, 'p> Walker<'a, 'p> {
     fn new(policy: &'p Policy, limits: Limits, capacity: usize) -> Self {
+        let buf = OUTPUT_BUFFER.with_borrow_mut(std::mem::take);
         Walker {
             policy,
-            w: Writer::with_capacity(capacity),
+            w: Writer::reusing(buf, capacity),
             limits,
             steps: Vec::new(),
         }
@@ -274,7 +291,7 @@ impl<'a, 'p> Walker<'a, 'p> {
     /// A patch value written where the target has none (or loses to it):
     /// copied as is unless some rule deletes nulls, which must be stripped.
     fn insert(&self, p: Item<'a>) -> Action<'a> {
-        if self.policy.any_delete && p.as_object().is_some() {
+        if self.policy.any_delete && matches!(p.container_kind(), Some((Kind::Object, _))) {
             Action::Merge(None, p)
         } else {
             Action::Copy(p)
@@ -310,21 +327,16 @@ impl<'a, 'p> Walker<'a, 'p> {
                 Some(_) => Action::Copy(t),
                 None => self.insert(p),
             },
-            ValueRule::Merge => {
-                let po = p.as_object();
-                if po.is_some_and(|o| o.is_empty()) && !self.policy.rfc7396 {
-                    Action::Copy(t)
-                } else if t.as_object().is_some() && po.is_some() {
-                    Action::Merge(Some(t), p)
-                } else if *c.arrays != ArrayMode::Replace
-                    && t.as_array().is_some()
-                    && p.as_array().is_some()
+            ValueRule::Merge => match (t.container_kind(), p.container_kind()) {
+                (_, Some((Kind::Object, 0))) if !self.policy.rfc7396 => Action::Copy(t),
+                (Some((Kind::Object, _)), Some((Kind::Object, _))) => Action::Merge(Some(t), p),
+                (Some((Kind::Array, _)), Some((Kind::Array, _)))
+                    if *c.arrays != ArrayMode::Replace =>
                 {
                     Action::Merge(Some(t), p)
-                } else {
-                    self.insert(p)
                 }
-            }
+                _ => self.insert(p),
+            },
         }))
     }
 
@@ -339,8 +351,8 @@ impl<'a, 'p> Walker<'a, 'p> {
         self.check_depth(depth)?;
         let base = self.steps.len();
         self.steps.reserve(t.map_or(0, |t| t.len()) + p.len());
-        for pair in Join::new(t, p) {
-            let (key, tv, pv) = pair?;
+        let mut join = Join::new(t, p)?;
+        for (key, tv, pv) in join.by_ref() {
             let action = match pv {
                 None => Some(Action::Copy(tv.expect("one side has the key"))),
                 Some(pv) => self.decide(tv, pv, &self.child_ctx(c, key))?,
@@ -349,6 +361,7 @@ impl<'a, 'p> Walker<'a, 'p> {
                 self.steps.push(Step { key, action });
             }
         }
+        join.finish()?;
         self.write_planned(base, Nested::Merge(c), depth)
     }
 
@@ -788,8 +801,9 @@ impl<'a> Walker<'a, '_> {
     ) -> Result<Open, MergeError> {
         self.check_depth(depth)?;
         let base = self.steps.len();
-        for pair in Join::new(Some(old), new) {
-            let action = match pair? {
+        let mut join = Join::new(Some(old), new)?;
+        for pair in join.by_ref() {
+            let action = match pair {
                 (key, Some(_), None) => Step {
                     key,
                     action: Action::Null,
@@ -814,6 +828,7 @@ impl<'a> Walker<'a, '_> {
             };
             self.steps.push(action);
         }
+        join.finish()?;
         self.write_planned(base, Nested::Diff, depth)
     }
 }

@@ -107,6 +107,24 @@ impl<'a> Item<'a> {
         self.ty == T_NULL
     }
 
+    /// The kind and element count of the container this item holds, read
+    /// from its header without validating the rest (see [`Container::new`]).
+    #[inline]
+    pub fn container_kind(self) -> Option<(Kind, usize)> {
+        if self.ty != T_CONTAINER || self.data.len() < 4 {
+            return None;
+        }
+        let h = read_u32(self.data, 0);
+        let kind = if h & JB_FOBJECT != 0 {
+            Kind::Object
+        } else if h & JB_FSCALAR != 0 {
+            Kind::Scalar
+        } else {
+            Kind::Array
+        };
+        Some((kind, (h & JB_CMASK) as usize))
+    }
+
     /// The container this item holds, if it is an object.
     #[inline]
     pub fn as_object(self) -> Option<Container<'a>> {
@@ -213,13 +231,9 @@ impl<'a> Container<'a> {
     }
 
     /// The child starting at data offset `off`, with its JEntry `e`.
-    #[inline]
+    #[inline(always)]
     fn item_at(&self, e: u32, off: usize) -> Result<(Item<'a>, usize), FormatError> {
-        let end = if e & JENTRY_HAS_OFF != 0 {
-            (e & JENTRY_OFFLENMASK) as usize
-        } else {
-            off + (e & JENTRY_OFFLENMASK) as usize
-        };
+        let end = entry_end(e, off);
         let base = self.data_base();
         let ty = e & JENTRY_TYPEMASK;
         let start = if ty == T_NUMERIC || ty == T_CONTAINER {
@@ -279,10 +293,21 @@ impl<'a> Container<'a> {
     }
 
     /// Key/value pairs of an object in key order.
-    pub fn pairs(&self) -> impl Iterator<Item = Result<(&'a [u8], Item<'a>), FormatError>> {
-        self.keys()
-            .zip(self.values())
-            .map(|(k, v)| Ok((k?.data, v?)))
+    #[inline]
+    pub fn pairs(&self) -> Pairs<'a> {
+        let n = if self.kind() == Kind::Object {
+            self.len()
+        } else {
+            0
+        };
+        Pairs {
+            bytes: self.bytes,
+            base: self.data_base(),
+            i: 0,
+            n,
+            key_off: 0,
+            value_off: self.offset(n),
+        }
     }
 
     /// The value stored under `key` (binary search, like findJsonbValueFromContainer).
@@ -317,7 +342,7 @@ pub struct Cursor<'a> {
 impl<'a> Iterator for Cursor<'a> {
     type Item = Result<Item<'a>, FormatError>;
 
-    #[inline]
+    #[inline(always)]
     fn next(&mut self) -> Option<Self::Item> {
         if self.i >= self.end {
             return None;
@@ -335,6 +360,72 @@ impl<'a> Iterator for Cursor<'a> {
         (n, Some(n))
     }
 }
+
+/// Walks an object's keys and values together, each step O(1). This is the
+/// merge's innermost loop, so it reads the two JEntries itself instead of
+/// going through two [`Cursor`]s.
+pub struct Pairs<'a> {
+    bytes: &'a [u8],
+    base: usize,
+    i: usize,
+    n: usize,
+    key_off: usize,
+    value_off: usize,
+}
+
+impl<'a> Pairs<'a> {
+    /// The next pair, or `None` at the end — or at a malformed entry, after
+    /// which [`Pairs::failed`] is true. A flag instead of a `Result` keeps the
+    /// merge's innermost loop free of error plumbing.
+    #[inline]
+    pub fn next_pair(&mut self) -> Option<(&'a [u8], Item<'a>)> {
+        if self.i >= self.n {
+            return None;
+        }
+        let ke = read_u32(self.bytes, 4 + 4 * self.i);
+        let ve = read_u32(self.bytes, 4 + 4 * (self.n + self.i));
+        let key_end = entry_end(ke, self.key_off);
+        let value_end = entry_end(ve, self.value_off);
+        let ty = ve & JENTRY_TYPEMASK;
+        let value_start = if ty == T_NUMERIC || ty == T_CONTAINER {
+            int_align(self.value_off)
+        } else {
+            self.value_off
+        };
+        let key = self
+            .bytes
+            .get(self.base + self.key_off..self.base + key_end);
+        let data = self
+            .bytes
+            .get(self.base + value_start..self.base + value_end);
+        let (Some(key), Some(data)) = (key, data) else {
+            self.i = usize::MAX;
+            return None;
+        };
+        self.key_off = key_end;
+        self.value_off = value_end;
+        self.i += 1;
+        Some((key, Item { ty, data }))
+    }
+
+    /// Whether the walk stopped at a malformed entry.
+    pub fn failed(&self) -> bool {
+        self.i == usize::MAX
+    }
+}
+
+/// End offset of a child whose data starts at `off`, from its JEntry.
+#[inline(always)]
+fn entry_end(e: u32, off: usize) -> usize {
+    if e & JENTRY_HAS_OFF != 0 {
+        (e & JENTRY_OFFLENMASK) as usize
+    } else {
+        off + (e & JENTRY_OFFLENMASK) as usize
+    }
+}
+
+/// The root container of `{}`.
+pub const EMPTY_OBJECT: &[u8] = &JB_FOBJECT.to_ne_bytes();
 
 /// jsonb's key order: shorter keys first, then bytewise.
 #[inline]
@@ -364,6 +455,14 @@ pub struct Open {
 }
 
 impl Writer {
+    /// A writer that reuses `buf`'s allocation (its contents are dropped).
+    pub fn reusing(mut buf: Vec<u8>, cap: usize) -> Self {
+        buf.clear();
+        buf.reserve(cap + VARHDRSZ);
+        buf.extend_from_slice(&[0; VARHDRSZ]);
+        Writer { buf }
+    }
+
     pub fn with_capacity(cap: usize) -> Self {
         let mut buf = Vec::with_capacity(cap + VARHDRSZ);
         buf.extend_from_slice(&[0; VARHDRSZ]);
@@ -377,9 +476,8 @@ impl Writer {
 
     #[inline]
     fn pad(&mut self) {
-        while self.buf.len() % 4 != 0 {
-            self.buf.push(0);
-        }
+        let pad = self.buf.len().wrapping_neg() % 4;
+        self.buf.extend_from_slice(&[0; 3][..pad]);
     }
 
     /// Opens a container; `count` is the number of elements or pairs.
