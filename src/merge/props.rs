@@ -507,3 +507,19 @@ proptest! {
         prop_assert_eq!(json(&show(&out)), out);
     }
 }
+
+#[test]
+fn malformed_input_is_an_error_not_a_panic() {
+    let t = json(r#"{"a":"xxxxxxxxxxxx","b":{"c":1}}"#);
+    let p = json(r#"{"a":1,"b":{"d":2}}"#);
+    let policy = Policy::default();
+    for cut in 5..t.len() {
+        // every truncation: an error or a result, never a panic
+        let _ = engine::deep_merge(&t[4..cut], &p[4..], &policy, Limits::depth(DEFAULT_MAX_DEPTH));
+    }
+    let short = &t[4..t.len() - 3];
+    assert_eq!(
+        engine::deep_merge(short, &p[4..], &policy, Limits::depth(DEFAULT_MAX_DEPTH)),
+        Err(engine::MergeError::Format)
+    );
+}
