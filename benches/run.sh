@@ -73,15 +73,22 @@ memory=$(psql_q -At -F ' | ' -f benches/memory.sql -c "SELECT * FROM bench_memor
     echo ""
     echo "\`benches/memory.sql\`: one backend runs \`jsonb_deep_merge(a, b)\`, \`jsonb_deep_merge(a, b, policy)\`"
     echo "and \`jsonb_merge_patch(a, b)\` over the 100,000 rows of workload (b), ten times (1,000,000 calls"
-    echo "of each); the backend's resident set size (VmRSS) is read after every batch. RSS that stays flat"
+    echo "of each); the backend's private resident memory (RssAnon: not counting shared buffers) is read after every batch. RSS that stays flat"
     echo "after the first batch means no memory is kept per call."
     echo ""
-    echo "| batch | calls so far (three functions) | backend RSS (kB) |"
+    echo "| batch | calls so far (three functions) | backend RssAnon (kB) |"
     echo "|---|---|---|"
     echo "$memory" | awk -F ' [|] ' '{ total += $2; printf "| %s | %d | %s |\n", $1, total, $3 }'
     echo ""
     echo "$memory" | awk -F ' [|] ' 'NR == 1 { first = $3 } { last = $3 } END { printf "RSS growth from batch 1 to batch %d: %d kB.\n", NR, last - first }'
     echo ""
+    # Further sections (pgbench workloads of the other capabilities): each
+    # benches/sections/*.sh prints markdown, using this run's server.
+    for section in benches/sections/*.sh; do
+        [ -e "$section" ] || continue
+        bash "$section"
+        echo ""
+    done
     echo "## Contestants"
     echo ""
     echo ""
