@@ -26,7 +26,8 @@ packages=(postgresql-$PG_MAJOR postgresql-server-dev-$PG_MAJOR libclang-dev clan
           build-essential pkg-config libssl-dev sudo ca-certificates curl)
 missing=()
 for p in "${packages[@]}"; do
-    dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+    # "installed", not merely known to dpkg (a removed package keeps its config files).
+    [ "$(dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null)" = installed ] || missing+=("$p")
 done
 if [ ${#missing[@]} -gt 0 ]; then
     echo "setup: installing ${missing[*]}"
