@@ -26,7 +26,9 @@ finish() {
     rm -f "$log"
     if [ "$status" -ne 0 ]; then
         echo "" >&2
-        echo "FAILED: ${tier:+tier '$tier'}${tier:-checks before the first tier} (exit status $status); later tiers did not run." >&2
+        local what="tier '$tier'"
+        [ -n "$tier" ] || what="checks before the first tier"
+        echo "FAILED: $what (exit status $status); later tiers did not run." >&2
     fi
 }
 trap finish EXIT
