@@ -350,6 +350,20 @@ impl<'a, 'p> Walker<'a, 'p> {
     ) -> Result<Open, MergeError> {
         self.check_depth(depth)?;
         let base = self.steps.len();
+        self.plan_object(t, p, c)?;
+        self.write_planned(base, Nested::Merge(c), depth)
+    }
+
+    /// Pushes the plan of one object onto `steps`. Kept out of line: its
+    /// locals (the key join, decisions) would otherwise stay on the stack of
+    /// every level of a deep merge while the levels below are written.
+    #[inline(never)]
+    fn plan_object(
+        &mut self,
+        t: Option<Container<'a>>,
+        p: Container<'a>,
+        c: &Ctx<'p>,
+    ) -> Result<(), MergeError> {
         self.steps.reserve(t.map_or(0, |t| t.len()) + p.len());
         let mut join = Join::new(t, p)?;
         for (key, tv, pv) in join.by_ref() {
@@ -361,8 +375,7 @@ impl<'a, 'p> Walker<'a, 'p> {
                 self.steps.push(Step { key, action });
             }
         }
-        join.finish()?;
-        self.write_planned(base, Nested::Merge(c), depth)
+        join.finish()
     }
 
     /// Writes the object planned in `steps[base..]` and pops the plan.
@@ -434,6 +447,9 @@ impl<'a, 'p> Walker<'a, 'p> {
         }
     }
 
+    /// Out of line for the same reason as [`Walker::plan_object`]: its
+    /// vectors and hash maps must not sit in the frame of every object level.
+    #[inline(never)]
     fn build_array(
         &mut self,
         t: Container<'a>,
@@ -793,14 +809,15 @@ pub fn diff(old: &[u8], new: &[u8], limits: Limits) -> Result<Merged, MergeError
 }
 
 impl<'a> Walker<'a, '_> {
-    fn build_diff(
+    /// Pushes the plan of one object's diff onto `steps` (out of line, as
+    /// [`Walker::plan_object`]).
+    #[inline(never)]
+    fn plan_diff(
         &mut self,
         old: Container<'a>,
         new: Container<'a>,
         depth: usize,
-    ) -> Result<Open, MergeError> {
-        self.check_depth(depth)?;
-        let base = self.steps.len();
+    ) -> Result<(), MergeError> {
         let mut join = Join::new(Some(old), new)?;
         for pair in join.by_ref() {
             let action = match pair {
@@ -828,7 +845,18 @@ impl<'a> Walker<'a, '_> {
             };
             self.steps.push(action);
         }
-        join.finish()?;
+        join.finish()
+    }
+
+    fn build_diff(
+        &mut self,
+        old: Container<'a>,
+        new: Container<'a>,
+        depth: usize,
+    ) -> Result<Open, MergeError> {
+        self.check_depth(depth)?;
+        let base = self.steps.len();
+        self.plan_diff(old, new, depth)?;
         self.write_planned(base, Nested::Diff, depth)
     }
 }
