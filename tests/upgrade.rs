@@ -18,7 +18,7 @@ const VERSION: &str = env!("CARGO_PKG_VERSION");
 /// matters about it: signature, volatility, strictness, parallel safety,
 /// pinned settings and privileges of functions; columns, defaults, indexes,
 /// constraints, triggers and view definitions of relations; enum labels;
-/// and which tables pg_dump keeps (pg_extension_config_dump).
+/// comments; and which tables pg_dump keeps (pg_extension_config_dump).
 const FINGERPRINT: &str = r#"
 WITH ext AS (SELECT oid, extconfig, extcondition FROM pg_extension WHERE extname = 'syncguard')
 SELECT pg_describe_object(d.classid, d.objid, 0) || coalesce(' | ' ||
@@ -52,7 +52,8 @@ SELECT pg_describe_object(d.classid, d.objid, 0) || coalesce(' | ' ||
        WHEN 'pg_type'::regclass THEN (
            SELECT string_agg(e.enumlabel, ', ' ORDER BY e.enumsortorder)
              FROM pg_enum e WHERE e.enumtypid = d.objid)
-       END, '') AS line
+       END, '')
+       || coalesce(' | comment: ' || obj_description(d.objid, d.classid::regclass::name), '') AS line
   FROM pg_depend d, ext
  WHERE d.refclassid = 'pg_extension'::regclass AND d.refobjid = ext.oid AND d.deptype = 'e'
 UNION ALL
@@ -156,10 +157,22 @@ fn every_installable_version_updates_to_the_current_one() {
             "update from {from} stopped at {extversion}"
         );
         assert_eq!(library, VERSION);
-        assert_eq!(
-            fingerprint(&mut client),
-            expected,
-            "updating from {from} gives different objects than a fresh install"
-        );
+        let got = fingerprint(&mut client);
+        if got != expected {
+            panic!(
+                "updating from {from} gives different objects than a fresh install\n\
+                 only in a fresh install:\n{}\nonly after the update:\n{}",
+                lines_missing_from(&expected, &got),
+                lines_missing_from(&got, &expected)
+            );
+        }
     }
+}
+
+/// The lines of `a` that `b` lacks, indented, one per line.
+fn lines_missing_from(a: &[String], b: &[String]) -> String {
+    a.iter()
+        .filter(|l| !b.contains(l))
+        .map(|l| format!("  {l}\n"))
+        .collect()
 }
