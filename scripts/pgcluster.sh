@@ -67,7 +67,8 @@ pgcluster_stop() {
             echo "--- last lines of the server log ($PGCLUSTER_DIR/server.log) ---" >&2
             as_postgres tail -n 30 "$PGCLUSTER_DIR/server.log" >&2 || true
         fi
-        if [ -f "$PGCLUSTER_DIR/data/postmaster.pid" ]; then
+        # (data/ is private to postgres: ask as postgres whether it is running.)
+        if as_postgres test -f "$PGCLUSTER_DIR/data/postmaster.pid"; then
             as_postgres "$PG_BINDIR/pg_ctl" -D "$PGCLUSTER_DIR/data" -m fast -w stop >/dev/null ||
                 as_postgres "$PG_BINDIR/pg_ctl" -D "$PGCLUSTER_DIR/data" -m immediate -w stop >/dev/null || true
         fi
