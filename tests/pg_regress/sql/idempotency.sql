@@ -1,0 +1,236 @@
+-- Idempotency keys: every claim outcome, error and option.
+-- Tokens and timestamps vary from run to run: they are kept in a temporary
+-- table and compared in SQL, never printed.
+
+-- Reports an error's SQLSTATE, message, detail and hint instead of aborting.
+CREATE FUNCTION pg_temp.err(q text) RETURNS text LANGUAGE plpgsql AS $$
+DECLARE st text; msg text; det text; hint text;
+BEGIN
+    EXECUTE q;
+    RETURN 'no error';
+EXCEPTION WHEN others THEN
+    GET STACKED DIAGNOSTICS st = RETURNED_SQLSTATE, msg = MESSAGE_TEXT,
+                            det = PG_EXCEPTION_DETAIL, hint = PG_EXCEPTION_HINT;
+    RETURN st || ': ' || msg || coalesce(' | detail: ' || nullif(det, ''), '') || ' | hint: ' || hint;
+END $$;
+
+-- pg_temp.claim(label, ...) calls idem_claim, remembers its result under
+-- label, and shows it without the token; pg_temp.tok(label) is the token.
+CREATE TEMP TABLE claims (label text PRIMARY KEY, outcome text, token uuid, response jsonb,
+                          attempt int, retry_at timestamptz);
+CREATE FUNCTION pg_temp.claim(label text, s text, k text, req jsonb,
+                              lease interval DEFAULT '30 seconds', ttl interval DEFAULT '24 hours',
+                              ign text[] DEFAULT NULL)
+RETURNS TABLE (outcome text, has_token boolean, response jsonb, attempt int, has_retry_at boolean)
+LANGUAGE sql AS $$
+    INSERT INTO pg_temp.claims
+    SELECT label, c.* FROM syncguard.idem_claim(s, k, req, lease, ttl, ign) AS c
+    RETURNING outcome, token IS NOT NULL, response, attempt, retry_at IS NOT NULL
+$$;
+CREATE FUNCTION pg_temp.tok(l text) RETURNS uuid LANGUAGE sql AS $$
+    SELECT token FROM pg_temp.claims WHERE label = l
+$$;
+CREATE FUNCTION pg_temp.key_row(s text, k text)
+RETURNS TABLE (status text, response jsonb, last_error text, attempts int, has_lease boolean, has_next_attempt boolean)
+LANGUAGE sql AS $$
+    SELECT status, response, last_error, attempts, lease_expires_at IS NOT NULL, next_attempt_at IS NOT NULL
+      FROM syncguard.idempotency_keys WHERE scope = s AND key = k
+$$;
+
+-- The table is kept by pg_dump, and the API is in place.
+SELECT extconfig::regclass[] AS dumped_tables FROM pg_extension WHERE extname = 'syncguard';
+SELECT p.oid::regprocedure AS function,
+       p.provolatile AS volatility, p.proisstrict AS strict, p.prosecdef AS security_definer, p.proconfig AS settings
+  FROM pg_proc p
+ WHERE p.pronamespace = 'syncguard'::regnamespace
+   AND p.prolang = (SELECT oid FROM pg_language WHERE lanname = 'plpgsql')
+ ORDER BY p.oid::regprocedure::text;
+
+-- 1. claimed: a new key. The caller owns it and does the work.
+SELECT * FROM pg_temp.claim('c1', 'payments', 'k1', '{"amount": 100, "currency": "EUR"}');
+SELECT * FROM pg_temp.key_row('payments', 'k1');
+
+-- 2. in_progress: the same request while the lease is live (retry_at = lease expiry).
+SELECT * FROM pg_temp.claim('c2', 'payments', 'k1', '{"amount": 100, "currency": "EUR"}');
+SELECT retry_at = (SELECT lease_expires_at FROM syncguard.idempotency_keys WHERE key = 'k1') AS retry_at_is_lease_expiry
+  FROM claims WHERE label = 'c2';
+
+-- 3. replay: after idem_complete every retry gets the stored response back.
+SELECT syncguard.idem_complete(pg_temp.tok('c1'), '{"charge_id": "ch_1", "status": "paid"}');
+SELECT * FROM pg_temp.key_row('payments', 'k1');
+-- the fingerprint is canonical: key order and whitespace do not matter
+SELECT * FROM pg_temp.claim('c3', 'payments', 'k1', '{ "currency":"EUR",   "amount":100 }');
+SELECT * FROM pg_temp.claim('c4', 'payments', 'k1', '{"amount": 100, "currency": "EUR"}');
+
+-- 4. SG001: the same key with a different request, whatever its status.
+SELECT pg_temp.err($$SELECT syncguard.idem_claim('payments', 'k1', '{"amount": 999, "currency": "EUR"}')$$);
+SELECT pg_temp.err($$SELECT syncguard.idem_claim('payments', 'k1', '{"amount": 100.0, "currency": "EUR"}')$$) AS numbers_compare_as_written;
+SELECT * FROM pg_temp.claim('s1', 'payments', 'k-running', '{"a": 1}');
+SELECT pg_temp.err($$SELECT syncguard.idem_claim('payments', 'k-running', '{"a": 2}')$$);
+-- ... but the same key in another scope is another key
+SELECT * FROM pg_temp.claim('s2', 'refunds', 'k1', '{"amount": 999}');
+
+-- 5. ignore: volatile fields left out of the fingerprint (top-level keys or dotted paths)
+SELECT * FROM pg_temp.claim('i1', 'orders', 'o1', '{"sku": "A", "sent_at": "10:00", "meta": {"trace": "x", "v": 1}}',
+                            ign => ARRAY['sent_at', 'meta.trace']);
+SELECT * FROM pg_temp.claim('i2', 'orders', 'o1', '{"sku": "A", "sent_at": "10:05", "meta": {"trace": "y", "v": 1}}',
+                            ign => ARRAY['sent_at', 'meta.trace']);
+SELECT pg_temp.err($$SELECT syncguard.idem_claim('orders', 'o1', '{"sku": "A", "sent_at": "10:05", "meta": {"trace": "y", "v": 1}}')$$) AS without_ignore;
+SELECT syncguard.request_fingerprint('{"b": 1, "a": [1, 2]}') = syncguard.request_fingerprint('{"a":[1,2],"b":1}') AS order_free,
+       syncguard.request_fingerprint('{"a": 1, "a": 2}') = syncguard.request_fingerprint('{"a": 2}') AS last_duplicate_wins,
+       syncguard.request_fingerprint('{"a": [1, 2]}') = syncguard.request_fingerprint('{"a": [2, 1]}') AS array_order_counts,
+       syncguard.request_fingerprint('{"x": 1, "t": 2}', ARRAY['t', 'no.such.path', NULL]) = syncguard.request_fingerprint('{"x": 1}') AS ignored,
+       syncguard.request_fingerprint('[1]', ARRAY['t']) = syncguard.request_fingerprint('[1]') AS non_object_unchanged,
+       length(syncguard.request_fingerprint('{}')) AS hex_length;
+
+-- 6. An expired lease is taken over: claimed again with attempt 2 and a new
+-- token; the old holder's complete and fail are rejected (SG002) and change nothing.
+SELECT * FROM pg_temp.claim('l1', 'emails', 'e1', '{"to": "ada"}', lease => '1 ms');
+SELECT pg_sleep(0.02);
+SELECT * FROM pg_temp.claim('l2', 'emails', 'e1', '{"to": "ada"}');
+SELECT pg_temp.tok('l1') <> pg_temp.tok('l2') AS new_token;
+SELECT pg_temp.err(format('SELECT syncguard.idem_complete(%L, %L)', pg_temp.tok('l1'), '{"sent": "old"}'));
+SELECT pg_temp.err(format('SELECT syncguard.idem_fail(%L, %L)', pg_temp.tok('l1'), 'old holder'));
+SELECT * FROM pg_temp.key_row('emails', 'e1');
+-- an expired lease that nobody took over still completes
+SELECT * FROM pg_temp.claim('l3', 'emails', 'e2', '{"to": "bob"}', lease => '1 ms');
+SELECT pg_sleep(0.02);
+SELECT syncguard.idem_complete(pg_temp.tok('l3'), '{"sent": true}', scope => 'emails');
+SELECT * FROM pg_temp.claim('l4', 'emails', 'e2', '{"to": "bob"}');
+-- SG002 also for a token used twice, a token of a completed key, an unknown token,
+-- and a token given with the wrong scope
+SELECT pg_temp.err(format('SELECT syncguard.idem_complete(%L, %L)', pg_temp.tok('l3'), '{"again": 1}'));
+SELECT pg_temp.err(format('SELECT syncguard.idem_fail(%L, %L)', pg_temp.tok('c1'), 'late'));
+SELECT pg_temp.err($$SELECT syncguard.idem_complete('00000000-0000-0000-0000-000000000000', '{}')$$);
+SELECT pg_temp.err(format('SELECT syncguard.idem_complete(%L, %L, scope => %L)', pg_temp.tok('l2'), '{}', 'payments'));
+SELECT syncguard.idem_complete(pg_temp.tok('l2'), NULL, scope => 'emails');
+SELECT * FROM pg_temp.claim('l5', 'emails', 'e1', '{"to": "ada"}') AS replay_of_null_response;
+
+-- 7. Failures: retryable failures back off (retry_later until due, then claimed
+-- with the next attempt); a non-retryable failure or max_attempts gives dead.
+SELECT * FROM pg_temp.claim('f1', 'sync', 'job1', '{"n": 1}');
+SELECT status, attempt, retry_at > clock_timestamp() + interval '45 minutes' AS backs_off_about_an_hour
+  FROM syncguard.idem_fail(pg_temp.tok('f1'), 'timeout', base => '1 hour', cap => '1 hour');
+SELECT * FROM pg_temp.key_row('sync', 'job1');
+SELECT * FROM pg_temp.claim('f2', 'sync', 'job1', '{"n": 1}');
+SELECT retry_at = (SELECT next_attempt_at FROM syncguard.idempotency_keys WHERE key = 'job1') AS retry_at_is_next_attempt
+  FROM claims WHERE label = 'f2';
+-- due: make the retry time pass, then the next claim is attempt 2
+UPDATE syncguard.idempotency_keys SET next_attempt_at = clock_timestamp() WHERE scope = 'sync' AND key = 'job1';
+SELECT * FROM pg_temp.claim('f3', 'sync', 'job1', '{"n": 1}');
+SELECT * FROM pg_temp.key_row('sync', 'job1') AS last_error_kept_while_retrying;
+SELECT status, attempt, retry_at IS NOT NULL AS has_retry_at
+  FROM syncguard.idem_fail(pg_temp.tok('f3'), 'timeout again', base => '1 ms', cap => '1 ms');
+SELECT pg_sleep(0.02);
+SELECT * FROM pg_temp.claim('f4', 'sync', 'job1', '{"n": 1}');
+-- the third failure reaches max_attempts 3: dead, and claims say so from now on
+SELECT status, attempt, retry_at IS NOT NULL AS has_retry_at
+  FROM syncguard.idem_fail(pg_temp.tok('f4'), 'timeout for good', max_attempts => 3);
+SELECT * FROM pg_temp.claim('f5', 'sync', 'job1', '{"n": 1}');
+-- not retryable: dead at once
+SELECT * FROM pg_temp.claim('f6', 'sync', 'job2', '{"n": 2}');
+SELECT * FROM syncguard.idem_fail(pg_temp.tok('f6'), 'card declined', retryable => false);
+SELECT * FROM pg_temp.claim('f7', 'sync', 'job2', '{"n": 2}');
+SELECT pg_temp.err(format('SELECT syncguard.idem_fail(%L, %L)', pg_temp.tok('f6'), 'twice'));
+
+-- 8. Backoff: least(cap, base * 2^(attempt-1)), spread by ±jitter.
+SELECT a, syncguard.backoff_delay(a, '2 seconds', '10 minutes', 0) AS no_jitter
+  FROM generate_series(1, 10) a;
+SELECT syncguard.backoff_delay(1) BETWEEN interval '1.6 seconds' AND interval '2.4 seconds' AS default_first,
+       syncguard.backoff_delay(100000, '1 second', '1 hour', 0) AS huge_attempt_capped,
+       syncguard.backoff_delay(3, '250 ms', '1 hour', 0) AS sub_second,
+       syncguard.backoff_delay(NULL) IS NULL AS strict;
+-- jitter 0.5 over 2000 samples of attempt 3 (4 s): within [2 s, 6 s] and spread over it
+SELECT min(d) >= interval '2 seconds' AS above_lower_bound, max(d) <= interval '6 seconds' AS below_upper_bound,
+       min(d) < interval '2.5 seconds' AND max(d) > interval '5.5 seconds' AS spread,
+       count(DISTINCT d) > 1900 AS distinct_values
+  FROM (SELECT syncguard.backoff_delay(3, '1 second', '1 hour', 0.5) AS d FROM generate_series(1, 2000)) s;
+SELECT pg_temp.err($$SELECT syncguard.backoff_delay(0)$$);
+SELECT pg_temp.err($$SELECT syncguard.backoff_delay(1, '-1 second')$$);
+SELECT pg_temp.err($$SELECT syncguard.backoff_delay(1, jitter => 1.5)$$);
+
+-- 9. Bad arguments.
+SELECT pg_temp.err($$SELECT syncguard.idem_claim(NULL, 'k', '{}')$$);
+SELECT pg_temp.err($$SELECT syncguard.idem_claim('s', NULL, '{}')$$);
+SELECT pg_temp.err($$SELECT syncguard.idem_claim('s', 'k', NULL)$$);
+SELECT pg_temp.err($$SELECT syncguard.idem_claim('s', '', '{}')$$);
+SELECT pg_temp.err($$SELECT syncguard.idem_claim('s', 'k', '{}', lease => '-5 seconds')$$);
+SELECT pg_temp.err($$SELECT syncguard.idem_claim('s', 'k', '{}', ttl => '0')$$);
+SELECT pg_temp.err($$SELECT syncguard.idem_complete(NULL, '{}')$$);
+SELECT pg_temp.err($$SELECT syncguard.idem_fail(NULL, 'x')$$);
+SELECT pg_temp.err(format('SELECT syncguard.idem_fail(%L, %L, max_attempts => 0)', pg_temp.tok('s1'), 'x'));
+SELECT pg_temp.err(format('SELECT syncguard.idem_fail(%L, %L, base => %L)', pg_temp.tok('s1'), 'x', '-1 s'));
+SELECT pg_temp.err($$SELECT syncguard.idem_prune(0)$$);
+SELECT count(*) AS keys_left_by_errors FROM syncguard.idempotency_keys WHERE scope = 's';
+
+-- 10. The preferred pattern for local work: claim, the application's own
+-- writes and complete in one transaction commit or roll back together.
+CREATE TABLE orders (id serial PRIMARY KEY, request_key text, total numeric);
+BEGIN;
+SELECT * FROM pg_temp.claim('t1', 'checkout', 'cart-7', '{"total": 42}');
+INSERT INTO orders (request_key, total) VALUES ('cart-7', 42);
+SELECT syncguard.idem_complete(pg_temp.tok('t1'), jsonb_build_object('order_id', currval('orders_id_seq')));
+ROLLBACK;
+SELECT count(*) AS keys_after_rollback FROM syncguard.idempotency_keys WHERE scope = 'checkout';
+SELECT count(*) AS orders_after_rollback FROM orders;
+BEGIN;
+SELECT * FROM pg_temp.claim('t1', 'checkout', 'cart-7', '{"total": 42}');
+INSERT INTO orders (request_key, total) VALUES ('cart-7', 42);
+SELECT syncguard.idem_complete(pg_temp.tok('t1'), (SELECT jsonb_build_object('order_id', id) FROM orders WHERE request_key = 'cart-7'));
+COMMIT;
+-- the retry replays the order instead of creating a second one
+SELECT * FROM pg_temp.claim('t2', 'checkout', 'cart-7', '{"total": 42}');
+SELECT count(*) AS orders FROM orders;
+
+-- 11. Expiry: an expired key is a new request (even a different one) until pruned;
+-- idem_prune deletes expired keys in batches, never a running key with a live lease.
+SELECT * FROM pg_temp.claim('x1', 'expiry', 'a', '{"v": 1}', ttl => '1 ms');
+SELECT syncguard.idem_complete(pg_temp.tok('x1'), '{"done": 1}');
+SELECT pg_sleep(0.02);
+SELECT * FROM pg_temp.claim('x2', 'expiry', 'a', '{"v": 2}');
+INSERT INTO syncguard.idempotency_keys (scope, key, fingerprint, status, response, lease_token, created_at, expires_at)
+SELECT 'expiry', 'old-' || i, 'f', 'succeeded', '{}', gen_random_uuid(), now() - interval '2 days', now() - interval '1 day'
+  FROM generate_series(1, 5) i;
+SELECT * FROM pg_temp.claim('x3', 'expiry', 'live-lease', '{}', lease => '1 hour', ttl => '1 ms');
+SELECT * FROM pg_temp.claim('x4', 'expiry', 'dead-lease', '{}', lease => '1 ms', ttl => '1 ms');
+SELECT pg_sleep(0.02);
+SELECT syncguard.idem_prune(4) AS first_batch, syncguard.idem_prune(4) AS second_batch, syncguard.idem_prune() AS nothing_left;
+SELECT syncguard.idem_prune(scope => 'no-such-scope') AS other_scope;
+SELECT key, status FROM syncguard.idempotency_keys WHERE scope = 'expiry' ORDER BY key;
+
+-- 12. The summary view, per scope and status.
+SELECT scope, status, keys, attempts, leases_expired, expired, oldest <= newest AS ordered
+  FROM syncguard.idempotency_summary ORDER BY scope, status;
+
+-- 13. Privileges: an application role without superuser uses every function;
+-- keys are private to the role that claimed them.
+CREATE ROLE idem_app;
+CREATE ROLE idem_other;
+SET ROLE idem_app;
+SELECT outcome, attempt FROM syncguard.idem_claim('app', 'a1', '{"x": 1}') \gset app_
+SELECT :'app_outcome' AS outcome, :app_attempt AS attempt;
+SELECT syncguard.idem_complete(lease_token, '{"ok": true}')
+  FROM syncguard.idempotency_keys WHERE scope = 'app' AND key = 'a1';
+SELECT outcome, response FROM syncguard.idem_claim('app', 'a1', '{"x": 1}');
+SELECT token IS NOT NULL AS claimed FROM syncguard.idem_claim('app', 'a2', '{"x": 2}');
+SELECT status, attempt FROM syncguard.idem_fail((SELECT lease_token FROM syncguard.idempotency_keys WHERE key = 'a2'), 'boom', retryable => false);
+SELECT scope, status, keys FROM syncguard.idempotency_summary ORDER BY 1, 2;
+SELECT count(*) AS keys_visible FROM syncguard.idempotency_keys;
+SELECT syncguard.idem_prune() AS pruned, syncguard.backoff_delay(2, '1 s', '1 h', 0) AS backoff,
+       length(syncguard.request_fingerprint('{}')) AS fingerprint_length;
+SELECT pg_temp.err($$INSERT INTO syncguard.idempotency_keys (scope, key, owner_role, fingerprint, status, lease_token, expires_at)
+                     VALUES ('app', 'forged', 'idem_other', 'f', 'succeeded', gen_random_uuid(), now())$$);
+SET ROLE idem_other;
+SELECT count(*) AS keys_visible FROM syncguard.idempotency_summary;
+SELECT pg_temp.err($$SELECT syncguard.idem_claim('app', 'a1', '{"x": 1}')$$);
+SELECT pg_temp.err($$SELECT syncguard.idem_claim('app', 'a1', '{"x": "other"}')$$);
+SELECT pg_temp.err($$UPDATE syncguard.idempotency_keys SET status = 'dead' WHERE scope = 'app'$$) AS direct_update,
+       (SELECT count(*) FROM syncguard.idempotency_keys WHERE scope = 'app') AS rows_seen;
+RESET ROLE;
+-- the superuser sees every key, but does not claim another role's key either
+SELECT key, owner_role, status FROM syncguard.idempotency_keys WHERE scope = 'app' ORDER BY key;
+SELECT pg_temp.err($$SELECT syncguard.idem_claim('app', 'a1', '{"x": 1}')$$);
+DELETE FROM syncguard.idempotency_keys WHERE scope = 'app';
+DROP ROLE idem_app;
+DROP ROLE idem_other;
+DROP TABLE orders;
