@@ -21,9 +21,9 @@ if [ "$(id -u)" -eq 0 ]; then SUDO=(); else SUDO=(sudo); fi
 #   libclang-dev clang               bindgen (pgrx-pg-sys generates bindings from the headers)
 #   build-essential pkg-config libssl-dev   compiling cargo-pgrx and the crate
 #   sudo                             every test server runs as the `postgres` user (initdb refuses root)
-#   ca-certificates curl             fetching crates (and rustup when cargo is missing)
+#   ca-certificates                  fetching crates over TLS
 packages=(postgresql-$PG_MAJOR postgresql-server-dev-$PG_MAJOR libclang-dev clang
-          build-essential pkg-config libssl-dev sudo ca-certificates curl)
+          build-essential pkg-config libssl-dev sudo ca-certificates)
 missing=()
 for p in "${packages[@]}"; do
     # "installed", not merely known to dpkg (a removed package keeps its config files).
@@ -37,14 +37,12 @@ if [ ${#missing[@]} -gt 0 ]; then
         apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-# Rust: a brand-new machine may have none. pgrx 0.18 builds with rustc 1.95.
+# Rust comes with the machine (rustup's toolchain); nothing here can fetch a
+# toolchain, so say plainly what is missing instead of failing later.
 if ! command -v cargo >/dev/null 2>&1; then
-    echo "setup: installing the Rust toolchain (rustup, 1.95)"
-    # (static.rust-lang.org hosts the script sh.rustup.rs redirects to.)
-    curl -sSf https://static.rust-lang.org/rustup/rustup-init.sh |
-        sh -s -- -y -q --profile minimal --default-toolchain 1.95
-    # The Makefile puts ~/.cargo/bin on PATH for the commands that follow.
-    export PATH="$HOME/.cargo/bin:$PATH"
+    echo "setup: cargo not found. Install the Rust toolchain (rustc 1.95 or newer, e.g. with rustup)" >&2
+    echo "       and make sure ~/.cargo/bin is on PATH, then run this again." >&2
+    exit 1
 fi
 
 # cargo-pgrx must match the pgrx crate exactly, or schema generation fails.
