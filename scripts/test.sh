@@ -4,7 +4,7 @@
 #   scripts/test.sh                      all tiers
 #   scripts/test.sh regress client       only these (names below)
 #
-#   unit       cargo test --lib merge::            pure-Rust core, no PostgreSQL
+#   unit       cargo test --lib -- --skip pg_      plain #[test]s (pure Rust), no PostgreSQL
 #   pgrx       cargo pgrx test pg15                #[pg_test]s inside a server
 #   regress    pg_regress  tests/pg_regress/sql    SQL surface vs expected output
 #   isolation  pg_isolation_regress tests/isolation/specs   concurrency
@@ -113,8 +113,10 @@ install_for_tests() {
 for t in "${tiers[@]}"; do
     case "$t" in
     unit)
-        header unit "pure-Rust core (cargo test --lib merge::)"
-        cargo test --lib merge:: 2>&1 | tee "$log"
+        header unit "pure-Rust tests (cargo test --lib -- --skip pg_)"
+        # Every plain #[test] in the library, wherever it lives; the #[pg_test]
+        # wrappers (pg_<name>) need a server and are the next tier's.
+        cargo test --lib -- --skip pg_ 2>&1 | tee "$log"
         n=$(cargo_count); passed "$n"
         ;;
     pgrx)
