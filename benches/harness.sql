@@ -83,6 +83,7 @@ SELECT 0 AS ord, '| contestant | ' || string_agg(label, ' | ' ORDER BY tbl) || '
 UNION ALL
 SELECT 0.5, '|---|' || string_agg('---|', '' ORDER BY tbl) FROM bench_workloads
 UNION ALL
-SELECT ord, format('| %s | ', label) || string_agg(cell, ' | ' ORDER BY tbl) || ' |'
+-- (a label's own pipes, as in `a || b`, are escaped so the table keeps its columns)
+SELECT ord, format('| %s | ', replace(label, '|', '\|')) || string_agg(cell, ' | ' ORDER BY tbl) || ' |'
   FROM cells GROUP BY ord, label
 ORDER BY 1;

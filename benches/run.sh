@@ -69,6 +69,27 @@ memory=$(psql_q -At -F ' | ' -f benches/memory.sql -c "SELECT * FROM bench_memor
     echo ""
     psql -X -At -c "SELECT line FROM bench_report"
     echo ""
+    echo "## Targets"
+    echo ""
+    echo "\`syncguard.jsonb_deep_merge(a, b)\` (contestant 3) against \`a || b\` (1) and the plpgsql deep merge (2),"
+    echo "from the table above. Targets: at most 1.3× the time of \`||\` on every workload; at least 20× faster"
+    echo "than plpgsql on (b)–(d)."
+    echo ""
+    echo "| workload | deep merge / \`\|\|\` | target ≤ 1.3× | plpgsql / deep merge | target ≥ 20× |"
+    echo "|---|---|---|---|---|"
+    psql -X -At -F '|' -c "
+        SELECT format('| %s | %s× | %s | %s× | %s |', w.label,
+                      round((d.median_ms / c.median_ms)::numeric, 2),
+                      CASE WHEN d.median_ms <= 1.3 * c.median_ms THEN 'met' ELSE '**not met**' END,
+                      round((p.median_ms / d.median_ms)::numeric, 1),
+                      CASE WHEN w.tbl = 'pairs_a' THEN '(not a target)'
+                           WHEN p.median_ms >= 20 * d.median_ms THEN 'met' ELSE '**not met**' END)
+          FROM bench_workloads w
+          JOIN bench_results c ON c.tbl = w.tbl AND c.ord = 1
+          JOIN bench_results p ON p.tbl = w.tbl AND p.ord = 2
+          JOIN bench_results d ON d.tbl = w.tbl AND d.ord = 3
+         ORDER BY w.tbl"
+    echo ""
     echo "## Memory per call"
     echo ""
     echo "\`benches/memory.sql\`: one backend runs \`jsonb_deep_merge(a, b)\`, \`jsonb_deep_merge(a, b, policy)\`"
