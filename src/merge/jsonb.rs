@@ -478,7 +478,9 @@ impl Writer {
     #[inline]
     fn pad(&mut self) {
         let pad = self.buf.len().wrapping_neg() % 4;
-        self.buf.extend_from_slice(&[0; 3][..pad]);
+        if pad > 0 {
+            self.buf.extend_from_slice(&[0; 3][..pad]);
+        }
     }
 
     /// Opens a container; `count` is the number of elements or pairs.
