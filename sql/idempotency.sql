@@ -413,3 +413,18 @@ GRANT EXECUTE ON FUNCTION
     syncguard.idem_fail(uuid, text, boolean, integer, interval, interval, text),
     syncguard.idem_prune(integer, text)
     TO PUBLIC;
+
+COMMENT ON FUNCTION syncguard.backoff_delay(integer, interval, interval, double precision) IS
+    'delay before the next attempt: least(cap, base * 2^(attempt-1)) spread by +-jitter';
+COMMENT ON FUNCTION syncguard.request_fingerprint(jsonb, text[]) IS
+    'canonical sha256 of a request, leaving out the ignored fields';
+COMMENT ON FUNCTION syncguard.idem_claim(text, text, jsonb, interval, interval, text[]) IS
+    'claim an idempotency key: claimed, replay, in_progress, retry_later or dead';
+COMMENT ON FUNCTION syncguard.idem_complete(uuid, jsonb, text) IS
+    'record the response of a claimed key; later claims replay it';
+COMMENT ON FUNCTION syncguard.idem_fail(uuid, text, boolean, integer, interval, interval, text) IS
+    'record a failed attempt: retry after backoff, or dead';
+COMMENT ON FUNCTION syncguard.idem_prune(integer, text) IS
+    'delete up to batch expired idempotency keys';
+COMMENT ON FUNCTION syncguard.idem_lease_lost(uuid, text, text) IS
+    'internal: raises SG002 for a token that holds no lease';
