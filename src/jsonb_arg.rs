@@ -49,8 +49,16 @@ impl FromDatum for JsonbRaw {
         if is_null {
             return None;
         }
-        // The packed form keeps short inline values where they are: no copy.
-        let ptr = unsafe { pg_sys::pg_detoast_datum_packed(datum.cast_mut_ptr()) };
+        let ptr: *mut pg_sys::varlena = datum.cast_mut_ptr();
+        // A plain in-line value (4-byte header uncompressed, or 1-byte short
+        // header) is used where it is, without a call into the server; only
+        // compressed or out-of-line values go through detoasting. The packed
+        // form keeps short values where they are: no copy either way.
+        let plain = unsafe {
+            pgrx::varlena::varatt_is_4b_u(ptr)
+                || (pgrx::varlena::varatt_is_1b(ptr) && !pgrx::varlena::varatt_is_1b_e(ptr))
+        };
+        let ptr = if plain { ptr } else { unsafe { pg_sys::pg_detoast_datum_packed(ptr) } };
         Some(JsonbRaw { ptr })
     }
 }
