@@ -8,6 +8,7 @@
 
 use crate::jsonb_arg::JsonbRaw;
 use crate::merge::engine::{self, Limits, MergeError, Merged};
+use crate::merge::jsonb::EMPTY_OBJECT;
 use crate::merge::policy::{Policy, PolicyError};
 use crate::merge::text;
 use pgrx::pg_sys::panic::ErrorReport;
@@ -150,17 +151,14 @@ fn jsonb_deep_merge(
 ) -> Option<JsonbRaw> {
     let policy = policy_of(policy.as_ref());
     match (target, patch) {
+        (t, None) => t,
+        (None, Some(p)) if !policy.any_delete => Some(p),
         // A policy that deletes nulls never stores one, not even into an
         // absent document: merge into `{}` so they drop out.
-        (None, Some(p)) if policy.any_delete => {
-            let r = engine::deep_merge(EMPTY_OBJECT, p.container(), &policy, limits());
-            Some(finish(r, None, p))
-        }
-        (None, p) => p,
-        (t, None) => t,
-        (Some(t), Some(p)) => {
-            let r = engine::deep_merge(t.container(), p.container(), &policy, limits());
-            Some(finish(r, Some(t), p))
+        (t, Some(p)) => {
+            let tb = t.as_ref().map_or(EMPTY_OBJECT, JsonbRaw::container);
+            let r = engine::deep_merge(tb, p.container(), &policy, limits());
+            Some(finish(r, t, p))
         }
     }
 }
@@ -181,9 +179,6 @@ fn jsonb_merge_patch(target: Option<JsonbRaw>, patch: Option<JsonbRaw>) -> Optio
     let r = engine::merge_patch(t, p.container(), limits());
     Some(finish(r, target, p))
 }
-
-/// The root container of `{}`.
-const EMPTY_OBJECT: &[u8] = &0x2000_0000u32.to_ne_bytes();
 
 /// The RFC 7396 merge patch that turns `old` into `new`. NULL `old` gives
 /// `new` whole; NULL `new` gives NULL (no document to reach).

@@ -23,7 +23,7 @@ use std::hash::{Hash, Hasher};
 /// Default for the nesting limit (the `syncguard.max_merge_depth` GUC).
 pub const DEFAULT_MAX_DEPTH: usize = 1000;
 
-/// Levels between stack checks. A level uses about 1 kB of stack, and the
+/// Levels between stack checks. A level uses under 500 bytes of stack, and the
 /// server keeps `max_stack_depth` well below the real limit, so checking
 /// every 16th level is as safe as checking each one and keeps the check off
 /// the path of shallow documents.
@@ -573,8 +573,7 @@ impl<'a, 'p> Walker<'a, 'p> {
     ) -> Result<(), MergeError> {
         let (acc, rest) = match (t, ps) {
             (Some(t), []) => return Ok(self.w.push_item(o, t)?),
-            (Some(t), [p, rest @ ..]) => (self.decide(Some(t), *p, c)?, rest),
-            (None, [p, rest @ ..]) => (self.decide(None, *p, c)?, rest),
+            (t, [p, rest @ ..]) => (self.decide(t, *p, c)?, rest),
             (None, []) => unreachable!("every group has an element"),
         };
         let acc = acc.unwrap_or(Action::Null);
@@ -703,14 +702,7 @@ fn hash_into(
         Value::Container(c) => {
             (c.kind() as u8).hash(h);
             c.len().hash(h);
-            for e in c.cursor(
-                0,
-                if c.kind() == Kind::Object {
-                    2 * c.len()
-                } else {
-                    c.len()
-                },
-            ) {
+            for e in c.all() {
                 hash_into(e?, h, depth + 1, limits)?;
             }
         }
@@ -747,12 +739,7 @@ fn equal(
             if x.kind() != y.kind() || x.len() != y.len() {
                 return Ok(false);
             }
-            let n = if x.kind() == Kind::Object {
-                2 * x.len()
-            } else {
-                x.len()
-            };
-            for (ea, eb) in x.cursor(0, n).zip(y.cursor(0, n)) {
+            for (ea, eb) in x.all().zip(y.all()) {
                 if !equal(ea?, eb?, depth + 1, exact, limits)? {
                     return Ok(false);
                 }

@@ -275,6 +275,12 @@ impl<'a> Container<'a> {
         }
     }
 
+    /// Every child in storage order: an object's keys, then its values.
+    #[inline]
+    pub fn all(&self) -> Cursor<'a> {
+        self.cursor(0, self.children())
+    }
+
     /// Elements of an array (or the single value of a scalar container).
     #[inline]
     pub fn elements(&self) -> Cursor<'a> {
