@@ -1,0 +1,6 @@
+-- pgbench, benches/sections/upsert.sh: the same write as benches/upsert_merge.sql
+-- with a plain upsert, the patch shallow-merged with `||` (the baseline).
+\set id case when random(1, 10) = 1 then 100000 + random(1, 1000000000) else random(1, 100000) end
+\set v random(1, 1000000)
+INSERT INTO upsert_bench AS t (id, data) VALUES (:id, upsert_bench_patch(:id, :v))
+    ON CONFLICT (id) DO UPDATE SET data = t.data || excluded.data;

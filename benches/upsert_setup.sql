@@ -1,0 +1,73 @@
+-- Documents and patches of benches/sections/upsert.sh (merge_upsert and
+-- protected-table writes under pgbench).
+--
+-- The shape of workload (b) of ../shared/bench/workloads.sql, about 1 KB:
+--   {"id", "name", "version", "s1".."s4": {"g1".."g3": {"f1".."f4"}}}
+-- 48 leaves, typed by leaf as there: f1 int, f2 string, f3 bool, f4 float.
+-- Values come from the row id i and a write number v (0 at load time), so a
+-- pgbench script builds its patch from two variables, without reading a table.
+-- Plain SQL functions of one expression, STABLE like jsonb_build_object, so
+-- the planner inlines them (an IMMUTABLE one would not be).
+
+-- One group {"f1".."f4"}.
+CREATE OR REPLACE FUNCTION upsert_bench_group(i bigint, v int, j int, k int)
+RETURNS jsonb LANGUAGE sql STABLE PARALLEL SAFE AS $$
+    SELECT jsonb_build_object(
+        'f1', i * 7 + j * 31 + k * 131 + v,
+        'f2', 'u' || i || '/' || (j * 10 + k) || '/' || v,
+        'f3', (i + j + k + v) % 2 = 0,
+        'f4', (i % 1000) * 0.25::float8 + k + v)
+$$;
+
+-- One section {"g1".."g3"}; partial: g3 without f4.
+CREATE OR REPLACE FUNCTION upsert_bench_section(i bigint, v int, j int, partial boolean)
+RETURNS jsonb LANGUAGE sql STABLE PARALLEL SAFE AS $$
+    SELECT jsonb_build_object(
+        'g1', upsert_bench_group(i, v, j, 1),
+        'g2', upsert_bench_group(i, v, j, 2),
+        'g3', CASE WHEN partial THEN upsert_bench_group(i, v, j, 3) - 'f4'
+                   ELSE upsert_bench_group(i, v, j, 3) END)
+$$;
+
+-- The stored document (v = 0 at load time).
+CREATE OR REPLACE FUNCTION upsert_bench_doc(i bigint, v int)
+RETURNS jsonb LANGUAGE sql STABLE PARALLEL SAFE AS $$
+    SELECT jsonb_build_object(
+        'id', i, 'name', 'user_' || i, 'version', v,
+        's1', upsert_bench_section(i, v, 1, false),
+        's2', upsert_bench_section(i, v, 2, false),
+        's3', upsert_bench_section(i, v, 3, false),
+        's4', upsert_bench_section(i, v, 4, false))
+$$;
+
+-- The upsert patch (about half the document): a new version and two whole
+-- sections, each without its leaf s*.g3.f4. A deep merge keeps the stored
+-- s1.g3.f4 and s3.g3.f4; `||` drops them. Everything else the two write is
+-- the same, so both sides store documents of the same size (48 or 46 leaves).
+CREATE OR REPLACE FUNCTION upsert_bench_patch(i bigint, v int)
+RETURNS jsonb LANGUAGE sql STABLE PARALLEL SAFE AS $$
+    SELECT jsonb_build_object(
+        'version', v,
+        's1', upsert_bench_section(i, v, 1, true),
+        's3', upsert_bench_section(i, v, 3, true))
+$$;
+
+-- The document an application writes with a plain UPDATE: the whole record as
+-- it has it, one field short (s4.g3.f4, say from a call that failed). A
+-- protected table keeps the stored s4.g3.f4; an unprotected one loses it.
+CREATE OR REPLACE FUNCTION upsert_bench_record(i bigint, v int)
+RETURNS jsonb LANGUAGE sql STABLE PARALLEL SAFE AS $$
+    SELECT jsonb_build_object(
+        'id', i, 'name', 'user_' || i, 'version', v,
+        's1', upsert_bench_section(i, v, 1, false),
+        's2', upsert_bench_section(i, v, 2, false),
+        's3', upsert_bench_section(i, v, 3, false),
+        's4', upsert_bench_section(i, v, 4, true))
+$$;
+
+-- The table every run writes, loaded afresh before each run by
+-- upsert_bench_load(). No autovacuum: the section vacuums after each load, and
+-- an autovacuum starting in the middle of one run and not another is noise.
+DROP TABLE IF EXISTS upsert_bench;
+CREATE TABLE upsert_bench (id bigint PRIMARY KEY, data jsonb NOT NULL)
+    WITH (autovacuum_enabled = off);
