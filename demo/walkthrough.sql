@@ -68,4 +68,5 @@ SELECT syncguard.jsonb_deep_merge_agg(payload ORDER BY received) AS current_stat
   FROM (VALUES (1, '{"status": "created", "customer": {"id": 7}}'::jsonb),
                (2, '{"status": "paid", "amount": 42.00}'),
                (3, '{"customer": {"email": "c@example.com"}}')) AS events(received, payload);
+\ir protect.sql
 \ir idempotency.sql

@@ -22,8 +22,10 @@ if [ "$(id -u)" -eq 0 ]; then SUDO=(); else SUDO=(sudo); fi
 #   build-essential pkg-config libssl-dev   compiling cargo-pgrx and the crate
 #   sudo                             every test server runs as the `postgres` user (initdb refuses root)
 #   ca-certificates                  fetching crates over TLS
+#   python3 python3-venv             the ORM client test (tests/orm_sqlalchemy.rs) makes a
+#                                    virtualenv and pip-installs SQLAlchemy into it
 packages=(postgresql-$PG_MAJOR postgresql-server-dev-$PG_MAJOR libclang-dev clang
-          build-essential pkg-config libssl-dev sudo ca-certificates)
+          build-essential pkg-config libssl-dev sudo ca-certificates python3 python3-venv)
 missing=()
 for p in "${packages[@]}"; do
     # "installed", not merely known to dpkg (a removed package keeps its config files).

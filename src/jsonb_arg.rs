@@ -58,7 +58,11 @@ impl FromDatum for JsonbRaw {
             pgrx::varlena::varatt_is_4b_u(ptr)
                 || (pgrx::varlena::varatt_is_1b(ptr) && !pgrx::varlena::varatt_is_1b_e(ptr))
         };
-        let ptr = if plain { ptr } else { unsafe { pg_sys::pg_detoast_datum_packed(ptr) } };
+        let ptr = if plain {
+            ptr
+        } else {
+            unsafe { pg_sys::pg_detoast_datum_packed(ptr) }
+        };
         Some(JsonbRaw { ptr })
     }
 }

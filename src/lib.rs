@@ -3,10 +3,16 @@
 //! This file stays thin: the module list, the module magic and `_PG_init`.
 use pgrx::prelude::*;
 
+mod errors;
 mod idempotency;
 mod jsonb_arg;
 pub mod merge;
 mod merge_sql;
+mod protect;
+mod regclass;
+mod table_info;
+mod upsert;
+pub mod write_policy;
 
 #[cfg(any(test, feature = "pg_test"))]
 mod codec_tests;
@@ -16,6 +22,9 @@ mod codec_tests;
 #[pg_guard]
 pub extern "C-unwind" fn _PG_init() {
     merge_sql::init_gucs();
+    protect::init_gucs();
+    table_info::init();
+    upsert::init();
 }
 
 /// The version of the loaded shared library (the SQL-level version is in

@@ -37,7 +37,7 @@ pub fn init_gucs() {
     );
 }
 
-fn limits() -> Limits {
+pub(crate) fn limits() -> Limits {
     // SAFETY: stack_is_too_deep only compares a local's address with the
     // recorded stack base; it never raises an error.
     Limits {
@@ -46,7 +46,7 @@ fn limits() -> Limits {
     }
 }
 
-fn raise_merge_error(e: MergeError) -> ! {
+pub(crate) fn raise_merge_error(e: MergeError) -> ! {
     let (code, message, hint) = match e {
         MergeError::TooDeep { limit } => (
             PgSqlErrorCode::ERRCODE_STATEMENT_TOO_COMPLEX,
@@ -125,19 +125,21 @@ fn empty_object() -> JsonbRaw {
     JsonbRaw::from_built(&buf)
 }
 
+/// The merge result as a datum; `None` when a tombstone deleted the document.
 fn finish(
     result: Result<Merged, MergeError>,
     target: Option<JsonbRaw>,
     patch: JsonbRaw,
-) -> JsonbRaw {
+) -> Option<JsonbRaw> {
     match result {
-        Ok(Merged::Target) => target.unwrap_or_else(empty_object),
-        Ok(Merged::Patch) => patch,
+        Ok(Merged::Target) => Some(target.unwrap_or_else(empty_object)),
+        Ok(Merged::Patch) => Some(patch),
         Ok(Merged::Built(buf)) => {
             let out = JsonbRaw::from_built(&buf);
             engine::recycle(buf);
-            out
+            Some(out)
         }
+        Ok(Merged::Deleted) => None,
         Err(e) => raise_merge_error(e),
     }
 }
@@ -152,13 +154,16 @@ fn jsonb_deep_merge(
     let policy = policy_of(policy.as_ref());
     match (target, patch) {
         (t, None) => t,
-        (None, Some(p)) if !policy.any_delete => Some(p),
-        // A policy that deletes nulls never stores one, not even into an
-        // absent document: merge into `{}` so they drop out.
+        (None, Some(p)) if !policy.any_delete && !engine::may_hold_tombstone(p.container()) => {
+            Some(p)
+        }
+        // A policy that deletes nulls never stores one, nor is a tombstone
+        // stored, not even into an absent document: merge into `{}` so they
+        // drop out.
         (t, Some(p)) => {
             let tb = t.as_ref().map_or(EMPTY_OBJECT, JsonbRaw::container);
             let r = engine::deep_merge(tb, p.container(), &policy, limits());
-            Some(finish(r, t, p))
+            finish(r, t, p)
         }
     }
 }
@@ -177,7 +182,7 @@ fn jsonb_merge_patch(target: Option<JsonbRaw>, patch: Option<JsonbRaw>) -> Optio
     let Some(p) = patch else { return target };
     let t = target.as_ref().map_or(EMPTY_OBJECT, JsonbRaw::container);
     let r = engine::merge_patch(t, p.container(), limits());
-    Some(finish(r, target, p))
+    finish(r, target, p)
 }
 
 /// The RFC 7396 merge patch that turns `old` into `new`. NULL `old` gives
@@ -190,7 +195,7 @@ fn jsonb_merge_diff(old: Option<JsonbRaw>, new: Option<JsonbRaw>) -> Option<Json
         (Some(o), Some(n)) => (o, n),
     };
     let r = engine::diff(old.container(), new.container(), limits());
-    Some(finish(r, Some(old), new))
+    finish(r, Some(old), new)
 }
 
 extension_sql!(

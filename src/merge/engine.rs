@@ -10,7 +10,7 @@
 
 use super::jsonb::{
     key_cmp, Container, FormatError, Item, Kind, Open, Pairs, Value, WriteError, Writer,
-    EMPTY_OBJECT, T_CONTAINER, T_NULL,
+    EMPTY_OBJECT, T_CONTAINER, T_NULL, T_TRUE,
 };
 use super::numeric;
 use super::policy::{ArrayMode, NullMode, Policy, ValueRule};
@@ -116,6 +116,29 @@ pub enum Merged {
     Patch,
     /// A new datum; its first 4 bytes are reserved for the varlena header.
     Built(Vec<u8>),
+    /// The patch was a tombstone: no document remains.
+    Deleted,
+}
+
+/// The key of the tombstone `{"$delete": true}`: as a patch value it
+/// deletes the stored key (a merge otherwise never deletes).
+pub const TOMBSTONE_KEY: &[u8] = b"$delete";
+
+/// Whether `item` is the tombstone `{"$delete": true}`.
+pub fn is_tombstone(item: Item<'_>) -> bool {
+    let Some(o) = item.as_object() else {
+        return false;
+    };
+    o.len() == 1 && matches!(o.get(TOMBSTONE_KEY), Ok(Some(v)) if v.ty == T_TRUE)
+}
+
+/// Whether a patch may hold a tombstone: a byte scan for its key, so the
+/// common patch without one never has its inserted subtrees walked.
+pub fn may_hold_tombstone(patch: &[u8]) -> bool {
+    patch
+        .iter()
+        .enumerate()
+        .any(|(i, &b)| b == b'$' && patch[i..].starts_with(TOMBSTONE_KEY))
 }
 
 /// The rules in force at one position of the walk.
@@ -241,6 +264,9 @@ struct Walker<'a, 'p> {
     /// Plans of the objects being built, innermost last; one shared stack
     /// so a merge allocates no per-object vectors.
     steps: Vec<Step<'a>>,
+    /// The patch may hold tombstones: honour them, and walk inserted
+    /// objects so nested ones are dropped too.
+    tombstones: bool,
 }
 
 impl<'a, 'p> Walker<'a, 'p> {
@@ -251,6 +277,7 @@ impl<'a, 'p> Walker<'a, 'p> {
             w: Writer::reusing(buf, capacity),
             limits,
             steps: Vec::new(),
+            tombstones: false,
         }
     }
 
@@ -291,7 +318,9 @@ impl<'a, 'p> Walker<'a, 'p> {
     /// A patch value written where the target has none (or loses to it):
     /// copied as is unless some rule deletes nulls, which must be stripped.
     fn insert(&self, p: Item<'a>) -> Action<'a> {
-        if self.policy.any_delete && matches!(p.container_kind(), Some((Kind::Object, _))) {
+        if (self.policy.any_delete || self.tombstones)
+            && matches!(p.container_kind(), Some((Kind::Object, _)))
+        {
             Action::Merge(None, p)
         } else {
             Action::Copy(p)
@@ -305,6 +334,10 @@ impl<'a, 'p> Walker<'a, 'p> {
         p: Item<'a>,
         c: &Ctx<'p>,
     ) -> Result<Option<Action<'a>>, MergeError> {
+        // A tombstone is a deliberate delete: it outranks every rule.
+        if self.tombstones && is_tombstone(p) {
+            return Ok(None);
+        }
         // `keep` outranks every null mode: a stored value it protects stays.
         if let Some(t) = t.filter(|t| c.value == ValueRule::Keep && !t.is_null()) {
             return Ok(Some(Action::Copy(t)));
@@ -760,7 +793,11 @@ pub fn deep_merge(
 ) -> Result<Merged, MergeError> {
     let (tc, pc) = (Container::new(target)?, Container::new(patch)?);
     let (t, p) = (root_item(tc)?, root_item(pc)?);
-    let walker = Walker::new(policy, limits, target.len() + patch.len() + 64);
+    let mut walker = Walker::new(policy, limits, target.len() + patch.len() + 64);
+    walker.tombstones = !policy.rfc7396 && may_hold_tombstone(patch);
+    if walker.tombstones && is_tombstone(p) {
+        return Ok(Merged::Deleted);
+    }
     let c = walker.root_ctx();
     // A null patch at the root has no key to delete: it keeps or replaces.
     let action = match walker.decide(Some(t), p, &c)? {

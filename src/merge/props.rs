@@ -8,7 +8,10 @@ use proptest::prelude::*;
 
 /// Runs a merge and returns the result's text, whichever form it took.
 fn run(r: Result<Merged, engine::MergeError>, t: &[u8], p: &[u8]) -> String {
-    show(&finish(r.expect("merge failed"), t, p))
+    match r.expect("merge failed") {
+        Merged::Deleted => "<deleted>".to_string(),
+        r => show(&finish(r, t, p)),
+    }
 }
 
 /// The result as a complete datum, whichever form it took.
@@ -21,6 +24,7 @@ fn finish(r: Merged, a: &[u8], b: &[u8]) -> Vec<u8> {
             v[..4].copy_from_slice(&super::numeric::varsize_4b(len));
             v
         }
+        Merged::Deleted => panic!("a tombstone deleted the document"),
     }
 }
 
@@ -107,6 +111,42 @@ fn default_merge() {
         merge(r#"{"":1,"é":"a\"b"}"#, r#"{"":2,"\n":"ü"}"#),
         norm(r#"{"":2,"\n":"ü","é":"a\"b"}"#)
     );
+}
+
+#[test]
+fn tombstones_delete_keys() {
+    let t = r#"{"a":1,"b":{"c":2,"d":3},"k":"kept"}"#;
+    assert_eq!(
+        merge(t, r#"{"a":{"$delete":true},"b":{"c":{"$delete":true}}}"#),
+        norm(r#"{"b":{"d":3},"k":"kept"}"#)
+    );
+    // absent keys, and tombstones inside a subtree the target lacks
+    assert_eq!(
+        merge(
+            t,
+            r#"{"x":{"$delete":true},"n":{"y":{"$delete":true},"z":1}}"#
+        ),
+        norm(r#"{"a":1,"b":{"c":2,"d":3},"k":"kept","n":{"z":1}}"#)
+    );
+    assert_eq!(
+        merge("{}", r#"{"n":{"y":{"$delete":true}}}"#),
+        norm(r#"{"n":{}}"#)
+    );
+    // only the exact form is a tombstone
+    assert_eq!(
+        merge(t, r#"{"a":{"$delete":false},"k":{"$delete":true,"x":1}}"#),
+        norm(r#"{"a":{"$delete":false},"b":{"c":2,"d":3},"k":{"$delete":true,"x":1}}"#)
+    );
+    // it outranks a keep rule; a whole-document tombstone deletes it
+    assert_eq!(
+        merge_text(t, r#"{"k":{"$delete":true}}"#, r#"{"paths":{"k":"keep"}}"#),
+        norm(r#"{"a":1,"b":{"c":2,"d":3}}"#)
+    );
+    assert_eq!(merge(t, r#"{"$delete":true}"#), "<deleted>");
+    // RFC 7396 is exact: null deletes, the tombstone is an ordinary object
+    let (t, p) = (json(r#"{"a":1}"#), json(r#"{"a":{"$delete":true}}"#));
+    let r = engine::merge_patch(&t[4..], &p[4..], Limits::depth(DEFAULT_MAX_DEPTH));
+    assert_eq!(run(r, &t, &p), norm(r#"{"a":{"$delete":true}}"#));
 }
 
 #[test]
@@ -515,7 +555,12 @@ fn malformed_input_is_an_error_not_a_panic() {
     let policy = Policy::default();
     for cut in 5..t.len() {
         // every truncation: an error or a result, never a panic
-        let _ = engine::deep_merge(&t[4..cut], &p[4..], &policy, Limits::depth(DEFAULT_MAX_DEPTH));
+        let _ = engine::deep_merge(
+            &t[4..cut],
+            &p[4..],
+            &policy,
+            Limits::depth(DEFAULT_MAX_DEPTH),
+        );
     }
     let short = &t[4..t.len() - 3];
     assert_eq!(

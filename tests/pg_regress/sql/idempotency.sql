@@ -38,12 +38,13 @@ LANGUAGE sql AS $$
 $$;
 
 -- The table is kept by pg_dump, and the API is in place.
-SELECT extconfig::regclass[] AS dumped_tables FROM pg_extension WHERE extname = 'syncguard';
+SELECT 'syncguard.idempotency_keys'::regclass = ANY (extconfig) AS dumped FROM pg_extension WHERE extname = 'syncguard';
 SELECT p.oid::regprocedure AS function,
        p.provolatile AS volatility, p.proisstrict AS strict, p.prosecdef AS security_definer, p.proconfig AS settings
   FROM pg_proc p
  WHERE p.pronamespace = 'syncguard'::regnamespace
    AND p.prolang = (SELECT oid FROM pg_language WHERE lanname = 'plpgsql')
+   AND (p.proname LIKE 'idem%' OR p.proname IN ('request_fingerprint', 'backoff_delay'))
  ORDER BY p.oid::regprocedure::text;
 
 -- 1. claimed: a new key. The caller owns it and does the work.

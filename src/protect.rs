@@ -1,0 +1,559 @@
+//! Zero-code protection: the `BEFORE UPDATE` row trigger that `protect()`
+//! installs, its configuration, and the conflict rules it shares with
+//! `merge_upsert` (last write wins, versions, per-key freshness).
+//!
+//! The trigger's arguments carry the logical table name and the whole
+//! configuration, so it reads no table (on a Citus shard `TG_RELID` names
+//! the shard) and `pg_dump` keeps the configuration with the trigger.
+
+use crate::errors::{self, raise, raise_own, OwnError};
+use crate::jsonb_arg::JsonbRaw;
+use crate::merge::engine::{self, Merged};
+use crate::merge::jsonb::{Container, Kind as JKind, EMPTY_OBJECT};
+use crate::merge::policy::Policy;
+use crate::merge::text;
+use crate::merge_sql::{limits, raise_merge_error};
+use crate::regclass::RegClass;
+use crate::table_info::{self, Kind, TableInfo};
+use crate::upsert;
+use crate::write_policy::{ColumnRule, WritePolicy};
+use pgrx::prelude::*;
+use pgrx::{GucContext, GucFlags, GucRegistry, GucSetting, PgTupleDesc};
+use serde_json::Value as Json;
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+
+pub static BYPASS_PROTECTION: GucSetting<bool> = GucSetting::<bool>::new(false);
+/// Milliseconds.
+pub static MAX_CLOCK_SKEW: GucSetting<i32> = GucSetting::<i32>::new(5 * 60 * 1000);
+
+pub fn init_gucs() {
+    GucRegistry::define_bool_guc(
+        c"syncguard.bypass_protection",
+        c"Protected tables take updates as given (a full replace) while on.",
+        c"Use SET LOCAL in the transaction that must really replace or delete data.",
+        &BYPASS_PROTECTION,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"syncguard.max_clock_skew",
+        c"How far in the future a last_write_wins timestamp may lie.",
+        c"A write whose timestamp is later than the server clock plus this is rejected with SQLSTATE SG004.",
+        &MAX_CLOCK_SKEW,
+        0,
+        i32::MAX,
+        GucContext::Userset,
+        GucFlags::UNIT_MS,
+    );
+}
+
+/// What the trigger does for one protected column.
+enum Protected {
+    /// Deep-merge the new jsonb into the stored one.
+    Merge {
+        attnum: usize,
+        policy: Rc<Policy>,
+        nulls_overwrite: bool,
+    },
+    /// Keep a stored non-NULL value from being replaced by NULL.
+    KeepNonNull { attnum: usize },
+}
+
+/// A protection configuration resolved against the table's columns
+/// (attnums 1-based, as in the tuple descriptor).
+struct Resolved {
+    columns: Vec<Protected>,
+    lww: Option<(usize, i64)>,
+    version: Option<(usize, pg_sys::Oid)>,
+    freshness: Vec<(usize, usize)>,
+}
+
+/// The configuration argument: `{"columns": [...] | null, "policy": {...}}`.
+fn parse_config(cfg: &str) -> (Option<Vec<String>>, WritePolicy) {
+    let bad = |m: String| -> ! {
+        raise(
+            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            format!("invalid syncguard protection configuration: {m}"),
+            Some("Run syncguard.protect again to rewrite the trigger."),
+        )
+    };
+    let doc: Json = serde_json::from_str(cfg).unwrap_or_else(|e| bad(e.to_string()));
+    let columns = match doc.get("columns") {
+        None | Some(Json::Null) => None,
+        Some(Json::Array(a)) => Some(
+            a.iter()
+                .map(|c| {
+                    c.as_str()
+                        .map(str::to_string)
+                        .unwrap_or_else(|| bad(c.to_string()))
+                })
+                .collect(),
+        ),
+        Some(other) => bad(other.to_string()),
+    };
+    let policy = WritePolicy::parse(doc.get("policy").unwrap_or(&Json::Null)).unwrap_or_else(|e| {
+        raise(
+            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            e.message,
+            Some(&e.hint),
+        )
+    });
+    (columns, policy)
+}
+
+/// The write policy of a protection configuration (for `merge_upsert`).
+pub fn config_policy(cfg: &str) -> WritePolicy {
+    parse_config(cfg).1
+}
+
+fn resolve(info: &TableInfo, cfg: &str) -> Resolved {
+    let (names, wp) = parse_config(cfg);
+    upsert::check_policy_columns(info, &wp);
+    let companions: Vec<&str> = wp.freshness.iter().map(|(_, f)| f.as_str()).collect();
+    let attnum = |name: &str| info.require(name).attnum as usize;
+    let selected: Vec<&table_info::Column> = match &names {
+        Some(n) => n.iter().map(|c| info.require(c)).collect(),
+        None => info.columns.iter().filter(|c| !c.generated).collect(),
+    };
+    let mut columns = Vec::new();
+    for c in selected {
+        if companions.contains(&c.name.as_str()) {
+            continue;
+        }
+        match wp.rule(&c.name, c.kind == Kind::Jsonb) {
+            ColumnRule::Replace
+            | ColumnRule::Merge {
+                nulls_overwrite: true,
+                ..
+            } if c.kind != Kind::Jsonb => {}
+            ColumnRule::Replace => {}
+            ColumnRule::Merge {
+                policy,
+                nulls_overwrite,
+            } if c.kind == Kind::Jsonb => {
+                let policy = Policy::parse_str(&policy).unwrap_or_else(|e| {
+                    raise(
+                        PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+                        e.message,
+                        Some(&e.hint),
+                    )
+                });
+                columns.push(Protected::Merge {
+                    attnum: c.attnum as usize,
+                    policy: Rc::new(policy),
+                    nulls_overwrite,
+                });
+            }
+            ColumnRule::Merge { .. } => columns.push(Protected::KeepNonNull {
+                attnum: c.attnum as usize,
+            }),
+        }
+    }
+    Resolved {
+        columns,
+        lww: wp
+            .last_write_wins
+            .as_deref()
+            .map(|c| (attnum(c), upsert::skew_micros(&wp))),
+        version: wp
+            .version
+            .as_deref()
+            .map(|c| (attnum(c), info.require(c).typid)),
+        freshness: wp
+            .freshness
+            .iter()
+            .map(|(d, f)| (attnum(d), attnum(f)))
+            .collect(),
+    }
+}
+
+thread_local! {
+    /// Resolved configurations by table and configuration text. Entries
+    /// hold the table description they were resolved against and are
+    /// rebuilt when that description is replaced.
+    static RESOLVED: RefCell<HashMap<(pg_sys::Oid, String), (Rc<TableInfo>, Rc<Resolved>)>> =
+        RefCell::new(HashMap::new());
+}
+
+fn resolved(relid: pg_sys::Oid, cfg: &str) -> Rc<Resolved> {
+    let info = table_info::table_info(relid);
+    let key = (relid, cfg.to_string());
+    if let Some((i, r)) = RESOLVED.with_borrow(|m| m.get(&key).cloned()) {
+        if Rc::ptr_eq(&i, &info) {
+            return r;
+        }
+    }
+    let r = Rc::new(resolve(&info, cfg));
+    RESOLVED.with_borrow_mut(|m| m.insert(key, (info, r.clone())));
+    r
+}
+
+/// Checks and canonicalizes a configuration for `protect()`: the columns
+/// and policy must fit the table.
+#[pg_extern(volatile, parallel_unsafe, name = "protect_config")]
+fn protect_config(
+    target: RegClass,
+    columns: Option<Vec<Option<String>>>,
+    policy: Option<JsonbRaw>,
+) -> String {
+    let columns: Option<Vec<String>> = columns.map(|c| {
+        c.into_iter()
+            .map(|n| {
+                n.unwrap_or_else(|| {
+                    raise(
+                        PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED,
+                        "protect: a column name is NULL".into(),
+                        None,
+                    )
+                })
+            })
+            .collect()
+    });
+    let policy: Json = match &policy {
+        None => Json::Object(Default::default()),
+        Some(p) => serde_json::from_str(&text::to_text(p.container()).unwrap_or_default())
+            .unwrap_or(Json::Null),
+    };
+    let cfg = serde_json::json!({ "columns": columns, "policy": policy }).to_string();
+    let info = table_info::table_info(target.0);
+    resolve(&info, &cfg);
+    cfg
+}
+
+pub fn check_skew(ts: i64, skew: i64, table: &str, column: &str) -> Result<(), OwnError> {
+    // SAFETY: reads the clock.
+    let now = unsafe { pg_sys::GetCurrentTimestamp() };
+    if ts > now.saturating_add(skew) {
+        return Err(OwnError {
+            code: errors::CLOCK_SKEW,
+            message: format!(
+                "{table}.{column} is {:.3} s ahead of the server clock, more than max_clock_skew ({:.3} s) allows",
+                (ts - now) as f64 / 1e6,
+                skew as f64 / 1e6
+            ),
+            detail: format!("incoming {}, server clock {}", show_ts(ts), show_ts(now)),
+            hint: "Fix the writer's clock, or raise syncguard.max_clock_skew or the policy's max_clock_skew. Nothing was written.",
+        });
+    }
+    Ok(())
+}
+
+fn show_ts(ts: i64) -> String {
+    // SAFETY: timestamptz_out of a timestamptz datum.
+    unsafe {
+        let p = pg_sys::OidOutputFunctionCall(
+            pg_sys::Oid::from(pg_sys::F_TIMESTAMPTZ_OUT),
+            pg_sys::Datum::from(ts),
+        );
+        std::ffi::CStr::from_ptr(p).to_string_lossy().into_owned()
+    }
+}
+
+pub fn version_error(
+    table: &str,
+    column: &str,
+    stored: Option<i64>,
+    incoming: Option<i64>,
+) -> OwnError {
+    let show = |v: Option<i64>| v.map_or("NULL".to_string(), |v| v.to_string());
+    OwnError {
+        code: errors::VERSION_CONFLICT,
+        message: format!(
+            "version conflict on {table}: the write carries {column} = {}, the stored row has {}",
+            show(incoming),
+            show(stored)
+        ),
+        detail: "A write must carry a version greater than the stored one.".to_string(),
+        hint: "Reread the row and write its version plus one. The row is unchanged.",
+    }
+}
+
+/// Counts a write ignored by last-write-wins (in the writer's transaction).
+pub fn note_stale(table: &str) {
+    Spi::run_with_args("SELECT syncguard.note_stale_write($1)", &[table.into()])
+        .unwrap_or_else(|e| raise(PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, e.to_string(), None));
+}
+
+/// The stored freshness object with every top-level key of `patch` that
+/// carries a value stamped `at`, and every key it deletes removed.
+fn stamp(old: Option<&[u8]>, patch: &[u8], at: i64) -> Option<Vec<u8>> {
+    let p = Container::new(patch).ok()?;
+    if p.kind() != JKind::Object {
+        return None;
+    }
+    let mut tz = 0;
+    // SAFETY: JsonEncodeDateTime pallocs its result for a NULL buffer.
+    let when = unsafe {
+        let s = pg_sys::JsonEncodeDateTime(
+            std::ptr::null_mut(),
+            pg_sys::Datum::from(at),
+            pg_sys::TIMESTAMPTZOID,
+            &mut tz,
+        );
+        std::ffi::CStr::from_ptr(s).to_string_lossy().into_owned()
+    };
+    let mut doc = serde_json::Map::new();
+    let mut pairs = p.pairs();
+    while let Some((k, v)) = pairs.next_pair() {
+        let k = String::from_utf8_lossy(k).into_owned();
+        if engine::is_tombstone(v) {
+            doc.insert(k, serde_json::json!({"$delete": true}));
+        } else if !v.is_null() && !matches!(v.container_kind(), Some((JKind::Object, 0))) {
+            doc.insert(k, Json::String(when.clone()));
+        }
+    }
+    let stamps = text::parse(&Json::Object(doc).to_string()).ok()?;
+    let base = old.unwrap_or(EMPTY_OBJECT);
+    match engine::deep_merge(base, &stamps[4..], &Policy::default(), limits()) {
+        Ok(Merged::Target) => Some([&[0u8; 4][..], base].concat()),
+        Ok(Merged::Patch) => Some(stamps),
+        Ok(Merged::Built(b)) => Some(b),
+        Ok(Merged::Deleted) => None,
+        Err(e) => raise_merge_error(e),
+    }
+}
+
+/// `freshness_stamp(stamps, patch, at)`: `stamps` with each top-level key
+/// of `patch` that carries a value set to `at` (ISO 8601, UTC).
+#[pg_extern(immutable, parallel_safe)]
+fn freshness_stamp(
+    stamps: Option<JsonbRaw>,
+    patch: Option<JsonbRaw>,
+    at: pgrx::datum::TimestampWithTimeZone,
+) -> Option<JsonbRaw> {
+    let Some(patch) = patch else { return stamps };
+    let at: i64 = at.into_datum().map_or(0, |d| d.value() as i64);
+    match stamp(
+        stamps.as_ref().map(JsonbRaw::container),
+        patch.container(),
+        at,
+    ) {
+        Some(buf) => Some(JsonbRaw::from_built(&buf)),
+        None => stamps,
+    }
+}
+
+/// The varlena bytes of a datum, as stored (no detoasting).
+unsafe fn raw_bytes<'a>(d: pg_sys::Datum) -> &'a [u8] {
+    unsafe {
+        let p = d.cast_mut_ptr::<pg_sys::varlena>();
+        std::slice::from_raw_parts(p as *const u8, pgrx::varlena::varsize_any(p))
+    }
+}
+
+#[pg_trigger]
+fn protect_trigger<'a>(
+    trigger: &'a pgrx::PgTrigger<'a>,
+) -> Result<Option<PgHeapTuple<'a, AllocatedByPostgres>>, std::convert::Infallible> {
+    let outcome = protect_row(trigger);
+    match outcome {
+        Ok(row) => Ok(row),
+        Err(e) => raise_own(e),
+    }
+}
+
+fn protect_row<'a>(
+    trigger: &'a pgrx::PgTrigger<'a>,
+) -> Result<Option<PgHeapTuple<'a, AllocatedByPostgres>>, OwnError> {
+    let td = trigger.trigger_data();
+    let ev = td.tg_event;
+    let is_update = ev & pg_sys::TRIGGER_EVENT_OPMASK == pg_sys::TRIGGER_EVENT_UPDATE;
+    let is_before_row = ev & pg_sys::TRIGGER_EVENT_TIMINGMASK == pg_sys::TRIGGER_EVENT_BEFORE
+        && ev & pg_sys::TRIGGER_EVENT_ROW != 0;
+    if !is_update || !is_before_row {
+        raise(
+            PgSqlErrorCode::ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED,
+            "syncguard.protect_trigger must fire BEFORE UPDATE FOR EACH ROW".into(),
+            Some("Install it with syncguard.protect(table)."),
+        );
+    }
+    // SAFETY: a BEFORE UPDATE row trigger: relation, both tuples and the
+    // trigger's arguments are valid for this call.
+    unsafe {
+        let rel = td.tg_relation;
+        let relid = (*rel).rd_id;
+        let new = trigger.new();
+        if BYPASS_PROTECTION.get() || upsert::upsert_active(relid) {
+            return Ok(new);
+        }
+        let trig = &*td.tg_trigger;
+        if trig.tgnargs != 2 {
+            raise(
+                PgSqlErrorCode::ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED,
+                "syncguard.protect_trigger needs two arguments (table name, configuration)".into(),
+                Some("Install it with syncguard.protect(table)."),
+            );
+        }
+        let arg = |i: usize| std::ffi::CStr::from_ptr(*trig.tgargs.add(i)).to_string_lossy();
+        let (table, cfg) = (arg(0), arg(1));
+        let r = resolved(relid, &cfg);
+
+        let tupdesc = (*rel).rd_att;
+        let natts = (*tupdesc).natts as usize;
+        let (mut nv, mut nn) = (vec![pg_sys::Datum::from(0); natts], vec![false; natts]);
+        let (mut ov, mut on) = (vec![pg_sys::Datum::from(0); natts], vec![false; natts]);
+        pg_sys::heap_deform_tuple(td.tg_newtuple, tupdesc, nv.as_mut_ptr(), nn.as_mut_ptr());
+        pg_sys::heap_deform_tuple(td.tg_trigtuple, tupdesc, ov.as_mut_ptr(), on.as_mut_ptr());
+        let mut changed = vec![false; natts];
+        // The application's values, before protection changes them.
+        let (pv, pn) = (nv.clone(), nn.clone());
+
+        for p in &r.columns {
+            match p {
+                Protected::KeepNonNull { attnum } => {
+                    let i = attnum - 1;
+                    if nn[i] && !on[i] {
+                        (nv[i], nn[i], changed[i]) = (ov[i], false, true);
+                    }
+                }
+                Protected::Merge {
+                    attnum,
+                    policy,
+                    nulls_overwrite,
+                } => {
+                    let i = attnum - 1;
+                    if nn[i] {
+                        if !on[i] && !nulls_overwrite {
+                            (nv[i], nn[i], changed[i]) = (ov[i], false, true);
+                        }
+                        continue;
+                    }
+                    if !on[i] && raw_bytes(nv[i]) == raw_bytes(ov[i]) {
+                        continue;
+                    }
+                    let n = JsonbRaw::from_datum(nv[i], false).unwrap();
+                    let o = if on[i] {
+                        None
+                    } else {
+                        JsonbRaw::from_datum(ov[i], false)
+                    };
+                    if o.is_none()
+                        && !policy.any_delete
+                        && !engine::may_hold_tombstone(n.container())
+                    {
+                        continue;
+                    }
+                    let base = o.as_ref().map_or(EMPTY_OBJECT, JsonbRaw::container);
+                    let result = match engine::deep_merge(base, n.container(), policy, limits()) {
+                        Ok(Merged::Patch) => continue,
+                        Ok(Merged::Target) if o.is_some() => Some(ov[i]),
+                        Ok(Merged::Target) => Some(
+                            JsonbRaw::from_built(&[&[0u8; 4][..], EMPTY_OBJECT].concat())
+                                .into_datum()
+                                .unwrap(),
+                        ),
+                        Ok(Merged::Built(b)) => {
+                            let d = JsonbRaw::from_built(&b).into_datum().unwrap();
+                            engine::recycle(b);
+                            Some(d)
+                        }
+                        Ok(Merged::Deleted) => None,
+                        Err(e) => raise_merge_error(e),
+                    };
+                    changed[i] = true;
+                    match result {
+                        Some(d) => (nv[i], nn[i]) = (d, false),
+                        None => nn[i] = true,
+                    }
+                }
+            }
+        }
+
+        if let Some((attnum, skew)) = r.lww {
+            let i = attnum - 1;
+            if !nn[i] {
+                check_skew(
+                    nv[i].value() as i64,
+                    skew,
+                    &table,
+                    &column_name(relid, attnum),
+                )?;
+                if !on[i] && (nv[i].value() as i64) < (ov[i].value() as i64) {
+                    note_stale(&table);
+                    return Ok(None);
+                }
+            }
+        }
+        if let Some((attnum, typid)) = r.version {
+            let i = attnum - 1;
+            let v = |d: pg_sys::Datum| match typid {
+                pg_sys::INT2OID => d.value() as i16 as i64,
+                pg_sys::INT4OID => d.value() as i32 as i64,
+                _ => d.value() as i64,
+            };
+            let incoming = (!nn[i]).then(|| v(nv[i]));
+            let stored = (!on[i]).then(|| v(ov[i]));
+            if stored.is_some() && (incoming.is_none() || incoming <= stored) {
+                return Err(version_error(
+                    &table,
+                    &column_name(relid, attnum),
+                    stored,
+                    incoming,
+                ));
+            }
+        }
+        for &(doc, companion) in &r.freshness {
+            let (d, f) = (doc - 1, companion - 1);
+            if pn[d] || (!on[d] && raw_bytes(pv[d]) == raw_bytes(ov[d])) {
+                continue;
+            }
+            let patch = JsonbRaw::from_datum(pv[d], false).unwrap();
+            let old = if on[f] {
+                None
+            } else {
+                JsonbRaw::from_datum(ov[f], false)
+            };
+            let at = pg_sys::GetCurrentTransactionStartTimestamp();
+            if let Some(buf) = stamp(old.as_ref().map(JsonbRaw::container), patch.container(), at) {
+                (nv[f], nn[f], changed[f]) = (
+                    JsonbRaw::from_built(&buf).into_datum().unwrap(),
+                    false,
+                    true,
+                );
+            }
+        }
+
+        let cols: Vec<i32> = (0..natts)
+            .filter(|&i| changed[i])
+            .map(|i| i as i32 + 1)
+            .collect();
+        if cols.is_empty() {
+            return Ok(new);
+        }
+        let vals: Vec<pg_sys::Datum> = cols.iter().map(|&c| nv[c as usize - 1]).collect();
+        let nulls: Vec<bool> = cols.iter().map(|&c| nn[c as usize - 1]).collect();
+        let tuple = pg_sys::heap_modify_tuple_by_cols(
+            td.tg_newtuple,
+            tupdesc,
+            cols.len() as i32,
+            cols.as_ptr() as *mut i32,
+            vals.as_ptr() as *mut pg_sys::Datum,
+            nulls.as_ptr() as *mut bool,
+        );
+        Ok(Some(PgHeapTuple::from_heap_tuple(
+            PgTupleDesc::from_pg_unchecked(tupdesc),
+            tuple,
+        )))
+    }
+}
+
+fn column_name(relid: pg_sys::Oid, attnum: usize) -> String {
+    let info = table_info::table_info(relid);
+    info.columns
+        .iter()
+        .find(|c| c.attnum as usize == attnum)
+        .map_or_else(|| format!("column {attnum}"), |c| c.name.clone())
+}
+
+extension_sql_file!(
+    "../sql/protect.sql",
+    name = "protect",
+    requires = [
+        protect_trigger,
+        protect_config,
+        freshness_stamp,
+        merge_upsert
+    ]
+);

@@ -1,0 +1,789 @@
+//! `merge_upsert`: one `INSERT … ON CONFLICT … DO UPDATE` whose SET list
+//! deep-merges jsonb columns and keeps stored values from NULLs.
+//!
+//! The statement is generated from the table's catalog entry, the key and
+//! data column names and the write policy, prepared once and kept
+//! (`SPI_keepplan`) per backend: a repeated call converts the values and
+//! executes the saved plan. Relcache invalidation of the table drops its
+//! plans (see [`crate::table_info`]). Every name in the generated SQL is
+//! quoted and schema-qualified, operators included, so the caller's
+//! search_path cannot redirect it.
+
+use crate::errors::{self, raise, raise_own, OwnError};
+use crate::jsonb_arg::JsonbRaw;
+use crate::merge::jsonb::{Container, Item, Kind as JKind, Value, Writer};
+use crate::merge::{numeric, text};
+use crate::regclass::RegClass;
+use crate::table_info::{self, Column, Kind, TableInfo};
+use crate::write_policy::{ColumnRule, WritePolicy};
+use pgrx::pg_sys::panic::{CaughtError, ErrorReport};
+use pgrx::prelude::*;
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::ffi::CString;
+use std::fmt::Write as _;
+use std::rc::Rc;
+
+/// A prepared upsert for one table, column list and policy.
+struct UpsertPlan {
+    table: Rc<TableInfo>,
+    plan: pg_sys::SPIPlanPtr,
+    /// Reads the stored row (and the policy's timestamp and version) by key
+    /// when the upsert's WHERE refused the write.
+    lookup: Option<pg_sys::SPIPlanPtr>,
+    /// Index into `table.columns` of each parameter, key columns first.
+    params: Vec<usize>,
+    n_key: usize,
+    /// Parameter index of the last-write-wins timestamp, and the skew limit.
+    lww: Option<(usize, i64)>,
+    /// Parameter index and type of the version column.
+    version: Option<(usize, pg_sys::Oid)>,
+}
+
+impl Drop for UpsertPlan {
+    fn drop(&mut self) {
+        // SAFETY: both plans were kept by this struct and are used nowhere else.
+        unsafe {
+            pg_sys::SPI_freeplan(self.plan);
+            if let Some(l) = self.lookup {
+                pg_sys::SPI_freeplan(l);
+            }
+        }
+    }
+}
+
+thread_local! {
+    static PLANS: RefCell<HashMap<(pg_sys::Oid, Vec<u8>), Rc<UpsertPlan>>> = RefCell::new(HashMap::new());
+    /// Tables `merge_upsert` is writing right now, with the subtransaction
+    /// each write runs in: the protection trigger leaves those rows alone.
+    static ACTIVE: RefCell<Vec<(pg_sys::Oid, pg_sys::SubTransactionId)>> = const { RefCell::new(Vec::new()) };
+    /// The column being converted, for the error message.
+    static CONVERTING: Cell<usize> = const { Cell::new(usize::MAX) };
+}
+
+/// Whether the row being updated in `relid` comes from a `merge_upsert`
+/// that already merged it.
+pub fn upsert_active(relid: pg_sys::Oid) -> bool {
+    ACTIVE.with_borrow(|a| a.last().is_some_and(|(r, _)| *r == relid))
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn on_xact(event: pg_sys::XactEvent::Type, _arg: *mut std::ffi::c_void) {
+    if event == pg_sys::XactEvent::XACT_EVENT_ABORT
+        || event == pg_sys::XactEvent::XACT_EVENT_PARALLEL_ABORT
+    {
+        ACTIVE.with(|a| a.try_borrow_mut().map(|mut a| a.clear()).ok());
+    }
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn on_subxact(
+    event: pg_sys::SubXactEvent::Type,
+    my_subid: pg_sys::SubTransactionId,
+    _parent: pg_sys::SubTransactionId,
+    _arg: *mut std::ffi::c_void,
+) {
+    if event == pg_sys::SubXactEvent::SUBXACT_EVENT_ABORT_SUB {
+        ACTIVE.with(|a| {
+            a.try_borrow_mut()
+                .map(|mut a| a.retain(|(_, s)| *s < my_subid))
+                .ok()
+        });
+    }
+}
+
+pub fn init() {
+    // SAFETY: called once from _PG_init; the callbacks only trim ACTIVE,
+    // which an error may have left behind (see errors::spi_execute_plan).
+    unsafe {
+        pg_sys::RegisterXactCallback(Some(on_xact), std::ptr::null_mut());
+        pg_sys::RegisterSubXactCallback(Some(on_subxact), std::ptr::null_mut());
+    }
+}
+
+fn bad_input(message: String) -> ! {
+    raise(
+        PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+        message,
+        None,
+    )
+}
+
+fn corrupt() -> ! {
+    raise(
+        PgSqlErrorCode::ERRCODE_DATA_CORRUPTED,
+        "jsonb value is corrupted".into(),
+        None,
+    )
+}
+
+fn object_pairs<'a>(doc: &'a JsonbRaw, what: &str) -> Vec<(&'a str, Item<'a>)> {
+    let c = Container::new(doc.container()).unwrap_or_else(|_| corrupt());
+    if c.kind() != JKind::Object {
+        bad_input(format!(
+            "merge_upsert: {what} must be a JSON object of column names and values"
+        ));
+    }
+    let mut pairs = c.pairs();
+    let mut out = Vec::with_capacity(c.len());
+    while let Some((k, v)) = pairs.next_pair() {
+        out.push((std::str::from_utf8(k).unwrap_or_else(|_| corrupt()), v));
+    }
+    if pairs.failed() {
+        corrupt()
+    }
+    out
+}
+
+/// Upserts one row: see the README ("Merge upserts and protection").
+#[pg_extern(volatile, parallel_unsafe)]
+fn merge_upsert(
+    target: RegClass,
+    key: Option<JsonbRaw>,
+    data: Option<JsonbRaw>,
+    policy: default!(Option<JsonbRaw>, "NULL"),
+) -> Option<JsonbRaw> {
+    let Some(key) = key else {
+        raise(
+            PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED,
+            "merge_upsert: key must not be NULL".into(),
+            None,
+        )
+    };
+    let Some(data) = data else {
+        raise(
+            PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED,
+            "merge_upsert: data must not be NULL".into(),
+            None,
+        )
+    };
+    let plan = {
+        let keys = object_pairs(&key, "key");
+        let cols = object_pairs(&data, "data");
+        if keys.is_empty() {
+            bad_input("merge_upsert: key must name at least one column".into());
+        }
+        plan_for(target.0, &keys, &cols, policy.as_ref())
+    };
+    let outcome = execute(&plan, &key, &data);
+    // Raised here, where nothing is left to drop but `plan`, released first.
+    match outcome {
+        Ok(row) => row,
+        Err(e) => {
+            drop(plan);
+            drop((key, data, policy));
+            raise_own(e)
+        }
+    }
+}
+
+/// The cache key: column names in order, then the policy's source.
+fn cache_key(keys: &[(&str, Item)], cols: &[(&str, Item)], policy: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(64 + policy.len());
+    for (n, _) in keys {
+        k.extend_from_slice(n.as_bytes());
+        k.push(0);
+    }
+    k.push(1);
+    for (n, _) in cols {
+        k.extend_from_slice(n.as_bytes());
+        k.push(0);
+    }
+    k.push(1);
+    k.extend_from_slice(policy);
+    k
+}
+
+fn plan_for(
+    relid: pg_sys::Oid,
+    keys: &[(&str, Item)],
+    cols: &[(&str, Item)],
+    policy: Option<&JsonbRaw>,
+) -> Rc<UpsertPlan> {
+    let info = table_info::table_info(relid);
+    for stale in table_info::forget_stale() {
+        PLANS.with_borrow_mut(|p| p.retain(|(r, _), _| *r != stale));
+    }
+    // The call's policy, else the table's protection policy.
+    let source: Vec<u8> = match (policy, &info.protection) {
+        (Some(p), _) => p.container().to_vec(),
+        (None, Some(cfg)) => [b"protect:", cfg.as_bytes()].concat(),
+        (None, None) => Vec::new(),
+    };
+    let ck = (relid, cache_key(keys, cols, &source));
+    if let Some(p) = PLANS.with_borrow(|p| p.get(&ck).cloned()) {
+        if Rc::ptr_eq(&p.table, &info) {
+            return p;
+        }
+    }
+    let wp = match (policy, &info.protection) {
+        (Some(p), _) => parse_policy(p),
+        (None, Some(cfg)) => crate::protect::config_policy(cfg),
+        (None, None) => WritePolicy::default(),
+    };
+    let plan = Rc::new(prepare(info, keys, cols, &wp));
+    PLANS.with_borrow_mut(|p| p.insert(ck, plan.clone()));
+    plan
+}
+
+pub fn parse_policy(p: &JsonbRaw) -> WritePolicy {
+    let text = text::to_text(p.container()).unwrap_or_else(|_| corrupt());
+    let doc: serde_json::Value = serde_json::from_str(&text).unwrap_or_else(|_| corrupt());
+    WritePolicy::parse(&doc).unwrap_or_else(|e| {
+        raise(
+            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            e.message,
+            Some(&e.hint),
+        )
+    })
+}
+
+/// Checks the policy's named columns against the table (shared with `protect`).
+pub fn check_policy_columns(info: &TableInfo, wp: &WritePolicy) {
+    for (at, name) in wp.named_columns() {
+        let c = info.require(name);
+        let ok = match at {
+            "last_write_wins" => c.typid == pg_sys::TIMESTAMPTZOID,
+            "version" => matches!(c.typid, pg_sys::INT2OID | pg_sys::INT4OID | pg_sys::INT8OID),
+            "freshness" => c.kind == Kind::Jsonb,
+            _ => true,
+        };
+        if !ok {
+            let want = match at {
+                "last_write_wins" => "timestamptz",
+                "version" => "smallint, integer or bigint",
+                _ => "jsonb",
+            };
+            raise(
+                PgSqlErrorCode::ERRCODE_DATATYPE_MISMATCH,
+                format!(
+                    "write policy \"{at}\" names column \"{name}\" of {}, which is {}, not {want}",
+                    info.qualified, c.type_name
+                ),
+                None,
+            );
+        }
+    }
+}
+
+/// `max_clock_skew` of the policy (interval text) or the setting, in µs.
+pub fn skew_micros(wp: &WritePolicy) -> i64 {
+    match &wp.max_clock_skew {
+        None => crate::protect::MAX_CLOCK_SKEW.get() as i64 * 1000,
+        Some(text) => {
+            let c = CString::new(text.as_str()).unwrap_or_default();
+            // SAFETY: interval_in is the interval type's input function; it
+            // raises 22007 on bad text. It returns a palloc'd Interval.
+            unsafe {
+                let d = pg_sys::OidInputFunctionCall(
+                    pg_sys::Oid::from(pg_sys::F_INTERVAL_IN),
+                    c.as_ptr() as *mut _,
+                    pg_sys::INTERVALOID,
+                    -1,
+                );
+                let iv = &*(d.cast_mut_ptr::<pg_sys::Interval>());
+                iv.time + (iv.day as i64 + iv.month as i64 * 30) * 86_400_000_000
+            }
+        }
+    }
+}
+
+fn prepare(
+    info: Rc<TableInfo>,
+    keys: &[(&str, Item)],
+    cols: &[(&str, Item)],
+    wp: &WritePolicy,
+) -> UpsertPlan {
+    let index_of = |name: &str| -> usize {
+        let c = info.require(name);
+        if c.generated {
+            raise(
+                PgSqlErrorCode::ERRCODE_GENERATED_ALWAYS,
+                format!(
+                    "column \"{name}\" of {} is a generated column",
+                    info.qualified
+                ),
+                Some("Leave generated columns out of key and data."),
+            );
+        }
+        info.columns
+            .iter()
+            .position(|x| std::ptr::eq(x, c))
+            .unwrap()
+    };
+    let key_idx: Vec<usize> = keys.iter().map(|(n, _)| index_of(n)).collect();
+    let mut key_attnums: Vec<i16> = key_idx.iter().map(|&i| info.columns[i].attnum).collect();
+    key_attnums.sort_unstable();
+    if !info.unique_keys.contains(&key_attnums) {
+        let names: Vec<&str> = keys.iter().map(|(n, _)| *n).collect();
+        raise(
+            PgSqlErrorCode::ERRCODE_INVALID_COLUMN_REFERENCE,
+            format!(
+                "merge_upsert: no unique index of {} has exactly the key columns ({})",
+                info.qualified,
+                names.join(", ")
+            ),
+            Some("key must name all columns of one unique index (or primary key) without a predicate, and no others."),
+        );
+    }
+    check_policy_columns(&info, wp);
+    // Data columns that are not key columns become parameters after the keys.
+    let mut params = key_idx.clone();
+    let mut data_idx = Vec::new();
+    for (n, _) in cols {
+        let i = index_of(n);
+        if !key_idx.contains(&i) {
+            params.push(i);
+            data_idx.push(i);
+        }
+    }
+    let col = |i: usize| &info.columns[i];
+    let qi = |i: usize| quote_ident(&col(i).name);
+    let param_of = |name: &str| params.iter().position(|&i| col(i).name == name);
+
+    let version = wp.version.as_deref().map(|v| match param_of(v) {
+        Some(p) if p >= keys.len() => (p, col(params[p]).typid),
+        _ => bad_input(format!(
+            "merge_upsert: data must carry the version column \"{v}\" of the write policy"
+        )),
+    });
+    let lww = wp
+        .last_write_wins
+        .as_deref()
+        .and_then(param_of)
+        .map(|p| (p, skew_micros(wp)));
+
+    let mut insert_cols: Vec<String> = params.iter().map(|&i| qi(i)).collect();
+    let mut values: Vec<String> = (1..=params.len()).map(|n| format!("${n}")).collect();
+    let mut sets = Vec::new();
+    for &i in &data_idx {
+        let c = quote_ident(&col(i).name);
+        let expr = if wp.version.as_deref() == Some(col(i).name.as_str()) {
+            format!("EXCLUDED.{c}")
+        } else {
+            match wp.rule(&col(i).name, col(i).kind == Kind::Jsonb) {
+                ColumnRule::Replace => format!("EXCLUDED.{c}"),
+                ColumnRule::Merge {
+                    policy,
+                    nulls_overwrite,
+                } if col(i).kind == Kind::Jsonb => {
+                    let merge = format!(
+                        "syncguard.jsonb_deep_merge(sg_t.{c}, EXCLUDED.{c}, {}::pg_catalog.jsonb)",
+                        quote_literal(&policy)
+                    );
+                    if nulls_overwrite {
+                        format!("CASE WHEN EXCLUDED.{c} IS NULL THEN NULL ELSE {merge} END")
+                    } else {
+                        merge
+                    }
+                }
+                ColumnRule::Merge {
+                    nulls_overwrite: true,
+                    ..
+                } => format!("EXCLUDED.{c}"),
+                ColumnRule::Merge { .. } => format!("COALESCE(EXCLUDED.{c}, sg_t.{c})"),
+            }
+        };
+        sets.push(format!("{c} = {expr}"));
+    }
+    for (doc, companion) in &wp.freshness {
+        let Some(p) = param_of(doc) else { continue };
+        if param_of(companion).is_some() {
+            bad_input(format!(
+                "merge_upsert: column \"{companion}\" records the freshness of \"{doc}\"; leave it out of data"
+            ));
+        }
+        let (d, f) = (quote_ident(doc), quote_ident(companion));
+        insert_cols.push(f.clone());
+        values.push(format!(
+            "syncguard.freshness_stamp(NULL, ${}, pg_catalog.now())",
+            p + 1
+        ));
+        sets.push(format!(
+            "{f} = syncguard.freshness_stamp(sg_t.{f}, EXCLUDED.{d}, pg_catalog.now())"
+        ));
+    }
+    if sets.is_empty() {
+        // Only key columns: a no-op update still locks and returns the row.
+        let k = qi(key_idx[0]);
+        sets.push(format!("{k} = sg_t.{k}"));
+    }
+    let mut conds = Vec::new();
+    if let Some((p, _)) = lww {
+        let c = qi(params[p]);
+        conds.push(format!(
+            "(sg_t.{c} IS NULL OR EXCLUDED.{c} IS NULL OR EXCLUDED.{c} OPERATOR(pg_catalog.>=) sg_t.{c})"
+        ));
+    }
+    if let Some((p, _)) = version {
+        let c = qi(params[p]);
+        conds.push(format!(
+            "(sg_t.{c} IS NULL OR EXCLUDED.{c} OPERATOR(pg_catalog.>) sg_t.{c})"
+        ));
+    }
+    let key_list: Vec<String> = key_idx.iter().map(|&i| qi(i)).collect();
+    let mut sql = format!(
+        "INSERT INTO {} AS sg_t ({}) VALUES ({}) ON CONFLICT ({}) DO UPDATE SET {}",
+        info.qualified,
+        insert_cols.join(", "),
+        values.join(", "),
+        key_list.join(", "),
+        sets.join(", ")
+    );
+    if !conds.is_empty() {
+        let _ = write!(sql, " WHERE {}", conds.join(" AND "));
+    }
+    sql.push_str(" RETURNING pg_catalog.to_jsonb(sg_t.*)");
+
+    let types: Vec<pg_sys::Oid> = params.iter().map(|&i| param_type(col(i))).collect();
+    let plan = keep_plan(&sql, &types);
+    let lookup = (!conds.is_empty()).then(|| {
+        let mut q = String::from("SELECT pg_catalog.to_jsonb(sg_t.*)");
+        for extra in [lww.map(|(p, _)| params[p]), version.map(|(p, _)| params[p])] {
+            match extra {
+                Some(i) => {
+                    let _ = write!(q, ", sg_t.{}::pg_catalog.text", qi(i));
+                }
+                None => q.push_str(", NULL::pg_catalog.text"),
+            }
+        }
+        let _ = write!(q, " FROM {} AS sg_t WHERE ", info.qualified);
+        let eqs: Vec<String> = key_idx
+            .iter()
+            .enumerate()
+            .map(|(n, &i)| {
+                let op = col(i)
+                    .eq_operator
+                    .as_deref()
+                    .unwrap_or("OPERATOR(pg_catalog.=)");
+                format!("sg_t.{} {op} ${}", qi(i), n + 1)
+            })
+            .collect();
+        q.push_str(&eqs.join(" AND "));
+        keep_plan(&q, &types[..key_idx.len()])
+    });
+    UpsertPlan {
+        table: info.clone(),
+        plan,
+        lookup,
+        params,
+        n_key: keys.len(),
+        lww,
+        version,
+    }
+}
+
+/// jsonb-based columns take a jsonb parameter (the assignment applies any
+/// domain); every other column a parameter of its own type.
+fn param_type(c: &Column) -> pg_sys::Oid {
+    if c.kind == Kind::Jsonb {
+        pg_sys::JSONBOID
+    } else {
+        c.typid
+    }
+}
+
+fn keep_plan(sql: &str, types: &[pg_sys::Oid]) -> pg_sys::SPIPlanPtr {
+    let c = CString::new(sql).expect("generated SQL has no NUL");
+    let mut types = types.to_vec();
+    Spi::connect(|_| {
+        // SAFETY: SPI is connected; the plan is moved out of the SPI
+        // context by SPI_keepplan and freed by UpsertPlan's Drop.
+        unsafe {
+            let plan = pg_sys::SPI_prepare(c.as_ptr(), types.len() as i32, types.as_mut_ptr());
+            if plan.is_null() || pg_sys::SPI_keepplan(plan) != 0 {
+                raise(
+                    PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
+                    format!("merge_upsert could not prepare its statement: {sql}"),
+                    None,
+                );
+            }
+            plan
+        }
+    })
+}
+
+pub fn quote_ident(name: &str) -> String {
+    let c = CString::new(name).unwrap_or_default();
+    // SAFETY: quote_identifier returns its argument or a palloc'd copy.
+    unsafe { std::ffi::CStr::from_ptr(pg_sys::quote_identifier(c.as_ptr())) }
+        .to_string_lossy()
+        .into_owned()
+}
+
+fn quote_literal(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
+/// The text PostgreSQL's input functions get for a JSON value.
+fn item_text(item: Item, c: &Column) -> String {
+    match item.value().unwrap_or_else(|_| corrupt()) {
+        Value::Null => String::new(),
+        Value::Bool(b) => b.to_string(),
+        Value::String(s) => String::from_utf8_lossy(s).into_owned(),
+        Value::Numeric(n) => numeric::to_text(n).unwrap_or_else(|_| corrupt()),
+        Value::Container(_) if c.kind == Kind::Array && item.as_array().is_some() => {
+            array_literal(item)
+        }
+        Value::Container(_) if c.kind == Kind::Json => {
+            let root = Writer::root_from_item(item).unwrap_or_else(|_| corrupt());
+            text::to_text(&root[4..]).unwrap_or_else(|_| corrupt())
+        }
+        Value::Container(k) => raise(
+            PgSqlErrorCode::ERRCODE_DATATYPE_MISMATCH,
+            format!(
+                "column \"{}\" is of type {}: a JSON {} cannot be stored in it",
+                c.name,
+                c.type_name,
+                if k.kind() == JKind::Object {
+                    "object"
+                } else {
+                    "array"
+                }
+            ),
+            Some("Only json and jsonb columns take objects; array columns take JSON arrays."),
+        ),
+    }
+}
+
+/// A PostgreSQL array literal (`{1,"a b",NULL,{2}}`) from a JSON array.
+fn array_literal(item: Item) -> String {
+    let mut out = String::from("{");
+    let a = item.as_array().unwrap_or_else(|| corrupt());
+    for (n, e) in a.elements().enumerate() {
+        let e = e.unwrap_or_else(|_| corrupt());
+        if n > 0 {
+            out.push(',');
+        }
+        match e.value().unwrap_or_else(|_| corrupt()) {
+            Value::Null => out.push_str("NULL"),
+            Value::Container(_) if e.as_array().is_some() => out.push_str(&array_literal(e)),
+            v => {
+                let s = match v {
+                    Value::Bool(b) => b.to_string(),
+                    Value::String(s) => String::from_utf8_lossy(s).into_owned(),
+                    Value::Numeric(x) => numeric::to_text(x).unwrap_or_else(|_| corrupt()),
+                    _ => {
+                        let root = Writer::root_from_item(e).unwrap_or_else(|_| corrupt());
+                        text::to_text(&root[4..]).unwrap_or_else(|_| corrupt())
+                    }
+                };
+                out.push('"');
+                out.push_str(&s.replace('\\', "\\\\").replace('"', "\\\""));
+                out.push('"');
+            }
+        }
+    }
+    out.push('}');
+    out
+}
+
+/// Converts one JSON value to the column's datum (never NULL: callers
+/// handle JSON null).
+fn to_datum(item: Item, c: &Column) -> pg_sys::Datum {
+    if c.kind == Kind::Jsonb {
+        let root = Writer::root_from_item(item).unwrap_or_else(|_| corrupt());
+        return JsonbRaw::from_built(&root).into_datum().unwrap();
+    }
+    let text = CString::new(item_text(item, c).replace('\0', "")).unwrap_or_default();
+    // SAFETY: the type's own input function, with its I/O parameter and the
+    // column's typmod; errors are caught by the caller to name the column.
+    unsafe {
+        pg_sys::OidInputFunctionCall(c.typinput, text.as_ptr() as *mut _, c.typioparam, c.typmod)
+    }
+}
+
+/// The parameter values, converted; an error names the column.
+fn convert(
+    plan: &UpsertPlan,
+    key: &JsonbRaw,
+    data: &JsonbRaw,
+) -> (Vec<pg_sys::Datum>, Vec<std::ffi::c_char>) {
+    let info = &plan.table;
+    let keys = object_pairs(key, "key");
+    let cols = object_pairs(data, "data");
+    let n = plan.params.len();
+    PgTryBuilder::new(|| {
+        let mut values = vec![pg_sys::Datum::from(0); n];
+        let mut nulls = vec![b'n' as std::ffi::c_char; n];
+        for (p, &ci) in plan.params.iter().enumerate() {
+            let c = &info.columns[ci];
+            CONVERTING.set(ci);
+            let item = if p < plan.n_key {
+                let (_, k) = keys[p];
+                if k.is_null() {
+                    bad_input(format!(
+                        "merge_upsert: key column \"{}\" must not be null",
+                        c.name
+                    ));
+                }
+                if let Some((_, d)) = cols.iter().find(|(name, _)| *name == c.name) {
+                    if d.ty != k.ty || d.data != k.data {
+                        bad_input(format!(
+                            "merge_upsert: column \"{}\" has one value in key and another in data",
+                            c.name
+                        ));
+                    }
+                }
+                k
+            } else {
+                cols.iter()
+                    .find(|(name, _)| *name == c.name)
+                    .map(|(_, v)| *v)
+                    .unwrap()
+            };
+            if !item.is_null() {
+                values[p] = to_datum(item, c);
+                nulls[p] = b' ' as std::ffi::c_char;
+            }
+        }
+        CONVERTING.set(usize::MAX);
+        (values, nulls)
+    })
+    .catch_others(|e| {
+        let at = CONVERTING.replace(usize::MAX);
+        let (CaughtError::PostgresError(r) | CaughtError::ErrorReport(r)) = &e else {
+            e.rethrow()
+        };
+        if at == usize::MAX
+            || r.message().starts_with("merge_upsert")
+            || r.message().starts_with("column \"")
+        {
+            e.rethrow()
+        }
+        let mut report = ErrorReport::new(
+            r.sql_error_code(),
+            format!(
+                "column \"{}\" of {}: {}",
+                info.columns[at].name,
+                info.qualified,
+                r.message()
+            ),
+            "syncguard",
+        );
+        if let Some(d) = r.detail() {
+            report = report.set_detail(d);
+        }
+        if let Some(h) = r.hint() {
+            report = report.set_hint(h);
+        }
+        report.report(PgLogLevel::ERROR);
+        unreachable!()
+    })
+    .execute()
+}
+
+/// A timestamptz datum as microseconds (its representation).
+fn micros(d: pg_sys::Datum) -> i64 {
+    d.value() as i64
+}
+
+/// The version datum of a smallint/integer/bigint column as i64.
+fn version_value(d: pg_sys::Datum, typid: pg_sys::Oid) -> i64 {
+    match typid {
+        pg_sys::INT2OID => d.value() as i16 as i64,
+        pg_sys::INT4OID => d.value() as i32 as i64,
+        _ => d.value() as i64,
+    }
+}
+
+fn execute(
+    plan: &Rc<UpsertPlan>,
+    key: &JsonbRaw,
+    data: &JsonbRaw,
+) -> Result<Option<JsonbRaw>, OwnError> {
+    let (mut values, nulls) = convert(plan, key, data);
+    if let Some((p, skew)) = plan.lww {
+        if nulls[p] == b' ' as std::ffi::c_char {
+            crate::protect::check_skew(
+                micros(values[p]),
+                skew,
+                &plan.table.qualified,
+                &plan.table.columns[plan.params[p]].name,
+            )?;
+        }
+    }
+    // palloc'd copies: the unguarded call below may longjmp past this frame.
+    let (vals, nls) = unsafe {
+        let v = pg_sys::palloc(values.len().max(1) * 8) as *mut pg_sys::Datum;
+        std::ptr::copy_nonoverlapping(values.as_ptr(), v, values.len());
+        let n = pg_sys::palloc(nulls.len().max(1)) as *mut std::ffi::c_char;
+        std::ptr::copy_nonoverlapping(nulls.as_ptr(), n, nulls.len());
+        (v, n)
+    };
+    let relid = plan.table.relid;
+    // SAFETY: SPI_connect pairs with SPI_finish below; on error the server
+    // closes the connection at (sub)transaction abort and the xact
+    // callbacks trim ACTIVE.
+    let (ok, row) = unsafe {
+        pg_sys::SPI_connect();
+        let subxid = pg_sys::GetCurrentSubTransactionId();
+        ACTIVE.with_borrow_mut(|a| a.push((relid, subxid)));
+        let rc = errors::spi_execute_plan(plan.plan, vals, nls);
+        ACTIVE.with_borrow_mut(|a| a.pop());
+        if rc != pg_sys::SPI_OK_INSERT_RETURNING as i32 {
+            pg_sys::SPI_finish();
+            raise(
+                PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
+                format!("merge_upsert: SPI returned {rc}"),
+                None,
+            );
+        }
+        if pg_sys::SPI_processed == 1 {
+            (true, first_value(0))
+        } else {
+            (false, None)
+        }
+    };
+    if ok {
+        unsafe { pg_sys::SPI_finish() };
+        return Ok(row.map(|d| unsafe { JsonbRaw::from_datum(d, false).unwrap() }));
+    }
+    // The WHERE refused the write: a stale timestamp (ignored) or version (error).
+    let lookup = plan.lookup.expect("a refused write has a WHERE");
+    let (stored, ts, ver) = unsafe {
+        let rc = pg_sys::SPI_execute_plan(lookup, values.as_mut_ptr(), nulls.as_ptr(), false, 1);
+        if rc != pg_sys::SPI_OK_SELECT as i32 || pg_sys::SPI_processed == 0 {
+            pg_sys::SPI_finish();
+            return Ok(None);
+        }
+        (first_value(0), text_value(1), text_value(2))
+    };
+    if let Some((p, typid)) = plan.version {
+        let incoming =
+            (nulls[p] == b' ' as std::ffi::c_char).then(|| version_value(values[p], typid));
+        let stored_v: Option<i64> = ver.as_deref().and_then(|s| s.parse().ok());
+        if stored_v.is_some() && (incoming.is_none() || incoming <= stored_v) {
+            unsafe { pg_sys::SPI_finish() };
+            let col = &plan.table.columns[plan.params[p]].name;
+            return Err(crate::protect::version_error(
+                &plan.table.qualified,
+                col,
+                stored_v,
+                incoming,
+            ));
+        }
+    }
+    let _ = ts;
+    crate::protect::note_stale(&plan.table.qualified);
+    unsafe { pg_sys::SPI_finish() };
+    Ok(stored.map(|d| unsafe { JsonbRaw::from_datum(d, false).unwrap() }))
+}
+
+/// Column `i` of the first SPI result row, copied out of SPI's memory.
+unsafe fn first_value(i: i32) -> Option<pg_sys::Datum> {
+    unsafe {
+        let tt = &*pg_sys::SPI_tuptable;
+        let mut isnull = false;
+        let d = pg_sys::SPI_getbinval(*tt.vals, tt.tupdesc, i + 1, &mut isnull);
+        (!isnull).then(|| pg_sys::SPI_datumTransfer(d, false, -1))
+    }
+}
+
+unsafe fn text_value(i: i32) -> Option<String> {
+    unsafe {
+        let tt = &*pg_sys::SPI_tuptable;
+        let p = pg_sys::SPI_getvalue(*tt.vals, tt.tupdesc, i + 1);
+        (!p.is_null()).then(|| std::ffi::CStr::from_ptr(p).to_string_lossy().into_owned())
+    }
+}

@@ -1,0 +1,350 @@
+//! Write policies: how `merge_upsert` and protected tables combine an
+//! incoming row with the stored one.
+//!
+//! ```json
+//! {"arrays": "union", "nulls": "keep", "paths": {"inventory": "replace"},
+//!  "columns": {"notes": "replace", "external_data": {"arrays": "concat"}},
+//!  "last_write_wins": "synced_at", "max_clock_skew": "2 minutes",
+//!  "version": "row_version",
+//!  "freshness": {"external_data": "external_data_written_at"}}
+//! ```
+//!
+//! `arrays`, `nulls` and `paths` form the merge policy of every jsonb column
+//! (see [`crate::merge::policy`]); `nulls` also decides whether NULL replaces
+//! a stored value in the other columns. A column's object in `columns`
+//! overrides those keys for that column. This module checks the document's
+//! shape only; column names and types are checked against the table by the
+//! SQL layer.
+
+use crate::merge::policy::{Policy, PolicyError};
+use serde_json::{Map, Value};
+
+const TOP_KEYS: &str =
+    "arrays, nulls, paths, columns, last_write_wins, max_clock_skew, version, freshness";
+const MERGE_KEYS: [&str; 3] = ["arrays", "nulls", "paths"];
+
+/// How one column combines the incoming value with the stored one.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ColumnRule {
+    /// jsonb: deep merge under this merge policy (canonical JSON text);
+    /// other types: write unless the incoming value is NULL.
+    Merge {
+        policy: String,
+        nulls_overwrite: bool,
+    },
+    /// Write the incoming value as given, NULL included.
+    Replace,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct WritePolicy {
+    /// `arrays`, `nulls`, `paths` of the document.
+    merge: Map<String, Value>,
+    columns: Vec<(String, ColumnOverride)>,
+    pub last_write_wins: Option<String>,
+    /// Interval text, read by PostgreSQL's interval input.
+    pub max_clock_skew: Option<String>,
+    pub version: Option<String>,
+    /// `(jsonb column, companion column)` pairs.
+    pub freshness: Vec<(String, String)>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum ColumnOverride {
+    Replace,
+    Merge(Map<String, Value>),
+}
+
+fn err(message: String, hint: &str) -> PolicyError {
+    PolicyError {
+        message: format!("invalid write policy: {message}"),
+        hint: hint.to_string(),
+    }
+}
+
+fn column_name(v: &Value, at: &str) -> Result<String, PolicyError> {
+    match v.as_str() {
+        Some(s) if !s.is_empty() => Ok(s.to_string()),
+        _ => Err(err(
+            format!("\"{at}\" must be a column name, got {v}"),
+            "give the column's name as a JSON string",
+        )),
+    }
+}
+
+/// Checks a merge-policy fragment by parsing it: errors name the column.
+fn check_merge(m: &Map<String, Value>, at: &str) -> Result<(), PolicyError> {
+    Policy::parse(&Value::Object(m.clone()))
+        .map(|_| ())
+        .map_err(|e| PolicyError {
+            message: format!("{} (in {at})", e.message),
+            hint: e.hint,
+        })
+}
+
+impl WritePolicy {
+    pub fn parse(doc: &Value) -> Result<WritePolicy, PolicyError> {
+        let mut p = WritePolicy::default();
+        let m = match doc {
+            Value::Null => return Ok(p),
+            Value::Object(m) => m,
+            other => {
+                return Err(err(
+                    format!("must be a JSON object, got {other}"),
+                    &format!("valid keys: {TOP_KEYS}"),
+                ))
+            }
+        };
+        for (k, v) in m {
+            match k.as_str() {
+                "arrays" | "nulls" | "paths" => {
+                    p.merge.insert(k.clone(), v.clone());
+                }
+                "columns" => p.columns = parse_columns(v)?,
+                "last_write_wins" => p.last_write_wins = Some(column_name(v, k)?),
+                "version" => p.version = Some(column_name(v, k)?),
+                "max_clock_skew" => match v.as_str() {
+                    Some(s) => p.max_clock_skew = Some(s.to_string()),
+                    None => {
+                        return Err(err(
+                            format!("\"max_clock_skew\" must be an interval string, got {v}"),
+                            "for example \"5 minutes\"",
+                        ))
+                    }
+                },
+                "freshness" => p.freshness = parse_freshness(v)?,
+                other => {
+                    return Err(err(
+                        format!("unknown key \"{other}\""),
+                        &format!("valid keys: {TOP_KEYS}"),
+                    ))
+                }
+            }
+        }
+        check_merge(&p.merge, "the top level")?;
+        if p.max_clock_skew.is_some() && p.last_write_wins.is_none() {
+            return Err(err(
+                "\"max_clock_skew\" needs \"last_write_wins\"".to_string(),
+                "the skew limit applies to the last_write_wins timestamp column",
+            ));
+        }
+        Ok(p)
+    }
+
+    /// The rule of column `name`; `jsonb` says whether it is a jsonb column.
+    pub fn rule(&self, name: &str, jsonb: bool) -> ColumnRule {
+        let mut merge = self.merge.clone();
+        match self.columns.iter().find(|(c, _)| c == name) {
+            Some((_, ColumnOverride::Replace)) => return ColumnRule::Replace,
+            Some((_, ColumnOverride::Merge(o))) => {
+                merge.extend(o.iter().map(|(k, v)| (k.clone(), v.clone())))
+            }
+            None => {}
+        }
+        let nulls_overwrite = matches!(merge.get("nulls"), Some(Value::String(s)) if s != "keep");
+        let policy = if jsonb {
+            Value::Object(merge).to_string()
+        } else {
+            String::new()
+        };
+        ColumnRule::Merge {
+            policy,
+            nulls_overwrite,
+        }
+    }
+
+    /// Every column the policy names, with the key that names it, so the
+    /// SQL layer can check each against the table.
+    pub fn named_columns(&self) -> Vec<(&'static str, &str)> {
+        let mut out: Vec<(&'static str, &str)> = self
+            .columns
+            .iter()
+            .map(|(c, _)| ("columns", c.as_str()))
+            .collect();
+        out.extend(
+            self.last_write_wins
+                .iter()
+                .map(|c| ("last_write_wins", c.as_str())),
+        );
+        out.extend(self.version.iter().map(|c| ("version", c.as_str())));
+        for (j, f) in &self.freshness {
+            out.push(("freshness", j.as_str()));
+            out.push(("freshness", f.as_str()));
+        }
+        out
+    }
+}
+
+fn parse_columns(v: &Value) -> Result<Vec<(String, ColumnOverride)>, PolicyError> {
+    let hint = "\"columns\" maps a column name to \"merge\", \"replace\" or an object with arrays, nulls, paths";
+    let Value::Object(m) = v else {
+        return Err(err(format!("\"columns\" must be an object, got {v}"), hint));
+    };
+    let mut out = Vec::with_capacity(m.len());
+    for (col, rule) in m {
+        let o = match rule {
+            Value::String(s) if s == "replace" => ColumnOverride::Replace,
+            Value::String(s) if s == "merge" => ColumnOverride::Merge(Map::new()),
+            Value::Object(o) => {
+                if let Some(k) = o.keys().find(|k| !MERGE_KEYS.contains(&k.as_str())) {
+                    return Err(err(
+                        format!("unknown key \"{k}\" in the rule of column \"{col}\""),
+                        "a column's object may hold arrays, nulls, paths",
+                    ));
+                }
+                check_merge(o, &format!("column \"{col}\""))?;
+                ColumnOverride::Merge(o.clone())
+            }
+            other => {
+                return Err(err(format!("rule of column \"{col}\" is {other}"), hint));
+            }
+        };
+        out.push((col.clone(), o));
+    }
+    Ok(out)
+}
+
+fn parse_freshness(v: &Value) -> Result<Vec<(String, String)>, PolicyError> {
+    let hint = "\"freshness\" maps a jsonb column to the jsonb column that records when each of its keys was written";
+    let Value::Object(m) = v else {
+        return Err(err(
+            format!("\"freshness\" must be an object, got {v}"),
+            hint,
+        ));
+    };
+    let mut out = Vec::with_capacity(m.len());
+    for (col, companion) in m {
+        let companion = column_name(companion, "freshness")?;
+        if &companion == col {
+            return Err(err(
+                format!("column \"{col}\" cannot record its own freshness"),
+                hint,
+            ));
+        }
+        out.push((col.clone(), companion));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(s: &str) -> Result<WritePolicy, PolicyError> {
+        WritePolicy::parse(&serde_json::from_str(s).unwrap())
+    }
+
+    #[test]
+    fn defaults_merge_and_keep_nulls() {
+        let p = parse("null").unwrap();
+        assert_eq!(
+            p.rule("data", true),
+            ColumnRule::Merge {
+                policy: "{}".into(),
+                nulls_overwrite: false
+            }
+        );
+        assert_eq!(
+            p.rule("name", false),
+            ColumnRule::Merge {
+                policy: String::new(),
+                nulls_overwrite: false
+            }
+        );
+    }
+
+    #[test]
+    fn column_overrides_extend_the_top_level() {
+        let p = parse(
+            r#"{"arrays":"union","nulls":"overwrite","columns":{"a":{"arrays":"concat"},"b":"replace","c":"merge"}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            p.rule("a", true),
+            ColumnRule::Merge {
+                policy: r#"{"arrays":"concat","nulls":"overwrite"}"#.into(),
+                nulls_overwrite: true
+            }
+        );
+        assert_eq!(p.rule("b", true), ColumnRule::Replace);
+        assert_eq!(p.rule("b", false), ColumnRule::Replace);
+        assert!(matches!(
+            p.rule("c", false),
+            ColumnRule::Merge {
+                nulls_overwrite: true,
+                ..
+            }
+        ));
+        let keep = parse(r#"{"nulls":"overwrite","columns":{"x":{"nulls":"keep"}}}"#).unwrap();
+        assert!(matches!(
+            keep.rule("x", false),
+            ColumnRule::Merge {
+                nulls_overwrite: false,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn conflict_keys() {
+        let p = parse(
+            r#"{"last_write_wins":"ts","max_clock_skew":"1 min","version":"v","freshness":{"d":"f"}}"#,
+        )
+        .unwrap();
+        assert_eq!(p.last_write_wins.as_deref(), Some("ts"));
+        assert_eq!(p.max_clock_skew.as_deref(), Some("1 min"));
+        assert_eq!(p.version.as_deref(), Some("v"));
+        assert_eq!(p.freshness, vec![("d".to_string(), "f".to_string())]);
+        assert_eq!(
+            p.named_columns(),
+            vec![
+                ("last_write_wins", "ts"),
+                ("version", "v"),
+                ("freshness", "d"),
+                ("freshness", "f")
+            ]
+        );
+    }
+
+    #[test]
+    fn errors_name_the_bad_part() {
+        let cases = [
+            ("[1]", "must be a JSON object"),
+            (r#"{"colums":{}}"#, "unknown key \"colums\""),
+            (r#"{"arrays":"zip"}"#, "\"arrays\""),
+            (r#"{"columns":{"a":"delete"}}"#, "rule of column \"a\""),
+            (
+                r#"{"columns":{"a":{"value":"max"}}}"#,
+                "unknown key \"value\" in the rule of column \"a\"",
+            ),
+            (r#"{"columns":{"a":{"nulls":"drop"}}}"#, "column \"a\""),
+            (r#"{"columns":[]}"#, "\"columns\" must be an object"),
+            (r#"{"version":1}"#, "\"version\" must be a column name"),
+            (
+                r#"{"last_write_wins":""}"#,
+                "\"last_write_wins\" must be a column name",
+            ),
+            (r#"{"max_clock_skew":"1 min"}"#, "needs \"last_write_wins\""),
+            (
+                r#"{"last_write_wins":"t","max_clock_skew":60}"#,
+                "interval string",
+            ),
+            (r#"{"freshness":{"d":"d"}}"#, "its own freshness"),
+            (r#"{"freshness":"d"}"#, "\"freshness\" must be an object"),
+        ];
+        for (doc, want) in cases {
+            let e = parse(doc).expect_err(doc);
+            assert!(
+                e.message.starts_with("invalid write policy") || e.message.contains("merge policy"),
+                "{doc}: {}",
+                e.message
+            );
+            assert!(
+                e.message.contains(want),
+                "{doc}: {} lacks {want}",
+                e.message
+            );
+            assert!(!e.hint.is_empty(), "{doc}");
+        }
+    }
+}
