@@ -8,7 +8,7 @@
 #   (2) a plain UPDATE of the whole document (benches/upsert_update.sql) on
 #       the table protected with syncguard.protect, and unprotected.
 # Every run starts from the same freshly loaded table (100,000 rows of about
-# 1 KB, benches/upsert_setup.sql); the two sides of a comparison alternate,
+# 1 KB, generated once by benches/upsert_setup.sql); the two sides of a comparison alternate,
 # UPSERT_ROUNDS times each, and the best TPS of each side is kept.
 # Prints a markdown section; UPSERT_SECONDS sets the duration of each run.
 set -euo pipefail
@@ -42,7 +42,7 @@ load() {
     fi
     psql_q >/dev/null <<SQL
 TRUNCATE upsert_bench;
-INSERT INTO upsert_bench (id, data) SELECT i, upsert_bench_doc(i, 0) FROM generate_series(1, $ROWS) i;
+INSERT INTO upsert_bench (id, data) SELECT id, data FROM upsert_bench_seed;
 VACUUM ANALYZE upsert_bench;
 $protection;
 CHECKPOINT;
@@ -131,7 +131,7 @@ for clients in 1 2; do
     update_rows+=("$(row "$clients" 0.8)")
     update_check_b=$check_b update_check_c=$check_c
 done
-psql_q -c "DROP TABLE upsert_bench" \
+psql_q -c "DROP TABLE upsert_bench, upsert_bench_seed" \
        -c "DROP FUNCTION upsert_bench_record, upsert_bench_patch, upsert_bench_doc,
                          upsert_bench_section, upsert_bench_group"
 elapsed=$((SECONDS - started))
