@@ -170,29 +170,31 @@ fn resolve(info: &TableInfo, cfg: &str) -> Resolved {
 }
 
 thread_local! {
-    /// Resolved configurations by table and configuration text. Entries
-    /// hold the table description they were resolved against and are
-    /// rebuilt when that description is replaced.
-    static RESOLVED: RefCell<HashMap<(pg_sys::Oid, String), (Rc<TableInfo>, Rc<Resolved>)>> =
+    /// Resolved configurations by table, with the configuration text and
+    /// the table description they were resolved against: rebuilt when
+    /// either changes. Looked up on every protected row, without allocating.
+    static RESOLVED: RefCell<HashMap<pg_sys::Oid, (String, Rc<TableInfo>, Rc<Resolved>)>> =
         RefCell::new(HashMap::new());
 }
 
 fn resolved(relid: pg_sys::Oid, cfg: &str) -> Rc<Resolved> {
     let info = table_info::table_info(relid);
-    let key = (relid, cfg.to_string());
-    if let Some((i, r)) = RESOLVED.with_borrow(|m| m.get(&key).cloned()) {
-        if Rc::ptr_eq(&i, &info) {
-            return r;
-        }
+    let hit = RESOLVED.with_borrow(|m| {
+        m.get(&relid)
+            .filter(|(c, i, _)| c == cfg && Rc::ptr_eq(i, &info))
+            .map(|(_, _, r)| r.clone())
+    });
+    if let Some(r) = hit {
+        return r;
     }
     let r = Rc::new(resolve(&info, cfg));
-    RESOLVED.with_borrow_mut(|m| m.insert(key, (info, r.clone())));
+    RESOLVED.with_borrow_mut(|m| m.insert(relid, (cfg.to_string(), info, r.clone())));
     r
 }
 
 /// Checks and canonicalizes a configuration for `protect()`: the columns
 /// and policy must fit the table.
-#[pg_extern(volatile, parallel_unsafe, name = "protect_config")]
+#[pg_extern(volatile, parallel_unsafe)]
 fn protect_config(
     target: RegClass,
     columns: Option<Vec<Option<String>>>,
@@ -478,13 +480,8 @@ fn protect_row<'a>(
         }
         if let Some((attnum, typid)) = r.version {
             let i = attnum - 1;
-            let v = |d: pg_sys::Datum| match typid {
-                pg_sys::INT2OID => d.value() as i16 as i64,
-                pg_sys::INT4OID => d.value() as i32 as i64,
-                _ => d.value() as i64,
-            };
-            let incoming = (!nn[i]).then(|| v(nv[i]));
-            let stored = (!on[i]).then(|| v(ov[i]));
+            let incoming = (!nn[i]).then(|| upsert::version_value(nv[i], typid));
+            let stored = (!on[i]).then(|| upsert::version_value(ov[i], typid));
             if stored.is_some() && (incoming.is_none() || incoming <= stored) {
                 return Err(version_error(
                     &table,

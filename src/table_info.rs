@@ -99,9 +99,10 @@ pub fn init() {
     };
 }
 
-/// Drops cached entries of invalidated tables; returns the relids dropped
-/// (every cached relid when all were invalidated) so dependent caches follow.
-pub fn forget_stale() -> Vec<pg_sys::Oid> {
+/// Drops cached entries of invalidated tables. Caches built on an entry
+/// (plans, resolved protections) hold its `Rc` and compare it with the
+/// current one to notice.
+fn forget_stale() {
     let stale: Vec<pg_sys::Oid> = if ALL_STALE.replace(false) {
         STALE.with_borrow_mut(|s| s.clear());
         TABLES.with_borrow(|t| t.keys().copied().collect())
@@ -111,7 +112,6 @@ pub fn forget_stale() -> Vec<pg_sys::Oid> {
     if !stale.is_empty() {
         TABLES.with_borrow_mut(|t| stale.iter().for_each(|r| drop(t.remove(r))));
     }
-    stale
 }
 
 /// The table's description, from the cache or the catalogs.

@@ -28,8 +28,8 @@ use std::rc::Rc;
 struct UpsertPlan {
     table: Rc<TableInfo>,
     plan: pg_sys::SPIPlanPtr,
-    /// Reads the stored row (and the policy's timestamp and version) by key
-    /// when the upsert's WHERE refused the write.
+    /// Reads the stored row (and its version) by key when the upsert's
+    /// WHERE refused the write.
     lookup: Option<pg_sys::SPIPlanPtr>,
     /// Index into `table.columns` of each parameter, key columns first.
     params: Vec<usize>,
@@ -201,9 +201,6 @@ fn plan_for(
     policy: Option<&JsonbRaw>,
 ) -> Rc<UpsertPlan> {
     let info = table_info::table_info(relid);
-    for stale in table_info::forget_stale() {
-        PLANS.with_borrow_mut(|p| p.retain(|(r, _), _| *r != stale));
-    }
     // The call's policy, else the table's protection policy.
     let source: Vec<u8> = match (policy, &info.protection) {
         (Some(p), _) => p.container().to_vec(),
@@ -215,6 +212,8 @@ fn plan_for(
         if Rc::ptr_eq(&p.table, &info) {
             return p;
         }
+        // The table changed since: every plan of it is stale.
+        PLANS.with_borrow_mut(|p| p.retain(|(r, _), _| *r != relid));
     }
     let wp = match (policy, &info.protection) {
         (Some(p), _) => parse_policy(p),
@@ -439,13 +438,11 @@ fn prepare(
     let plan = keep_plan(&sql, &types);
     let lookup = (!conds.is_empty()).then(|| {
         let mut q = String::from("SELECT pg_catalog.to_jsonb(sg_t.*)");
-        for extra in [lww.map(|(p, _)| params[p]), version.map(|(p, _)| params[p])] {
-            match extra {
-                Some(i) => {
-                    let _ = write!(q, ", sg_t.{}::pg_catalog.text", qi(i));
-                }
-                None => q.push_str(", NULL::pg_catalog.text"),
+        match version {
+            Some((p, _)) => {
+                let _ = write!(q, ", sg_t.{}::pg_catalog.text", qi(params[p]));
             }
+            None => q.push_str(", NULL::pg_catalog.text"),
         }
         let _ = write!(q, " FROM {} AS sg_t WHERE ", info.qualified);
         let eqs: Vec<String> = key_idx
@@ -679,7 +676,7 @@ fn micros(d: pg_sys::Datum) -> i64 {
 }
 
 /// The version datum of a smallint/integer/bigint column as i64.
-fn version_value(d: pg_sys::Datum, typid: pg_sys::Oid) -> i64 {
+pub fn version_value(d: pg_sys::Datum, typid: pg_sys::Oid) -> i64 {
     match typid {
         pg_sys::INT2OID => d.value() as i16 as i64,
         pg_sys::INT4OID => d.value() as i32 as i64,
@@ -741,13 +738,13 @@ fn execute(
     }
     // The WHERE refused the write: a stale timestamp (ignored) or version (error).
     let lookup = plan.lookup.expect("a refused write has a WHERE");
-    let (stored, ts, ver) = unsafe {
+    let (stored, ver) = unsafe {
         let rc = pg_sys::SPI_execute_plan(lookup, values.as_mut_ptr(), nulls.as_ptr(), false, 1);
         if rc != pg_sys::SPI_OK_SELECT as i32 || pg_sys::SPI_processed == 0 {
             pg_sys::SPI_finish();
             return Ok(None);
         }
-        (first_value(0), text_value(1), text_value(2))
+        (first_value(0), text_value(1))
     };
     if let Some((p, typid)) = plan.version {
         let incoming =
@@ -764,7 +761,6 @@ fn execute(
             ));
         }
     }
-    let _ = ts;
     crate::protect::note_stale(&plan.table.qualified);
     unsafe { pg_sys::SPI_finish() };
     Ok(stored.map(|d| unsafe { JsonbRaw::from_datum(d, false).unwrap() }))
