@@ -155,7 +155,7 @@ echo "own connection, on a table \`upsert_bench (id bigint PRIMARY KEY, data jso
 echo "documents have the shape of workload (b), about 1 KB: \`{id, name, version, s1..s4: {g1..g3:"
 echo "{f1..f4}}}\`, 48 leaves (\`benches/upsert_setup.sql\`). Every run starts from the same freshly"
 echo "loaded, vacuumed and checkpointed table. The two sides of a comparison alternate, baseline first in"
-echo "odd rounds and contestant first in even ones (B C C B …), $ROUNDS runs each; a cell is the median TPS"
+echo "odd rounds and contestant first in even ones (B C C B …), runs per side: $ROUNDS; a cell is the median TPS"
 echo "of a side, its runs in parentheses in the order they ran. Documents and patches are built in the"
 echo "statement from the key and a random number (plpgsql functions), the same on both sides. The section"
 echo "took ${elapsed} s."
