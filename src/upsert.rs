@@ -783,3 +783,53 @@ unsafe fn text_value(i: i32) -> Option<String> {
         (!p.is_null()).then(|| std::ffi::CStr::from_ptr(p).to_string_lossy().into_owned())
     }
 }
+
+#[cfg(any(test, feature = "pg_test"))]
+#[pg_schema]
+mod tests {
+    use super::PLANS;
+    use pgrx::prelude::*;
+
+    fn plans_of(table: &str) -> Vec<usize> {
+        let relid = Spi::get_one::<pg_sys::Oid>(&format!("SELECT '{table}'::regclass::oid"))
+            .unwrap()
+            .unwrap();
+        PLANS.with_borrow(|p| {
+            p.iter()
+                .filter(|((r, _), _)| *r == relid)
+                .map(|(_, plan)| plan.plan as usize)
+                .collect()
+        })
+    }
+
+    /// Repeated calls reuse one kept plan per column set; ALTER TABLE
+    /// replaces it.
+    #[pg_test]
+    fn plans_are_kept_per_column_set() {
+        Spi::run("CREATE TABLE plan_t (id int PRIMARY KEY, a text, d jsonb)").unwrap();
+        let upsert = |data: &str| {
+            Spi::run(&format!(
+                "SELECT syncguard.merge_upsert('plan_t', '{{\"id\": 1}}', '{data}')"
+            ))
+            .unwrap()
+        };
+        upsert(r#"{"a": "x"}"#);
+        let first = plans_of("plan_t");
+        assert_eq!(first.len(), 1);
+        for i in 0..10 {
+            upsert(&format!(r#"{{"a": "x{i}"}}"#));
+        }
+        assert_eq!(plans_of("plan_t"), first, "the same column set re-planned");
+        upsert(r#"{"d": {"k": 1}}"#);
+        assert_eq!(plans_of("plan_t").len(), 2);
+        Spi::run("ALTER TABLE plan_t ADD COLUMN b int").unwrap();
+        upsert(r#"{"a": "y"}"#);
+        let after = plans_of("plan_t");
+        assert_eq!(
+            after.len(),
+            1,
+            "plans of the old table description are dropped"
+        );
+        assert_ne!(after, first);
+    }
+}
