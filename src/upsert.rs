@@ -157,20 +157,18 @@ fn merge_upsert(
             None,
         )
     };
-    let plan = {
-        let keys = object_pairs(&key, "key");
-        let cols = object_pairs(&data, "data");
-        if keys.is_empty() {
-            bad_input("merge_upsert: key must name at least one column".into());
-        }
-        plan_for(target.0, &keys, &cols, policy.as_ref())
-    };
-    let outcome = execute(&plan, &key, &data);
+    let keys = object_pairs(&key, "key");
+    let cols = object_pairs(&data, "data");
+    if keys.is_empty() {
+        bad_input("merge_upsert: key must name at least one column".into());
+    }
+    let plan = plan_for(target.0, &keys, &cols, policy.as_ref());
+    let outcome = execute(&plan, &keys, &cols);
     // Raised here, where nothing is left to drop but `plan`, released first.
     match outcome {
         Ok(row) => row,
         Err(e) => {
-            drop(plan);
+            drop((plan, keys, cols));
             drop((key, data, policy));
             raise_own(e)
         }
@@ -432,7 +430,22 @@ fn prepare(
     if !conds.is_empty() {
         let _ = write!(sql, " WHERE {}", conds.join(" AND "));
     }
-    sql.push_str(" RETURNING pg_catalog.to_jsonb(sg_t.*)");
+    // The stored row: to_jsonb(row) would decode and re-encode every jsonb
+    // column; they are returned as they are and spliced in by `row_json`.
+    let scalars: Vec<String> = info
+        .columns
+        .iter()
+        .filter(|c| c.kind != Kind::Jsonb)
+        .map(|c| format!("{}, sg_t.{}", quote_literal(&c.name), quote_ident(&c.name)))
+        .collect();
+    let _ = write!(
+        sql,
+        " RETURNING pg_catalog.jsonb_build_object({})",
+        scalars.join(", ")
+    );
+    for c in info.columns.iter().filter(|c| c.kind == Kind::Jsonb) {
+        let _ = write!(sql, ", sg_t.{}", quote_ident(&c.name));
+    }
 
     let types: Vec<pg_sys::Oid> = params.iter().map(|&i| param_type(col(i))).collect();
     let plan = keep_plan(&sql, &types);
@@ -579,6 +592,17 @@ fn array_literal(item: Item) -> String {
 /// handle JSON null).
 fn to_datum(item: Item, c: &Column) -> pg_sys::Datum {
     if c.kind == Kind::Jsonb {
+        if item.ty == crate::merge::jsonb::T_CONTAINER {
+            // A container is a root as it stands: one copy, behind a header.
+            // SAFETY: palloc raises on failure; exactly 4 + len bytes written.
+            unsafe {
+                let len = item.data.len() + 4;
+                let p = pg_sys::palloc(len) as *mut u8;
+                std::ptr::copy_nonoverlapping(item.data.as_ptr(), p.add(4), item.data.len());
+                pgrx::varlena::set_varsize_4b(p as *mut pg_sys::varlena, len as i32);
+                return pg_sys::Datum::from(p);
+            }
+        }
         let root = Writer::root_from_item(item).unwrap_or_else(|_| corrupt());
         return JsonbRaw::from_built(&root).into_datum().unwrap();
     }
@@ -593,12 +617,10 @@ fn to_datum(item: Item, c: &Column) -> pg_sys::Datum {
 /// The parameter values, converted; an error names the column.
 fn convert(
     plan: &UpsertPlan,
-    key: &JsonbRaw,
-    data: &JsonbRaw,
+    keys: &[(&str, Item)],
+    cols: &[(&str, Item)],
 ) -> (Vec<pg_sys::Datum>, Vec<std::ffi::c_char>) {
     let info = &plan.table;
-    let keys = object_pairs(key, "key");
-    let cols = object_pairs(data, "data");
     let n = plan.params.len();
     PgTryBuilder::new(|| {
         let mut values = vec![pg_sys::Datum::from(0); n];
@@ -686,10 +708,10 @@ pub fn version_value(d: pg_sys::Datum, typid: pg_sys::Oid) -> i64 {
 
 fn execute(
     plan: &Rc<UpsertPlan>,
-    key: &JsonbRaw,
-    data: &JsonbRaw,
+    keys: &[(&str, Item)],
+    cols: &[(&str, Item)],
 ) -> Result<Option<JsonbRaw>, OwnError> {
-    let (mut values, nulls) = convert(plan, key, data);
+    let (mut values, nulls) = convert(plan, keys, cols);
     if let Some((p, skew)) = plan.lww {
         if nulls[p] == b' ' as std::ffi::c_char {
             crate::protect::check_skew(
@@ -727,14 +749,14 @@ fn execute(
             );
         }
         if pg_sys::SPI_processed == 1 {
-            (true, first_value(0))
+            (true, Some(row_json(&plan.table)))
         } else {
             (false, None)
         }
     };
     if ok {
         unsafe { pg_sys::SPI_finish() };
-        return Ok(row.map(|d| unsafe { JsonbRaw::from_datum(d, false).unwrap() }));
+        return Ok(row);
     }
     // The WHERE refused the write: a stale timestamp (ignored) or version (error).
     let lookup = plan.lookup.expect("a refused write has a WHERE");
@@ -764,6 +786,85 @@ fn execute(
     crate::protect::note_stale(&plan.table.qualified);
     unsafe { pg_sys::SPI_finish() };
     Ok(stored.map(|d| unsafe { JsonbRaw::from_datum(d, false).unwrap() }))
+}
+
+/// The returned row as one jsonb object, built in the caller's memory from
+/// the RETURNING list: an object of the other columns, then each jsonb
+/// column's value, merged in jsonb key order.
+unsafe fn row_json(info: &TableInfo) -> JsonbRaw {
+    unsafe {
+        let tt = &*pg_sys::SPI_tuptable;
+        let mut isnull = false;
+        let base = pg_sys::SPI_getbinval(*tt.vals, tt.tupdesc, 1, &mut isnull);
+        let base = JsonbRaw::from_datum(base, isnull).unwrap_or_else(|| corrupt());
+        let base = Container::new(base.container()).unwrap_or_else(|_| corrupt());
+        let mut pairs: Vec<(&[u8], Item)> = Vec::with_capacity(info.columns.len());
+        let mut it = base.pairs();
+        while let Some(p) = it.next_pair() {
+            pairs.push(p);
+        }
+        let docs: Vec<Option<JsonbRaw>> = (0..info
+            .columns
+            .iter()
+            .filter(|c| c.kind == Kind::Jsonb)
+            .count())
+            .map(|i| {
+                let d = pg_sys::SPI_getbinval(*tt.vals, tt.tupdesc, i as i32 + 2, &mut isnull);
+                JsonbRaw::from_datum(d, isnull)
+            })
+            .collect();
+        let names = info
+            .columns
+            .iter()
+            .filter(|c| c.kind == Kind::Jsonb)
+            .map(|c| c.name.as_bytes());
+        for (name, doc) in names.zip(&docs) {
+            let item = match doc {
+                None => Item {
+                    ty: crate::merge::jsonb::T_NULL,
+                    data: &[],
+                },
+                Some(d) => {
+                    let c = Container::new(d.container()).unwrap_or_else(|_| corrupt());
+                    if c.kind() == JKind::Scalar {
+                        c.scalar().unwrap_or_else(|_| corrupt())
+                    } else {
+                        Item {
+                            ty: crate::merge::jsonb::T_CONTAINER,
+                            data: d.container(),
+                        }
+                    }
+                }
+            };
+            pairs.push((name, item));
+        }
+        pairs.sort_by(|a, b| crate::merge::jsonb::key_cmp(a.0, b.0));
+        let size: usize = pairs.iter().map(|(k, v)| k.len() + v.data.len() + 8).sum();
+        let mut w = Writer::with_capacity(size + 16);
+        let built = (|| {
+            let mut o = w.open(JKind::Object, pairs.len())?;
+            for (k, _) in &pairs {
+                w.push_string(&mut o, k)?;
+            }
+            for (_, v) in &pairs {
+                w.push_item(&mut o, *v)?;
+            }
+            Ok::<(), crate::merge::jsonb::WriteError>(())
+        })();
+        if built.is_err() {
+            raise(
+                PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED,
+                "merge_upsert: the stored row is too large for one jsonb value".into(),
+                None,
+            );
+        }
+        // In the caller's memory: SPI_finish frees SPI's own.
+        let buf = w.into_inner();
+        let out = pg_sys::SPI_palloc(buf.len()) as *mut u8;
+        std::ptr::copy_nonoverlapping(buf.as_ptr(), out, buf.len());
+        pgrx::varlena::set_varsize_4b(out as *mut pg_sys::varlena, buf.len() as i32);
+        JsonbRaw::from_datum(pg_sys::Datum::from(out), false).unwrap()
+    }
 }
 
 /// Column `i` of the first SPI result row, copied out of SPI's memory.

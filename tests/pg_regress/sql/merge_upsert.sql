@@ -55,6 +55,13 @@ SELECT syncguard.merge_upsert('profiles', '{"id": 3}', '{"external_data": {"inv"
 SELECT syncguard.merge_upsert('profiles', '{"id": 3}', '{"external_data": {"inv": {"y": 2}, "price": 9}}',
                               '{"paths": {"inv": "replace", "price": "keep"}}') -> 'external_data';
 
+-- The returned row equals to_jsonb of the stored row, scalar documents included.
+CREATE TEMP TABLE returned AS
+SELECT syncguard.merge_upsert('profiles', '{"id": 5}', '{"external_data": "just text", "tags": []}') AS r
+UNION ALL
+SELECT syncguard.merge_upsert('profiles', '{"id": 6}', '{"name": "Di", "external_data": {"a": [1, {"b": null}]}}');
+SELECT r, r = (SELECT to_jsonb(p) FROM profiles p WHERE p.id = (r ->> 'id')::int) AS same_as_stored FROM returned;
+
 -- Composite unique keys, in any order; quoted identifiers.
 CREATE TABLE "Odd ""Table""" ("Key A" text, "key;b" int, "Doc" jsonb, UNIQUE ("key;b", "Key A"));
 SELECT syncguard.merge_upsert('"Odd ""Table"""', '{"Key A": "x", "key;b": 1}', '{"Doc": {"a": 1}}');
