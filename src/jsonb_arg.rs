@@ -5,9 +5,8 @@
 //! detoasts: the merge engine reads the container bytes in place, and a
 //! result that equals an input is returned as that very datum.
 
-use pgrx::callconv::{Arg, ArgAbi, BoxRet, FcInfo};
+use pgrx::callconv::{BoxRet, FcInfo};
 use pgrx::datum::Datum;
-use pgrx::nullable::Nullable;
 use pgrx::prelude::*;
 
 pub struct JsonbRaw {
@@ -29,12 +28,19 @@ impl JsonbRaw {
     /// A new jsonb datum from a buffer whose first 4 bytes are reserved for
     /// the varlena header, copied into the current memory context.
     pub fn from_built(buf: &[u8]) -> JsonbRaw {
-        // SAFETY: palloc raises ERROR on failure; we write exactly buf.len() bytes.
+        JsonbRaw::from_container(&buf[4..])
+    }
+
+    /// A new jsonb datum holding this root container (no header), copied
+    /// into the current memory context behind a fresh header.
+    pub fn from_container(c: &[u8]) -> JsonbRaw {
+        // SAFETY: palloc raises ERROR on failure; we write exactly 4 + len bytes.
         unsafe {
-            let ptr = pg_sys::palloc(buf.len()) as *mut u8;
-            std::ptr::copy_nonoverlapping(buf.as_ptr(), ptr, buf.len());
+            let len = c.len() + 4;
+            let ptr = pg_sys::palloc(len) as *mut u8;
+            std::ptr::copy_nonoverlapping(c.as_ptr(), ptr.add(4), c.len());
             let ptr = ptr as *mut pg_sys::varlena;
-            pgrx::varlena::set_varsize_4b(ptr, buf.len() as i32);
+            pgrx::varlena::set_varsize_4b(ptr, len as i32);
             JsonbRaw { ptr }
         }
     }
@@ -77,17 +83,28 @@ impl IntoDatum for JsonbRaw {
     }
 }
 
-unsafe impl<'fcx> ArgAbi<'fcx> for JsonbRaw {
-    unsafe fn unbox_arg_unchecked(arg: Arg<'_, 'fcx>) -> Self {
-        let index = arg.index();
-        unsafe { arg.unbox_arg_using_from_datum() }
-            .unwrap_or_else(|| panic!("argument {index} must not be null"))
-    }
+/// `ArgAbi` for an argument type read through its `FromDatum`: a NULL
+/// where the function is strict is a bug, reported by index.
+macro_rules! arg_abi_via_from_datum {
+    ($t:ty) => {
+        unsafe impl<'fcx> pgrx::callconv::ArgAbi<'fcx> for $t {
+            unsafe fn unbox_arg_unchecked(arg: pgrx::callconv::Arg<'_, 'fcx>) -> Self {
+                let index = arg.index();
+                unsafe { arg.unbox_arg_using_from_datum() }
+                    .unwrap_or_else(|| panic!("argument {index} must not be null"))
+            }
 
-    unsafe fn unbox_nullable_arg(arg: Arg<'_, 'fcx>) -> Nullable<Self> {
-        unsafe { arg.unbox_arg_using_from_datum() }.into()
-    }
+            unsafe fn unbox_nullable_arg(
+                arg: pgrx::callconv::Arg<'_, 'fcx>,
+            ) -> pgrx::nullable::Nullable<Self> {
+                unsafe { arg.unbox_arg_using_from_datum() }.into()
+            }
+        }
+    };
 }
+pub(crate) use arg_abi_via_from_datum;
+
+arg_abi_via_from_datum!(JsonbRaw);
 
 unsafe impl BoxRet for JsonbRaw {
     unsafe fn box_into<'fcx>(self, fcinfo: &mut FcInfo<'fcx>) -> Datum<'fcx> {

@@ -126,7 +126,7 @@ fn empty_object() -> JsonbRaw {
 }
 
 /// The merge result as a datum; `None` when a tombstone deleted the document.
-fn finish(
+pub(crate) fn finish(
     result: Result<Merged, MergeError>,
     target: Option<JsonbRaw>,
     patch: JsonbRaw,

@@ -12,7 +12,7 @@ use crate::merge::engine::{self, Merged};
 use crate::merge::jsonb::{Container, Kind as JKind, EMPTY_OBJECT};
 use crate::merge::policy::Policy;
 use crate::merge::text;
-use crate::merge_sql::{limits, raise_merge_error};
+use crate::merge_sql::{finish, limits};
 use crate::regclass::RegClass;
 use crate::table_info::{self, Kind, TableInfo};
 use crate::upsert;
@@ -279,12 +279,15 @@ pub fn note_stale(table: &str) {
 }
 
 /// The stored freshness object with every top-level key of `patch` that
-/// carries a value stamped `at`, and every key it deletes removed.
-fn stamp(old: Option<&[u8]>, patch: &[u8], at: i64) -> Option<Vec<u8>> {
-    let p = Container::new(patch).ok()?;
-    if p.kind() != JKind::Object {
-        return None;
-    }
+/// carries a value stamped `at`, and every key it deletes removed; `old`
+/// unchanged when the patch is not an object.
+fn stamp(old: Option<JsonbRaw>, patch: &[u8], at: i64) -> Option<JsonbRaw> {
+    let Some(p) = Container::new(patch)
+        .ok()
+        .filter(|p| p.kind() == JKind::Object)
+    else {
+        return old;
+    };
     let mut tz = 0;
     // SAFETY: JsonEncodeDateTime pallocs its result for a NULL buffer.
     let when = unsafe {
@@ -306,15 +309,13 @@ fn stamp(old: Option<&[u8]>, patch: &[u8], at: i64) -> Option<Vec<u8>> {
             doc.insert(k, Json::String(when.clone()));
         }
     }
-    let stamps = text::parse(&Json::Object(doc).to_string()).ok()?;
-    let base = old.unwrap_or(EMPTY_OBJECT);
-    match engine::deep_merge(base, &stamps[4..], &Policy::default(), limits()) {
-        Ok(Merged::Target) => Some([&[0u8; 4][..], base].concat()),
-        Ok(Merged::Patch) => Some(stamps),
-        Ok(Merged::Built(b)) => Some(b),
-        Ok(Merged::Deleted) => None,
-        Err(e) => raise_merge_error(e),
-    }
+    let Ok(stamps) = text::parse(&Json::Object(doc).to_string()) else {
+        return old;
+    };
+    let stamps = JsonbRaw::from_built(&stamps);
+    let base = old.as_ref().map_or(EMPTY_OBJECT, JsonbRaw::container);
+    let r = engine::deep_merge(base, stamps.container(), &Policy::default(), limits());
+    finish(r, old, stamps)
 }
 
 /// `freshness_stamp(stamps, patch, at)`: `stamps` with each top-level key
@@ -327,14 +328,7 @@ fn freshness_stamp(
 ) -> Option<JsonbRaw> {
     let Some(patch) = patch else { return stamps };
     let at: i64 = at.into_datum().map_or(0, |d| d.value() as i64);
-    match stamp(
-        stamps.as_ref().map(JsonbRaw::container),
-        patch.container(),
-        at,
-    ) {
-        Some(buf) => Some(JsonbRaw::from_built(&buf)),
-        None => stamps,
-    }
+    stamp(stamps, patch.container(), at)
 }
 
 /// The varlena bytes of a datum, as stored (no detoasting).
@@ -440,19 +434,9 @@ fn protect_row<'a>(
                     let base = o.as_ref().map_or(EMPTY_OBJECT, JsonbRaw::container);
                     let result = match engine::deep_merge(base, n.container(), policy, limits()) {
                         Ok(Merged::Patch) => continue,
+                        // The stored datum as it is (a TOAST pointer stays one).
                         Ok(Merged::Target) if o.is_some() => Some(ov[i]),
-                        Ok(Merged::Target) => Some(
-                            JsonbRaw::from_built(&[&[0u8; 4][..], EMPTY_OBJECT].concat())
-                                .into_datum()
-                                .unwrap(),
-                        ),
-                        Ok(Merged::Built(b)) => {
-                            let d = JsonbRaw::from_built(&b).into_datum().unwrap();
-                            engine::recycle(b);
-                            Some(d)
-                        }
-                        Ok(Merged::Deleted) => None,
-                        Err(e) => raise_merge_error(e),
+                        r => finish(r, o, n).and_then(JsonbRaw::into_datum),
                     };
                     changed[i] = true;
                     match result {
@@ -503,12 +487,8 @@ fn protect_row<'a>(
                 JsonbRaw::from_datum(ov[f], false)
             };
             let at = pg_sys::GetCurrentTransactionStartTimestamp();
-            if let Some(buf) = stamp(old.as_ref().map(JsonbRaw::container), patch.container(), at) {
-                (nv[f], nn[f], changed[f]) = (
-                    JsonbRaw::from_built(&buf).into_datum().unwrap(),
-                    false,
-                    true,
-                );
+            if let Some(d) = stamp(old, patch.container(), at).and_then(JsonbRaw::into_datum) {
+                (nv[f], nn[f], changed[f]) = (d, false, true);
             }
         }
 

@@ -2,8 +2,6 @@
 //! (`'profiles'::regclass`) has already resolved and checked the name; an
 //! oid whose table was dropped since is reported by the callee.
 
-use pgrx::callconv::{Arg, ArgAbi};
-use pgrx::nullable::Nullable;
 use pgrx::prelude::*;
 
 #[derive(Clone, Copy, Debug)]
@@ -29,16 +27,6 @@ impl IntoDatum for RegClass {
     }
 }
 
-unsafe impl<'fcx> ArgAbi<'fcx> for RegClass {
-    unsafe fn unbox_arg_unchecked(arg: Arg<'_, 'fcx>) -> Self {
-        let index = arg.index();
-        unsafe { arg.unbox_arg_using_from_datum() }
-            .unwrap_or_else(|| panic!("argument {index} must not be null"))
-    }
-
-    unsafe fn unbox_nullable_arg(arg: Arg<'_, 'fcx>) -> Nullable<Self> {
-        unsafe { arg.unbox_arg_using_from_datum() }.into()
-    }
-}
+crate::jsonb_arg::arg_abi_via_from_datum!(RegClass);
 
 pgrx::impl_sql_translatable!(RegClass, "regclass");

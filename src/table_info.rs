@@ -31,9 +31,6 @@ pub struct Column {
     pub typinput: pg_sys::Oid,
     pub typioparam: pg_sys::Oid,
     pub generated: bool,
-    /// `OPERATOR(schema.=)` of the type's default equality, for key lookups
-    /// that must not resolve `=` through the caller's search_path.
-    pub eq_operator: Option<String>,
 }
 
 #[derive(Debug)]
@@ -169,7 +166,7 @@ fn load(relid: pg_sys::Oid) -> TableInfo {
             let typid: pg_sys::Oid = row.get(3).ok().flatten().unwrap_or(pg_sys::InvalidOid);
             let (mut typinput, mut typioparam) = (pg_sys::InvalidOid, pg_sys::InvalidOid);
             // SAFETY: syscache lookups of an existing type; they raise on a missing one.
-            let (kind, eq) = unsafe {
+            let kind = unsafe {
                 pg_sys::getTypeInputInfo(typid, &mut typinput, &mut typioparam);
                 let base = pg_sys::getBaseType(typid);
                 let kind = match base {
@@ -178,8 +175,7 @@ fn load(relid: pg_sys::Oid) -> TableInfo {
                     b if pg_sys::get_element_type(b) != pg_sys::InvalidOid => Kind::Array,
                     _ => Kind::Scalar,
                 };
-                let tc = pg_sys::lookup_type_cache(typid, pg_sys::TYPECACHE_EQ_OPR as i32);
-                (kind, (*tc).eq_opr)
+                kind
             };
             columns.push(Column {
                 attnum: row.get(1).ok().flatten().unwrap_or(0),
@@ -191,7 +187,6 @@ fn load(relid: pg_sys::Oid) -> TableInfo {
                 typinput,
                 typioparam,
                 generated: row.get(6).ok().flatten().unwrap_or(false),
-                eq_operator: (eq != pg_sys::InvalidOid).then(|| operator_name(client, eq)),
             });
         }
 
@@ -243,19 +238,21 @@ fn load(relid: pg_sys::Oid) -> TableInfo {
     })
 }
 
-fn operator_name(client: &pgrx::spi::SpiClient<'_>, opr: pg_sys::Oid) -> String {
-    client
-        .select(
-            "SELECT pg_catalog.format('OPERATOR(%I.%s)', n.nspname, o.oprname)
-               FROM pg_catalog.pg_operator o JOIN pg_catalog.pg_namespace n ON n.oid = o.oprnamespace
-              WHERE o.oid = $1",
-            None,
-            &[opr.into()],
-        )
-        .ok()
-        .and_then(|r| r.into_iter().next())
-        .and_then(|r| r.get::<String>(1).ok().flatten())
-        .unwrap_or_else(|| "OPERATOR(pg_catalog.=)".to_string())
+/// `OPERATOR(schema.=)`: the default equality of the type, spelled so that
+/// the caller's search_path cannot redirect it.
+pub fn eq_operator(typid: pg_sys::Oid) -> String {
+    // SAFETY: a type cache lookup of an existing type.
+    let opr =
+        unsafe { (*pg_sys::lookup_type_cache(typid, pg_sys::TYPECACHE_EQ_OPR as i32)).eq_opr };
+    Spi::get_one_with_args::<String>(
+        "SELECT pg_catalog.format('OPERATOR(%I.%s)', n.nspname, o.oprname)
+           FROM pg_catalog.pg_operator o JOIN pg_catalog.pg_namespace n ON n.oid = o.oprnamespace
+          WHERE o.oid = $1",
+        &[opr.into()],
+    )
+    .ok()
+    .flatten()
+    .unwrap_or_else(|| "OPERATOR(pg_catalog.=)".to_string())
 }
 
 fn internal(e: pgrx::spi::SpiError) -> ! {

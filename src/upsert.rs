@@ -462,10 +462,7 @@ fn prepare(
             .iter()
             .enumerate()
             .map(|(n, &i)| {
-                let op = col(i)
-                    .eq_operator
-                    .as_deref()
-                    .unwrap_or("OPERATOR(pg_catalog.=)");
+                let op = table_info::eq_operator(col(i).typid);
                 format!("sg_t.{} {op} ${}", qi(i), n + 1)
             })
             .collect();
@@ -525,27 +522,35 @@ fn quote_literal(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
 }
 
-/// The text PostgreSQL's input functions get for a JSON value.
-fn item_text(item: Item, c: &Column) -> String {
+/// A JSON value as text: strings unquoted, containers as JSON.
+fn json_text(item: Item) -> String {
     match item.value().unwrap_or_else(|_| corrupt()) {
         Value::Null => String::new(),
         Value::Bool(b) => b.to_string(),
         Value::String(s) => String::from_utf8_lossy(s).into_owned(),
         Value::Numeric(n) => numeric::to_text(n).unwrap_or_else(|_| corrupt()),
-        Value::Container(_) if c.kind == Kind::Array && item.as_array().is_some() => {
-            array_literal(item)
-        }
-        Value::Container(_) if c.kind == Kind::Json => {
+        Value::Container(_) => {
             let root = Writer::root_from_item(item).unwrap_or_else(|_| corrupt());
             text::to_text(&root[4..]).unwrap_or_else(|_| corrupt())
         }
-        Value::Container(k) => raise(
+    }
+}
+
+/// The text PostgreSQL's input functions get for a JSON value.
+fn item_text(item: Item, c: &Column) -> String {
+    let Some((kind, _)) = item.container_kind() else {
+        return json_text(item);
+    };
+    match (kind, c.kind) {
+        (JKind::Array, Kind::Array) => array_literal(item),
+        (_, Kind::Json) => json_text(item),
+        _ => raise(
             PgSqlErrorCode::ERRCODE_DATATYPE_MISMATCH,
             format!(
                 "column \"{}\" is of type {}: a JSON {} cannot be stored in it",
                 c.name,
                 c.type_name,
-                if k.kind() == JKind::Object {
+                if kind == JKind::Object {
                     "object"
                 } else {
                     "array"
@@ -565,23 +570,14 @@ fn array_literal(item: Item) -> String {
         if n > 0 {
             out.push(',');
         }
-        match e.value().unwrap_or_else(|_| corrupt()) {
-            Value::Null => out.push_str("NULL"),
-            Value::Container(_) if e.as_array().is_some() => out.push_str(&array_literal(e)),
-            v => {
-                let s = match v {
-                    Value::Bool(b) => b.to_string(),
-                    Value::String(s) => String::from_utf8_lossy(s).into_owned(),
-                    Value::Numeric(x) => numeric::to_text(x).unwrap_or_else(|_| corrupt()),
-                    _ => {
-                        let root = Writer::root_from_item(e).unwrap_or_else(|_| corrupt());
-                        text::to_text(&root[4..]).unwrap_or_else(|_| corrupt())
-                    }
-                };
-                out.push('"');
-                out.push_str(&s.replace('\\', "\\\\").replace('"', "\\\""));
-                out.push('"');
-            }
+        if e.is_null() {
+            out.push_str("NULL");
+        } else if e.as_array().is_some() {
+            out.push_str(&array_literal(e));
+        } else {
+            out.push('"');
+            out.push_str(&json_text(e).replace('\\', "\\\\").replace('"', "\\\""));
+            out.push('"');
         }
     }
     out.push('}');
@@ -592,19 +588,13 @@ fn array_literal(item: Item) -> String {
 /// handle JSON null).
 fn to_datum(item: Item, c: &Column) -> pg_sys::Datum {
     if c.kind == Kind::Jsonb {
-        if item.ty == crate::merge::jsonb::T_CONTAINER {
-            // A container is a root as it stands: one copy, behind a header.
-            // SAFETY: palloc raises on failure; exactly 4 + len bytes written.
-            unsafe {
-                let len = item.data.len() + 4;
-                let p = pg_sys::palloc(len) as *mut u8;
-                std::ptr::copy_nonoverlapping(item.data.as_ptr(), p.add(4), item.data.len());
-                pgrx::varlena::set_varsize_4b(p as *mut pg_sys::varlena, len as i32);
-                return pg_sys::Datum::from(p);
-            }
-        }
-        let root = Writer::root_from_item(item).unwrap_or_else(|_| corrupt());
-        return JsonbRaw::from_built(&root).into_datum().unwrap();
+        // A container is a root as it stands; a scalar needs its wrapper.
+        let datum = if item.ty == crate::merge::jsonb::T_CONTAINER {
+            JsonbRaw::from_container(item.data)
+        } else {
+            JsonbRaw::from_built(&Writer::root_from_item(item).unwrap_or_else(|_| corrupt()))
+        };
+        return datum.into_datum().unwrap();
     }
     let text = CString::new(item_text(item, c).replace('\0', "")).unwrap_or_default();
     // SAFETY: the type's own input function, with its I/O parameter and the
@@ -756,7 +746,8 @@ fn execute(
     };
     if ok {
         unsafe { pg_sys::SPI_finish() };
-        return Ok(row);
+        // Copied after SPI_finish: into the caller's memory, not SPI's.
+        return Ok(row.map(|buf| JsonbRaw::from_built(&buf)));
     }
     // The WHERE refused the write: a stale timestamp (ignored) or version (error).
     let lookup = plan.lookup.expect("a refused write has a WHERE");
@@ -788,10 +779,10 @@ fn execute(
     Ok(stored.map(|d| unsafe { JsonbRaw::from_datum(d, false).unwrap() }))
 }
 
-/// The returned row as one jsonb object, built in the caller's memory from
-/// the RETURNING list: an object of the other columns, then each jsonb
+/// The returned row as one jsonb object (a [`Writer`] buffer) from the
+/// RETURNING list: an object of the other columns, then each jsonb
 /// column's value, merged in jsonb key order.
-unsafe fn row_json(info: &TableInfo) -> JsonbRaw {
+unsafe fn row_json(info: &TableInfo) -> Vec<u8> {
     unsafe {
         let tt = &*pg_sys::SPI_tuptable;
         let mut isnull = false;
@@ -858,12 +849,7 @@ unsafe fn row_json(info: &TableInfo) -> JsonbRaw {
                 None,
             );
         }
-        // In the caller's memory: SPI_finish frees SPI's own.
-        let buf = w.into_inner();
-        let out = pg_sys::SPI_palloc(buf.len()) as *mut u8;
-        std::ptr::copy_nonoverlapping(buf.as_ptr(), out, buf.len());
-        pgrx::varlena::set_varsize_4b(out as *mut pg_sys::varlena, buf.len() as i32);
-        JsonbRaw::from_datum(pg_sys::Datum::from(out), false).unwrap()
+        w.into_inner()
     }
 }
 
