@@ -32,8 +32,11 @@ RETURNS jsonb LANGUAGE sql STABLE PARALLEL SAFE AS $$
                    ELSE upsert_bench_group(i, v, j, 3) END)
 $$;
 
--- The stored document (v = 0 at load time).
-CREATE OR REPLACE FUNCTION upsert_bench_doc(i bigint, v int)
+-- The stored document (v = 0 at load time). With short = true, the document
+-- an application writes with a plain UPDATE: the whole record as it has it,
+-- one field short (s4.g3.f4, say from a call that failed). A protected table
+-- keeps the stored s4.g3.f4; an unprotected one loses it.
+CREATE OR REPLACE FUNCTION upsert_bench_doc(i bigint, v int, short boolean DEFAULT false)
 RETURNS jsonb LANGUAGE plpgsql STABLE PARALLEL SAFE AS $$
 BEGIN
     RETURN jsonb_build_object(
@@ -41,7 +44,7 @@ BEGIN
         's1', upsert_bench_section(i, v, 1, false),
         's2', upsert_bench_section(i, v, 2, false),
         's3', upsert_bench_section(i, v, 3, false),
-        's4', upsert_bench_section(i, v, 4, false));
+        's4', upsert_bench_section(i, v, 4, short));
 END
 $$;
 
@@ -56,21 +59,6 @@ BEGIN
         'version', v,
         's1', upsert_bench_section(i, v, 1, true),
         's3', upsert_bench_section(i, v, 3, true));
-END
-$$;
-
--- The document an application writes with a plain UPDATE: the whole record as
--- it has it, one field short (s4.g3.f4, say from a call that failed). A
--- protected table keeps the stored s4.g3.f4; an unprotected one loses it.
-CREATE OR REPLACE FUNCTION upsert_bench_record(i bigint, v int)
-RETURNS jsonb LANGUAGE plpgsql STABLE PARALLEL SAFE AS $$
-BEGIN
-    RETURN jsonb_build_object(
-        'id', i, 'name', 'user_' || i, 'version', v,
-        's1', upsert_bench_section(i, v, 1, false),
-        's2', upsert_bench_section(i, v, 2, false),
-        's3', upsert_bench_section(i, v, 3, false),
-        's4', upsert_bench_section(i, v, 4, true));
 END
 $$;
 

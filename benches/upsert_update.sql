@@ -3,4 +3,4 @@
 -- The same script runs on the protected table and on the unprotected one.
 \set id random(1, 100000)
 \set v random(1, 1000000)
-UPDATE upsert_bench SET data = upsert_bench_record(:id, :v) WHERE id = :id;
+UPDATE upsert_bench SET data = upsert_bench_doc(:id, :v, true) WHERE id = :id;

@@ -22,25 +22,13 @@ started=$SECONDS
 psql_q() { psql -X -q -v ON_ERROR_STOP=1 "$@"; }
 
 psql_q -c "SET client_min_messages = warning" -f benches/upsert_setup.sql >/dev/null
-have() {
-    psql -X -At -c "SELECT EXISTS (SELECT FROM pg_proc WHERE proname = '$1'
-                                      AND pronamespace = 'syncguard'::regnamespace)"
-}
-have_upsert=$(have merge_upsert)
-have_protect=$(have protect)
 
 # Load the table afresh: the same rows, vacuumed, checkpointed (so that no run
 # pays for a checkpoint another run did not) and read into shared buffers.
 # $1: protect or plain.
 load() {
-    local protection="SELECT 1"
-    if [ "$have_protect" = t ]; then
-        if [ "$1" = protect ]; then
-            protection="SELECT syncguard.protect('upsert_bench')"
-        else
-            protection="SELECT syncguard.unprotect('upsert_bench')"
-        fi
-    fi
+    local protection="SELECT syncguard.unprotect('upsert_bench')"
+    [ "$1" != protect ] || protection="SELECT syncguard.protect('upsert_bench')"
     psql_q >/dev/null <<SQL
 TRUNCATE upsert_bench;
 INSERT INTO upsert_bench (id, data) SELECT id, data FROM upsert_bench_seed;
@@ -79,7 +67,7 @@ check_update() {
         SELECT count(*),
                count(*) FILTER (WHERE data = syncguard.jsonb_deep_merge(upsert_bench_doc(id, 0), r)),
                count(*) FILTER (WHERE data = r)
-          FROM upsert_bench, upsert_bench_record(id, (data->>'version')::int) r
+          FROM upsert_bench, upsert_bench_doc(id, (data->>'version')::int, true) r
          WHERE (data->>'version')::int > 0"
 }
 
@@ -94,11 +82,10 @@ median() {
 # speed during the section weighs on both sides alike; the median TPS of each
 # side is kept. Sets med_b, med_c, runs_b, runs_c and, after the last round,
 # check_b and check_c. $1 baseline script, $2 its protection, $3 contestant
-# script, $4 its protection, $5 clients, $6 the check function, $7 whether
-# the contestant can run (t/f).
+# script, $4 its protection, $5 clients, $6 the check function.
 compare() {
     local r side order t all_b=() all_c=()
-    runs_b="" runs_c="" check_b="" check_c="" med_c=0
+    runs_b="" runs_c="" check_b="" check_c=""
     for r in $(seq 1 "$ROUNDS"); do
         if [ $((r % 2)) = 1 ]; then order="b c"; else order="c b"; fi
         for side in $order; do
@@ -108,7 +95,7 @@ compare() {
                 all_b+=("$t")
                 runs_b+="${runs_b:+, }$(printf '%.0f' "$t")"
                 [ "$r" != "$ROUNDS" ] || check_b=$($6)
-            elif [ "$7" = t ]; then
+            else
                 t=$(tps "$3" "$5" "$4")
                 [ -n "$t" ] || { echo "pgbench failed ($3, clients=$5)" >&2; exit 1; }
                 all_c+=("$t")
@@ -118,16 +105,12 @@ compare() {
         done
     done
     med_b=$(median "${all_b[@]}")
-    [ "$7" != t ] || med_c=$(median "${all_c[@]}")
+    med_c=$(median "${all_c[@]}")
 }
 
 # A table row: clients, baseline, contestant, ratio, target met or not.
 # $1 clients, $2 target ratio.
 row() {
-    if [ "$med_c" = 0 ]; then
-        printf '| %d | %.0f (%s) | not run (function missing) | | |\n' "$1" "$med_b" "$runs_b"
-        return
-    fi
     awk -v c="$1" -v b="$med_b" -v k="$med_c" -v rb="$runs_b" -v rk="$runs_c" -v goal="$2" \
         'BEGIN { r = int(k / b * 100 + 1e-9) / 100   # truncated, so that 0.899 reads 0.89, not met
                  printf "| %d | %.0f (%s) | %.0f (%s) | **%.2f×** | %s |\n", c, b, rb, k, rk, r,
@@ -136,15 +119,15 @@ row() {
 
 upsert_rows=() update_rows=()
 for clients in 1 2; do
-    compare benches/upsert_plain.sql plain benches/upsert_merge.sql plain "$clients" check_upsert "$have_upsert"
+    compare benches/upsert_plain.sql plain benches/upsert_merge.sql plain "$clients" check_upsert
     upsert_rows+=("$(row "$clients" 0.9)")
     upsert_check_b=$check_b upsert_check_c=$check_c
-    compare benches/upsert_update.sql plain benches/upsert_update.sql protect "$clients" check_update "$have_protect"
+    compare benches/upsert_update.sql plain benches/upsert_update.sql protect "$clients" check_update
     update_rows+=("$(row "$clients" 0.8)")
     update_check_b=$check_b update_check_c=$check_c
 done
 psql_q -c "DROP TABLE upsert_bench, upsert_bench_seed" \
-       -c "DROP FUNCTION upsert_bench_record, upsert_bench_patch, upsert_bench_doc,
+       -c "DROP FUNCTION upsert_bench_patch, upsert_bench_doc,
                          upsert_bench_section, upsert_bench_group"
 elapsed=$((SECONDS - started))
 
@@ -191,7 +174,6 @@ echo ""
 echo "| run | rows updated | = load deep-merged with last write | = load \`\|\|\` last patch, or last record | new keys inserted (= their patch) |"
 echo "|---|---|---|---|---|"
 show() {  # $1 label, $2 check output
-    [ -n "$2" ] || { echo "| $1 | not run | | | |"; return; }
     echo "$2" | awk -F ' [|] ' -v l="$1" 'NF == 5 { printf "| %s | %d | %d | %d | %d (%d) |\n", l, $1, $3, $4, $2, $5 }
                                           NF == 3 { printf "| %s | %d | %d | %d | |\n", l, $1, $2, $3 }'
 }
