@@ -126,14 +126,15 @@ pub const TOMBSTONE_KEY: &[u8] = b"$delete";
 
 /// Whether `item` is the tombstone `{"$delete": true}`.
 pub fn is_tombstone(item: Item<'_>) -> bool {
-    let Some(o) = item.as_object() else {
+    // The header check first: it rules out almost every value at no cost.
+    if item.container_kind() != Some((Kind::Object, 1)) {
         return false;
-    };
-    o.len() == 1 && matches!(o.get(TOMBSTONE_KEY), Ok(Some(v)) if v.ty == T_TRUE)
+    }
+    matches!(item.as_object().map(|o| o.get(TOMBSTONE_KEY)), Some(Ok(Some(v))) if v.ty == T_TRUE)
 }
 
-/// Whether a patch may hold a tombstone: a byte scan for its key, so the
-/// common patch without one never has its inserted subtrees walked.
+/// Whether a value may hold a tombstone: a byte scan for its key, so an
+/// inserted subtree without one is copied without being walked.
 pub fn may_hold_tombstone(patch: &[u8]) -> bool {
     patch
         .iter()
@@ -264,8 +265,7 @@ struct Walker<'a, 'p> {
     /// Plans of the objects being built, innermost last; one shared stack
     /// so a merge allocates no per-object vectors.
     steps: Vec<Step<'a>>,
-    /// The patch may hold tombstones: honour them, and walk inserted
-    /// objects so nested ones are dropped too.
+    /// Tombstones are honoured (every policy but RFC 7396).
     tombstones: bool,
 }
 
@@ -318,8 +318,10 @@ impl<'a, 'p> Walker<'a, 'p> {
     /// A patch value written where the target has none (or loses to it):
     /// copied as is unless some rule deletes nulls, which must be stripped.
     fn insert(&self, p: Item<'a>) -> Action<'a> {
-        if (self.policy.any_delete || self.tombstones)
-            && matches!(p.container_kind(), Some((Kind::Object, _)))
+        // Walked when nulls must be stripped or tombstones dropped from it;
+        // only this subtree is scanned, not the whole patch.
+        if matches!(p.container_kind(), Some((Kind::Object, _)))
+            && (self.policy.any_delete || (self.tombstones && may_hold_tombstone(p.data)))
         {
             Action::Merge(None, p)
         } else {
@@ -794,7 +796,7 @@ pub fn deep_merge(
     let (tc, pc) = (Container::new(target)?, Container::new(patch)?);
     let (t, p) = (root_item(tc)?, root_item(pc)?);
     let mut walker = Walker::new(policy, limits, target.len() + patch.len() + 64);
-    walker.tombstones = !policy.rfc7396 && may_hold_tombstone(patch);
+    walker.tombstones = !policy.rfc7396;
     if walker.tombstones && is_tombstone(p) {
         return Ok(Merged::Deleted);
     }
