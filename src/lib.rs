@@ -10,6 +10,7 @@ pub mod merge;
 mod merge_sql;
 mod protect;
 mod regclass;
+mod sync;
 mod table_info;
 mod upsert;
 pub mod write_policy;

@@ -1,0 +1,113 @@
+-- Retry queue: enqueue with dedupe and delay, dequeue with visibility,
+-- ack, nack with backoff, dead letters and requeue, queue_stats and
+-- sync_alerts, and every error. Job ids vary: they are kept in psql variables.
+
+CREATE FUNCTION pg_temp.err(q text) RETURNS text LANGUAGE plpgsql AS $$
+DECLARE st text; msg text; det text; hint text;
+BEGIN
+    EXECUTE q;
+    RETURN 'no error';
+EXCEPTION WHEN others THEN
+    GET STACKED DIAGNOSTICS st = RETURNED_SQLSTATE, msg = MESSAGE_TEXT,
+                            det = PG_EXCEPTION_DETAIL, hint = PG_EXCEPTION_HINT;
+    RETURN st || ': ' || regexp_replace(msg, '\d+', 'N', 'g')
+           || coalesce(' | detail: ' || nullif(det, ''), '') || coalesce(' | hint: ' || nullif(hint, ''), '');
+END $$;
+
+-- No jitter and a 1 s base so the backoff schedule is exact: 1 s, 2 s, 4 s.
+SELECT queue, max_attempts, base, cap, jitter
+  FROM syncguard.queue_configure('mail', max_attempts => 4, base => '1 second', jitter => 0);
+
+SELECT syncguard.enqueue('mail', '{"to": "ann"}') AS j1 \gset
+SELECT syncguard.enqueue('mail', '{"to": "bob"}', dedupe_key => 'bob') AS j2 \gset
+-- The same dedupe key while bob's job is live: no second job, the same id.
+SELECT syncguard.enqueue('mail', '{"to": "bob", "again": true}', dedupe_key => 'bob') = :j2 AS deduplicated;
+-- The key is per queue.
+SELECT syncguard.enqueue('sms', '{"to": "bob"}', dedupe_key => 'bob') <> :j2 AS other_queue_other_job;
+-- A delayed job is not due yet.
+SELECT syncguard.enqueue('mail', '{"to": "cid"}', delay => '1 hour') AS j3 \gset
+SELECT queue, depth, ready, in_flight, failed, dead FROM syncguard.queue_stats
+ WHERE queue IN ('mail', 'sms') ORDER BY queue;
+
+-- dequeue hands out due jobs, oldest first, at most n.
+SELECT job_id = :j1 AS is_j1, payload, attempt, dedupe_key, last_error FROM syncguard.dequeue('mail', 1);
+SELECT job_id = :j2 AS is_j2, payload, attempt, dedupe_key FROM syncguard.dequeue('mail', 10, '1 hour');
+-- Leased and delayed jobs are not handed out.
+SELECT count(*) AS nothing_due FROM syncguard.dequeue('mail', 10);
+SELECT depth, ready, in_flight FROM syncguard.queue_stats WHERE queue = 'mail';
+
+-- ack deletes; a second ack is an error, as is an ack at the wrong attempt.
+SELECT pg_temp.err(format('SELECT syncguard.ack(%s, 2)', :j1));
+SELECT syncguard.ack(:j1, 1);
+SELECT pg_temp.err(format('SELECT syncguard.ack(%s)', :j1));
+
+-- nack: due again after backoff_delay(attempt) = 1 s, 2 s, 4 s; dead at the 4th.
+SELECT state, attempts, retry_at - clock_timestamp() BETWEEN interval '0.9 s' AND interval '1 s' AS after_1s
+  FROM syncguard.nack(:j2, 'SMTP 451');
+SELECT depth, ready, in_flight, failed FROM syncguard.queue_stats WHERE queue = 'mail';
+-- Make it due now (as if the second had passed) and fail it again.
+UPDATE syncguard.queue_jobs SET visible_at = now() WHERE job_id = :j2;
+SELECT attempt, last_error FROM syncguard.dequeue('mail');
+SELECT state, attempts, retry_at - clock_timestamp() BETWEEN interval '1.9 s' AND interval '2 s' AS after_2s
+  FROM syncguard.nack(:j2, 'SMTP 451 again');
+UPDATE syncguard.queue_jobs SET visible_at = now() WHERE job_id = :j2;
+SELECT attempt FROM syncguard.dequeue('mail');
+SELECT state, attempts, retry_at - clock_timestamp() BETWEEN interval '3.9 s' AND interval '4 s' AS after_4s
+  FROM syncguard.nack(:j2, 'SMTP 451 once more');
+UPDATE syncguard.queue_jobs SET visible_at = now() WHERE job_id = :j2;
+SELECT attempt FROM syncguard.dequeue('mail');
+SELECT state, attempts, retry_at FROM syncguard.nack(:j2, 'SMTP 550 mailbox full');
+-- Dead: listed in dead_letters, raised in sync_alerts, never handed out.
+SELECT job_id = :j2 AS is_j2, payload, dedupe_key, attempts, last_error FROM syncguard.dead_letters WHERE queue = 'mail';
+SELECT count(*) AS nothing_due FROM syncguard.dequeue('mail', 10);
+SELECT kind, name, alert, detail FROM syncguard.sync_alerts WHERE name = 'mail';
+-- A dead job no longer holds its dedupe key.
+SELECT syncguard.enqueue('mail', '{"to": "bob", "new": true}', dedupe_key => 'bob') AS j4 \gset
+SELECT :j4 <> :j2 AS new_job;
+-- ... so requeueing the dead one is skipped while the live one exists.
+SELECT syncguard.requeue_dead('mail') AS requeued_while_key_taken;
+SELECT job_id = :j4 AS is_j4, attempt FROM syncguard.dequeue('mail');
+SELECT syncguard.ack(:j4);
+SELECT syncguard.requeue_dead('mail', ARRAY[:j2]) AS requeued;
+SELECT job_id = :j2 AS is_j2, attempt, last_error FROM syncguard.dequeue('mail');
+SELECT count(*) AS dead_left FROM syncguard.dead_letters WHERE queue = 'mail';
+
+-- A non-retryable failure goes straight to dead letters; purge_dead removes them.
+SELECT state, attempts FROM syncguard.nack(:j2, 'invalid address', retryable => false);
+SELECT syncguard.purge_dead('mail', '1 hour') AS purged_too_young, syncguard.purge_dead('mail') AS purged;
+
+-- A lease that expires makes the job due again; the late consumer's ack at
+-- its old attempt is refused, the new consumer's goes through.
+SELECT syncguard.enqueue('mail', '{"to": "dee"}') AS j5 \gset
+SELECT attempt FROM syncguard.dequeue('mail', 1, '10 milliseconds');
+SELECT pg_sleep(0.05);
+SELECT job_id = :j5 AS is_j5, attempt FROM syncguard.dequeue('mail');
+SELECT pg_temp.err(format('SELECT syncguard.ack(%s, 1)', :j5));
+SELECT syncguard.ack(:j5, 2);
+
+-- Backlog alert: a due job waiting longer than max_job_age.
+SELECT (syncguard.queue_configure('slow', max_job_age => '1 minute')).max_job_age;
+SELECT syncguard.enqueue('slow', '{}') AS s1 \gset
+UPDATE syncguard.queue_jobs SET visible_at = now() - interval '5 minutes',
+                                enqueued_at = now() - interval '5 minutes' WHERE job_id = :s1;
+SELECT queue, depth, ready, date_trunc('minute', oldest_job_age) AS oldest_job_age, backlog_alert
+  FROM syncguard.queue_stats WHERE queue = 'slow';
+SELECT kind, name, alert, regexp_replace(detail, 'waited [^ ]+', 'waited <age>') AS detail
+  FROM syncguard.sync_alerts WHERE name = 'slow';
+
+-- Errors.
+SELECT pg_temp.err($$SELECT syncguard.enqueue(NULL, '{}')$$);
+SELECT pg_temp.err($$SELECT syncguard.enqueue('', '{}')$$);
+SELECT pg_temp.err($$SELECT syncguard.enqueue('q', NULL)$$);
+SELECT pg_temp.err($$SELECT syncguard.enqueue('q', '{}', delay => '-1 s')$$);
+SELECT pg_temp.err($$SELECT * FROM syncguard.dequeue('q', 0)$$);
+SELECT pg_temp.err($$SELECT * FROM syncguard.dequeue('q', 1, '0')$$);
+SELECT pg_temp.err($$SELECT * FROM syncguard.dequeue(NULL)$$);
+SELECT pg_temp.err($$SELECT syncguard.ack(NULL)$$);
+SELECT pg_temp.err($$SELECT syncguard.ack(-1)$$);
+SELECT pg_temp.err($$SELECT * FROM syncguard.nack(-1, 'x')$$);
+SELECT pg_temp.err($$SELECT * FROM syncguard.nack(1, 'x', retryable => NULL)$$);
+SELECT pg_temp.err(format('SELECT * FROM syncguard.nack(%s, %L)', :j3, 'not leased'));
+SELECT pg_temp.err($$SELECT syncguard.queue_configure('mail', max_attempts => 0)$$);
+SELECT pg_temp.err($$SELECT syncguard.queue_configure('mail', jitter => 2)$$);
+SELECT pg_temp.err($$SELECT syncguard.requeue_dead(NULL)$$);
