@@ -5,6 +5,7 @@ use pgrx::prelude::*;
 
 mod errors;
 mod idempotency;
+mod invariants;
 mod jsonb_arg;
 pub mod merge;
 mod merge_sql;
@@ -12,6 +13,7 @@ mod protect;
 mod regclass;
 mod table_info;
 mod upsert;
+mod worker;
 pub mod write_policy;
 
 #[cfg(any(test, feature = "pg_test"))]
@@ -25,6 +27,8 @@ pub extern "C-unwind" fn _PG_init() {
     protect::init_gucs();
     table_info::init();
     upsert::init();
+    worker::init_gucs();
+    worker::register();
 }
 
 /// The version of the loaded shared library (the SQL-level version is in
