@@ -146,7 +146,7 @@ LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    view_name text := format('syncguard_invariants.%I', name);
+    view_name text;
     stmt text;
     view_owner oid;
     owner text := current_user;
@@ -183,6 +183,7 @@ BEGIN
             HINT = 'A superuser lets a role define invariants with GRANT CREATE ON SCHEMA syncguard_invariants TO role.';
     END IF;
 
+    view_name := format('syncguard_invariants.%I', name);
     -- One definition of a name at a time.
     PERFORM pg_advisory_xact_lock(hashtext('syncguard.invariant'), hashtext(name));
     -- The view tells who owns the name (the registry hides other roles' rows).
@@ -202,19 +203,19 @@ BEGIN
 
     stmt := syncguard.invariant_query_text(query);
     -- First the query alone, to check its columns; then with the grace
-    -- period, written so that the planner pushes `since < now() - grace` into
-    -- the query (an index on the column behind since serves it).
-    PERFORM set_config('search_path', define_invariant.search_path, true);
+    -- period, written so that the planner pushes `since < now() - grace`
+    -- into the query (an index on the column behind since serves it). Both
+    -- under the caller's search_path, for the names in the query.
     BEGIN
+        PERFORM set_config('search_path', define_invariant.search_path, true);
         EXECUTE format(E'CREATE VIEW %s AS SELECT * FROM (\n%s\n) AS violation', view_name, stmt);
+        PERFORM set_config('search_path', 'pg_catalog, pg_temp', true);
     EXCEPTION WHEN others THEN
         GET STACKED DIAGNOSTICS st = RETURNED_SQLSTATE, msg = MESSAGE_TEXT;
         RAISE EXCEPTION USING ERRCODE = st,
             MESSAGE = format('invariant %L: invalid query: %s', name, msg),
             HINT = 'The query must be one SELECT returning the violating rows, with columns entity and since (timestamptz).';
     END;
-    PERFORM set_config('search_path', 'pg_catalog, pg_temp', true);
-
     IF NOT EXISTS (SELECT 1 FROM pg_attribute a
                     WHERE a.attrelid = view_name::regclass AND a.attname = 'entity' AND a.attnum > 0) THEN
         RAISE EXCEPTION USING ERRCODE = '42703',
@@ -234,9 +235,11 @@ BEGIN
             MESSAGE = format('invariant %L: column since is %s, not timestamp with time zone', name, since_type),
             HINT = 'Cast it in the query (since::timestamptz); an index then needs the same expression.';
     END IF;
+    PERFORM set_config('search_path', define_invariant.search_path, true);
     EXECUTE format(E'CREATE OR REPLACE VIEW %s AS SELECT * FROM (\n%s\n) AS violation\n'
-                   ' WHERE violation.since OPERATOR(pg_catalog.<) pg_catalog.now() OPERATOR(pg_catalog.-) %L::interval',
+                   ' WHERE violation.since OPERATOR(pg_catalog.<) (pg_catalog.now() OPERATOR(pg_catalog.-) %L::pg_catalog.interval)',
                    view_name, stmt, grace);
+    PERFORM set_config('search_path', 'pg_catalog, pg_temp', true);
     IF owner <> current_user THEN
         EXECUTE format('ALTER VIEW %s OWNER TO %I', view_name, owner);
     END IF;
