@@ -172,11 +172,7 @@ fn invariant_query_text(query: &str) -> String {
             0 => query.len(),
             len => start + len as usize,
         };
-        query
-            .get(start..end)
-            .unwrap_or(query)
-            .trim()
-            .to_string()
+        query.get(start..end).unwrap_or(query).trim().to_string()
     }
 }
 

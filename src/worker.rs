@@ -98,7 +98,10 @@ pub extern "C-unwind" fn syncguard_worker_main(_arg: pg_sys::Datum) {
     // SAFETY: the handlers of a regular backend: SIGHUP marks the settings
     // for reloading, SIGTERM (die) ends the process at the next interrupt check.
     unsafe {
-        pg_sys::pqsignal(pg_sys::SIGHUP as i32, Some(handlers::SignalHandlerForConfigReload));
+        pg_sys::pqsignal(
+            pg_sys::SIGHUP as i32,
+            Some(handlers::SignalHandlerForConfigReload),
+        );
         pg_sys::pqsignal(pg_sys::SIGTERM as i32, Some(handlers::die));
         pg_sys::BackgroundWorkerUnblockSignals();
     }
