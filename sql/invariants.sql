@@ -73,7 +73,7 @@ CREATE TABLE syncguard.violations (
     last_seen   timestamptz NOT NULL,
     count       integer     NOT NULL DEFAULT 1,
     resolved_at timestamptz
-);
+) WITH (fillfactor = 90);  -- room for HOT updates: a check moves last_seen and count of every open episode
 -- At most one open episode per entity; also the lookup of every check.
 CREATE UNIQUE INDEX violations_open ON syncguard.violations (invariant, entity) WHERE resolved_at IS NULL;
 CREATE INDEX violations_invariant ON syncguard.violations (invariant, first_seen);
