@@ -9,12 +9,14 @@
 -- SECURITY INVOKER, so an invariant sees the events of its owner.
 
 CREATE TABLE syncguard.entity_events (
-    id         bigint      GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    id         bigint      GENERATED ALWAYS AS IDENTITY,
     entity     text        NOT NULL,
     kind       text        NOT NULL,
     at         timestamptz NOT NULL DEFAULT clock_timestamp(),
     data       jsonb,
-    owner_role text        NOT NULL DEFAULT current_user
+    owner_role text        NOT NULL DEFAULT current_user,
+    -- Citus: distribute by entity; the key contains it.
+    PRIMARY KEY (entity, id)
 );
 CREATE INDEX entity_events_entity ON syncguard.entity_events (entity, at);
 COMMENT ON TABLE syncguard.entity_events IS
