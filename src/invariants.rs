@@ -145,7 +145,8 @@ fn role_name(role: pg_sys::Oid) -> String {
 /// The text of the single `SELECT` statement in `query`, without the
 /// trailing semicolon and comments around it. A syntax error is the
 /// parser's (`42601`); anything but exactly one `SELECT` is `42601` too.
-#[pg_extern(immutable, strict, parallel_safe)]
+/// STABLE: parsing depends on settings (standard_conforming_strings).
+#[pg_extern(stable, strict, parallel_safe)]
 fn invariant_query_text(query: &str) -> String {
     let bad = |what: String| -> ! {
         raise(

@@ -76,6 +76,10 @@ SELECT pg_temp.err($$SELECT syncguard.define_invariant('bad', 'SELECT id AS enti
 SELECT pg_temp.err($$SELECT syncguard.define_invariant('bad', 'SELECT id AS entity, name AS since FROM inv_products')$$);
 SELECT pg_temp.err($$SELECT syncguard.define_invariant('bad', 'SELECT id AS entity, cancelled_at::timestamp AS since FROM inv_products')$$);
 SELECT pg_temp.err($$SELECT syncguard.define_invariant('bad', 'SELECT id AS entity, cancelled_at AS since INTO inv_copy FROM inv_products')$$);
+-- Comments around the query and a trailing semicolon are fine; the statement is kept.
+SELECT syncguard.define_invariant('commented', E'-- leading\nSELECT 1 AS entity, now() - interval ''1 day'' AS since -- trailing\n;');
+SELECT query, (SELECT count(*) FROM syncguard_invariants.commented) AS violations FROM syncguard.invariants WHERE name = 'commented';
+SELECT syncguard.drop_invariant('commented');
 SELECT count(*) AS invariants FROM syncguard.invariants;
 SELECT count(*) AS views FROM pg_class WHERE relnamespace = 'syncguard_invariants'::regnamespace;
 
