@@ -70,3 +70,4 @@ SELECT syncguard.jsonb_deep_merge_agg(payload ORDER BY received) AS current_stat
                (3, '{"customer": {"email": "c@example.com"}}')) AS events(received, payload);
 \ir protect.sql
 \ir idempotency.sql
+\ir invariants.sql

@@ -5,6 +5,7 @@ use pgrx::prelude::*;
 
 mod errors;
 mod idempotency;
+mod invariants;
 mod jsonb_arg;
 pub mod merge;
 mod merge_sql;
@@ -13,6 +14,7 @@ mod regclass;
 mod sync;
 mod table_info;
 mod upsert;
+mod worker;
 pub mod write_policy;
 
 #[cfg(any(test, feature = "pg_test"))]
@@ -26,6 +28,8 @@ pub extern "C-unwind" fn _PG_init() {
     protect::init_gucs();
     table_info::init();
     upsert::init();
+    worker::init_gucs();
+    worker::register();
 }
 
 /// The version of the loaded shared library (the SQL-level version is in

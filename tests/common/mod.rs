@@ -41,11 +41,19 @@ pub struct TestCluster {
     bindir: PathBuf,
     port: u16,
     postmaster: Option<Child>,
+    /// Extra server settings (`-c name=value`), kept across restarts.
+    settings: Vec<String>,
 }
 
 impl TestCluster {
     /// initdb a new cluster and start it.
     pub fn new() -> Self {
+        Self::with_settings(&[])
+    }
+
+    /// initdb a new cluster and start it with extra server settings, e.g.
+    /// `[("shared_preload_libraries", "syncguard")]`.
+    pub fn with_settings(settings: &[(&str, &str)]) -> Self {
         let bindir = PathBuf::from(pg_config("--bindir"));
         let dir = PathBuf::from(
             run_ok(as_postgres("mktemp").args(["-d", "/tmp/syncguard-test.XXXXXX"])).trim(),
@@ -77,6 +85,7 @@ impl TestCluster {
             bindir,
             port: free_port(),
             postmaster: None,
+            settings: settings.iter().map(|(k, v)| format!("{k}={v}")).collect(),
         };
         cluster.start();
         cluster
@@ -155,6 +164,7 @@ impl TestCluster {
                     "-c",
                     "logging_collector=off",
                 ])
+                .args(self.settings.iter().flat_map(|s| ["-c", s.as_str()]))
                 .stdin(Stdio::null())
                 .stdout(log.try_clone().expect("server log"))
                 .stderr(log)
@@ -185,8 +195,9 @@ impl TestCluster {
     }
 
     /// Clean shutdown (fast mode: running transactions are rolled back).
-    pub fn stop(&mut self) {
-        self.pg_ctl_stop("fast");
+    /// False when the server did not stop by itself and had to be killed.
+    pub fn stop(&mut self) -> bool {
+        self.pg_ctl_stop("fast")
     }
 
     pub fn restart(&mut self) {
@@ -271,6 +282,26 @@ impl TestCluster {
         String::from_utf8_lossy(bytes.get(offset as usize..).unwrap_or_default()).into_owned()
     }
 
+    /// The whole server log so far.
+    pub fn log_text(&self) -> String {
+        self.log_since(0)
+    }
+
+    /// Run a client program of the server's bindir (`pg_dump`, `pg_restore`,
+    /// `createdb`, ...) as postgres against this server; panics if it fails,
+    /// returns its stdout.
+    pub fn run_tool(&self, tool: &str, args: &[&str]) -> String {
+        run_ok(
+            as_postgres(self.bindir.join(tool))
+                .arg("-h")
+                .arg(&self.dir)
+                .arg("-p")
+                .arg(self.port.to_string())
+                .args(["-U", "postgres"])
+                .args(args),
+        )
+    }
+
     /// The last lines of the server log, for failure messages.
     pub fn log_tail(&self) -> String {
         let text = fs::read_to_string(&self.log).unwrap_or_default();
@@ -306,9 +337,9 @@ impl TestCluster {
         }
     }
 
-    fn pg_ctl_stop(&mut self, mode: &str) {
+    fn pg_ctl_stop(&mut self, mode: &str) -> bool {
         let Some(mut child) = self.postmaster.take() else {
-            return;
+            return true;
         };
         let status = as_postgres(self.bindir.join("pg_ctl"))
             .arg("stop")
@@ -317,10 +348,12 @@ impl TestCluster {
             .args(["-m", mode, "-w", "-t", "60"])
             .stdout(Stdio::null())
             .status();
-        if !matches!(status, Ok(s) if s.success()) {
+        let stopped = matches!(status, Ok(s) if s.success());
+        if !stopped {
             let _ = child.kill();
         }
         let _ = child.wait();
+        stopped
     }
 
     fn signal(&self, pid: u32, signal: &str) {

@@ -1,0 +1,518 @@
+-- Invariant checks (README, "Invariant checks"): the registry, one view per
+-- invariant in schema syncguard_invariants, check_invariants with its runs,
+-- violation episodes and alerts, drop_invariant and audit. Loaded by
+-- src/invariants.rs after the Rust functions it calls. Every object is
+-- schema-qualified and every function pins search_path = pg_catalog, pg_temp.
+--
+-- Privileges. Defining an invariant creates its view, so it takes CREATE on
+-- schema syncguard_invariants: superusers have it, a superuser grants it to
+-- the roles that may define invariants. An invariant belongs to the role that
+-- defined it (owner_role; the view is that role's too). The functions are
+-- SECURITY INVOKER and the tables are granted to PUBLIC under row-level
+-- security: a role sees, checks and drops its own invariants and their
+-- history. A check always runs as the invariant's owner, in a
+-- security-restricted context (syncguard.invariant_check_enter), whoever runs
+-- it: a superuser's check_invariants() or the background worker reads no
+-- table through an invariant that its owner could not read.
+
+CREATE SCHEMA syncguard_invariants;
+COMMENT ON SCHEMA syncguard_invariants IS
+    'syncguard: one view per invariant, showing its violations past the grace period';
+GRANT USAGE ON SCHEMA syncguard_invariants TO PUBLIC;
+
+CREATE TABLE syncguard.invariants (
+    name              text        PRIMARY KEY CHECK (octet_length(name) BETWEEN 1 AND 63),
+    owner_role        text        NOT NULL DEFAULT current_user,
+    query             text        NOT NULL,
+    grace             interval    NOT NULL DEFAULT '0' CHECK (grace >= interval '0'),
+    severity          text        NOT NULL DEFAULT 'error'
+                      CHECK (severity IN ('critical', 'error', 'warning', 'info')),
+    remediation       text,
+    description       text,
+    schedule          interval    NOT NULL DEFAULT '5 minutes' CHECK (schedule >= interval '1 second'),
+    statement_timeout interval    NOT NULL DEFAULT '1 minute'
+                      CHECK (statement_timeout BETWEEN interval '1 millisecond' AND interval '24 hours'),
+    enabled           boolean     NOT NULL DEFAULT true,
+    created_at        timestamptz NOT NULL DEFAULT now(),
+    updated_at        timestamptz NOT NULL DEFAULT now(),
+    last_run_at       timestamptz,
+    last_status       text        CHECK (last_status IN ('ok', 'violating', 'errored')),
+    last_error        text
+);
+COMMENT ON TABLE syncguard.invariants IS
+    'syncguard invariants: use syncguard.define_invariant / drop_invariant; the view of each is syncguard_invariants.<name>';
+
+-- One row per check. violations is NULL when the check errored.
+CREATE TABLE syncguard.invariant_runs (
+    id           bigint      GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    invariant    text        NOT NULL,
+    owner_role   text        NOT NULL,
+    started_at   timestamptz NOT NULL,
+    finished_at  timestamptz NOT NULL,
+    status       text        NOT NULL CHECK (status IN ('ok', 'violating', 'errored')),
+    violations   integer,
+    new_episodes integer     NOT NULL DEFAULT 0,
+    resolved     integer     NOT NULL DEFAULT 0,
+    sqlstate     text,
+    error        text
+);
+CREATE INDEX invariant_runs_invariant ON syncguard.invariant_runs (invariant, started_at);
+CREATE INDEX invariant_runs_started ON syncguard.invariant_runs (started_at);
+COMMENT ON TABLE syncguard.invariant_runs IS 'syncguard: one row per invariant check';
+
+-- Episodes: an entity that keeps violating stays one row (last_seen and
+-- count move on); when a check no longer returns it, resolved_at is set; a
+-- new violation of the same entity opens a new row.
+CREATE TABLE syncguard.violations (
+    id          bigint      GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    invariant   text        NOT NULL,
+    owner_role  text        NOT NULL,
+    entity      text        NOT NULL,
+    since       timestamptz NOT NULL,
+    first_seen  timestamptz NOT NULL,
+    last_seen   timestamptz NOT NULL,
+    count       integer     NOT NULL DEFAULT 1,
+    resolved_at timestamptz
+) WITH (fillfactor = 90);  -- room for HOT updates: a check moves last_seen and count of every open episode
+-- At most one open episode per entity; also the lookup of every check.
+CREATE UNIQUE INDEX violations_open ON syncguard.violations (invariant, entity) WHERE resolved_at IS NULL;
+CREATE INDEX violations_invariant ON syncguard.violations (invariant, first_seen);
+COMMENT ON TABLE syncguard.violations IS
+    'syncguard violation episodes: resolved_at is NULL while the entity still violates';
+
+SELECT pg_catalog.pg_extension_config_dump('syncguard.invariants', '');
+SELECT pg_catalog.pg_extension_config_dump('syncguard.invariant_runs', '');
+SELECT pg_catalog.pg_extension_config_dump('syncguard.violations', '');
+SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('syncguard.invariant_runs', 'id'), '');
+SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('syncguard.violations', 'id'), '');
+
+ALTER TABLE syncguard.invariants ENABLE ROW LEVEL SECURITY;
+ALTER TABLE syncguard.invariant_runs ENABLE ROW LEVEL SECURITY;
+ALTER TABLE syncguard.violations ENABLE ROW LEVEL SECURITY;
+CREATE POLICY invariants_own ON syncguard.invariants
+    USING (owner_role = current_user) WITH CHECK (owner_role = current_user);
+CREATE POLICY invariant_runs_own ON syncguard.invariant_runs
+    USING (owner_role = current_user) WITH CHECK (owner_role = current_user);
+CREATE POLICY violations_own ON syncguard.violations
+    USING (owner_role = current_user) WITH CHECK (owner_role = current_user);
+GRANT SELECT, INSERT, UPDATE, DELETE ON syncguard.invariants, syncguard.invariant_runs, syncguard.violations TO PUBLIC;
+
+-- The NOTIFY payload on channel syncguard_alerts: a JSON object with kind
+-- (new_episode | check_error), invariant, severity, entity, since,
+-- remediation and error. NOTIFY takes less than 8000 bytes: the long texts
+-- are cut (and "truncated": true added) until it fits.
+CREATE FUNCTION syncguard.alert_payload(
+    kind text, invariant text, severity text, entity text, since timestamptz,
+    remediation text, error text
+) RETURNS text
+LANGUAGE plpgsql STABLE PARALLEL SAFE  -- STABLE: timestamptz output follows TimeZone
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    lim integer := NULL;
+    payload text;
+BEGIN
+    LOOP
+        payload := jsonb_build_object(
+            'kind', kind, 'invariant', invariant, 'severity', severity,
+            'entity', CASE WHEN lim IS NULL THEN entity ELSE left(entity, lim) END,
+            'since', since,
+            'remediation', CASE WHEN lim IS NULL THEN remediation ELSE left(remediation, lim) END,
+            'error', CASE WHEN lim IS NULL THEN error ELSE left(error, lim) END)
+            || CASE WHEN lim IS NULL THEN '{}'::jsonb ELSE '{"truncated": true}' END;
+        EXIT WHEN octet_length(payload) < 8000;
+        lim := coalesce(lim, 2000) / 2;
+    END LOOP;
+    RETURN payload;
+END
+$$;
+
+-- Define (or redefine) an invariant. search_path: the caller's, for the
+-- names in query (defaults are evaluated in the caller's context, before the
+-- function's own search_path applies).
+CREATE FUNCTION syncguard.define_invariant(
+    name text,
+    query text,
+    grace interval DEFAULT '0',
+    severity text DEFAULT 'error',
+    remediation text DEFAULT NULL,
+    description text DEFAULT NULL,
+    schedule interval DEFAULT '5 minutes',
+    statement_timeout interval DEFAULT '1 minute',
+    enabled boolean DEFAULT true,
+    search_path text DEFAULT pg_catalog.current_setting('search_path')
+) RETURNS regclass
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    view_name text;
+    stmt text;
+    view_owner oid;
+    owner text := current_user;
+    since_type regtype;
+    st text;
+    msg text;
+BEGIN
+    IF name IS NULL OR query IS NULL OR grace IS NULL OR severity IS NULL OR schedule IS NULL
+       OR statement_timeout IS NULL OR enabled IS NULL THEN
+        RAISE EXCEPTION USING ERRCODE = '22004',
+            MESSAGE = 'define_invariant: name, query, grace, severity, schedule, statement_timeout and enabled must not be NULL',
+            HINT = 'Leave out an argument to take its default.';
+    END IF;
+    IF octet_length(name) NOT BETWEEN 1 AND 63 THEN
+        RAISE EXCEPTION USING ERRCODE = '22023',
+            MESSAGE = format('invariant name must be 1 to 63 bytes long, got %s bytes', octet_length(name)),
+            HINT = 'The name is also the name of the invariant''s view in schema syncguard_invariants.';
+    END IF;
+    IF severity NOT IN ('critical', 'error', 'warning', 'info') THEN
+        RAISE EXCEPTION USING ERRCODE = '22023',
+            MESSAGE = format('invariant %L: unknown severity %L', name, severity),
+            HINT = 'Use critical, error, warning or info.';
+    END IF;
+    IF grace < interval '0' OR schedule < interval '1 second'
+       OR statement_timeout NOT BETWEEN interval '1 millisecond' AND interval '24 hours' THEN
+        RAISE EXCEPTION USING ERRCODE = '22023',
+            MESSAGE = format('invariant %L: grace %s, schedule %s or statement_timeout %s out of range',
+                             name, grace, schedule, statement_timeout),
+            HINT = 'grace must not be negative, schedule at least 1 second, statement_timeout between 1 ms and 24 hours.';
+    END IF;
+    IF NOT has_schema_privilege('syncguard_invariants', 'CREATE') THEN
+        RAISE EXCEPTION USING ERRCODE = '42501',
+            MESSAGE = format('permission denied to define invariant %L: no CREATE on schema syncguard_invariants', name),
+            HINT = 'A superuser lets a role define invariants with GRANT CREATE ON SCHEMA syncguard_invariants TO role.';
+    END IF;
+
+    view_name := format('syncguard_invariants.%I', name);
+    -- One definition of a name at a time.
+    PERFORM pg_advisory_xact_lock(hashtext('syncguard.invariant'), hashtext(name));
+    -- The view tells who owns the name (the registry hides other roles' rows).
+    SELECT c.relowner INTO view_owner
+      FROM pg_class c
+     WHERE c.relnamespace = 'syncguard_invariants'::regnamespace AND c.relname = define_invariant.name;
+    IF FOUND THEN
+        IF NOT (view_owner = (SELECT r.oid FROM pg_roles r WHERE r.rolname = current_user)
+                OR (SELECT r.rolsuper FROM pg_roles r WHERE r.rolname = current_user)) THEN
+            RAISE EXCEPTION USING ERRCODE = '42501',
+                MESSAGE = format('invariant %L belongs to role %s', name, view_owner::regrole),
+                HINT = 'Only its owner (or a superuser) redefines or drops an invariant; choose another name.';
+        END IF;
+        owner := pg_get_userbyid(view_owner);   -- a superuser's redefinition keeps the owner
+        EXECUTE format('DROP VIEW %s', view_name);
+    END IF;
+
+    stmt := syncguard.invariant_query_text(query);
+    -- First the query alone, to check its columns; then with the grace
+    -- period, written so that the planner pushes `since < now() - grace`
+    -- into the query (an index on the column behind since serves it). Both
+    -- under the caller's search_path, for the names in the query.
+    BEGIN
+        PERFORM set_config('search_path', define_invariant.search_path, true);
+        EXECUTE format(E'CREATE VIEW %s AS SELECT * FROM (\n%s\n) AS violation', view_name, stmt);
+        PERFORM set_config('search_path', 'pg_catalog, pg_temp', true);
+    EXCEPTION WHEN others THEN
+        GET STACKED DIAGNOSTICS st = RETURNED_SQLSTATE, msg = MESSAGE_TEXT;
+        RAISE EXCEPTION USING ERRCODE = st,
+            MESSAGE = format('invariant %L: invalid query: %s', name, msg),
+            HINT = 'The query must be one SELECT returning the violating rows, with columns entity and since (timestamptz).';
+    END;
+    IF NOT EXISTS (SELECT 1 FROM pg_attribute a
+                    WHERE a.attrelid = view_name::regclass AND a.attname = 'entity' AND a.attnum > 0) THEN
+        RAISE EXCEPTION USING ERRCODE = '42703',
+            MESSAGE = format('invariant %L: the query returns no column named entity', name),
+            HINT = 'Return the violating record''s identity as entity, e.g. SELECT id AS entity, ....';
+    END IF;
+    SELECT a.atttypid::regtype INTO since_type
+      FROM pg_attribute a
+     WHERE a.attrelid = view_name::regclass AND a.attname = 'since' AND a.attnum > 0;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION USING ERRCODE = '42703',
+            MESSAGE = format('invariant %L: the query returns no column named since', name),
+            HINT = 'Return when the record became inconsistent as since (timestamptz), e.g. cancelled_at AS since.';
+    END IF;
+    IF since_type <> 'timestamptz'::regtype THEN
+        RAISE EXCEPTION USING ERRCODE = '42804',
+            MESSAGE = format('invariant %L: column since is %s, not timestamp with time zone', name, since_type),
+            HINT = 'Cast it in the query (since::timestamptz); an index then needs the same expression.';
+    END IF;
+    PERFORM set_config('search_path', define_invariant.search_path, true);
+    EXECUTE format(E'CREATE OR REPLACE VIEW %s AS SELECT * FROM (\n%s\n) AS violation\n'
+                   ' WHERE violation.since OPERATOR(pg_catalog.<) (pg_catalog.now() OPERATOR(pg_catalog.-) %L::pg_catalog.interval)',
+                   view_name, stmt, grace);
+    PERFORM set_config('search_path', 'pg_catalog, pg_temp', true);
+    IF owner <> current_user THEN
+        EXECUTE format('ALTER VIEW %s OWNER TO %I', view_name, owner);
+    END IF;
+    EXECUTE format('COMMENT ON VIEW %s IS %L', view_name,
+                   coalesce(description, 'violations of invariant ' || name) || ' (syncguard invariant)');
+
+    INSERT INTO syncguard.invariants AS i
+           (name, owner_role, query, grace, severity, remediation, description, schedule,
+            statement_timeout, enabled)
+    VALUES (define_invariant.name, owner, stmt, define_invariant.grace, define_invariant.severity,
+            define_invariant.remediation, define_invariant.description, define_invariant.schedule,
+            define_invariant.statement_timeout, define_invariant.enabled)
+    ON CONFLICT ON CONSTRAINT invariants_pkey DO UPDATE
+       SET query = excluded.query, grace = excluded.grace, severity = excluded.severity,
+           remediation = excluded.remediation, description = excluded.description,
+           schedule = excluded.schedule, statement_timeout = excluded.statement_timeout,
+           enabled = excluded.enabled, updated_at = now();
+    RETURN view_name::regclass;
+END
+$$;
+
+-- Drop an invariant and its view. keep_history: its runs and episodes stay
+-- (open episodes are closed at the time of the drop); otherwise they go too.
+CREATE FUNCTION syncguard.drop_invariant(name text, keep_history boolean DEFAULT true)
+RETURNS boolean
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF name IS NULL OR keep_history IS NULL THEN
+        RAISE EXCEPTION USING ERRCODE = '22004',
+            MESSAGE = 'drop_invariant: name and keep_history must not be NULL',
+            HINT = 'Pass the invariant''s name.';
+    END IF;
+    PERFORM pg_advisory_xact_lock(hashtext('syncguard.invariant'), hashtext(name));
+    DELETE FROM syncguard.invariants i WHERE i.name = drop_invariant.name;
+    IF NOT FOUND THEN
+        RETURN false;
+    END IF;
+    EXECUTE format('DROP VIEW IF EXISTS syncguard_invariants.%I', name);
+    IF keep_history THEN
+        UPDATE syncguard.violations v SET resolved_at = now()
+         WHERE v.invariant = drop_invariant.name AND v.resolved_at IS NULL;
+    ELSE
+        DELETE FROM syncguard.violations v WHERE v.invariant = drop_invariant.name;
+        DELETE FROM syncguard.invariant_runs r WHERE r.invariant = drop_invariant.name;
+    END IF;
+    RETURN true;
+END
+$$;
+
+-- Run one invariant's check: its view's rows (past the grace period) become
+-- episodes; recorded in invariant_runs, new episodes and a check that starts
+-- erroring are notified on syncguard_alerts. The query runs in a
+-- subtransaction, as the invariant's owner, under its own statement timeout:
+-- an error or a timeout is recorded as errored, never raised. A cancel
+-- request from the user is not a timeout and is raised.
+CREATE FUNCTION syncguard.run_invariant_check(
+    inv_name text,
+    OUT invariant text, OUT status text, OUT violations integer, OUT new_episodes integer,
+    OUT resolved integer, OUT duration interval, OUT error text
+)
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    inv syncguard.invariants;
+    t0 timestamptz := clock_timestamp();
+    owner oid;
+    entities text[];
+    sinces timestamptz[];
+    st text;
+BEGIN
+    -- Locked: runs of one invariant (and its redefinition) take turns.
+    SELECT * INTO inv FROM syncguard.invariants i WHERE i.name = inv_name FOR UPDATE;
+    IF NOT FOUND THEN
+        RETURN;  -- dropped meanwhile
+    END IF;
+    invariant := inv.name;
+    owner := to_regrole(quote_ident(inv.owner_role));
+    BEGIN
+        IF owner IS NULL THEN
+            RAISE EXCEPTION USING ERRCODE = '42704',
+                MESSAGE = format('the owner of invariant %L, role %s, does not exist', inv.name, inv.owner_role);
+        END IF;
+        PERFORM syncguard.invariant_check_enter(owner, ceil(extract(epoch FROM inv.statement_timeout) * 1000)::integer);
+        EXECUTE format('SELECT coalesce(array_agg(d.entity), ''{}''), coalesce(array_agg(d.since), ''{}'')
+                          FROM (SELECT coalesce(v.entity::text, ''(null)'') AS entity, min(v.since) AS since
+                                  FROM syncguard_invariants.%I AS v GROUP BY 1) AS d', inv.name)
+           INTO entities, sinces;
+        PERFORM syncguard.invariant_check_leave();
+    EXCEPTION
+        WHEN query_canceled THEN
+            IF NOT syncguard.invariant_check_leave() THEN
+                RAISE;
+            END IF;
+            st := '57014';
+            error := format('canceled: the check ran longer than its statement_timeout (%s)', inv.statement_timeout);
+        WHEN others THEN
+            PERFORM syncguard.invariant_check_leave();
+            GET STACKED DIAGNOSTICS st = RETURNED_SQLSTATE, error = MESSAGE_TEXT;
+    END;
+
+    IF st IS NULL THEN
+        violations := cardinality(entities);
+        status := CASE WHEN violations > 0 THEN 'violating' ELSE 'ok' END;
+        WITH cur AS (
+            SELECT c.entity, c.since FROM unnest(entities, sinces) AS c(entity, since)
+        ), seen AS (
+            UPDATE syncguard.violations v
+               SET last_seen = t0, count = v.count + 1, since = c.since
+              FROM cur c
+             WHERE v.invariant = inv.name AND v.resolved_at IS NULL AND v.entity = c.entity
+        ), opened AS (
+            INSERT INTO syncguard.violations (invariant, owner_role, entity, since, first_seen, last_seen)
+            SELECT inv.name, inv.owner_role, c.entity, c.since, t0, t0
+              FROM cur c
+             WHERE NOT EXISTS (SELECT 1 FROM syncguard.violations v
+                                WHERE v.invariant = inv.name AND v.resolved_at IS NULL AND v.entity = c.entity)
+            RETURNING entity, since
+        ), closed AS (
+            UPDATE syncguard.violations v
+               SET resolved_at = t0
+             WHERE v.invariant = inv.name AND v.resolved_at IS NULL
+               AND NOT EXISTS (SELECT 1 FROM cur c WHERE c.entity = v.entity)
+            RETURNING 1
+        ), alerts AS (
+            SELECT pg_notify('syncguard_alerts',
+                             syncguard.alert_payload('new_episode', inv.name, inv.severity, o.entity,
+                                                     o.since, inv.remediation, NULL))
+              FROM opened o
+        )
+        SELECT (SELECT count(*) FROM alerts), (SELECT count(*) FROM closed)
+          INTO new_episodes, resolved;
+    ELSE
+        status := 'errored';
+        new_episodes := 0;
+        resolved := 0;
+        -- Alert when the check starts erroring, not on every run while it keeps erroring.
+        IF inv.last_status IS DISTINCT FROM 'errored' THEN
+            PERFORM pg_notify('syncguard_alerts',
+                              syncguard.alert_payload('check_error', inv.name, inv.severity, NULL, NULL,
+                                                      inv.remediation, error));
+        END IF;
+    END IF;
+
+    duration := clock_timestamp() - t0;
+    INSERT INTO syncguard.invariant_runs
+           (invariant, owner_role, started_at, finished_at, status, violations, new_episodes,
+            resolved, sqlstate, error)
+    VALUES (inv.name, inv.owner_role, t0, t0 + duration, status, violations, new_episodes,
+            resolved, st, error);
+    UPDATE syncguard.invariants i
+       SET last_run_at = t0, last_status = run_invariant_check.status, last_error = run_invariant_check.error
+     WHERE i.name = inv.name;
+END
+$$;
+
+-- Run the checks: every enabled invariant, or the one named (enabled or
+-- not). One row per check, in name order.
+CREATE FUNCTION syncguard.check_invariants(name text DEFAULT NULL)
+RETURNS TABLE (invariant text, status text, violations integer, new_episodes integer,
+               resolved integer, duration interval, error text)
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    n text;
+BEGIN
+    IF name IS NOT NULL AND NOT EXISTS (SELECT 1 FROM syncguard.invariants i WHERE i.name = check_invariants.name) THEN
+        RAISE EXCEPTION USING ERRCODE = '42704',
+            MESSAGE = format('invariant %L does not exist', name),
+            HINT = 'syncguard.audit() lists the invariants you can see.';
+    END IF;
+    FOR n IN SELECT i.name FROM syncguard.invariants i
+              WHERE i.name = check_invariants.name OR (check_invariants.name IS NULL AND i.enabled)
+              ORDER BY i.name LOOP
+        RETURN QUERY SELECT * FROM syncguard.run_invariant_check(n) r WHERE r.invariant IS NOT NULL;
+    END LOOP;
+END
+$$;
+
+-- The enabled invariants whose schedule says they are due: never run, or
+-- last run at least `schedule` ago. The background worker runs each of them
+-- in a transaction of its own.
+CREATE FUNCTION syncguard.due_invariants()
+RETURNS SETOF text
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT i.name FROM syncguard.invariants i
+     WHERE i.enabled AND (i.last_run_at IS NULL OR i.last_run_at + i.schedule <= now())
+     ORDER BY i.last_run_at NULLS FIRST, i.name
+$$;
+
+-- check_invariants for the due invariants only, in one transaction: what a
+-- pg_cron job calls.
+CREATE FUNCTION syncguard.check_due_invariants()
+RETURNS TABLE (invariant text, status text, violations integer, new_episodes integer,
+               resolved integer, duration interval, error text)
+LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT r.* FROM syncguard.due_invariants() AS d(name),
+                    LATERAL syncguard.run_invariant_check(d.name) AS r
+     WHERE r.invariant IS NOT NULL
+$$;
+
+-- One row per invariant, worst first: status (violating, errored, never run,
+-- ok, disabled), then severity, then the number of open violations.
+CREATE FUNCTION syncguard.audit()
+RETURNS TABLE (invariant text, status text, severity text, open_violations bigint,
+               oldest_violation_age interval, last_run timestamptz, last_error text,
+               remediation text)
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT i.name,
+           s.status,
+           i.severity,
+           coalesce(o.open, 0),
+           o.oldest_age,
+           i.last_run_at,
+           i.last_error,
+           i.remediation
+      FROM syncguard.invariants i
+      CROSS JOIN LATERAL (SELECT CASE WHEN NOT i.enabled THEN 'disabled'
+                                      ELSE coalesce(i.last_status, 'never_run') END AS status) s
+      LEFT JOIN LATERAL (
+            -- A since of -infinity (templates that cannot know when) ages from first_seen.
+            SELECT count(*) AS open,
+                   now() - min(CASE WHEN isfinite(v.since) THEN v.since ELSE v.first_seen END) AS oldest_age
+              FROM syncguard.violations v
+             WHERE v.invariant = i.name AND v.resolved_at IS NULL) o ON true
+     ORDER BY array_position(ARRAY['violating', 'errored', 'never_run', 'ok', 'disabled'], s.status),
+              array_position(ARRAY['critical', 'error', 'warning', 'info'], i.severity),
+              coalesce(o.open, 0) DESC,
+              i.name
+$$;
+
+GRANT EXECUTE ON FUNCTION
+    syncguard.alert_payload(text, text, text, text, timestamptz, text, text),
+    syncguard.define_invariant(text, text, interval, text, text, text, interval, interval, boolean, text),
+    syncguard.drop_invariant(text, boolean),
+    syncguard.run_invariant_check(text),
+    syncguard.check_invariants(text),
+    syncguard.due_invariants(),
+    syncguard.check_due_invariants(),
+    syncguard.audit(),
+    syncguard.invariant_query_text(text),
+    syncguard.invariant_check_enter(oid, integer),
+    syncguard.invariant_check_leave()
+    TO PUBLIC;
+
+COMMENT ON FUNCTION syncguard.alert_payload(text, text, text, text, timestamptz, text, text) IS
+    'the JSON payload of a syncguard_alerts notification, cut to fit NOTIFY''s limit';
+COMMENT ON FUNCTION syncguard.define_invariant(text, text, interval, text, text, text, interval, interval, boolean, text) IS
+    'define or replace an invariant: a SELECT returning violating rows (entity, since), and its view';
+COMMENT ON FUNCTION syncguard.drop_invariant(text, boolean) IS
+    'drop an invariant and its view; keep_history keeps its runs and episodes';
+COMMENT ON FUNCTION syncguard.run_invariant_check(text) IS
+    'internal: one check, recorded as a run, episodes and alerts';
+COMMENT ON FUNCTION syncguard.check_invariants(text) IS
+    'run every enabled invariant check (or the one named), each isolated, with its own timeout';
+COMMENT ON FUNCTION syncguard.due_invariants() IS
+    'enabled invariants whose schedule says they are due';
+COMMENT ON FUNCTION syncguard.check_due_invariants() IS
+    'run the due invariant checks (for pg_cron)';
+COMMENT ON FUNCTION syncguard.audit() IS
+    'one row per invariant, worst first: status, open violations, oldest age, remediation';
+COMMENT ON FUNCTION syncguard.invariant_query_text(text) IS
+    'internal: the single SELECT of an invariant query, or an error';
+COMMENT ON FUNCTION syncguard.invariant_check_enter(oid, integer) IS
+    'internal: run as the invariant''s owner under the check''s statement timeout';
+COMMENT ON FUNCTION syncguard.invariant_check_leave() IS
+    'internal: back to the caller''s user and statement timeout; true when the check timed out';

@@ -1,0 +1,217 @@
+//! The background worker: with syncguard in `shared_preload_libraries` it
+//! wakes every `syncguard.worker_interval`, connects to
+//! `syncguard.worker_database`, and there runs the invariant checks that are
+//! due (`syncguard.due_invariants()`), each in a transaction of its own, then
+//! `syncguard.housekeeping()`. A database without the extension is left
+//! alone. The SQL it runs is the same a pg_cron job would call.
+//!
+//! Signals: SIGHUP reloads the settings (a new database name makes the worker
+//! exit, and the postmaster starts it again connected to that database);
+//! SIGTERM is the server's `die`, so a shutdown stops a check in progress at
+//! once instead of waiting for it. An error in one step is logged, its
+//! transaction aborted, and the worker carries on with the next step.
+
+use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder};
+use pgrx::pg_sys::panic::CaughtError;
+use pgrx::prelude::*;
+use pgrx::spi;
+use pgrx::{GucContext, GucFlags, GucRegistry, GucSetting};
+use std::ffi::CString;
+use std::time::Duration;
+
+pub static WORKER_ENABLED: GucSetting<bool> = GucSetting::<bool>::new(true);
+pub static WORKER_DATABASE: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(Some(c"postgres"));
+/// Seconds.
+pub static WORKER_INTERVAL: GucSetting<i32> = GucSetting::<i32>::new(60);
+
+/// When the worker is restarted after it exited on purpose (a new
+/// database) or on an error outside any step (e.g. the database is missing).
+const RESTART_AFTER: Duration = Duration::from_secs(10);
+
+/// The settings exist whether or not the library is preloaded (SIGHUP
+/// context: set them in postgresql.conf or with ALTER SYSTEM, then reload).
+pub fn init_gucs() {
+    GucRegistry::define_bool_guc(
+        c"syncguard.worker_enabled",
+        c"Whether the syncguard background worker runs invariant checks and housekeeping.",
+        c"Takes effect on reload. The worker exists only with syncguard in shared_preload_libraries.",
+        &WORKER_ENABLED,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
+    GucRegistry::define_string_guc(
+        c"syncguard.worker_database",
+        c"The database where the syncguard background worker runs checks and housekeeping.",
+        c"A database without the syncguard extension is left alone.",
+        &WORKER_DATABASE,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"syncguard.worker_interval",
+        c"How often the syncguard background worker wakes up to run due checks and housekeeping.",
+        c"Each invariant runs on its own schedule; this is how often the worker looks.",
+        &WORKER_INTERVAL,
+        1,
+        86_400,
+        GucContext::Sighup,
+        GucFlags::UNIT_S,
+    );
+}
+
+/// Registers the worker when the library is being preloaded (the only time
+/// the postmaster accepts a static background worker).
+pub fn register() {
+    // SAFETY: a flag the postmaster sets while it loads shared_preload_libraries.
+    if !unsafe { pg_sys::process_shared_preload_libraries_in_progress } {
+        return;
+    }
+    BackgroundWorkerBuilder::new("syncguard worker")
+        .set_type("syncguard worker")
+        .set_library("syncguard")
+        .set_function("syncguard_worker_main")
+        .enable_spi_access()
+        .set_restart_time(Some(RESTART_AFTER))
+        .load();
+}
+
+fn database() -> String {
+    WORKER_DATABASE
+        .get()
+        .map(|d| d.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "postgres".into())
+}
+
+/// The server's own signal handlers, as C functions (pgrx binds them as
+/// Rust wrappers, which cannot be installed as handlers).
+mod handlers {
+    extern "C-unwind" {
+        pub fn die(signal: std::ffi::c_int);
+        pub fn SignalHandlerForConfigReload(signal: std::ffi::c_int);
+    }
+}
+
+#[pg_guard]
+#[unsafe(no_mangle)]
+pub extern "C-unwind" fn syncguard_worker_main(_arg: pg_sys::Datum) {
+    // SAFETY: the handlers of a regular backend: SIGHUP marks the settings
+    // for reloading, SIGTERM (die) ends the process at the next interrupt check.
+    unsafe {
+        pg_sys::pqsignal(
+            pg_sys::SIGHUP as i32,
+            Some(handlers::SignalHandlerForConfigReload),
+        );
+        pg_sys::pqsignal(pg_sys::SIGTERM as i32, Some(handlers::die));
+        pg_sys::BackgroundWorkerUnblockSignals();
+    }
+    let db = database();
+    BackgroundWorker::connect_worker_to_spi(Some(&db), None);
+    log!("syncguard worker started in database \"{db}\"");
+
+    loop {
+        let interval = WORKER_INTERVAL.get().max(1) as i64 * 1000;
+        // SAFETY: the standard wait of a background worker; WL_EXIT_ON_PM_DEATH
+        // ends the process if the postmaster dies.
+        unsafe {
+            pg_sys::WaitLatch(
+                pg_sys::MyLatch,
+                (pg_sys::WL_LATCH_SET | pg_sys::WL_TIMEOUT | pg_sys::WL_EXIT_ON_PM_DEATH) as i32,
+                interval,
+                pg_sys::PG_WAIT_EXTENSION,
+            );
+            pg_sys::ResetLatch(pg_sys::MyLatch);
+        }
+        check_for_interrupts!();
+        // SAFETY: ConfigReloadPending is set by the SIGHUP handler.
+        if unsafe { pg_sys::ConfigReloadPending } != 0 {
+            unsafe {
+                pg_sys::ConfigReloadPending = 0;
+                pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP);
+            }
+            if database() != db {
+                log!(
+                    "syncguard worker: syncguard.worker_database is now \"{}\"; restarting to connect to it",
+                    database()
+                );
+                // SAFETY: exit code 1 asks the postmaster for a restart.
+                unsafe { pg_sys::proc_exit(1) };
+            }
+        }
+        if WORKER_ENABLED.get() {
+            tick();
+        }
+    }
+}
+
+/// One wake-up: the due checks, then housekeeping.
+fn tick() {
+    let installed = step("looking for the syncguard extension", || {
+        Spi::get_one::<bool>(
+            "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_extension WHERE extname = 'syncguard')
+                AND pg_catalog.to_regprocedure('syncguard.due_invariants()') IS NOT NULL",
+        )
+    });
+    if installed != Some(Some(true)) {
+        return;
+    }
+    let due = step("listing due invariants", || {
+        Spi::connect(|client| {
+            client
+                .select("SELECT d FROM syncguard.due_invariants() AS d", None, &[])?
+                .map(|row| row.get::<String>(1))
+                .collect::<Result<Vec<_>, _>>()
+        })
+    });
+    for name in due.into_iter().flatten().flatten() {
+        step(&format!("checking invariant {name}"), || {
+            Spi::run_with_args(
+                "SELECT count(*) FROM syncguard.check_invariants($1)",
+                &[name.as_str().into()],
+            )
+        });
+    }
+    step("housekeeping", || {
+        Spi::run("SELECT count(*) FROM syncguard.housekeeping()")
+    });
+}
+
+/// Runs `f` in a transaction of its own. An error is logged and the
+/// transaction aborted; the worker goes on.
+fn step<R>(
+    what: &str,
+    f: impl FnOnce() -> Result<R, spi::Error> + std::panic::UnwindSafe,
+) -> Option<R> {
+    let activity = CString::new(format!("syncguard worker: {what}")).unwrap_or_default();
+    // SAFETY: the transaction protocol of a background worker: start a
+    // transaction with a snapshot, then commit it, or abort it after an error.
+    unsafe {
+        pg_sys::SetCurrentStatementStartTimestamp();
+        pg_sys::StartTransactionCommand();
+        pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot());
+        pg_sys::pgstat_report_activity(pg_sys::BackendState::STATE_RUNNING, activity.as_ptr());
+    }
+    let result = PgTryBuilder::new(move || f().map_err(|e| e.to_string()))
+        .catch_others(|e| {
+            Err(match &e {
+                CaughtError::PostgresError(r)
+                | CaughtError::ErrorReport(r)
+                | CaughtError::RustPanic { ereport: r, .. } => r.message().to_string(),
+            })
+        })
+        .execute()
+        .map_err(|message| warning!("syncguard worker: {what} failed: {message}"))
+        .ok();
+    // SAFETY: see above; an error left the transaction for us to abort.
+    unsafe {
+        if result.is_some() {
+            pg_sys::PopActiveSnapshot();
+            pg_sys::CommitTransactionCommand();
+        } else {
+            pg_sys::AbortCurrentTransaction();
+        }
+        pg_sys::pgstat_report_stat(true);
+        pg_sys::pgstat_report_activity(pg_sys::BackendState::STATE_IDLE, std::ptr::null());
+    }
+    result
+}
