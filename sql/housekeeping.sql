@@ -61,6 +61,9 @@ BEGIN
 
     task := 'stale write counters folded'; affected := syncguard.fold_stale_writes();
     RETURN NEXT;
+    -- Sync runs past their timeout: abandoned, so health counts them as failed.
+    task := 'sync runs abandoned'; affected := syncguard.sync_abandon_stale();
+    RETURN NEXT;
 
     -- Runs older than keep_runs (the episodes stay: they are the history).
     DELETE FROM syncguard.invariant_runs r
@@ -77,4 +80,4 @@ GRANT EXECUTE ON FUNCTION syncguard.housekeeping(integer, interval) TO PUBLIC;
 COMMENT ON FUNCTION syncguard.fold_stale_writes() IS
     'fold the stale write counters of exited backends into one row per table';
 COMMENT ON FUNCTION syncguard.housekeeping(integer, interval) IS
-    'periodic chores: prune expired idempotency keys and old invariant runs, fold stale write counters';
+    'periodic chores: prune expired idempotency keys and old invariant runs, fold stale write counters, abandon timed-out sync runs';

@@ -195,5 +195,5 @@ extension_sql_file!("../sql/entity_events.sql", name = "entity_events");
 extension_sql_file!(
     "../sql/housekeeping.sql",
     name = "housekeeping",
-    requires = ["idempotency", "protect", "invariants"]
+    requires = ["idempotency", "protect", "invariants", "sync"]
 );
