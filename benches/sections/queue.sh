@@ -23,7 +23,7 @@ SQL
 tps() {
     psql_q -c "DELETE FROM queue_bench_bare" -c "DELETE FROM syncguard.queue_jobs WHERE queue = 'bench'" \
            -c "VACUUM queue_bench_bare, syncguard.queue_jobs" -c "CHECKPOINT" >/dev/null
-    pgbench -n -c "$2" -j "$2" -T "$SECONDS_EACH" -f "$1" 2>&1 | tee -a /tmp/qb.log |
+    pgbench -n -c "$2" -j "$2" -T "$SECONDS_EACH" -f "$1" 2>&1 |
         sed -nE 's/^tps = ([0-9.]+).*/\1/p' | head -n 1
 }
 median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
