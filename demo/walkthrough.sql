@@ -70,4 +70,5 @@ SELECT syncguard.jsonb_deep_merge_agg(payload ORDER BY received) AS current_stat
                (3, '{"customer": {"email": "c@example.com"}}')) AS events(received, payload);
 \ir protect.sql
 \ir idempotency.sql
+\ir sync.sql
 \ir invariants.sql
