@@ -55,4 +55,5 @@ echo "| clients | bare SKIP LOCKED queue (TPS) | syncguard enqueue + dequeue + a
 echo "|---|---|---|---|---|"
 printf '%s\n' "${rows[@]}"
 echo ""
-echo "Jobs left in the syncguard queue after the last run: $left (each run's jobs are all consumed)."
+echo "Jobs left in the syncguard queue after the last run: $left (a dequeue that finds every due job locked"
+echo "by the other client returns nothing, as the bare queue's SELECT does; those jobs wait for the next run)."
