@@ -474,11 +474,17 @@ impl<'a, 'p> Walker<'a, 'p> {
         depth: usize,
     ) -> Result<Open, MergeError> {
         if let Some(po) = p.as_object() {
-            return self.build_object(t.and_then(Item::as_object), po, c, depth);
+            // A target is planned only where its header says object too.
+            let to = t
+                .map(|t| t.as_object().ok_or(MergeError::Format))
+                .transpose()?;
+            return self.build_object(to, po, c, depth);
         }
         match (t.and_then(Item::as_array), p.as_array()) {
             (Some(ta), Some(pa)) => self.build_array(ta, pa, c, depth),
-            _ => unreachable!("merge planned only for two objects or two arrays"),
+            // Planned from container headers alone: a header that promised
+            // an object or array the bytes do not hold is corrupted input.
+            _ => Err(MergeError::Format),
         }
     }
 

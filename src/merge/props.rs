@@ -568,3 +568,36 @@ fn malformed_input_is_an_error_not_a_panic() {
         Err(engine::MergeError::Format)
     );
 }
+
+#[test]
+fn every_single_byte_corruption_is_an_error_or_a_result() {
+    // A container header that promises an object or array its bytes do not
+    // hold once reached the engine's "cannot happen" branch (a panic).
+    let docs = [
+        r#"[0, {}]"#,
+        r#"{"a":{"b":[1,{"c":null}],"id":1},"z":"$delete"}"#,
+    ];
+    let policies = [
+        Policy::default(),
+        Policy::parse_str(r#"{"arrays":"merge_by:id","nulls":"delete"}"#).unwrap(),
+        Policy::parse_str(r#"{"arrays":"union","paths":{"*":"max"}}"#).unwrap(),
+    ];
+    let limits = Limits::depth(DEFAULT_MAX_DEPTH);
+    for doc in docs {
+        let good = json(doc);
+        for at in 4..good.len() {
+            for byte in 0..=255u8 {
+                let mut bad = good.clone();
+                bad[at] = byte;
+                let (bad, good) = (&bad[4..], &good[4..]);
+                for policy in &policies {
+                    let _ = engine::deep_merge(bad, good, policy, limits);
+                    let _ = engine::deep_merge(good, bad, policy, limits);
+                }
+                let _ = engine::merge_patch(good, bad, limits);
+                let _ = engine::diff(bad, good, limits);
+                let _ = engine::diff(good, bad, limits);
+            }
+        }
+    }
+}
