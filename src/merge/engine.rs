@@ -277,7 +277,7 @@ impl<'a, 'p> Walker<'a, 'p> {
             w: Writer::reusing(buf, capacity),
             limits,
             steps: Vec::new(),
-            tombstones: false,
+            tombstones: !policy.rfc7396,
         }
     }
 
@@ -802,7 +802,6 @@ pub fn deep_merge(
     let (tc, pc) = (Container::new(target)?, Container::new(patch)?);
     let (t, p) = (root_item(tc)?, root_item(pc)?);
     let mut walker = Walker::new(policy, limits, target.len() + patch.len() + 64);
-    walker.tombstones = !policy.rfc7396;
     if walker.tombstones && is_tombstone(p) {
         return Ok(Merged::Deleted);
     }

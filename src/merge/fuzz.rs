@@ -614,7 +614,8 @@ fn path_text(pattern: &[Seg]) -> String {
 fn path_rule_json(r: &PathRule) -> Value {
     match (r.value, &r.arrays, r.nulls) {
         (Some(v), None, None) if !r.as_object => rule_json(v),
-        (None, Some(a), None) if !r.as_object => arrays_json(a),
+        // the string "replace" is the value rule: array replace needs an object
+        (None, Some(a), None) if !r.as_object && *a != Arrays::Replace => arrays_json(a),
         _ => {
             let mut m = Map::new();
             if let Some(v) = r.value {

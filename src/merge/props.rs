@@ -203,6 +203,16 @@ fn array_modes() {
             r#"{"items":[{"id":1,"q":10,"x":"keep"},{"id":2,"q":20},"loose",{"q":9},{"id":3,"q":3,"z":true},{"nokey":1}]}"#
         )
     );
+    // several patch elements for one record: a tombstone in a later one
+    // still deletes (its merge once ran without tombstones and stored it)
+    assert_eq!(
+        merge_text(
+            r#"{"items":[{"id":1,"a":1,"b":2}]}"#,
+            r#"{"items":[{"id":1,"c":3},{"id":1,"a":{"$delete":true}},{"id":2,"x":1},{"id":2,"x":{"$delete":true}}]}"#,
+            r#"{"arrays":"merge_by:id"}"#
+        ),
+        norm(r#"{"items":[{"id":1,"b":2,"c":3},{"id":2}]}"#)
+    );
     // path rules see through merge_by arrays
     assert_eq!(
         merge_text(
