@@ -37,7 +37,7 @@ test: setup
 bench: install
 	benches/run.sh
 
-# SOAK_CASES=N sets the cases per fuzz property (default 80000, ~10 min).
+# SOAK_CASES=N sets the cases per fuzz property (default 120000, ~10 min).
 soak: setup
 	scripts/soak.sh
 

@@ -3,15 +3,18 @@
 # large case count, too long for `make test`. Records the run in
 # benches/soak.md, which `make bench` copies into benches/RESULTS.md.
 #
-#   SOAK_CASES   cases per property (default 80000: about ten minutes on 2 CPUs)
+#   SOAK_CASES   cases per property (default 120000: about ten minutes on 2 CPUs)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export PGRX_HOME=${PGRX_HOME:-$PWD/pgrx-config}
 export PG_CONFIG=${PG_CONFIG:-/usr/bin/pg_config}
-cases=${SOAK_CASES:-80000}
+cases=${SOAK_CASES:-120000}
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 
+# The commit the run tests: the source as it is when the build starts.
+commit=$(git rev-parse --short HEAD)
+git diff --quiet HEAD -- src || commit="$commit + uncommitted changes in src/"
 # Build first, so that the recorded duration is the run's alone.
 cargo test --lib --no-run >/dev/null 2>&1 || { echo "build failed" >&2; cargo test --lib --no-run; exit 1; }
 start=$(date +%s)
@@ -21,8 +24,6 @@ seconds=$(( $(date +%s) - start ))
 
 properties=$(sed -nE 's/^test result: .* ([0-9]+) passed; ([0-9]+) failed.*/\1 passed, \2 failed/p' "$log" | tail -n 1)
 if [ "$status" -eq 0 ]; then outcome="passed ($properties)"; else outcome="FAILED ($properties)"; fi
-commit=$(git rev-parse --short HEAD)
-git diff --quiet HEAD -- src || commit="$commit + uncommitted changes in src/"
 
 {
     echo "## Merge core soak (\`make soak\`)"
