@@ -801,7 +801,7 @@ pub fn deep_merge(
 ) -> Result<Merged, MergeError> {
     let (tc, pc) = (Container::new(target)?, Container::new(patch)?);
     let (t, p) = (root_item(tc)?, root_item(pc)?);
-    let mut walker = Walker::new(policy, limits, target.len() + patch.len() + 64);
+    let walker = Walker::new(policy, limits, target.len() + patch.len() + 64);
     if walker.tombstones && is_tombstone(p) {
         return Ok(Merged::Deleted);
     }
