@@ -4,6 +4,7 @@
 #   make demo     build + install (release), walk through it on a throwaway server
 #   make test     every test tier; TIERS="regress client" runs only those
 #   make bench    benchmark workloads -> benches/RESULTS.md
+#   make soak     long fuzz run of the merge core -> benches/soak.md
 #   make install  install into the PostgreSQL that PG_CONFIG names
 
 SHELL := /bin/bash
@@ -16,7 +17,7 @@ export PG_CONFIG
 # Where rustup puts cargo on a machine that had no Rust before `setup`.
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 
-.PHONY: setup build install demo test bench clean freeze-release
+.PHONY: setup build install demo test bench soak clean freeze-release
 
 setup:
 	@scripts/setup.sh
@@ -35,6 +36,10 @@ test: setup
 
 bench: install
 	benches/run.sh
+
+# SOAK_CASES=N sets the cases per fuzz property (default 120000, ~10 min).
+soak: setup
+	scripts/soak.sh
 
 # Before bumping the version in Cargo.toml: keep the current install script, so
 # the upgrade test can install this version and update it (README, "Upgrade scripts").

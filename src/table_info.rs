@@ -2,6 +2,10 @@
 //! columns, usable unique keys and protection, read from the catalogs once
 //! per backend and dropped when PostgreSQL invalidates the table's relcache
 //! entry (ALTER TABLE, CREATE INDEX, CREATE/DROP TRIGGER, ...).
+//!
+//! The catalog queries name every operator and type with its schema: they
+//! run under the caller's search_path, where a schema listed before
+//! pg_catalog could otherwise supply an `=` of its own.
 
 use crate::errors::raise;
 use pgrx::prelude::*;
@@ -126,9 +130,10 @@ fn load(relid: pg_sys::Oid) -> TableInfo {
     Spi::connect(|client| {
         let rel = client
             .select(
-                "SELECT pg_catalog.format('%I.%I', n.nspname, c.relname), c.relkind::text
-                   FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-                  WHERE c.oid = $1",
+                "SELECT pg_catalog.format('%I.%I', n.nspname, c.relname), c.relkind::pg_catalog.text
+                   FROM pg_catalog.pg_class c
+                   JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace
+                  WHERE c.oid OPERATOR(pg_catalog.=) $1",
                 None,
                 &[relid.into()],
             )
@@ -154,9 +159,11 @@ fn load(relid: pg_sys::Oid) -> TableInfo {
         let cols = client
             .select(
                 "SELECT a.attnum, a.attname::text, a.atttypid, a.atttypmod,
-                        pg_catalog.format_type(a.atttypid, a.atttypmod), a.attgenerated <> ''
+                        pg_catalog.format_type(a.atttypid, a.atttypmod),
+                        a.attgenerated OPERATOR(pg_catalog.<>) ''
                    FROM pg_catalog.pg_attribute a
-                  WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped
+                  WHERE a.attrelid OPERATOR(pg_catalog.=) $1 AND a.attnum OPERATOR(pg_catalog.>) 0
+                    AND NOT a.attisdropped
                   ORDER BY a.attnum",
                 None,
                 &[relid.into()],
@@ -194,9 +201,10 @@ fn load(relid: pg_sys::Oid) -> TableInfo {
         let keys = client
             .select(
                 "SELECT (SELECT pg_catalog.array_agg(k ORDER BY k)
-                           FROM pg_catalog.unnest((i.indkey::int2[])[0:i.indnkeyatts - 1]) k)
+                           FROM pg_catalog.unnest((i.indkey::pg_catalog.int2[])
+                                                  [0:i.indnkeyatts OPERATOR(pg_catalog.-) 1]) k)
                    FROM pg_catalog.pg_index i
-                  WHERE i.indrelid = $1 AND i.indisunique AND i.indimmediate AND i.indisvalid
+                  WHERE i.indrelid OPERATOR(pg_catalog.=) $1 AND i.indisunique AND i.indimmediate AND i.indisvalid
                     AND i.indpred IS NULL AND i.indexprs IS NULL",
                 None,
                 &[relid.into()],
@@ -210,8 +218,9 @@ fn load(relid: pg_sys::Oid) -> TableInfo {
         let trig = client
             .select(
                 "SELECT t.tgargs FROM pg_catalog.pg_trigger t
-                  WHERE t.tgrelid = $1 AND t.tgname = 'syncguard_protect'
-                    AND t.tgfoid = 'syncguard.protect_trigger()'::pg_catalog.regprocedure",
+                  WHERE t.tgrelid OPERATOR(pg_catalog.=) $1
+                    AND t.tgname OPERATOR(pg_catalog.=) 'syncguard_protect'
+                    AND t.tgfoid OPERATOR(pg_catalog.=) 'syncguard.protect_trigger()'::pg_catalog.regprocedure",
                 None,
                 &[relid.into()],
             )
@@ -246,8 +255,9 @@ pub fn eq_operator(typid: pg_sys::Oid) -> String {
         unsafe { (*pg_sys::lookup_type_cache(typid, pg_sys::TYPECACHE_EQ_OPR as i32)).eq_opr };
     Spi::get_one_with_args::<String>(
         "SELECT pg_catalog.format('OPERATOR(%I.%s)', n.nspname, o.oprname)
-           FROM pg_catalog.pg_operator o JOIN pg_catalog.pg_namespace n ON n.oid = o.oprnamespace
-          WHERE o.oid = $1",
+           FROM pg_catalog.pg_operator o
+           JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) o.oprnamespace
+          WHERE o.oid OPERATOR(pg_catalog.=) $1",
         &[opr.into()],
     )
     .ok()

@@ -518,8 +518,15 @@ pub fn quote_ident(name: &str) -> String {
         .into_owned()
 }
 
+/// A string literal as the server's `quote_literal` writes it: a string
+/// holding a backslash becomes `E'...'` with the backslash doubled, so no
+/// setting of `standard_conforming_strings` lets a column name end it early.
 fn quote_literal(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "''"))
+    let c = CString::new(s).unwrap_or_default();
+    // SAFETY: quote_literal_cstr returns a palloc'd, NUL-terminated copy.
+    unsafe { std::ffi::CStr::from_ptr(pg_sys::quote_literal_cstr(c.as_ptr())) }
+        .to_string_lossy()
+        .into_owned()
 }
 
 /// A JSON value as text: strings unquoted, containers as JSON.

@@ -277,7 +277,7 @@ impl<'a, 'p> Walker<'a, 'p> {
             w: Writer::reusing(buf, capacity),
             limits,
             steps: Vec::new(),
-            tombstones: false,
+            tombstones: !policy.rfc7396,
         }
     }
 
@@ -474,11 +474,17 @@ impl<'a, 'p> Walker<'a, 'p> {
         depth: usize,
     ) -> Result<Open, MergeError> {
         if let Some(po) = p.as_object() {
-            return self.build_object(t.and_then(Item::as_object), po, c, depth);
+            // A target is planned only where its header says object too.
+            let to = t
+                .map(|t| t.as_object().ok_or(MergeError::Format))
+                .transpose()?;
+            return self.build_object(to, po, c, depth);
         }
         match (t.and_then(Item::as_array), p.as_array()) {
             (Some(ta), Some(pa)) => self.build_array(ta, pa, c, depth),
-            _ => unreachable!("merge planned only for two objects or two arrays"),
+            // Planned from container headers alone: a header that promised
+            // an object or array the bytes do not hold is corrupted input.
+            _ => Err(MergeError::Format),
         }
     }
 
@@ -795,8 +801,7 @@ pub fn deep_merge(
 ) -> Result<Merged, MergeError> {
     let (tc, pc) = (Container::new(target)?, Container::new(patch)?);
     let (t, p) = (root_item(tc)?, root_item(pc)?);
-    let mut walker = Walker::new(policy, limits, target.len() + patch.len() + 64);
-    walker.tombstones = !policy.rfc7396;
+    let walker = Walker::new(policy, limits, target.len() + patch.len() + 64);
     if walker.tombstones && is_tombstone(p) {
         return Ok(Merged::Deleted);
     }

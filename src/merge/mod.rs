@@ -12,4 +12,6 @@ pub mod policy;
 pub mod text;
 
 #[cfg(test)]
+mod fuzz;
+#[cfg(test)]
 mod props;

@@ -203,6 +203,16 @@ fn array_modes() {
             r#"{"items":[{"id":1,"q":10,"x":"keep"},{"id":2,"q":20},"loose",{"q":9},{"id":3,"q":3,"z":true},{"nokey":1}]}"#
         )
     );
+    // several patch elements for one record: a tombstone in a later one
+    // still deletes (its merge once ran without tombstones and stored it)
+    assert_eq!(
+        merge_text(
+            r#"{"items":[{"id":1,"a":1,"b":2}]}"#,
+            r#"{"items":[{"id":1,"c":3},{"id":1,"a":{"$delete":true}},{"id":2,"x":1},{"id":2,"x":{"$delete":true}}]}"#,
+            r#"{"arrays":"merge_by:id"}"#
+        ),
+        norm(r#"{"items":[{"id":1,"b":2,"c":3},{"id":2}]}"#)
+    );
     // path rules see through merge_by arrays
     assert_eq!(
         merge_text(
@@ -567,4 +577,37 @@ fn malformed_input_is_an_error_not_a_panic() {
         engine::deep_merge(short, &p[4..], &policy, Limits::depth(DEFAULT_MAX_DEPTH)),
         Err(engine::MergeError::Format)
     );
+}
+
+#[test]
+fn every_single_byte_corruption_is_an_error_or_a_result() {
+    // A container header that promises an object or array its bytes do not
+    // hold once reached the engine's "cannot happen" branch (a panic).
+    let docs = [
+        r#"[0, {}]"#,
+        r#"{"a":{"b":[1,{"c":null}],"id":1},"z":"$delete"}"#,
+    ];
+    let policies = [
+        Policy::default(),
+        Policy::parse_str(r#"{"arrays":"merge_by:id","nulls":"delete"}"#).unwrap(),
+        Policy::parse_str(r#"{"arrays":"union","paths":{"*":"max"}}"#).unwrap(),
+    ];
+    let limits = Limits::depth(DEFAULT_MAX_DEPTH);
+    for doc in docs {
+        let good = json(doc);
+        for at in 4..good.len() {
+            for byte in 0..=255u8 {
+                let mut bad = good.clone();
+                bad[at] = byte;
+                let (bad, good) = (&bad[4..], &good[4..]);
+                for policy in &policies {
+                    let _ = engine::deep_merge(bad, good, policy, limits);
+                    let _ = engine::deep_merge(good, bad, policy, limits);
+                }
+                let _ = engine::merge_patch(good, bad, limits);
+                let _ = engine::diff(bad, good, limits);
+                let _ = engine::diff(good, bad, limits);
+            }
+        }
+    }
 }
