@@ -62,8 +62,11 @@ CREATE TABLE syncguard.sync_runs (
     -- run_id first: sync_part and sync_finish find a run by its id alone.
     PRIMARY KEY (run_id, source)
 );
--- The running run of a source; health reads runs by start time.
+-- Health reads runs by start time.
 CREATE INDEX sync_runs_started ON syncguard.sync_runs (source, started_at);
+-- The running runs: sync_begin and sync_abandon_stale look only at these,
+-- whatever the length of a source's history.
+CREATE INDEX sync_runs_running ON syncguard.sync_runs (source) WHERE status = 'running';
 COMMENT ON TABLE syncguard.sync_runs IS 'syncguard sync runs: one row per sync_begin';
 
 CREATE TABLE syncguard.sync_parts (
