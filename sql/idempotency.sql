@@ -20,6 +20,11 @@
 -- CREATE EXTENSION; other roles need USAGE to reach any function in it.
 GRANT USAGE ON SCHEMA syncguard TO PUBLIC;
 
+-- An enum, not a CHECK constraint: PostgreSQL reads and prepares a table's
+-- CHECK expressions anew for every INSERT and UPDATE statement, and every
+-- claim and every completion writes a row.
+CREATE TYPE syncguard.idem_status AS ENUM ('running', 'succeeded', 'failed', 'dead');
+
 CREATE TABLE syncguard.idempotency_keys (
     -- Citus: distribute by scope; every unique key contains it and every
     -- claim filters it by equality.
@@ -27,8 +32,7 @@ CREATE TABLE syncguard.idempotency_keys (
     key              text        NOT NULL,
     owner_role       text        NOT NULL DEFAULT current_user,
     fingerprint      text        NOT NULL,
-    status           text        NOT NULL
-                     CHECK (status IN ('running', 'succeeded', 'failed', 'dead')),
+    status           syncguard.idem_status NOT NULL,
     response         jsonb,
     last_error       text,
     attempts         integer     NOT NULL DEFAULT 1 CHECK (attempts >= 1),
@@ -343,7 +347,8 @@ BEGIN
             HINT = 'Pass intervals such as ''2 seconds'' and ''10 minutes''.';
     END IF;
     UPDATE syncguard.idempotency_keys AS k
-       SET status = CASE WHEN retryable AND k.attempts < max_attempts THEN 'failed' ELSE 'dead' END,
+       SET status = CASE WHEN retryable AND k.attempts < max_attempts
+                         THEN 'failed'::syncguard.idem_status ELSE 'dead' END,
            next_attempt_at = CASE WHEN retryable AND k.attempts < max_attempts
                                   THEN t + syncguard.backoff_delay(k.attempts, base, cap) END,
            last_error = error, lease_expires_at = NULL, updated_at = t

@@ -29,12 +29,17 @@ CREATE TABLE syncguard.queues (
 COMMENT ON TABLE syncguard.queues IS
     'syncguard queue settings (retry schedule, alert threshold); a queue without a row uses the defaults';
 
+-- An enum, not a CHECK constraint: PostgreSQL reads and prepares a table's
+-- CHECK expressions anew for every INSERT and UPDATE statement, and enqueue,
+-- dequeue and nack each write a row.
+CREATE TYPE syncguard.job_state AS ENUM ('ready', 'leased', 'dead');
+
 CREATE TABLE syncguard.queue_jobs (
     -- Citus: distribute by queue; dequeue filters it by equality.
     queue       text        NOT NULL CHECK (queue <> ''),
     job_id      bigint      GENERATED ALWAYS AS IDENTITY,
     owner_role  text        NOT NULL DEFAULT current_user,
-    state       text        NOT NULL DEFAULT 'ready' CHECK (state IN ('ready', 'leased', 'dead')),
+    state       syncguard.job_state NOT NULL DEFAULT 'ready',
     payload     jsonb       NOT NULL,
     dedupe_key  text,
     attempts    integer     NOT NULL DEFAULT 0,   -- deliveries so far
@@ -122,15 +127,30 @@ $$;
 -- Hand out up to n due jobs of `queue`, oldest due first, leased for
 -- `visibility`: until then no other dequeue returns them. Jobs locked by a
 -- concurrent dequeue are skipped, never waited for.
+--
+-- Two statements, not one UPDATE over a locking subquery: the index scan that
+-- finds the due jobs must end before the leases are written. At its end the
+-- scan marks the index entries of acked jobs it stepped over as dead, so later
+-- scans skip them; btree gives that up when the page changed since it was
+-- read, and writing a lease adds an entry to that very page (the newest end of
+-- queue_jobs_due). Unmarked, the dead entries pile up at the head of the
+-- index until VACUUM, and every dequeue walks over all of them.
+--
+-- Generic plans: the custom plans the plan cache would otherwise keep making
+-- for every call cost more to plan than to run, and the generic plan is the
+-- same index scan.
 CREATE FUNCTION syncguard.dequeue(queue text, n integer DEFAULT 1, visibility interval DEFAULT '30 seconds')
 RETURNS TABLE (job_id bigint, payload jsonb, attempt integer, dedupe_key text,
                enqueued_at timestamptz, last_error text)
 LANGUAGE plpgsql VOLATILE ROWS 1
 SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_generic_plan
 AS $$
 #variable_conflict use_column
 DECLARE
-    t timestamptz := clock_timestamp();
+    t   timestamptz := clock_timestamp();
+    ids bigint[];
+    id  bigint;
 BEGIN
     IF queue IS NULL OR n IS NULL OR visibility IS NULL THEN
         RAISE EXCEPTION USING ERRCODE = '22004',
@@ -141,21 +161,21 @@ BEGIN
             MESSAGE = format('dequeue: n must be at least 1 and visibility positive, got %s and %s', n, visibility),
             HINT = 'The visibility timeout should exceed the time a job takes.';
     END IF;
-    -- MATERIALIZED: the locking scan runs exactly once. Inlined as a
-    -- subquery, a plan that rescans it (say, on the inner side of a join)
-    -- takes new rows on every rescan and leases more than n jobs.
-    RETURN QUERY
-    WITH due AS MATERIALIZED (
+    ids := ARRAY(
         SELECT d.job_id FROM syncguard.queue_jobs AS d
          WHERE d.queue = $1 AND d.state <> 'dead' AND d.visible_at <= t
          ORDER BY d.visible_at
          LIMIT $2
-           FOR UPDATE SKIP LOCKED)
-    UPDATE syncguard.queue_jobs AS j
-       SET state = 'leased', attempts = j.attempts + 1, visible_at = t + $3
-      FROM due
-     WHERE j.job_id = due.job_id AND j.queue = $1
-    RETURNING j.job_id, j.payload, j.attempts, j.dedupe_key, j.enqueued_at, j.last_error;
+           FOR UPDATE SKIP LOCKED);
+    -- One primary-key UPDATE per job: a plan over the whole id array would
+    -- depend on statistics that a queue table, mostly dead rows, keeps wrong.
+    FOREACH id IN ARRAY ids LOOP
+        RETURN QUERY
+        UPDATE syncguard.queue_jobs AS j
+           SET state = 'leased', attempts = j.attempts + 1, visible_at = t + $3
+         WHERE j.job_id = id AND j.queue = $1
+        RETURNING j.job_id, j.payload, j.attempts, j.dedupe_key, j.enqueued_at, j.last_error;
+    END LOOP;
 END
 $$;
 

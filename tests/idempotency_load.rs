@@ -223,7 +223,7 @@ fn every_request_has_its_effect_exactly_once() {
     // The log agrees: every key succeeded once, with its response stored.
     let stored = admin
         .query(
-            "SELECT key, status, response::text FROM syncguard.idempotency_keys WHERE scope = 'load'",
+            "SELECT key, status::text, response::text FROM syncguard.idempotency_keys WHERE scope = 'load'",
             &[],
         )
         .unwrap();
