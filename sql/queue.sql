@@ -136,15 +136,20 @@ $$;
 -- queue_jobs_due). Unmarked, the dead entries pile up at the head of the
 -- index until VACUUM, and every dequeue walks over all of them.
 --
--- Generic plans: the custom plans the plan cache would otherwise keep making
--- for every call cost more to plan than to run, and the generic plan is the
--- same index scan.
+-- The plan is pinned to that ordered index scan: a queue table is mostly dead
+-- rows, its statistics count a handful of live ones, and from them the
+-- planner would pick a bitmap scan and a sort, which reads every due entry,
+-- dead ones included, and marks none. Generic plans, because the custom ones
+-- the plan cache would otherwise make on every call cost more to plan than to
+-- run.
 CREATE FUNCTION syncguard.dequeue(queue text, n integer DEFAULT 1, visibility interval DEFAULT '30 seconds')
 RETURNS TABLE (job_id bigint, payload jsonb, attempt integer, dedupe_key text,
                enqueued_at timestamptz, last_error text)
 LANGUAGE plpgsql VOLATILE ROWS 1
 SET search_path = pg_catalog, pg_temp
 SET plan_cache_mode = force_generic_plan
+SET enable_sort = off
+SET enable_bitmapscan = off
 AS $$
 #variable_conflict use_column
 DECLARE
