@@ -15,20 +15,25 @@ CREATE TABLE idem_bench_effects (id bigserial PRIMARY KEY, k bigint NOT NULL, am
 DELETE FROM syncguard.idempotency_keys WHERE scope = 'bench';
 SQL
 
-# TPS of one pgbench run (-n: no vacuum of pgbench's own tables).
+# TPS of one pgbench run (-n: no vacuum of pgbench's own tables); $3: protocol.
 tps() {
-    pgbench -n -c "$2" -j "$2" -T "$SECONDS_EACH" -f "$1" 2>&1 |
+    pgbench -n -M "${3:-simple}" -c "$2" -j "$2" -T "$SECONDS_EACH" -f "$1" 2>&1 |
         sed -nE 's/^tps = ([0-9.]+).*/\1/p' | head -n 1
 }
 
-rows=()
+rows=() prows=()
 for clients in 1 2; do
     bare=$(tps benches/idempotency_bare.sql "$clients")
     txn=$(tps benches/idempotency_txn.sql "$clients")
     keyed=$(tps benches/idempotency_claim.sql "$clients")
-    [ -n "$bare" ] && [ -n "$txn" ] && [ -n "$keyed" ] || { echo "pgbench failed (clients=$clients)" >&2; exit 1; }
+    pbare=$(tps benches/idempotency_bare.sql "$clients" prepared)
+    one=$(tps benches/idempotency_one_statement.sql "$clients" prepared)
+    [ -n "$bare" ] && [ -n "$txn" ] && [ -n "$keyed" ] && [ -n "$pbare" ] && [ -n "$one" ] ||
+        { echo "pgbench failed (clients=$clients)" >&2; exit 1; }
     rows+=("$(awk -v c="$clients" -v b="$bare" -v t="$txn" -v k="$keyed" \
         'BEGIN { printf "| %d | %.0f | %.0f | %.0f | **%.2f×** | %.2f× |", c, b, t, k, k / b, k / t }')")
+    prows+=("$(awk -v c="$clients" -v b="$pbare" -v o="$one" \
+        'BEGIN { printf "| %d | %.0f | %.0f | **%.2f×** |", c, b, o, o / b }')")
 done
 check=$(psql -X -At -c "SELECT (SELECT count(*) FROM idem_bench_effects k0) || ' effects, ' ||
                                  (SELECT count(*) FROM syncguard.idempotency_keys WHERE scope = 'bench' AND status = 'succeeded') ||
@@ -50,3 +55,12 @@ echo "|---|---|---|---|---|---|"
 printf '%s\n' "${rows[@]}"
 echo ""
 echo "After the keyed runs: $check."
+echo ""
+echo "*One statement*: when the work is one SQL statement, claim, effect and completion fit in one"
+echo "statement and one round trip, the effect's id in the stored response"
+echo "(\`benches/idempotency_one_statement.sql\`; README, \"Two ways to use it\"). Both sides with"
+echo "prepared statements (\`pgbench -M prepared\`), as a driver sends a statement it repeats:"
+echo ""
+echo "| clients | bare insert, prepared (TPS) | claim + insert + complete in one statement, prepared (TPS) | one statement / bare |"
+echo "|---|---|---|---|"
+printf '%s\n' "${prows[@]}"

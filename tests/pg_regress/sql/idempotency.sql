@@ -235,3 +235,21 @@ DELETE FROM syncguard.idempotency_keys WHERE scope = 'app';
 DROP ROLE idem_app;
 DROP ROLE idem_other;
 DROP TABLE orders;
+
+-- The one-statement form (README, "Two ways to use it"): the work runs only
+-- when the claim is won, its id goes into the response, a retry replays it.
+CREATE TABLE charges (id int GENERATED ALWAYS AS IDENTITY PRIMARY KEY, amount numeric);
+PREPARE charge(text) AS
+WITH c AS (SELECT * FROM syncguard.idem_claim('one', $1, '{"amount": 42}')),
+     w AS (INSERT INTO charges (amount) SELECT 42 FROM c WHERE c.outcome = 'claimed' RETURNING id)
+SELECT c.outcome, c.response,
+       (SELECT syncguard.idem_complete(c.token, jsonb_build_object('charge_id', w.id)) FROM w) IS NOT NULL AS completed_now
+  FROM c;
+EXECUTE charge('c1');
+EXECUTE charge('c1');
+EXECUTE charge('c2');
+SELECT key, status, response FROM syncguard.idempotency_keys WHERE scope = 'one' ORDER BY key;
+SELECT count(*) AS charges FROM charges;
+DEALLOCATE charge;
+DELETE FROM syncguard.idempotency_keys WHERE scope = 'one';
+DROP TABLE charges;
