@@ -37,9 +37,22 @@ pgcluster_start
 rm -rf "$outdir/results" "$outdir/regression.diffs" "$outdir/regression.out"
 mkdir -p "$outdir"
 
+# SYNCGUARD_UPGRADE_FROM=A: run the tests on a database where version A was
+# installed and then updated (ALTER EXTENSION syncguard UPDATE), not created
+# fresh: the upgrade scripts must give what the install script gives.
+db_opts=(--dbname=syncguard_regress --load-extension=syncguard)
+if [ -n "${SYNCGUARD_UPGRADE_FROM:-}" ]; then
+    createdb syncguard_regress
+    psql -X -q -v ON_ERROR_STOP=1 -d syncguard_regress -v from="$SYNCGUARD_UPGRADE_FROM" <<'SQL'
+CREATE EXTENSION syncguard VERSION :'from';
+ALTER EXTENSION syncguard UPDATE;
+SQL
+    db_opts=(--dbname=syncguard_regress --use-existing)
+fi
+
 if ! "$runner" --host="$PGHOST" --port="$PGPORT" --user=postgres \
         --bindir="$PG_BINDIR" --inputdir="$indir" --outputdir="$outdir" \
-        --dbname=syncguard_regress --load-extension=syncguard "${tests[@]}"; then
+        "${db_opts[@]}" "${tests[@]}"; then
     if [ -f "$outdir/regression.diffs" ]; then
         echo "===== $outdir/regression.diffs =====" >&2
         cat "$outdir/regression.diffs" >&2

@@ -93,6 +93,14 @@ install_old_versions() {
     done
 }
 
+# The oldest version in tests/upgrade/ other than the current one, if any.
+oldest_release() {
+    local current
+    current=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
+    ls tests/upgrade/syncguard--*.sql 2>/dev/null | sed 's/.*syncguard--\(.*\)\.sql/\1/' |
+        grep -vxF "$current" | sort -V | head -n 1 | grep .
+}
+
 for t in "${tiers[@]}"; do
     [[ " ${all_tiers[*]} " == *" $t "* ]] || { echo "unknown tier '$t' (tiers: ${all_tiers[*]})" >&2; exit 2; }
     # Fail before the long tiers, not after them.
@@ -137,7 +145,14 @@ for t in "${tiers[@]}"; do
         header regress "pg_regress (tests/pg_regress/sql)"
         install_for_tests
         scripts/pg_regress.sh regress 2>&1 | tee "$log"
-        passed "$(regress_count)"
+        n=$(regress_count)
+        # Again on a database updated from the oldest released version.
+        if oldest=$(oldest_release); then
+            echo "-- the same tests on a database updated from $oldest"
+            SYNCGUARD_UPGRADE_FROM=$oldest scripts/pg_regress.sh regress 2>&1 | tee "$log"
+            n=$((n + $(regress_count)))
+        fi
+        passed "$n"
         ;;
     isolation)
         header isolation "pg_isolation_regress (tests/isolation/specs)"

@@ -80,6 +80,11 @@ fn version_key(v: &str) -> Vec<u64> {
         .collect()
 }
 
+/// The server's message, not just "db error".
+fn db_message(e: &postgres::Error) -> String {
+    e.as_db_error().map_or_else(|| e.to_string(), |d| format!("{d}"))
+}
+
 fn quote_literal(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
 }
@@ -140,10 +145,17 @@ fn every_installable_version_updates_to_the_current_one() {
                 "CREATE EXTENSION syncguard VERSION {}",
                 quote_literal(from)
             ))
-            .unwrap_or_else(|e| panic!("CREATE EXTENSION syncguard VERSION '{from}': {e}"));
+            .unwrap_or_else(|e| panic!("CREATE EXTENSION syncguard VERSION '{from}': {}", db_message(&e)));
+        let filled = from != VERSION;
+        if filled {
+            client
+                .batch_execute(FILL)
+                .unwrap_or_else(|e| panic!("filling {from}: {}", db_message(&e)));
+        }
+        let stored = extension_rows(&mut client);
         client
             .batch_execute("ALTER EXTENSION syncguard UPDATE")
-            .unwrap_or_else(|e| panic!("ALTER EXTENSION syncguard UPDATE from {from}: {e}"));
+            .unwrap_or_else(|e| panic!("ALTER EXTENSION syncguard UPDATE from {from}: {}", db_message(&e)));
 
         let row = client
             .query_one(
@@ -157,6 +169,14 @@ fn every_installable_version_updates_to_the_current_one() {
             "update from {from} stopped at {extversion}"
         );
         assert_eq!(library, VERSION);
+        assert_eq!(
+            extension_rows(&mut client),
+            stored,
+            "the update from {from} changed rows of the extension's tables"
+        );
+        if filled {
+            works_after_update(&mut client, from);
+        }
         let got = fingerprint(&mut client);
         if got != expected {
             panic!(
@@ -167,6 +187,146 @@ fn every_installable_version_updates_to_the_current_one() {
             );
         }
     }
+}
+
+/// Once a version is released (its install script frozen in tests/upgrade/),
+/// its schema is fixed: a build whose generated script differs must carry a
+/// new version and an upgrade script to it. Comments and the order of the
+/// generated statements do not count.
+#[test]
+fn a_released_version_keeps_its_schema() {
+    let frozen = format!("{}/tests/upgrade/syncguard--{VERSION}.sql", env!("CARGO_MANIFEST_DIR"));
+    let Ok(frozen) = std::fs::read_to_string(&frozen) else {
+        // Not released yet: the update test holds it to the upgrade script
+        // from the last released version.
+        return;
+    };
+    let generated = format!("{}/extension/syncguard--{VERSION}.sql", common::pg_config("--sharedir"));
+    let generated = std::fs::read_to_string(&generated).expect("the generated install script");
+    let (frozen, generated) = (schema_lines(&frozen), schema_lines(&generated));
+    if frozen != generated {
+        panic!(
+            "the schema of released version {VERSION} changed: bump the version in Cargo.toml and \
+             add sql/syncguard--{VERSION}--<new>.sql (README, \"Upgrade scripts\")\n\
+             only in the released script:\n{}\nonly in this build:\n{}",
+            lines_missing_from(&frozen, &generated),
+            lines_missing_from(&generated, &frozen)
+        );
+    }
+}
+
+/// The statements' lines, trimmed and sorted, without comments and blanks.
+fn schema_lines(script: &str) -> Vec<String> {
+    let mut lines: Vec<String> = script
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with("--") && !(l.starts_with("/*") && l.ends_with("*/")))
+        .map(String::from)
+        .collect();
+    lines.sort();
+    lines
+}
+
+/// Data in every feature, written with the API every released version has.
+const FILL: &str = r#"
+CREATE TABLE up_profiles (id int PRIMARY KEY, data jsonb, name text);
+SELECT syncguard.protect('up_profiles');
+SELECT syncguard.merge_upsert('up_profiles', '{"id": 1}', '{"data": {"a": 1, "b": {"c": 2}}, "name": "ada"}');
+SELECT syncguard.idem_complete(token, '{"charge": 7}') FROM syncguard.idem_claim('up', 'done', '{"x": 1}');
+SELECT syncguard.idem_claim('up', 'running', '{"x": 2}', lease => '1 hour');
+SELECT syncguard.idem_fail(token, 'boom', max_attempts => 1) FROM syncguard.idem_claim('up', 'dead', '{"x": 3}');
+SELECT syncguard.enqueue('upq', '{"n": 1}');
+SELECT syncguard.nack(job_id, 'bad', retryable => false) FROM syncguard.dequeue('upq');
+SELECT syncguard.enqueue('upq', '{"n": 2}', dedupe_key => 'two');
+SELECT syncguard.enqueue('upq', '{"n": 3}');
+SELECT syncguard.dequeue('upq', 1, '1 hour');
+SELECT syncguard.sync_configure('crm', overlap => '1 minute');
+SELECT syncguard.sync_part(run_id, 'contacts', true, records => 3), syncguard.sync_finish(run_id)
+  FROM syncguard.sync_begin('crm', ARRAY['contacts']);
+SELECT syncguard.sync_part(run_id, 'contacts', false, 'HTTP 503'), syncguard.sync_finish(run_id)
+  FROM syncguard.sync_begin('crm', ARRAY['contacts']);
+SELECT syncguard.define_invariant('unnamed', 'SELECT id AS entity, now() - interval ''1 day'' AS since FROM up_profiles WHERE name IS NULL');
+INSERT INTO up_profiles VALUES (2, '{}', NULL);
+SELECT count(*) FROM syncguard.check_invariants();
+"#;
+
+/// Every row of every table the extension keeps in pg_dump, as text.
+fn extension_rows(client: &mut Client) -> Vec<String> {
+    let tables: Vec<String> = client
+        .query(
+            "SELECT cfg::regclass::text FROM pg_extension, unnest(extconfig) AS cfg
+              WHERE extname = 'syncguard' AND (SELECT relkind FROM pg_class WHERE oid = cfg) = 'r'
+              ORDER BY 1",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let mut rows = Vec::new();
+    for t in tables {
+        for r in client
+            .query(&format!("SELECT t::text FROM {t} AS t ORDER BY 1"), &[])
+            .unwrap()
+        {
+            rows.push(format!("{t}: {}", r.get::<_, String>(0)));
+        }
+    }
+    rows
+}
+
+/// The data written by [`FILL`] before the update goes on working after it.
+fn works_after_update(client: &mut Client, from: &str) {
+    let one = |client: &mut Client, sql: &str| -> String {
+        client
+            .query_one(sql, &[])
+            .unwrap_or_else(|e| panic!("after the update from {from}: {sql}: {}", db_message(&e)))
+            .get(0)
+    };
+    // The protection trigger still merges: b survives a write without it.
+    client
+        .batch_execute(r#"UPDATE up_profiles SET data = '{"a": 5}' WHERE id = 1"#)
+        .unwrap();
+    assert_eq!(
+        one(client, "SELECT data::text FROM up_profiles WHERE id = 1"),
+        r#"{"a": 5, "b": {"c": 2}}"#
+    );
+    // Keys answer from their stored state.
+    assert_eq!(
+        one(client, r#"SELECT outcome || ' ' || response::text FROM syncguard.idem_claim('up', 'done', '{"x": 1}')"#),
+        r#"replay {"charge": 7}"#
+    );
+    assert_eq!(
+        one(client, r#"SELECT outcome FROM syncguard.idem_claim('up', 'running', '{"x": 2}')"#),
+        "in_progress"
+    );
+    assert_eq!(
+        one(client, r#"SELECT outcome FROM syncguard.idem_claim('up', 'dead', '{"x": 3}')"#),
+        "dead"
+    );
+    // The queue: the dedupe key still holds, the due job comes out and the
+    // leased one ({"n": 2}) does not, the dead one is requeued.
+    assert_eq!(
+        one(client, r#"SELECT (syncguard.enqueue('upq', '{"n": 22}', dedupe_key => 'two') = job_id)::text
+                       FROM syncguard.queue_jobs WHERE dedupe_key = 'two'"#),
+        "true"
+    );
+    assert_eq!(
+        one(client, "SELECT string_agg(payload::text, ' ') FROM syncguard.dequeue('upq', 5)"),
+        r#"{"n": 3}"#
+    );
+    assert_eq!(one(client, "SELECT syncguard.requeue_dead('upq')::text"), "1");
+    // The watermark is the first run's start, held by the failed second run.
+    assert_eq!(
+        one(client, "SELECT (since = (SELECT started_at FROM syncguard.sync_runs WHERE source = 'crm'
+                                        ORDER BY started_at LIMIT 1) - interval '1 minute')::text
+                       FROM syncguard.sync_begin('crm')"),
+        "true"
+    );
+    assert_eq!(
+        one(client, "SELECT status || ' ' || violations FROM syncguard.check_invariants('unnamed')"),
+        "violating 1"
+    );
 }
 
 /// The lines of `a` that `b` lacks, indented, one per line.

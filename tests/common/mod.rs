@@ -430,7 +430,7 @@ fn run_ok(cmd: &mut Command) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-fn pg_config(arg: &str) -> String {
+pub fn pg_config(arg: &str) -> String {
     let pg_config = std::env::var("PG_CONFIG").unwrap_or_else(|_| "/usr/bin/pg_config".into());
     run_ok(Command::new(pg_config).arg(arg)).trim().to_string()
 }
