@@ -353,6 +353,20 @@ fn keeps_working(client: &mut Client, token: &str, run: i64) {
     let chores: i64 = one(client, "SELECT count(*) FROM syncguard.housekeeping()");
     assert_eq!(chores, 4);
 
+    // The health views read the restored history with the new.
+    let health: String = one(
+        client,
+        "SELECT format('%s runs, %s failed, %s running', runs, failures, running)
+           FROM syncguard.sync_health WHERE source = 'crm'",
+    );
+    assert_eq!(health, "3 runs, 1 failed, 1 running");
+    let queue: String = one(
+        client,
+        "SELECT format('%s live, %s in flight, %s dead', depth, in_flight, dead)
+           FROM syncguard.queue_stats WHERE queue = 'webhooks'",
+    );
+    assert_eq!(queue, "4 live, 1 in flight, 0 dead");
+
     // The application role still owns its rows, and only it sees them.
     client.batch_execute("SET ROLE app").unwrap();
     let replay: String = one(
