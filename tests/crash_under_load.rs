@@ -21,7 +21,7 @@
 //! queue, finishes every key and runs every source once more.
 mod common;
 
-use common::TestCluster;
+use common::{Rng, TestCluster};
 use postgres::{Client, Error};
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -44,20 +44,6 @@ const VISIBILITY: &str = "2 seconds";
 const RUN_TIMEOUT: &str = "2 seconds";
 /// Longer than all three, plus a margin.
 const ORPHANS_EXPIRED: Duration = Duration::from_millis(2300);
-
-/// xorshift64*: a small deterministic generator per worker.
-struct Rng(u64);
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) % n
-    }
-    fn chance(&mut self, percent: u64) -> bool {
-        self.below(100) < percent
-    }
-}
 
 /// The connection died: the statement's outcome is unknown, the round is over.
 struct Lost;
@@ -88,7 +74,7 @@ fn sqlstate(e: &Error) -> &str {
 }
 
 /// BEGIN, COMMIT or ROLLBACK.
-fn sql(client: &mut Client, sql: &str) -> Result<(), Lost> {
+fn control(client: &mut Client, sql: &str) -> Result<(), Lost> {
     answered(client.batch_execute(sql))?.unwrap_or_else(|e| panic!("{sql}: {e}"));
     Ok(())
 }
@@ -219,7 +205,7 @@ impl Worker {
         let local = self.rng.chance(50);
         ledger.lock().unwrap().keys.entry(key.clone()).or_default();
         if local {
-            sql(client, "BEGIN")?;
+            control(client, "BEGIN")?;
         }
         let claim = answered(client.query_one(
             "SELECT outcome, token::text, response::text, attempt FROM syncguard.idem_claim(
@@ -235,7 +221,7 @@ impl Worker {
         }
         if outcome != "claimed" {
             if local {
-                sql(client, "ROLLBACK")?;
+                control(client, "ROLLBACK")?;
             }
             match outcome.as_str() {
                 "replay" => {
@@ -258,7 +244,7 @@ impl Worker {
         }
         if !local {
             // The lease pattern: the claim is committed, the work is a new transaction.
-            sql(client, "BEGIN")?;
+            control(client, "BEGIN")?;
         }
         answered(client.execute(
             "INSERT INTO effects (key, op) VALUES ($1, $2)",
@@ -272,8 +258,11 @@ impl Worker {
         if let Err(e) = done {
             // Only a slow worker loses its lease: the work rolls back.
             assert_eq!(sqlstate(&e), "SG002", "idem_complete: {e}");
-            assert!(!local, "a claim in the same transaction cannot lose its lease");
-            return sql(client, "ROLLBACK");
+            assert!(
+                !local,
+                "a claim in the same transaction cannot lose its lease"
+            );
+            return control(client, "ROLLBACK");
         }
         ledger
             .lock()
@@ -283,7 +272,7 @@ impl Worker {
             .unwrap()
             .pending
             .push(response.clone());
-        let committed = sql(client, "COMMIT");
+        let committed = control(client, "COMMIT");
         let mut l = ledger.lock().unwrap();
         let k = l.keys.get_mut(&key).unwrap();
         k.pending.retain(|r| r != &response);
@@ -354,7 +343,11 @@ impl Worker {
     fn enqueue(&mut self, client: &mut Client, ledger: &Shared) -> Result<(), Lost> {
         let uid = self.next_op();
         // Logged before the call: a consumer may dequeue it before we hear back.
-        ledger.lock().unwrap().jobs.insert(uid.clone(), JobLog::default());
+        ledger
+            .lock()
+            .unwrap()
+            .jobs
+            .insert(uid.clone(), JobLog::default());
         let r = client.query_one(
             "SELECT syncguard.enqueue('load', jsonb_build_object('uid', $1::text))",
             &[&uid],
@@ -400,7 +393,13 @@ impl Worker {
         for part in PARTS {
             let ok = self.rng.chance(85);
             if !ok {
-                ledger.lock().unwrap().runs.get_mut(&run).unwrap().failed_part = true;
+                ledger
+                    .lock()
+                    .unwrap()
+                    .runs
+                    .get_mut(&run)
+                    .unwrap()
+                    .failed_part = true;
             }
             let r = answered(client.execute(
                 "SELECT syncguard.sync_part($1, $2, $3, CASE WHEN NOT $3 THEN 'simulated failure' END)",
@@ -413,9 +412,10 @@ impl Worker {
                 Err(e) => panic!("sync_part: {e}"),
             }
         }
-        let advanced: bool = answered(client.query_one("SELECT syncguard.sync_finish($1)", &[&run]))?
-            .expect("sync_finish")
-            .get(0);
+        let advanced: bool =
+            answered(client.query_one("SELECT syncguard.sync_finish($1)", &[&run]))?
+                .expect("sync_finish")
+                .get(0);
         let mut l = ledger.lock().unwrap();
         let log = l.runs.get_mut(&run).unwrap();
         assert!(
@@ -487,22 +487,37 @@ fn verify_idempotency(client: &mut Client, ledger: &Ledger) {
         .unwrap();
     let mut stored: HashMap<String, (String, Option<String>)> = HashMap::new();
     for row in rows {
-        let (key, status, response, effects, effect): (String, String, Option<String>, i64, Option<String>) =
-            (row.get(0), row.get(1), row.get(2), row.get(3), row.get(4));
+        let (key, status, response, effects, effect): (
+            String,
+            String,
+            Option<String>,
+            i64,
+            Option<String>,
+        ) = (row.get(0), row.get(1), row.get(2), row.get(3), row.get(4));
         let succeeded = status == "succeeded";
-        assert_eq!(effects, succeeded as i64, "key {key} ({status}) has {effects} effects");
+        assert_eq!(
+            effects, succeeded as i64,
+            "key {key} ({status}) has {effects} effects"
+        );
         assert!(
             matches!(status.as_str(), "succeeded" | "running"),
             "key {key}: {status}"
         );
         if succeeded {
-            assert_eq!(response, effect, "key {key}: the response of its one effect");
+            assert_eq!(
+                response, effect,
+                "key {key}: the response of its one effect"
+            );
         }
         stored.insert(key, (status, response));
     }
     for (key, log) in &ledger.keys {
         assert!(log.pending.is_empty());
-        assert!(log.acked.len() <= 1, "key {key} completed twice: {:?}", log.acked);
+        assert!(
+            log.acked.len() <= 1,
+            "key {key} completed twice: {:?}",
+            log.acked
+        );
         let got = stored.get(key);
         if let Some(first) = log.acked.first() {
             assert_eq!(
@@ -517,11 +532,17 @@ fn verify_idempotency(client: &mut Client, ledger: &Ledger) {
                 )
                 .map(|r| (r.get(0), r.get(1)))
                 .unwrap();
-            assert_eq!((outcome.as_str(), response.as_ref()), ("replay", Some(first)));
+            assert_eq!(
+                (outcome.as_str(), response.as_ref()),
+                ("replay", Some(first))
+            );
         } else if let Some((status, response)) = got {
             if status == "succeeded" {
                 let response = response.as_ref().unwrap();
-                assert!(log.unknown.contains(response), "key {key}: {response} nobody completed");
+                assert!(
+                    log.unknown.contains(response),
+                    "key {key}: {response} nobody completed"
+                );
             }
         }
     }
@@ -539,10 +560,17 @@ fn verify_queue(client: &mut Client, ledger: &Ledger) {
         stored.insert(row.get(0), (row.get(1), row.get(2)));
     }
     for (uid, job) in &ledger.jobs {
-        assert!(job.acks_acked <= 1, "job {uid} acked {} times", job.acks_acked);
+        assert!(
+            job.acks_acked <= 1,
+            "job {uid} acked {} times",
+            job.acks_acked
+        );
         match stored.remove(uid) {
             Some((id, state)) => {
-                assert_eq!(job.acks_acked, 0, "job {uid} ({state}) is back after its ack");
+                assert_eq!(
+                    job.acks_acked, 0,
+                    "job {uid} ({state}) is back after its ack"
+                );
                 if let Some(known) = job.job_id {
                     assert_eq!(known, id, "job {uid}");
                 }
@@ -581,9 +609,20 @@ fn verify_sync(client: &mut Client, ledger: &Ledger) {
         if advanced || at_watermark == Some(true) {
             assert_eq!(status, "succeeded", "run {run} of {source}");
             assert!(advanced, "run {run} of {source}");
-            assert_eq!(ok_parts, PARTS.len() as i64, "run {run} advanced without all parts ok");
-            assert!(log.is_some_and(|l| !l.failed_part), "run {run} advanced past a failed part");
-            assert_eq!(covered, Some(true), "the watermark of {source} fell behind run {run}");
+            assert_eq!(
+                ok_parts,
+                PARTS.len() as i64,
+                "run {run} advanced without all parts ok"
+            );
+            assert!(
+                log.is_some_and(|l| !l.failed_part),
+                "run {run} advanced past a failed part"
+            );
+            assert_eq!(
+                covered,
+                Some(true),
+                "the watermark of {source} fell behind run {run}"
+            );
         }
         if at_watermark == Some(true) {
             watermark_runs.insert(source.clone(), run);
@@ -636,7 +675,9 @@ fn settle(client: &mut Client, ledger: &mut Ledger) {
             let (id, attempt, uid): (i64, i32, String) = (row.get(0), row.get(1), row.get(2));
             let job = ledger.jobs.get_mut(&uid).expect("an enqueued job");
             assert_eq!(job.acks_acked, 0, "job {id} delivered again after its ack");
-            client.execute("SELECT syncguard.ack($1, $2)", &[&id, &attempt]).unwrap();
+            client
+                .execute("SELECT syncguard.ack($1, $2)", &[&id, &attempt])
+                .unwrap();
             job.acks_acked += 1;
         }
         let live: i64 = client
@@ -649,7 +690,10 @@ fn settle(client: &mut Client, ledger: &mut Ledger) {
         if live == 0 {
             break;
         }
-        assert!(Instant::now() < deadline, "{live} jobs never became due again");
+        assert!(
+            Instant::now() < deadline,
+            "{live} jobs never became due again"
+        );
         thread::sleep(Duration::from_millis(50));
     }
 
@@ -669,11 +713,17 @@ fn settle(client: &mut Client, ledger: &mut Ledger) {
                 }
             }
             "claimed" => {
-                assert!(log.acked.is_empty(), "key {key} claimed again after its completion");
+                assert!(
+                    log.acked.is_empty(),
+                    "key {key} claimed again after its completion"
+                );
                 let response = r#"{"op": "settle"}"#.to_string();
                 let mut tx = client.transaction().unwrap();
-                tx.execute("INSERT INTO effects (key, op) VALUES ($1, $2)", &[key, &response])
-                    .unwrap();
+                tx.execute(
+                    "INSERT INTO effects (key, op) VALUES ($1, $2)",
+                    &[key, &response],
+                )
+                .unwrap();
                 tx.execute(
                     "SELECT syncguard.idem_complete($1::text::uuid, $2::text::jsonb)",
                     &[&token.unwrap(), &response],
@@ -730,7 +780,11 @@ fn settle(client: &mut Client, ledger: &mut Ledger) {
         )
         .unwrap()
         .get(0);
-    assert_eq!(keys_done as usize, ledger.keys.len(), "every key ends succeeded");
+    assert_eq!(
+        keys_done as usize,
+        ledger.keys.len(),
+        "every key ends succeeded"
+    );
 }
 
 #[test]
@@ -800,8 +854,17 @@ fn nothing_acknowledged_is_lost_when_the_postmaster_is_killed_under_load() {
     }
 
     let mut l = ledger.lock().unwrap();
-    for what in ["merge_upsert", "idempotent completion", "enqueue", "ack", "sync_finish"] {
-        assert!(l.acked.get(what).copied().unwrap_or(0) > 0, "no {what} was acknowledged");
+    for what in [
+        "merge_upsert",
+        "idempotent completion",
+        "enqueue",
+        "ack",
+        "sync_finish",
+    ] {
+        assert!(
+            l.acked.get(what).copied().unwrap_or(0) > 0,
+            "no {what} was acknowledged"
+        );
     }
     let mut client = cluster.connect();
     settle(&mut client, &mut l);

@@ -93,7 +93,10 @@ fn state(client: &mut Client) -> Vec<String> {
         .iter()
         .map(|r| (r.get(0), r.get(1)))
         .collect();
-    assert!(members.len() >= 12, "extension tables and sequences: {members:?}");
+    assert!(
+        members.len() >= 12,
+        "extension tables and sequences: {members:?}"
+    );
     let user_tables = ["profiles", "deliveries"].map(|t| (t.to_string(), "r".to_string()));
     let views = [
         "syncguard.protected_tables",
@@ -133,7 +136,10 @@ fn state(client: &mut Client) -> Vec<String> {
 fn assert_restored(restored: Vec<String>, dumped: &[String]) {
     let lost: Vec<&String> = dumped.iter().filter(|l| !restored.contains(l)).collect();
     let new: Vec<&String> = restored.iter().filter(|l| !dumped.contains(l)).collect();
-    assert!(lost.is_empty() && new.is_empty(), "lost: {lost:#?}\nnot dumped: {new:#?}");
+    assert!(
+        lost.is_empty() && new.is_empty(),
+        "lost: {lost:#?}\nnot dumped: {new:#?}"
+    );
     assert_eq!(restored, dumped);
 }
 
@@ -156,13 +162,19 @@ fn assert_all_registered(client: &mut Client) {
         .iter()
         .map(|r| r.get(0))
         .collect();
-    assert!(unregistered.is_empty(), "not kept by pg_dump: {unregistered:?}");
+    assert!(
+        unregistered.is_empty(),
+        "not kept by pg_dump: {unregistered:?}"
+    );
 }
 
 /// Fill database `db` of `cluster`; returns the state, the running key's
 /// token and the running run's id.
 fn fill(cluster: &TestCluster, db: &str) -> (Vec<String>, String, i64) {
-    cluster.connect().batch_execute(&format!("CREATE DATABASE {db}")).unwrap();
+    cluster
+        .connect()
+        .batch_execute(&format!("CREATE DATABASE {db}"))
+        .unwrap();
     let mut client = cluster.connect_to(db);
     client.batch_execute(FILL).unwrap();
     assert_all_registered(&mut client);
@@ -211,7 +223,10 @@ fn keeps_working(client: &mut Client, token: &str, run: i64) {
         client,
         "SELECT (data_seen->>'tags')::timestamptz > (data_seen->>'billing')::timestamptz FROM profiles",
     );
-    assert!(fresh, "freshness stamps the fields written after the restore");
+    assert!(
+        fresh,
+        "freshness stamps the fields written after the restore"
+    );
     let email: Option<String> = one(client, "SELECT email FROM profiles WHERE id = 1");
     assert_eq!(email.as_deref(), Some("ann@example.com"));
     let stale: i64 = one(
@@ -317,7 +332,10 @@ fn keeps_working(client: &mut Client, token: &str, run: i64) {
     client
         .execute("SELECT syncguard.ack($1, 1)", &[&due[0].0])
         .unwrap();
-    assert_eq!(one::<i64>(client, "SELECT syncguard.requeue_dead('webhooks')"), 1);
+    assert_eq!(
+        one::<i64>(client, "SELECT syncguard.requeue_dead('webhooks')"),
+        1
+    );
     let fresh_id: bool = one(
         client,
         "SELECT syncguard.enqueue('webhooks', '{\"n\": 5}') > (SELECT max(job_id) FROM syncguard.queue_jobs WHERE payload <> '{\"n\": 5}')",
@@ -328,7 +346,10 @@ fn keeps_working(client: &mut Client, token: &str, run: i64) {
         "SELECT n.state || ' ' || round(extract(epoch FROM n.retry_at - clock_timestamp()) / 60)
            FROM syncguard.dequeue('webhooks', 1) d, syncguard.nack(d.job_id, 'again') n",
     );
-    assert_eq!(retry, "ready 60", "the queue's settings (base 1 hour, no jitter) apply");
+    assert_eq!(
+        retry, "ready 60",
+        "the queue's settings (base 1 hour, no jitter) apply"
+    );
 
     // Invariants: the open episode goes on, runs get new ids; events too.
     let row = client
@@ -379,7 +400,10 @@ fn keeps_working(client: &mut Client, token: &str, run: i64) {
         "SELECT (SELECT count(*) FROM syncguard.idempotency_keys) + (SELECT count(*) FROM syncguard.queue_jobs)",
     );
     assert_eq!(visible, 2, "the role sees its own key and job, no other");
-    let job: String = one(client, "SELECT payload::text FROM syncguard.dequeue('app-jobs')");
+    let job: String = one(
+        client,
+        "SELECT payload::text FROM syncguard.dequeue('app-jobs')",
+    );
     assert_eq!(job, r#"{"n": 1}"#);
     client.batch_execute("RESET ROLE").unwrap();
 }
@@ -412,7 +436,16 @@ fn plain_dump_restores_with_psql() {
     cluster.run_tool("createdb", &["shop_restored"]);
     cluster.run_tool(
         "psql",
-        &["-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", "shop_restored", "-f", dump],
+        &[
+            "-X",
+            "-q",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-d",
+            "shop_restored",
+            "-f",
+            dump,
+        ],
     );
     let mut restored = cluster.connect_to("shop_restored");
     assert_restored(state(&mut restored), &before);

@@ -6,7 +6,7 @@
 //! jitter, never sooner, with attempts numbered 1, 2, 3, ... in order.
 mod common;
 
-use common::TestCluster;
+use common::{Rng, TestCluster};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -34,17 +34,6 @@ struct JobLog {
     dead: u32,
     /// A consumer holds the job right now.
     held: bool,
-}
-
-/// xorshift64*: a small deterministic generator per consumer.
-struct Rng(u64);
-impl Rng {
-    fn chance(&mut self, percent: u64) -> bool {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) % 100 < percent
-    }
 }
 
 #[test]
