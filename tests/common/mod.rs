@@ -381,6 +381,23 @@ impl Drop for TestCluster {
     }
 }
 
+/// xorshift64*: a small deterministic generator (one per client thread), so
+/// that a failing load test replays the same choices.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) % n
+    }
+
+    pub fn chance(&mut self, percent: u64) -> bool {
+        self.below(100) < percent
+    }
+}
+
 /// A command run as the postgres system user: root switches uid in the
 /// child, anybody else uses sudo.
 fn as_postgres(program: impl AsRef<std::ffi::OsStr>) -> Command {
