@@ -478,7 +478,7 @@ fn verify_idempotency(client: &mut Client, ledger: &Ledger) {
     assert_eq!(orphans, 0, "effects without a key");
     let rows = client
         .query(
-            "SELECT k.key, k.status, k.response::text, count(e.key), min(e.op::text)
+            "SELECT k.key, k.status::text, k.response::text, count(e.key), min(e.op::text)
                FROM syncguard.idempotency_keys k LEFT JOIN effects e ON e.key = k.key
               WHERE k.scope = 'load'
               GROUP BY k.key, k.status, k.response::text",
@@ -552,7 +552,7 @@ fn verify_queue(client: &mut Client, ledger: &Ledger) {
     let mut stored: HashMap<String, (i64, String)> = HashMap::new();
     for row in client
         .query(
-            "SELECT payload->>'uid', job_id, state FROM syncguard.queue_jobs WHERE queue = 'load'",
+            "SELECT payload->>'uid', job_id, state::text FROM syncguard.queue_jobs WHERE queue = 'load'",
             &[],
         )
         .unwrap()
