@@ -44,6 +44,11 @@ SELECT c.relname, c.relkind, c.relrowsecurity AS rls,
    AND d.refobjid = (SELECT oid FROM pg_extension WHERE extname = 'syncguard') AND c.relkind IN ('r', 'v')
  ORDER BY c.relkind, c.relname;
 
+-- The ids this file takes are given back at the end (other files print theirs).
+SELECT string_agg(format('(%L::regclass, %s::bigint, %L::boolean)', s.schemaname || '.' || s.sequencename,
+                         coalesce(s.last_value, s.start_value), s.last_value IS NOT NULL), ', ') AS sequences
+  FROM pg_sequences s WHERE s.schemaname = 'syncguard' \gset
+
 CREATE ROLE ps_producer NOSUPERUSER NOCREATEDB NOCREATEROLE NOBYPASSRLS;
 CREATE ROLE ps_consumer NOSUPERUSER NOBYPASSRLS;
 CREATE ROLE ps_intruder NOSUPERUSER NOBYPASSRLS;
@@ -232,3 +237,4 @@ DROP OWNED BY ps_producer, ps_consumer, ps_intruder;
 DROP ROLE ps_producer;
 DROP ROLE ps_consumer;
 DROP ROLE ps_intruder;
+SELECT bool_and(setval(s, v, c) IS NOT NULL) AS ids_given_back FROM (VALUES :sequences) AS x(s, v, c);
