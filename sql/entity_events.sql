@@ -28,7 +28,10 @@ SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('sy
 ALTER TABLE syncguard.entity_events ENABLE ROW LEVEL SECURITY;
 CREATE POLICY entity_events_own ON syncguard.entity_events
     USING (owner_role = current_user) WITH CHECK (owner_role = current_user);
-GRANT SELECT, INSERT, DELETE ON syncguard.entity_events TO PUBLIC;
+-- No id in INSERT: an id chosen with OVERRIDING SYSTEM VALUE could take the
+-- one the sequence hands to another role's next event of the same entity.
+GRANT SELECT, DELETE ON syncguard.entity_events TO PUBLIC;
+GRANT INSERT (entity, kind, at, data, owner_role) ON syncguard.entity_events TO PUBLIC;
 
 -- Gaps and islands: per entity, the events of the two kinds in time order
 -- (id breaks ties: the order they were written). A start while started and a

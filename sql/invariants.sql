@@ -95,7 +95,32 @@ CREATE POLICY invariant_runs_own ON syncguard.invariant_runs
     USING (owner_role = current_user) WITH CHECK (owner_role = current_user);
 CREATE POLICY violations_own ON syncguard.violations
     USING (owner_role = current_user) WITH CHECK (owner_role = current_user);
-GRANT SELECT, INSERT, UPDATE, DELETE ON syncguard.invariants, syncguard.invariant_runs, syncguard.violations TO PUBLIC;
+-- Names are global (one view each), so row-level security alone would let a
+-- role write rows under another role's invariant name: an open episode there
+-- breaks the owner's next check on the unique index, a registry row squats a
+-- name without CREATE on the schema. So a role inserts an invariant only with
+-- the view of that name its own (define_invariant creates it first), and
+-- runs and episodes only of its own invariants; it updates no name, owner or
+-- id, and chooses no id (OVERRIDING SYSTEM VALUE could take the ids the
+-- sequences hand to other roles).
+CREATE POLICY invariants_own_view ON syncguard.invariants AS RESTRICTIVE FOR INSERT
+    WITH CHECK (EXISTS (SELECT FROM pg_catalog.pg_class AS c JOIN pg_catalog.pg_roles AS r ON r.oid = c.relowner
+                         WHERE c.relnamespace = 'syncguard_invariants'::pg_catalog.regnamespace
+                           AND c.relname = invariants.name::pg_catalog.name AND r.rolname = current_user));
+CREATE POLICY invariant_runs_own_invariant ON syncguard.invariant_runs AS RESTRICTIVE FOR INSERT
+    WITH CHECK (EXISTS (SELECT FROM syncguard.invariants AS i
+                         WHERE i.name = invariant_runs.invariant AND i.owner_role = current_user));
+CREATE POLICY violations_own_invariant ON syncguard.violations AS RESTRICTIVE FOR INSERT
+    WITH CHECK (EXISTS (SELECT FROM syncguard.invariants AS i
+                         WHERE i.name = violations.invariant AND i.owner_role = current_user));
+GRANT SELECT, INSERT, DELETE ON syncguard.invariants TO PUBLIC;
+GRANT UPDATE (query, grace, severity, remediation, description, schedule, statement_timeout, enabled,
+              updated_at, last_run_at, last_status, last_error) ON syncguard.invariants TO PUBLIC;
+GRANT SELECT, DELETE ON syncguard.invariant_runs, syncguard.violations TO PUBLIC;
+GRANT INSERT (invariant, owner_role, started_at, finished_at, status, violations, new_episodes, resolved,
+              sqlstate, error) ON syncguard.invariant_runs TO PUBLIC;
+GRANT INSERT (invariant, owner_role, entity, since, first_seen, last_seen, count, resolved_at),
+      UPDATE (since, last_seen, count, resolved_at) ON syncguard.violations TO PUBLIC;
 
 -- The NOTIFY payload on channel syncguard_alerts: a JSON object with kind
 -- (new_episode | check_error), invariant, severity, entity, since,

@@ -71,7 +71,12 @@ CREATE POLICY queues_own ON syncguard.queues
 CREATE POLICY queue_jobs_own ON syncguard.queue_jobs
     USING (owner_role = current_user OR owner_role IN (SELECT r.rolname FROM pg_catalog.pg_roles AS r WHERE pg_catalog.pg_has_role(r.oid, 'USAGE')))
     WITH CHECK (owner_role = current_user OR owner_role IN (SELECT r.rolname FROM pg_catalog.pg_roles AS r WHERE pg_catalog.pg_has_role(r.oid, 'USAGE')));
-GRANT SELECT, INSERT, UPDATE, DELETE ON syncguard.queues, syncguard.queue_jobs TO PUBLIC;
+GRANT SELECT, INSERT, UPDATE, DELETE ON syncguard.queues TO PUBLIC;
+-- No job_id in INSERT: an id chosen with OVERRIDING SYSTEM VALUE could take
+-- the one the sequence hands to another role's next job.
+GRANT SELECT, UPDATE, DELETE ON syncguard.queue_jobs TO PUBLIC;
+GRANT INSERT (queue, owner_role, state, payload, dedupe_key, attempts, visible_at, last_error, enqueued_at, dead_at)
+    ON syncguard.queue_jobs TO PUBLIC;
 
 -- Add a job; returns its id. With a dedupe key, a live (ready or leased) job
 -- of the queue with the same key is not enqueued twice: its id is returned.

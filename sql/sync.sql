@@ -105,8 +105,22 @@ CREATE POLICY sync_runs_own ON syncguard.sync_runs
 CREATE POLICY sync_parts_own ON syncguard.sync_parts
     USING (owner_role = current_user OR owner_role IN (SELECT r.rolname FROM pg_catalog.pg_roles AS r WHERE pg_catalog.pg_has_role(r.oid, 'USAGE')))
     WITH CHECK (owner_role = current_user OR owner_role IN (SELECT r.rolname FROM pg_catalog.pg_roles AS r WHERE pg_catalog.pg_has_role(r.oid, 'USAGE')));
-GRANT SELECT, INSERT, UPDATE, DELETE ON syncguard.sync_sources, syncguard.sync_runs,
-    syncguard.sync_parts TO PUBLIC;
+-- A foreign key is checked without row-level security, so these keep a role
+-- from attaching a run to a source it cannot see, or a part to a run it
+-- cannot see (a forged part would make the owner's own report of it fail).
+CREATE POLICY sync_runs_visible_source ON syncguard.sync_runs AS RESTRICTIVE
+    USING (true)
+    WITH CHECK (EXISTS (SELECT FROM syncguard.sync_sources AS s WHERE s.source = sync_runs.source));
+CREATE POLICY sync_parts_visible_run ON syncguard.sync_parts AS RESTRICTIVE
+    USING (true)
+    WITH CHECK (EXISTS (SELECT FROM syncguard.sync_runs AS r
+                         WHERE r.run_id = sync_parts.run_id AND r.source = sync_parts.source));
+GRANT SELECT, INSERT, UPDATE, DELETE ON syncguard.sync_sources, syncguard.sync_parts TO PUBLIC;
+-- run_id is left out of INSERT: a run id chosen with OVERRIDING SYSTEM VALUE
+-- could take the id the sequence hands to another role's next run.
+GRANT SELECT, UPDATE, DELETE ON syncguard.sync_runs TO PUBLIC;
+GRANT INSERT (source, owner_role, status, parts, since, started_at, deadline, finished_at, advanced, error)
+    ON syncguard.sync_runs TO PUBLIC;
 
 -- Mark runs past their deadline as abandoned, of `source` or of every source
 -- the caller can see; returns how many. sync_begin, sync_part and sync_finish
