@@ -4,7 +4,8 @@
 -- job_state) instead of text with a CHECK constraint; dequeue ends its index
 -- scan before it writes the leases and keeps one plan. The views over those
 -- columns and the partial indexes and constraints that name them are dropped
--- and made again as 0.2.0's install script makes them.
+-- and made again as 0.2.0's install script makes them. Rows of one role are
+-- kept out of reach of another (policies and column privileges below).
 \echo Use "ALTER EXTENSION syncguard UPDATE" to load this file. \quit
 
 -- Idempotency keys.
@@ -209,3 +210,41 @@ BEGIN
     END LOOP;
 END
 $$;
+
+-- Row ownership across roles: restrictive insert policies, so that no role
+-- writes rows under another role's invariant, source or run; no identity
+-- column in INSERT privileges, so that no role takes the ids the sequences
+-- hand to others; no UPDATE of names, owners or ids.
+REVOKE INSERT ON syncguard.entity_events FROM PUBLIC;
+GRANT INSERT (entity, kind, at, data, owner_role) ON syncguard.entity_events TO PUBLIC;
+CREATE POLICY invariants_own_view ON syncguard.invariants AS RESTRICTIVE FOR INSERT
+    WITH CHECK (EXISTS (SELECT FROM pg_catalog.pg_class AS c JOIN pg_catalog.pg_roles AS r ON r.oid = c.relowner
+                         WHERE c.relnamespace = 'syncguard_invariants'::pg_catalog.regnamespace
+                           AND c.relname = invariants.name::pg_catalog.name AND r.rolname = current_user));
+CREATE POLICY invariant_runs_own_invariant ON syncguard.invariant_runs AS RESTRICTIVE FOR INSERT
+    WITH CHECK (EXISTS (SELECT FROM syncguard.invariants AS i
+                         WHERE i.name = invariant_runs.invariant AND i.owner_role = current_user));
+CREATE POLICY violations_own_invariant ON syncguard.violations AS RESTRICTIVE FOR INSERT
+    WITH CHECK (EXISTS (SELECT FROM syncguard.invariants AS i
+                         WHERE i.name = violations.invariant AND i.owner_role = current_user));
+REVOKE INSERT, UPDATE ON syncguard.invariants, syncguard.invariant_runs, syncguard.violations FROM PUBLIC;
+GRANT INSERT ON syncguard.invariants TO PUBLIC;
+GRANT UPDATE (query, grace, severity, remediation, description, schedule, statement_timeout, enabled,
+              updated_at, last_run_at, last_status, last_error) ON syncguard.invariants TO PUBLIC;
+GRANT INSERT (invariant, owner_role, started_at, finished_at, status, violations, new_episodes, resolved,
+              sqlstate, error) ON syncguard.invariant_runs TO PUBLIC;
+GRANT INSERT (invariant, owner_role, entity, since, first_seen, last_seen, count, resolved_at),
+      UPDATE (since, last_seen, count, resolved_at) ON syncguard.violations TO PUBLIC;
+REVOKE INSERT ON syncguard.queue_jobs FROM PUBLIC;
+GRANT INSERT (queue, owner_role, state, payload, dedupe_key, attempts, visible_at, last_error, enqueued_at, dead_at)
+    ON syncguard.queue_jobs TO PUBLIC;
+CREATE POLICY sync_runs_visible_source ON syncguard.sync_runs AS RESTRICTIVE
+    USING (true)
+    WITH CHECK (EXISTS (SELECT FROM syncguard.sync_sources AS s WHERE s.source = sync_runs.source));
+CREATE POLICY sync_parts_visible_run ON syncguard.sync_parts AS RESTRICTIVE
+    USING (true)
+    WITH CHECK (EXISTS (SELECT FROM syncguard.sync_runs AS r
+                         WHERE r.run_id = sync_parts.run_id AND r.source = sync_parts.source));
+REVOKE INSERT ON syncguard.sync_runs FROM PUBLIC;
+GRANT INSERT (source, owner_role, status, parts, since, started_at, deadline, finished_at, advanced, error)
+    ON syncguard.sync_runs TO PUBLIC;

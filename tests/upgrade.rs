@@ -16,8 +16,9 @@ const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// Everything the extension owns, one line per member object with what
 /// matters about it: signature, volatility, strictness, parallel safety,
-/// pinned settings and privileges of functions; columns, defaults, indexes,
-/// constraints, triggers and view definitions of relations; enum labels;
+/// pinned settings and privileges of functions; columns (with their
+/// privileges), defaults, indexes, constraints, triggers, row-level security
+/// policies and view definitions of relations; enum labels;
 /// comments; and which tables pg_dump keeps (pg_extension_config_dump).
 const FINGERPRINT: &str = r#"
 WITH ext AS (SELECT oid, extconfig, extcondition FROM pg_extension WHERE extname = 'syncguard')
@@ -32,11 +33,12 @@ SELECT pg_describe_object(d.classid, d.objid, 0) || coalesce(' | ' ||
              FROM pg_proc p JOIN pg_language l ON l.oid = p.prolang
             WHERE p.oid = d.objid)
        WHEN 'pg_class'::regclass THEN (
-           SELECT format('kind=%s acl=%s columns=(%s) indexes=(%s) constraints=(%s) triggers=(%s) view=%s',
-                  c.relkind, c.relacl,
-                  (SELECT string_agg(format('%I %s%s%s', a.attname, format_type(a.atttypid, a.atttypmod),
+           SELECT format('kind=%s acl=%s rls=%s columns=(%s) indexes=(%s) constraints=(%s) triggers=(%s) policies=(%s) view=%s',
+                  c.relkind, c.relacl, c.relrowsecurity,
+                  (SELECT string_agg(format('%I %s%s%s%s', a.attname, format_type(a.atttypid, a.atttypmod),
                                             CASE WHEN a.attnotnull THEN ' not null' END,
-                                            ' default ' || pg_get_expr(ad.adbin, ad.adrelid)),
+                                            ' default ' || pg_get_expr(ad.adbin, ad.adrelid),
+                                            ' acl ' || a.attacl::text),
                                      ', ' ORDER BY a.attnum)
                      FROM pg_attribute a
                      LEFT JOIN pg_attrdef ad ON ad.adrelid = a.attrelid AND ad.adnum = a.attnum
@@ -47,6 +49,11 @@ SELECT pg_describe_object(d.classid, d.objid, 0) || coalesce(' | ' ||
                      FROM pg_constraint co WHERE co.conrelid = c.oid),
                   (SELECT string_agg(pg_get_triggerdef(t.oid), '; ' ORDER BY t.tgname)
                      FROM pg_trigger t WHERE t.tgrelid = c.oid AND NOT t.tgisinternal),
+                  (SELECT string_agg(format('%s %s %s to %s using %s check %s', p.polname, p.polcmd,
+                                            CASE WHEN p.polpermissive THEN 'permissive' ELSE 'restrictive' END,
+                                            p.polroles::regrole[], pg_get_expr(p.polqual, p.polrelid),
+                                            pg_get_expr(p.polwithcheck, p.polrelid)), '; ' ORDER BY p.polname)
+                     FROM pg_policy p WHERE p.polrelid = c.oid),
                   CASE WHEN c.relkind IN ('v', 'm') THEN pg_get_viewdef(c.oid) END)
              FROM pg_class c WHERE c.oid = d.objid)
        WHEN 'pg_type'::regclass THEN (
