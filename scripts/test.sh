@@ -79,26 +79,25 @@ check_client_targets() {
     return "$missing"
 }
 
+current_version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
+
 # Install scripts of released versions (tests/upgrade/syncguard--X.sql) go next
 # to the current one, so the upgrade test can CREATE EXTENSION ... VERSION 'X'
 # and then ALTER EXTENSION syncguard UPDATE through sql/syncguard--X--Y.sql.
 install_old_versions() {
-    local extdir f current
+    local extdir f
     extdir=$("$PG_CONFIG" --sharedir)/extension
-    current=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
     for f in tests/upgrade/syncguard--*.sql; do
         # The current version's script is the one the build just generated.
-        [ -e "$f" ] && [ "$f" != "tests/upgrade/syncguard--$current.sql" ] || continue
+        [ -e "$f" ] && [ "$f" != "tests/upgrade/syncguard--$current_version.sql" ] || continue
         if [ "$(id -u)" -eq 0 ]; then install -m 644 "$f" "$extdir/"; else sudo install -m 644 "$f" "$extdir/"; fi
     done
 }
 
 # The oldest version in tests/upgrade/ other than the current one, if any.
 oldest_release() {
-    local current
-    current=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
     ls tests/upgrade/syncguard--*.sql 2>/dev/null | sed 's/.*syncguard--\(.*\)\.sql/\1/' |
-        grep -vxF "$current" | sort -V | head -n 1 | grep .
+        grep -vxF "$current_version" | sort -V | head -n 1 | grep .
 }
 
 for t in "${tiers[@]}"; do

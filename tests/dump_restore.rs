@@ -77,22 +77,7 @@ INSERT INTO syncguard.entity_events (entity, kind) VALUES ('1', 'shipped'), ('1'
 /// The database as text: every table and sequence of the extension, the
 /// user tables, triggers, invariant views and the extension's views.
 fn state(client: &mut Client) -> Vec<String> {
-    let mut lines = vec![];
-    let members: Vec<(String, String)> = client
-        .query(
-            "SELECT c.oid::regclass::text, c.relkind::text
-               FROM pg_depend d JOIN pg_class c ON c.oid = d.objid
-              WHERE d.classid = 'pg_class'::regclass AND d.deptype = 'e'
-                AND d.refclassid = 'pg_extension'::regclass
-                AND d.refobjid = (SELECT oid FROM pg_extension WHERE extname = 'syncguard')
-                AND c.relkind IN ('r', 'p', 'S')
-              ORDER BY 1",
-            &[],
-        )
-        .unwrap()
-        .iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect();
+    let members = common::extension_relations(client);
     assert!(
         members.len() >= 12,
         "extension tables and sequences: {members:?}"
@@ -106,16 +91,8 @@ fn state(client: &mut Client) -> Vec<String> {
         "syncguard_invariants.never",
     ]
     .map(|v| (v.to_string(), "v".to_string()));
-    for (name, kind) in members.iter().chain(&user_tables).chain(&views) {
-        let sql = if kind == "S" {
-            format!("SELECT format('%s %s', last_value, is_called) FROM {name}")
-        } else {
-            format!("SELECT t::text FROM {name} t ORDER BY 1")
-        };
-        for row in client.query(&sql, &[]).unwrap() {
-            lines.push(format!("{name}: {}", row.get::<_, String>(0)));
-        }
-    }
+    let relations: Vec<_> = members.into_iter().chain(user_tables).chain(views).collect();
+    let mut lines = common::rows_as_text(client, &relations);
     for row in client
         .query(
             "SELECT pg_get_triggerdef(oid) FROM pg_trigger WHERE NOT tgisinternal

@@ -257,29 +257,10 @@ INSERT INTO up_profiles VALUES (2, '{}', NULL);
 SELECT count(*) FROM syncguard.check_invariants();
 "#;
 
-/// Every row of every table the extension keeps in pg_dump, as text.
+/// Every row of the extension's tables and sequences, as text.
 fn extension_rows(client: &mut Client) -> Vec<String> {
-    let tables: Vec<String> = client
-        .query(
-            "SELECT cfg::regclass::text FROM pg_extension, unnest(extconfig) AS cfg
-              WHERE extname = 'syncguard' AND (SELECT relkind FROM pg_class WHERE oid = cfg) = 'r'
-              ORDER BY 1",
-            &[],
-        )
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    let mut rows = Vec::new();
-    for t in tables {
-        for r in client
-            .query(&format!("SELECT t::text FROM {t} AS t ORDER BY 1"), &[])
-            .unwrap()
-        {
-            rows.push(format!("{t}: {}", r.get::<_, String>(0)));
-        }
-    }
-    rows
+    let relations = common::extension_relations(client);
+    common::rows_as_text(client, &relations)
 }
 
 /// The data written by [`FILL`] before the update goes on working after it.

@@ -423,6 +423,42 @@ fn is_root() -> bool {
         .unwrap_or(false)
 }
 
+/// The extension's own tables and sequences (name, relkind), by name.
+pub fn extension_relations(client: &mut Client) -> Vec<(String, String)> {
+    client
+        .query(
+            "SELECT c.oid::regclass::text, c.relkind::text
+               FROM pg_depend d JOIN pg_class c ON c.oid = d.objid
+              WHERE d.classid = 'pg_class'::regclass AND d.deptype = 'e'
+                AND d.refclassid = 'pg_extension'::regclass
+                AND d.refobjid = (SELECT oid FROM pg_extension WHERE extname = 'syncguard')
+                AND c.relkind IN ('r', 'p', 'S')
+              ORDER BY 1",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect()
+}
+
+/// Every row of each relation (name, relkind) as a line `name: row`, in
+/// order; a sequence as its last value and whether it was called.
+pub fn rows_as_text(client: &mut Client, relations: &[(String, String)]) -> Vec<String> {
+    let mut lines = vec![];
+    for (name, kind) in relations {
+        let sql = if kind == "S" {
+            format!("SELECT format('%s %s', last_value, is_called) FROM {name}")
+        } else {
+            format!("SELECT t::text FROM {name} t ORDER BY 1")
+        };
+        for row in client.query(&sql, &[]).unwrap() {
+            lines.push(format!("{name}: {}", row.get::<_, String>(0)));
+        }
+    }
+    lines
+}
+
 fn postgres_ids() -> (u32, u32) {
     let id = |flag: &str| -> u32 {
         run_ok(Command::new("id").args([flag, "postgres"]))
