@@ -9,6 +9,11 @@
 -- in a long transaction would be measured from a moment already past and
 -- expire early, and a claim would judge other leases by a stale clock.
 --
+-- Plans: the functions that find a row by its key SET enable_seqscan and
+-- enable_bitmapscan off. A session keeps its plans; one made while the table
+-- was nearly empty (a new install) would otherwise stay a sequential scan
+-- while the table fills up with keys.
+--
 -- Privileges: the functions are SECURITY INVOKER. The table is granted to
 -- PUBLIC under row-level security: a role sees, claims, completes and prunes
 -- only the keys stamped with its own name (owner_role = current_user).
@@ -154,6 +159,8 @@ CREATE FUNCTION syncguard.idem_claim(
 )
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
+SET enable_seqscan = off
+SET enable_bitmapscan = off
 AS $$
 DECLARE
     t   timestamptz := clock_timestamp();
@@ -263,6 +270,8 @@ CREATE FUNCTION syncguard.idem_lease_lost(tok uuid, caller text, scope text)
 RETURNS void
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
+SET enable_seqscan = off
+SET enable_bitmapscan = off
 AS $$
 DECLARE
     cur record;
@@ -291,6 +300,8 @@ CREATE FUNCTION syncguard.idem_complete(token uuid, response jsonb, scope text D
 RETURNS void
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
+SET enable_seqscan = off
+SET enable_bitmapscan = off
 AS $$
 BEGIN
     IF token IS NULL THEN
@@ -327,6 +338,8 @@ CREATE FUNCTION syncguard.idem_fail(
 )
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
+SET enable_seqscan = off
+SET enable_bitmapscan = off
 AS $$
 DECLARE
     t timestamptz := clock_timestamp();

@@ -15,6 +15,11 @@
 -- and nacks the jobs of its own role and of roles it is a member of, so a
 -- producer role is shared with its consumers by `GRANT producer TO consumer`.
 -- Superusers and the tables' owner bypass row-level security.
+--
+-- Plans: the functions that find a row by its key SET enable_seqscan and
+-- enable_bitmapscan off. A session keeps its plans; one made while the table
+-- was nearly empty (after a VACUUM of a drained queue) would otherwise stay a
+-- sequential scan while the table fills up with jobs and dead row versions.
 
 CREATE TABLE syncguard.queues (
     queue        text             PRIMARY KEY CHECK (queue <> ''),
@@ -85,6 +90,8 @@ CREATE FUNCTION syncguard.enqueue(queue text, payload jsonb, dedupe_key text DEF
 RETURNS bigint
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
+SET enable_seqscan = off
+SET enable_bitmapscan = off
 AS $$
 #variable_conflict use_column
 DECLARE
@@ -155,6 +162,7 @@ SET search_path = pg_catalog, pg_temp
 SET plan_cache_mode = force_generic_plan
 SET enable_sort = off
 SET enable_bitmapscan = off
+SET enable_seqscan = off
 AS $$
 #variable_conflict use_column
 DECLARE
@@ -195,6 +203,8 @@ CREATE FUNCTION syncguard.queue_leased_job(job_id bigint, attempt integer, calle
 RETURNS syncguard.queue_jobs
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
+SET enable_seqscan = off
+SET enable_bitmapscan = off
 AS $$
 DECLARE
     j syncguard.queue_jobs;
@@ -229,6 +239,8 @@ CREATE FUNCTION syncguard.ack(job_id bigint, attempt integer DEFAULT NULL)
 RETURNS void
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
+SET enable_seqscan = off
+SET enable_bitmapscan = off
 AS $$
 BEGIN
     DELETE FROM syncguard.queue_jobs AS j
@@ -248,6 +260,8 @@ CREATE FUNCTION syncguard.nack(job_id bigint, error text, retryable boolean DEFA
                                OUT state text, OUT attempts integer, OUT retry_at timestamptz)
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
+SET enable_seqscan = off
+SET enable_bitmapscan = off
 AS $$
 DECLARE
     t timestamptz := clock_timestamp();

@@ -2,10 +2,11 @@
 --
 -- idempotency_keys.status and queue_jobs.state become enums (idem_status,
 -- job_state) instead of text with a CHECK constraint; dequeue ends its index
--- scan before it writes the leases and keeps one plan. The views over those
--- columns and the partial indexes and constraints that name them are dropped
--- and made again as 0.2.0's install script makes them. Rows of one role are
--- kept out of reach of another (policies and column privileges below).
+-- scan before it writes the leases and keeps one plan; lookups by key use the
+-- index whatever the table's size when a session planned them. The views over
+-- those columns and the partial indexes and constraints that name them are
+-- dropped and made again as 0.2.0's install script makes them. Rows of one
+-- role are kept out of reach of another (policies and column privileges below).
 \echo Use "ALTER EXTENSION syncguard UPDATE" to load this file. \quit
 
 -- Idempotency keys.
@@ -50,6 +51,8 @@ CREATE OR REPLACE FUNCTION syncguard.idem_fail(
 )
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
+SET enable_seqscan = off
+SET enable_bitmapscan = off
 AS $$
 DECLARE
     t timestamptz := clock_timestamp();
@@ -177,6 +180,7 @@ SET search_path = pg_catalog, pg_temp
 SET plan_cache_mode = force_generic_plan
 SET enable_sort = off
 SET enable_bitmapscan = off
+SET enable_seqscan = off
 AS $$
 #variable_conflict use_column
 DECLARE
@@ -248,3 +252,20 @@ CREATE POLICY sync_parts_visible_run ON syncguard.sync_parts AS RESTRICTIVE
 REVOKE INSERT ON syncguard.sync_runs FROM PUBLIC;
 GRANT INSERT (source, owner_role, status, parts, since, started_at, deadline, finished_at, advanced, error)
     ON syncguard.sync_runs TO PUBLIC;
+
+-- Lookups by key never scan the table: a plan a session made while the table
+-- was nearly empty would otherwise stay a sequential scan as the table grows.
+ALTER FUNCTION syncguard.enqueue(text, jsonb, text, interval) SET enable_seqscan = off;
+ALTER FUNCTION syncguard.enqueue(text, jsonb, text, interval) SET enable_bitmapscan = off;
+ALTER FUNCTION syncguard.queue_leased_job(bigint, integer, text) SET enable_seqscan = off;
+ALTER FUNCTION syncguard.queue_leased_job(bigint, integer, text) SET enable_bitmapscan = off;
+ALTER FUNCTION syncguard.ack(bigint, integer) SET enable_seqscan = off;
+ALTER FUNCTION syncguard.ack(bigint, integer) SET enable_bitmapscan = off;
+ALTER FUNCTION syncguard.nack(bigint, text, boolean, integer) SET enable_seqscan = off;
+ALTER FUNCTION syncguard.nack(bigint, text, boolean, integer) SET enable_bitmapscan = off;
+ALTER FUNCTION syncguard.idem_claim(text, text, jsonb, interval, interval, text[]) SET enable_seqscan = off;
+ALTER FUNCTION syncguard.idem_claim(text, text, jsonb, interval, interval, text[]) SET enable_bitmapscan = off;
+ALTER FUNCTION syncguard.idem_lease_lost(uuid, text, text) SET enable_seqscan = off;
+ALTER FUNCTION syncguard.idem_lease_lost(uuid, text, text) SET enable_bitmapscan = off;
+ALTER FUNCTION syncguard.idem_complete(uuid, jsonb, text) SET enable_seqscan = off;
+ALTER FUNCTION syncguard.idem_complete(uuid, jsonb, text) SET enable_bitmapscan = off;

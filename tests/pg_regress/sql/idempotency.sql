@@ -253,3 +253,33 @@ SELECT count(*) AS charges FROM charges;
 DEALLOCATE charge;
 DELETE FROM syncguard.idempotency_keys WHERE scope = 'one';
 DROP TABLE charges;
+
+-- Plans: a session keeps the plans it made while the table was small; as the
+-- table grows, claim (on a conflict), complete and fail still find keys by
+-- index. Six rounds: past the plan cache's custom plans, to the plan it keeps.
+VACUUM syncguard.idempotency_keys;  -- statistics of a small table
+\c
+DO $$
+DECLARE c record;
+BEGIN
+    FOR i IN 1..6 LOOP
+        SELECT * INTO c FROM syncguard.idem_claim('plans', 'k' || i, '{}');
+        PERFORM syncguard.idem_complete(c.token, '{}');
+        PERFORM syncguard.idem_claim('plans', 'k' || i, '{}');
+        SELECT * INTO c FROM syncguard.idem_claim('plans', 'f' || i, '{}');
+        PERFORM syncguard.idem_fail(c.token, 'no', retryable => false);
+    END LOOP;
+END $$;
+SELECT count(*) AS grown
+  FROM generate_series(1, 3000) AS i, syncguard.idem_claim('plans', 'g' || i, '{}') AS c
+ WHERE c.outcome = 'claimed';
+BEGIN;
+SELECT token AS pt FROM syncguard.idem_claim('plans', 'new', '{}') \gset
+SELECT syncguard.idem_complete(:'pt', '{"ok": true}');
+SELECT outcome, response FROM syncguard.idem_claim('plans', 'new', '{}');
+SELECT token AS pf FROM syncguard.idem_claim('plans', 'bad', '{}') \gset
+SELECT status FROM syncguard.idem_fail(:'pf', 'no', retryable => false);
+SELECT seq_scan, idx_scan > 0 AS by_index FROM pg_stat_xact_user_tables
+ WHERE relid = 'syncguard.idempotency_keys'::regclass;
+COMMIT;
+DELETE FROM syncguard.idempotency_keys WHERE scope = 'plans';

@@ -111,3 +111,36 @@ SELECT pg_temp.err(format('SELECT * FROM syncguard.nack(%s, %L)', :j3, 'not leas
 SELECT pg_temp.err($$SELECT syncguard.queue_configure('mail', max_attempts => 0)$$);
 SELECT pg_temp.err($$SELECT syncguard.queue_configure('mail', jitter => 2)$$);
 SELECT pg_temp.err($$SELECT syncguard.requeue_dead(NULL)$$);
+
+-- Plans: a session keeps the plans it made while the table was small; as the
+-- table grows, enqueue (dedupe lookup), dequeue, ack and nack still find jobs
+-- by index, never by reading the whole table. Six rounds: past the plan
+-- cache's custom plans, to the plan it keeps.
+VACUUM syncguard.queue_jobs;  -- statistics of a small table
+\c
+DO $$
+DECLARE d record;
+BEGIN
+    FOR i IN 1..6 LOOP
+        PERFORM syncguard.enqueue('plans', '{}', dedupe_key => 'p');
+        PERFORM syncguard.enqueue('plans', '{}', dedupe_key => 'p');
+        SELECT * INTO d FROM syncguard.dequeue('plans');
+        PERFORM syncguard.ack(d.job_id, d.attempt);
+        PERFORM syncguard.enqueue('plans', '{}');
+        SELECT * INTO d FROM syncguard.dequeue('plans');
+        PERFORM syncguard.nack(d.job_id, 'gone', retryable => false);
+    END LOOP;
+END $$;
+SELECT count(syncguard.enqueue('plans', '{}', delay => '1 hour')) AS grown FROM generate_series(1, 3000);
+BEGIN;
+SELECT syncguard.enqueue('plans', '{}', dedupe_key => 'p') AS pj \gset
+SELECT syncguard.enqueue('plans', '{}', dedupe_key => 'p') = :pj AS deduplicated;
+SELECT job_id = :pj AS leased, attempt FROM syncguard.dequeue('plans');
+SELECT syncguard.ack(:pj, 1);
+SELECT syncguard.enqueue('plans', '{}') AS pk \gset
+SELECT job_id = :pk AS leased FROM syncguard.dequeue('plans');
+SELECT state FROM syncguard.nack(:pk, 'gone', retryable => false);
+SELECT seq_scan, idx_scan > 0 AS by_index FROM pg_stat_xact_user_tables
+ WHERE relid = 'syncguard.queue_jobs'::regclass;
+COMMIT;
+DELETE FROM syncguard.queue_jobs WHERE queue = 'plans';
