@@ -9,13 +9,13 @@
 #       the table protected with syncguard.protect, and unprotected.
 # Every run starts from the same freshly loaded table (100,000 rows of about
 # 1 KB, generated once by benches/upsert_setup.sql); the two sides of a
-# comparison alternate, UPSERT_ROUNDS times each (default 2), and the median
+# comparison alternate, UPSERT_ROUNDS times each (default 3), and the median
 # TPS of each side is kept.
 # Prints a markdown section; UPSERT_SECONDS sets the duration of each run.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 SECONDS_EACH=${UPSERT_SECONDS:-10}
-ROUNDS=${UPSERT_ROUNDS:-2}
+ROUNDS=${UPSERT_ROUNDS:-3}
 ROWS=100000    # as in benches/upsert_setup.sql and the pgbench scripts
 started=$SECONDS
 
