@@ -71,11 +71,11 @@ SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('sy
 ALTER TABLE syncguard.queues ENABLE ROW LEVEL SECURITY;
 ALTER TABLE syncguard.queue_jobs ENABLE ROW LEVEL SECURITY;
 CREATE POLICY queues_own ON syncguard.queues
-    USING (owner_role = current_user OR owner_role IN (SELECT r.rolname FROM pg_catalog.pg_roles AS r WHERE pg_catalog.pg_has_role(r.oid, 'USAGE')))
-    WITH CHECK (owner_role = current_user OR owner_role IN (SELECT r.rolname FROM pg_catalog.pg_roles AS r WHERE pg_catalog.pg_has_role(r.oid, 'USAGE')));
+    USING (owner_role = current_user OR syncguard.has_privs_of(owner_role))
+    WITH CHECK (owner_role = current_user OR syncguard.has_privs_of(owner_role));
 CREATE POLICY queue_jobs_own ON syncguard.queue_jobs
-    USING (owner_role = current_user OR owner_role IN (SELECT r.rolname FROM pg_catalog.pg_roles AS r WHERE pg_catalog.pg_has_role(r.oid, 'USAGE')))
-    WITH CHECK (owner_role = current_user OR owner_role IN (SELECT r.rolname FROM pg_catalog.pg_roles AS r WHERE pg_catalog.pg_has_role(r.oid, 'USAGE')));
+    USING (owner_role = current_user OR syncguard.has_privs_of(owner_role))
+    WITH CHECK (owner_role = current_user OR syncguard.has_privs_of(owner_role));
 GRANT SELECT, INSERT, UPDATE, DELETE ON syncguard.queues TO PUBLIC;
 -- No job_id in INSERT: an id chosen with OVERRIDING SYSTEM VALUE could take
 -- the one the sequence hands to another role's next job.

@@ -93,18 +93,21 @@ SELECT pg_catalog.pg_extension_config_dump('syncguard.sync_parts', '');
 -- The identity's sequence too, or a restored database would hand out run ids again.
 SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('syncguard.sync_runs', 'run_id'), '');
 
+COMMENT ON FUNCTION syncguard.has_privs_of(text) IS
+    'whether the current user has the privileges of the named role (false for a role that no longer exists); the row-level security policies of the sync and queue tables';
+
 ALTER TABLE syncguard.sync_sources ENABLE ROW LEVEL SECURITY;
 ALTER TABLE syncguard.sync_runs ENABLE ROW LEVEL SECURITY;
 ALTER TABLE syncguard.sync_parts ENABLE ROW LEVEL SECURITY;
 CREATE POLICY sync_sources_own ON syncguard.sync_sources
-    USING (owner_role = current_user OR owner_role IN (SELECT r.rolname FROM pg_catalog.pg_roles AS r WHERE pg_catalog.pg_has_role(r.oid, 'USAGE')))
-    WITH CHECK (owner_role = current_user OR owner_role IN (SELECT r.rolname FROM pg_catalog.pg_roles AS r WHERE pg_catalog.pg_has_role(r.oid, 'USAGE')));
+    USING (owner_role = current_user OR syncguard.has_privs_of(owner_role))
+    WITH CHECK (owner_role = current_user OR syncguard.has_privs_of(owner_role));
 CREATE POLICY sync_runs_own ON syncguard.sync_runs
-    USING (owner_role = current_user OR owner_role IN (SELECT r.rolname FROM pg_catalog.pg_roles AS r WHERE pg_catalog.pg_has_role(r.oid, 'USAGE')))
-    WITH CHECK (owner_role = current_user OR owner_role IN (SELECT r.rolname FROM pg_catalog.pg_roles AS r WHERE pg_catalog.pg_has_role(r.oid, 'USAGE')));
+    USING (owner_role = current_user OR syncguard.has_privs_of(owner_role))
+    WITH CHECK (owner_role = current_user OR syncguard.has_privs_of(owner_role));
 CREATE POLICY sync_parts_own ON syncguard.sync_parts
-    USING (owner_role = current_user OR owner_role IN (SELECT r.rolname FROM pg_catalog.pg_roles AS r WHERE pg_catalog.pg_has_role(r.oid, 'USAGE')))
-    WITH CHECK (owner_role = current_user OR owner_role IN (SELECT r.rolname FROM pg_catalog.pg_roles AS r WHERE pg_catalog.pg_has_role(r.oid, 'USAGE')));
+    USING (owner_role = current_user OR syncguard.has_privs_of(owner_role))
+    WITH CHECK (owner_role = current_user OR syncguard.has_privs_of(owner_role));
 -- A foreign key is checked without row-level security, so these keep a role
 -- from attaching a run to a source it cannot see, or a part to a run it
 -- cannot see (a forged part would make the owner's own report of it fail).

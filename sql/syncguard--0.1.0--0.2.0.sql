@@ -6,7 +6,8 @@
 -- index whatever the table's size when a session planned them. The views over
 -- those columns and the partial indexes and constraints that name them are
 -- dropped and made again as 0.2.0's install script makes them. Rows of one
--- role are kept out of reach of another (policies and column privileges below).
+-- role are kept out of reach of another (policies and column privileges
+-- below); rows shared by role membership are decided by has_privs_of.
 \echo Use "ALTER EXTENSION syncguard UPDATE" to load this file. \quit
 
 -- Idempotency keys.
@@ -269,3 +270,26 @@ ALTER FUNCTION syncguard.idem_lease_lost(uuid, text, text) SET enable_seqscan = 
 ALTER FUNCTION syncguard.idem_lease_lost(uuid, text, text) SET enable_bitmapscan = off;
 ALTER FUNCTION syncguard.idem_complete(uuid, jsonb, text) SET enable_seqscan = off;
 ALTER FUNCTION syncguard.idem_complete(uuid, jsonb, text) SET enable_bitmapscan = off;
+
+-- Rows shared by role membership: a function call per row, not a subquery
+-- over pg_roles planned and started with every statement.
+CREATE FUNCTION syncguard."has_privs_of"("role_name" TEXT) RETURNS bool
+STRICT STABLE PARALLEL SAFE
+LANGUAGE c AS 'MODULE_PATHNAME', 'has_privs_of_wrapper';
+COMMENT ON FUNCTION syncguard.has_privs_of(text) IS
+    'whether the current user has the privileges of the named role (false for a role that no longer exists); the row-level security policies of the sync and queue tables';
+ALTER POLICY queues_own ON syncguard.queues
+    USING (owner_role = current_user OR syncguard.has_privs_of(owner_role))
+    WITH CHECK (owner_role = current_user OR syncguard.has_privs_of(owner_role));
+ALTER POLICY queue_jobs_own ON syncguard.queue_jobs
+    USING (owner_role = current_user OR syncguard.has_privs_of(owner_role))
+    WITH CHECK (owner_role = current_user OR syncguard.has_privs_of(owner_role));
+ALTER POLICY sync_sources_own ON syncguard.sync_sources
+    USING (owner_role = current_user OR syncguard.has_privs_of(owner_role))
+    WITH CHECK (owner_role = current_user OR syncguard.has_privs_of(owner_role));
+ALTER POLICY sync_runs_own ON syncguard.sync_runs
+    USING (owner_role = current_user OR syncguard.has_privs_of(owner_role))
+    WITH CHECK (owner_role = current_user OR syncguard.has_privs_of(owner_role));
+ALTER POLICY sync_parts_own ON syncguard.sync_parts
+    USING (owner_role = current_user OR syncguard.has_privs_of(owner_role))
+    WITH CHECK (owner_role = current_user OR syncguard.has_privs_of(owner_role));

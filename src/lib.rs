@@ -11,6 +11,7 @@ pub mod merge;
 mod merge_sql;
 mod protect;
 mod regclass;
+mod roles;
 mod sync;
 mod table_info;
 mod upsert;
