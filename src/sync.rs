@@ -9,14 +9,14 @@
 
 use crate::roles::has_privs_of;
 
-pgrx::extension_sql_file!(
-    "../sql/sync.sql",
-    name = "sync",
-    requires = [has_privs_of]
-);
+pgrx::extension_sql_file!("../sql/sync.sql", name = "sync", requires = [has_privs_of]);
 pgrx::extension_sql_file!(
     "../sql/queue.sql",
     name = "queue",
     requires = ["idempotency", has_privs_of]
 );
-pgrx::extension_sql_file!("../sql/health.sql", name = "health", requires = ["sync", "queue"]);
+pgrx::extension_sql_file!(
+    "../sql/health.sql",
+    name = "health",
+    requires = ["sync", "queue"]
+);

@@ -45,12 +45,8 @@ fn is_word(c: char) -> bool {
 fn mentions(doc: &str, name: &str) -> bool {
     ["`", "`syncguard."].iter().any(|prefix| {
         let needle = format!("{prefix}{name}");
-        doc.match_indices(&needle).any(|(at, _)| {
-            !doc[at + needle.len()..]
-                .chars()
-                .next()
-                .is_some_and(is_word)
-        })
+        doc.match_indices(&needle)
+            .any(|(at, _)| !doc[at + needle.len()..].chars().next().is_some_and(is_word))
     })
 }
 
@@ -81,7 +77,10 @@ fn errcodes() -> BTreeMap<String, String> {
             let rest = line.strip_prefix("#define ")?;
             let (name, def) = rest.split_once(char::is_whitespace)?;
             let chars = def.trim().strip_prefix("MAKE_SQLSTATE(")?;
-            let code: String = chars.chars().filter(|c| c.is_ascii_alphanumeric()).collect();
+            let code: String = chars
+                .chars()
+                .filter(|c| c.is_ascii_alphanumeric())
+                .collect();
             (code.len() == 5).then(|| (name.to_string(), code))
         })
         .collect()
@@ -186,7 +185,9 @@ fn reference_and_operations_name_everything() {
         }
         // a row of the troubleshooting table starts with the code
         if !operations.contains(&format!("| `{code}`")) {
-            missing.push(format!("operations.md: troubleshooting row for SQLSTATE {code}"));
+            missing.push(format!(
+                "operations.md: troubleshooting row for SQLSTATE {code}"
+            ));
         }
     }
     assert!(

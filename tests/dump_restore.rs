@@ -91,7 +91,11 @@ fn state(client: &mut Client) -> Vec<String> {
         "syncguard_invariants.never",
     ]
     .map(|v| (v.to_string(), "v".to_string()));
-    let relations: Vec<_> = members.into_iter().chain(user_tables).chain(views).collect();
+    let relations: Vec<_> = members
+        .into_iter()
+        .chain(user_tables)
+        .chain(views)
+        .collect();
     let mut lines = common::rows_as_text(client, &relations);
     for row in client
         .query(

@@ -151,9 +151,17 @@ fn every_job_ends_acked_or_dead_exactly_once() {
         let expected: Vec<i32> = (1..=attempts.len() as i32).collect();
         assert_eq!(attempts, expected, "job {id}: attempts in order");
         // Every failure but a final one (dead) was retried.
-        assert_eq!(job.retries.len(), attempts.len() - 1, "job {id}: one retry per failure");
+        assert_eq!(
+            job.retries.len(),
+            attempts.len() - 1,
+            "job {id}: one retry per failure"
+        );
         if job.dead == 1 {
-            assert_eq!(attempts.len() as i32, MAX_ATTEMPTS, "job {id} died before its last attempt");
+            assert_eq!(
+                attempts.len() as i32,
+                MAX_ATTEMPTS,
+                "job {id} died before its last attempt"
+            );
             dead_jobs.push(id);
         } else {
             acked += 1;
@@ -170,12 +178,18 @@ fn every_job_ends_acked_or_dead_exactly_once() {
         }
     }
     assert_eq!(acked + dead_jobs.len(), JOBS);
-    assert!(retried > JOBS / 10, "the failures were retried ({retried} retries)");
+    assert!(
+        retried > JOBS / 10,
+        "the failures were retried ({retried} retries)"
+    );
 
     // The server agrees: no live job left, the dead ones in dead_letters.
     let mut check = cluster.connect();
     let live: i64 = check
-        .query_one("SELECT depth FROM syncguard.queue_stats WHERE queue = 'load'", &[])
+        .query_one(
+            "SELECT depth FROM syncguard.queue_stats WHERE queue = 'load'",
+            &[],
+        )
         .unwrap()
         .get(0);
     assert_eq!(live, 0);

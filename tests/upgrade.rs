@@ -89,7 +89,8 @@ fn version_key(v: &str) -> Vec<u64> {
 
 /// The server's message, not just "db error".
 fn db_message(e: &postgres::Error) -> String {
-    e.as_db_error().map_or_else(|| e.to_string(), |d| format!("{d}"))
+    e.as_db_error()
+        .map_or_else(|| e.to_string(), |d| format!("{d}"))
 }
 
 fn quote_literal(s: &str) -> String {
@@ -152,7 +153,12 @@ fn every_installable_version_updates_to_the_current_one() {
                 "CREATE EXTENSION syncguard VERSION {}",
                 quote_literal(from)
             ))
-            .unwrap_or_else(|e| panic!("CREATE EXTENSION syncguard VERSION '{from}': {}", db_message(&e)));
+            .unwrap_or_else(|e| {
+                panic!(
+                    "CREATE EXTENSION syncguard VERSION '{from}': {}",
+                    db_message(&e)
+                )
+            });
         let filled = from != VERSION;
         if filled {
             client
@@ -162,7 +168,12 @@ fn every_installable_version_updates_to_the_current_one() {
         let stored = extension_rows(&mut client);
         client
             .batch_execute("ALTER EXTENSION syncguard UPDATE")
-            .unwrap_or_else(|e| panic!("ALTER EXTENSION syncguard UPDATE from {from}: {}", db_message(&e)));
+            .unwrap_or_else(|e| {
+                panic!(
+                    "ALTER EXTENSION syncguard UPDATE from {from}: {}",
+                    db_message(&e)
+                )
+            });
 
         let row = client
             .query_one(
@@ -202,13 +213,19 @@ fn every_installable_version_updates_to_the_current_one() {
 /// generated statements do not count.
 #[test]
 fn a_released_version_keeps_its_schema() {
-    let frozen = format!("{}/tests/upgrade/syncguard--{VERSION}.sql", env!("CARGO_MANIFEST_DIR"));
+    let frozen = format!(
+        "{}/tests/upgrade/syncguard--{VERSION}.sql",
+        env!("CARGO_MANIFEST_DIR")
+    );
     let Ok(frozen) = std::fs::read_to_string(&frozen) else {
         // Not released yet: the update test holds it to the upgrade script
         // from the last released version.
         return;
     };
-    let generated = format!("{}/extension/syncguard--{VERSION}.sql", common::pg_config("--sharedir"));
+    let generated = format!(
+        "{}/extension/syncguard--{VERSION}.sql",
+        common::pg_config("--sharedir")
+    );
     let generated = std::fs::read_to_string(&generated).expect("the generated install script");
     let (frozen, generated) = (schema_lines(&frozen), schema_lines(&generated));
     if frozen != generated {
@@ -227,7 +244,9 @@ fn schema_lines(script: &str) -> Vec<String> {
     let mut lines: Vec<String> = script
         .lines()
         .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with("--") && !(l.starts_with("/*") && l.ends_with("*/")))
+        .filter(|l| {
+            !l.is_empty() && !l.starts_with("--") && !(l.starts_with("/*") && l.ends_with("*/"))
+        })
         .map(String::from)
         .collect();
     lines.sort();
@@ -281,38 +300,62 @@ fn works_after_update(client: &mut Client, from: &str) {
     );
     // Keys answer from their stored state.
     assert_eq!(
-        one(client, r#"SELECT outcome || ' ' || response::text FROM syncguard.idem_claim('up', 'done', '{"x": 1}')"#),
+        one(
+            client,
+            r#"SELECT outcome || ' ' || response::text FROM syncguard.idem_claim('up', 'done', '{"x": 1}')"#
+        ),
         r#"replay {"charge": 7}"#
     );
     assert_eq!(
-        one(client, r#"SELECT outcome FROM syncguard.idem_claim('up', 'running', '{"x": 2}')"#),
+        one(
+            client,
+            r#"SELECT outcome FROM syncguard.idem_claim('up', 'running', '{"x": 2}')"#
+        ),
         "in_progress"
     );
     assert_eq!(
-        one(client, r#"SELECT outcome FROM syncguard.idem_claim('up', 'dead', '{"x": 3}')"#),
+        one(
+            client,
+            r#"SELECT outcome FROM syncguard.idem_claim('up', 'dead', '{"x": 3}')"#
+        ),
         "dead"
     );
     // The queue: the dedupe key still holds, the due job comes out and the
     // leased one ({"n": 2}) does not, the dead one is requeued.
     assert_eq!(
-        one(client, r#"SELECT (syncguard.enqueue('upq', '{"n": 22}', dedupe_key => 'two') = job_id)::text
-                       FROM syncguard.queue_jobs WHERE dedupe_key = 'two'"#),
+        one(
+            client,
+            r#"SELECT (syncguard.enqueue('upq', '{"n": 22}', dedupe_key => 'two') = job_id)::text
+                       FROM syncguard.queue_jobs WHERE dedupe_key = 'two'"#
+        ),
         "true"
     );
     assert_eq!(
-        one(client, "SELECT string_agg(payload::text, ' ') FROM syncguard.dequeue('upq', 5)"),
+        one(
+            client,
+            "SELECT string_agg(payload::text, ' ') FROM syncguard.dequeue('upq', 5)"
+        ),
         r#"{"n": 3}"#
     );
-    assert_eq!(one(client, "SELECT syncguard.requeue_dead('upq')::text"), "1");
+    assert_eq!(
+        one(client, "SELECT syncguard.requeue_dead('upq')::text"),
+        "1"
+    );
     // The watermark is the first run's start, held by the failed second run.
     assert_eq!(
-        one(client, "SELECT (since = (SELECT started_at FROM syncguard.sync_runs WHERE source = 'crm'
+        one(
+            client,
+            "SELECT (since = (SELECT started_at FROM syncguard.sync_runs WHERE source = 'crm'
                                         ORDER BY started_at LIMIT 1) - interval '1 minute')::text
-                       FROM syncguard.sync_begin('crm')"),
+                       FROM syncguard.sync_begin('crm')"
+        ),
         "true"
     );
     assert_eq!(
-        one(client, "SELECT status || ' ' || violations FROM syncguard.check_invariants('unnamed')"),
+        one(
+            client,
+            "SELECT status || ' ' || violations FROM syncguard.check_invariants('unnamed')"
+        ),
         "violating 1"
     );
 }
