@@ -3,12 +3,14 @@
 //! Each request's effect is a row inserted in the same transaction as the
 //! claim and the completion (the local-work pattern). At the end every key's
 //! effect exists exactly once and every replayed response equals the first.
+//! Meanwhile another connection watches for a key in a state the functions
+//! must never leave (the table has no CHECK constraints: sql/idempotency.sql).
 mod common;
 
 use common::TestCluster;
 use postgres::Client;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -16,6 +18,12 @@ use std::time::{Duration, Instant};
 const CONNECTIONS: usize = 16;
 const REQUESTS: usize = 10_000;
 const KEYS: u64 = 200;
+
+/// Keys in a state no function leaves behind: what the table's CHECK
+/// constraints said before they were dropped for speed.
+const INCONSISTENT: &str = "SELECT count(*) FROM syncguard.idempotency_keys
+     WHERE attempts < 1 OR (status = 'running' AND lease_expires_at IS NULL)
+        OR (status = 'failed' AND next_attempt_at IS NULL)";
 
 /// A small xorshift generator: deterministic per thread, no dependency.
 struct Rng(u64);
@@ -154,6 +162,21 @@ fn every_request_has_its_effect_exactly_once() {
 
     let next = Arc::new(AtomicUsize::new(0));
     let tally = Arc::new(Mutex::new(Tally::default()));
+    let done = Arc::new(AtomicBool::new(false));
+    let monitor = {
+        let mut client = cluster.connect();
+        let done = done.clone();
+        thread::spawn(move || {
+            let mut looks = 0;
+            while !done.load(Ordering::Relaxed) {
+                let n: i64 = client.query_one(INCONSISTENT, &[]).unwrap().get(0);
+                assert_eq!(n, 0, "a key in a state the functions must not leave");
+                looks += 1;
+                thread::sleep(Duration::from_millis(5));
+            }
+            looks
+        })
+    };
     let started = Instant::now();
     let workers: Vec<_> = (0..CONNECTIONS)
         .map(|i| {
@@ -174,6 +197,9 @@ fn every_request_has_its_effect_exactly_once() {
         w.join().expect("worker panicked");
     }
     let elapsed = started.elapsed();
+    done.store(true, Ordering::Relaxed);
+    let looks = monitor.join().expect("the monitor saw an inconsistent key");
+    assert!(looks > 0, "the monitor looked at the keys during the run");
 
     let tally = tally.lock().unwrap();
     let served = tally.first.len() + tally.replays.len();
@@ -183,6 +209,8 @@ fn every_request_has_its_effect_exactly_once() {
         tally.outcomes, tally.failures_recorded, tally.rollbacks
     );
     assert_eq!(served, REQUESTS, "every request got an answer");
+    let n: i64 = admin.query_one(INCONSISTENT, &[]).unwrap().get(0);
+    assert_eq!(n, 0, "no key in a state the functions must not leave");
     assert!(tally.failures_recorded > 0 && tally.rollbacks > 0);
     assert!(tally.outcomes.get("retry_later").copied().unwrap_or(0) > 0);
 

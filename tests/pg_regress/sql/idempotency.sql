@@ -279,7 +279,15 @@ SELECT syncguard.idem_complete(:'pt', '{"ok": true}');
 SELECT outcome, response FROM syncguard.idem_claim('plans', 'new', '{}');
 SELECT token AS pf FROM syncguard.idem_claim('plans', 'bad', '{}') \gset
 SELECT status FROM syncguard.idem_fail(:'pf', 'no', retryable => false);
+SELECT token AS pr FROM syncguard.idem_claim('plans', 'retry', '{}') \gset
+SELECT status FROM syncguard.idem_fail(:'pr', 'later');
 SELECT seq_scan, idx_scan > 0 AS by_index FROM pg_stat_xact_user_tables
  WHERE relid = 'syncguard.idempotency_keys'::regclass;
 COMMIT;
+-- Running, succeeded, failed and dead keys as the functions leave them (the
+-- table has no CHECK constraints to say so).
+SELECT status, count(*) AS keys,
+       count(*) FILTER (WHERE attempts < 1 OR (status = 'running' AND lease_expires_at IS NULL)
+                          OR (status = 'failed' AND next_attempt_at IS NULL)) AS inconsistent
+  FROM syncguard.idempotency_keys WHERE scope = 'plans' GROUP BY status ORDER BY status;
 DELETE FROM syncguard.idempotency_keys WHERE scope = 'plans';
