@@ -7,6 +7,8 @@
 //! retries with the idempotency log's `backoff_delay`, hence its `requires`;
 //! the policies of both call `syncguard.has_privs_of` (src/roles.rs).
 
+// Named in `requires` below: only the SQL generator reads it.
+#[allow(unused_imports)]
 use crate::roles::has_privs_of;
 
 pgrx::extension_sql_file!("../sql/sync.sql", name = "sync", requires = [has_privs_of]);
