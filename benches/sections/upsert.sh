@@ -4,7 +4,9 @@
 # created). Two comparisons, 1 and 2 clients each:
 #   (1) syncguard.merge_upsert (benches/upsert_merge.sql) against a plain
 #       INSERT … ON CONFLICT DO UPDATE SET data = t.data || excluded.data
-#       (benches/upsert_plain.sql), the same patch on the same table;
+#       (benches/upsert_plain.sql), the same patch on the same table; and,
+#       for reference, against that upsert returning the stored row
+#       (benches/upsert_plain_returning.sql), as merge_upsert does;
 #   (2) a plain UPDATE of the whole document (benches/upsert_update.sql) on
 #       the table protected with syncguard.protect, and unprotected.
 # Every run starts from the same freshly loaded table (100,000 rows of about
@@ -117,11 +119,13 @@ row() {
                         (k >= goal * b ? "met" : "**not met**") }'
 }
 
-upsert_rows=() update_rows=()
+upsert_rows=() returning_rows=() update_rows=()
 for clients in 1 2; do
     compare benches/upsert_plain.sql plain benches/upsert_merge.sql plain "$clients" check_upsert
     upsert_rows+=("$(row "$clients" 0.9)")
     upsert_check_b=$check_b upsert_check_c=$check_c
+    compare benches/upsert_plain_returning.sql plain benches/upsert_merge.sql plain "$clients" true
+    returning_rows+=("$(row "$clients" 0.9)")
     compare benches/upsert_update.sql plain benches/upsert_update.sql protect "$clients" check_update
     update_rows+=("$(row "$clients" 0.8)")
     update_check_b=$check_b update_check_c=$check_c
@@ -155,6 +159,13 @@ echo ""
 echo "| clients | baseline \`\|\|\` upsert (TPS) | merge_upsert (TPS) | merge_upsert / baseline | target ≥ 0.9× |"
 echo "|---|---|---|---|---|"
 printf '%s\n' "${upsert_rows[@]}"
+echo ""
+echo "For reference, the same with a baseline that also returns the stored row, as merge_upsert does:"
+echo "\`… RETURNING t.id, t.data\` (\`benches/upsert_plain_returning.sql\`), its own runs of both sides:"
+echo ""
+echo "| clients | baseline \`\|\|\` upsert returning the row (TPS) | merge_upsert (TPS) | merge_upsert / baseline | ≥ 0.9× |"
+echo "|---|---|---|---|---|"
+printf '%s\n' "${returning_rows[@]}"
 echo ""
 echo "**(2) Protected table.** \`UPDATE upsert_bench SET data = <record> WHERE id = :id\` of a random"
 echo "existing key (\`benches/upsert_update.sql\`), the record being the whole document as an application"
