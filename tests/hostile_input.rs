@@ -5,7 +5,7 @@
 //! serving the same connection.
 mod common;
 
-use common::TestCluster;
+use common::{Rng, TestCluster};
 use postgres::{Client, Error};
 use serde_json::{json, Value};
 
@@ -19,30 +19,6 @@ const DOCUMENTED: &[&str] = &[
 
 fn documented(code: &str) -> bool {
     DOCUMENTED.contains(&code) || code.starts_with("22")
-}
-
-/// xorshift64*: deterministic, so a failure replays exactly.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-
-    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
-        &items[self.below(items.len())]
-    }
-
-    fn chance(&mut self, percent: usize) -> bool {
-        self.below(100) < percent
-    }
 }
 
 const WORDS: &[&str] = &[

@@ -7,7 +7,7 @@
 //! must never leave (the table has no CHECK constraints: sql/idempotency.sql).
 mod common;
 
-use common::TestCluster;
+use common::{Rng, TestCluster};
 use postgres::Client;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -24,20 +24,6 @@ const KEYS: u64 = 200;
 const INCONSISTENT: &str = "SELECT count(*) FROM syncguard.idempotency_keys
      WHERE attempts < 1 OR (status = 'running' AND lease_expires_at IS NULL)
         OR (status = 'failed' AND next_attempt_at IS NULL)";
-
-/// A small xorshift generator: deterministic per thread, no dependency.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
 
 #[derive(Default)]
 struct Tally {
