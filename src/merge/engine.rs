@@ -125,6 +125,7 @@ pub enum Merged {
 pub const TOMBSTONE_KEY: &[u8] = b"$delete";
 
 /// Whether `item` is the tombstone `{"$delete": true}`.
+#[inline]
 pub fn is_tombstone(item: Item<'_>) -> bool {
     // The header check first: it rules out almost every value at no cost.
     if item.container_kind() != Some((Kind::Object, 1)) {
