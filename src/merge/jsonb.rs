@@ -436,7 +436,6 @@ pub const EMPTY_OBJECT: &[u8] = &JB_FOBJECT.to_ne_bytes();
 
 /// jsonb's key order: shorter keys first, then bytewise.
 #[inline]
-#[inline]
 pub fn key_cmp(a: &[u8], b: &[u8]) -> Ordering {
     match a.len().cmp(&b.len()) {
         // Most keys are short: compared as one big-endian integer, not by a
