@@ -13,6 +13,7 @@ cd "$(dirname "$0")/../.."
 SECONDS_EACH=${QUEUE_SECONDS:-10}
 ROUNDS=${QUEUE_ROUNDS:-3}
 
+source benches/sections/lib.sh
 psql_q() { psql -X -q -v ON_ERROR_STOP=1 "$@"; }
 psql_q >/dev/null <<'SQL'
 SET client_min_messages = warning;
@@ -32,7 +33,6 @@ tps() {
     pgbench -n -c "$2" -j "$2" -T "$SECONDS_EACH" -f "$1" 2>&1 |
         sed -nE 's/^tps = ([0-9.]+).*/\1/p' | head -n 1
 }
-median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 
 rows=()
 for clients in 1 2; do
@@ -44,9 +44,8 @@ for clients in 1 2; do
     done
     b=$(median "${bare[@]}") l=$(median "${lease[@]}") s=$(median "${sg[@]}")
     [ -n "$b" ] && [ -n "$l" ] && [ -n "$s" ] || { echo "pgbench failed (clients=$clients)" >&2; exit 1; }
-    rows+=("$(awk -v c="$clients" -v b="$b" -v l="$l" -v s="$s" \
-        'BEGIN { rb = int(s / b * 100 + 1e-9) / 100; rl = int(s / l * 100 + 1e-9) / 100   # truncated, as the verdict
-                 printf "| %d | %.0f | %.0f | %.0f | **%.2f×** %s | **%.2f×** %s |", c, b, l, s,
+    rows+=("$(awk -v c="$clients" -v b="$b" -v l="$l" -v s="$s" -v rb="$(ratio "$s" "$b")" -v rl="$(ratio "$s" "$l")" \
+        'BEGIN { printf "| %d | %.0f | %.0f | %.0f | **%s×** %s | **%s×** %s |", c, b, l, s,
                  rb, (s >= 0.8 * b) ? "met" : "not met", rl, (s >= 0.8 * l) ? "met" : "not met" }')")
 done
 left=$(psql -X -At -c "SELECT count(*) FROM syncguard.queue_jobs WHERE queue = 'bench'")

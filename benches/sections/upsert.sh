@@ -22,6 +22,7 @@ ROUNDS=${UPSERT_ROUNDS:-5}
 ROWS=100000    # as in benches/upsert_setup.sql and the pgbench scripts
 started=$SECONDS
 
+source benches/sections/lib.sh
 psql_q() { psql -X -q -v ON_ERROR_STOP=1 "$@"; }
 
 psql_q -c "SET client_min_messages = warning" -f benches/upsert_setup.sql >/dev/null
@@ -74,12 +75,6 @@ check_update() {
          WHERE (data->>'version')::int > 0"
 }
 
-# The median of the numbers given (the mean of the middle two for an even count).
-median() {
-    printf '%s\n' "$@" | sort -g |
-        awk '{ v[NR] = $1 } END { print (NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2) }'
-}
-
 # One comparison at one client count: baseline and contestant alternate,
 # B C in odd rounds and C B in even ones, so that a drift of the machine's
 # speed during the section weighs on both sides alike; the median TPS of each
@@ -115,8 +110,8 @@ compare() {
 # $1 clients, $2 target ratio.
 row() {
     awk -v c="$1" -v b="$med_b" -v k="$med_c" -v rb="$runs_b" -v rk="$runs_c" -v goal="$2" \
-        'BEGIN { r = int(k / b * 100 + 1e-9) / 100   # truncated, so that 0.899 reads 0.89, not met
-                 printf "| %d | %.0f (%s) | %.0f (%s) | **%.2f×** | %s |\n", c, b, rb, k, rk, r,
+        -v r="$(ratio "$med_c" "$med_b")" \
+        'BEGIN { printf "| %d | %.0f (%s) | %.0f (%s) | **%s×** | %s |\n", c, b, rb, k, rk, r,
                         (k >= goal * b ? "met" : "**not met**") }'
 }
 
@@ -127,7 +122,7 @@ for clients in 1 2; do
     upsert_check_b=$check_b upsert_check_c=$check_c plain_tps=$med_b
     compare benches/upsert_plain_returning.sql plain benches/upsert_merge.sql plain "$clients" true
     returning_rows+=("$(row "$clients" 0.9)")
-    mixed+=("$(awk -v k="$med_c" -v b="$plain_tps" 'BEGIN { printf "%.2f×", k / b }')")
+    mixed+=("$(ratio "$med_c" "$plain_tps")×")
     compare benches/upsert_update.sql plain benches/upsert_update.sql protect "$clients" check_update
     update_rows+=("$(row "$clients" 0.8)")
     update_check_b=$check_b update_check_c=$check_c
