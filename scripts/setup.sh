@@ -31,12 +31,42 @@ for p in "${packages[@]}"; do
     # "installed", not merely known to dpkg (a removed package keeps its config files).
     [ "$(dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null)" = installed ] || missing+=("$p")
 done
-if [ ${#missing[@]} -gt 0 ]; then
-    echo "setup: installing ${missing[*]}"
+apt_updated=""
+apt_update() {
+    [ -n "$apt_updated" ] && return 0
     # sudo itself may be among the missing packages, so only a non-root user needs it here.
     "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    apt_updated=1
+}
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "setup: installing ${missing[*]}"
+    apt_update
     "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive \
         apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# The newest PostgreSQL minor the archive has: a brand-new machine gets it, so
+# every machine must test against it (minors change behaviour tests see). The
+# package lists are refreshed when they are more than a day old.
+server_packages=(postgresql-$PG_MAJOR postgresql-server-dev-$PG_MAJOR postgresql-client-$PG_MAJOR libpq-dev libpq5)
+stamp=/var/lib/apt/lists/syncguard-updated
+lists_age=$(( $(date +%s) - $(stat -c %Y "$stamp" 2>/dev/null || echo 0) ))
+if [ "$lists_age" -gt 86400 ]; then
+    apt_update
+    "${SUDO[@]}" touch "$stamp"
+fi
+outdated=()
+for p in "${server_packages[@]}"; do
+    installed=$(dpkg-query -W -f='${Version}' "$p" 2>/dev/null) || continue
+    candidate=$(apt-cache policy "$p" | sed -n 's/^ *Candidate: //p')
+    if [ -n "$candidate" ] && [ "$candidate" != "(none)" ] && [ "$candidate" != "$installed" ]; then
+        outdated+=("$p")
+    fi
+done
+if [ ${#outdated[@]} -gt 0 ]; then
+    echo "setup: upgrading ${outdated[*]} to the newest minor"
+    "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive \
+        apt-get install -y -qq --only-upgrade "${outdated[@]}" >/dev/null
 fi
 
 # Rust comes with the machine (rustup's toolchain); nothing here can fetch a

@@ -6,7 +6,7 @@
 -- row per table (backend_pid 0), so syncguard.stale_writes stays as small as
 -- the number of tables; conflict_stats sums the same totals before and
 -- after. A live backend's row is left alone: it may be counting right now.
--- SECURITY DEFINER like note_stale_write: only the extension's owner writes
+-- SECURITY DEFINER: only the extension's owner writes
 -- the counters, and folding changes no total.
 CREATE FUNCTION syncguard.fold_stale_writes() RETURNS bigint
 LANGUAGE sql VOLATILE SECURITY DEFINER

@@ -14,12 +14,14 @@
 -- was nearly empty (a new install) would otherwise stay a sequential scan
 -- while the table fills up with keys.
 --
--- Privileges: the functions are SECURITY INVOKER. The table is granted to
--- PUBLIC under row-level security: a role sees, claims, completes and prunes
--- only the keys stamped with its own name (owner_role = current_user).
--- Superusers and the table owner bypass row-level security (they administer
--- every key); the functions check owner_role themselves, so a key of another
--- role is never claimed or replayed by them either.
+-- Privileges: the functions are SECURITY INVOKER. Each role has its own
+-- keys: owner_role (= current_user) is part of the primary key, so two roles
+-- (two applications) using the same scope and key never meet, and no role
+-- can take a key before another. The table is granted to PUBLIC under
+-- row-level security: a role sees, claims, completes and prunes only the
+-- keys stamped with its own name. Superusers and the table owner bypass
+-- row-level security (they administer every key); the functions still work
+-- only on the caller's own keys.
 
 -- The schema comes from the control file and belongs to the superuser who ran
 -- CREATE EXTENSION; other roles need USAGE to reach any function in it.
@@ -50,7 +52,7 @@ CREATE TABLE syncguard.idempotency_keys (
     created_at       timestamptz NOT NULL DEFAULT clock_timestamp(),
     updated_at       timestamptz NOT NULL DEFAULT clock_timestamp(),
     expires_at       timestamptz NOT NULL,
-    PRIMARY KEY (scope, key)
+    PRIMARY KEY (scope, key, owner_role)
 ) WITH (fillfactor = 90);  -- room for HOT updates: complete/fail change no indexed column
 
 COMMENT ON TABLE syncguard.idempotency_keys IS
@@ -211,8 +213,7 @@ BEGIN
            updated_at       = excluded.updated_at,
            expires_at       = CASE WHEN k.expires_at <= t THEN excluded.expires_at
                                    ELSE greatest(k.expires_at, excluded.expires_at) END
-     WHERE k.owner_role = me
-       AND NOT (k.status = 'running' AND k.lease_expires_at > t)
+     WHERE NOT (k.status = 'running' AND k.lease_expires_at > t)
        AND (k.expires_at <= t                    -- forgotten: a new request
             OR (k.fingerprint = excluded.fingerprint
                 AND (k.status = 'running'        -- lease expired
@@ -227,18 +228,12 @@ BEGIN
 
     -- The conflicting row is locked by the INSERT above until the end of
     -- this transaction, so it is still there and cannot change under us.
-    SELECT k.owner_role, k.fingerprint, k.status, k.response, k.last_error,
+    SELECT k.fingerprint, k.status, k.response, k.last_error,
            k.attempts, k.lease_expires_at, k.next_attempt_at
-      INTO cur
+      INTO STRICT cur
       FROM syncguard.idempotency_keys AS k
-     WHERE k.scope = idem_claim.scope AND k.key = idem_claim.key;
+     WHERE k.scope = idem_claim.scope AND k.key = idem_claim.key AND k.owner_role = me;
 
-    IF NOT FOUND OR cur.owner_role <> me THEN
-        -- NOT FOUND: hidden by row-level security, i.e. another role's key.
-        RAISE EXCEPTION USING ERRCODE = '42501',
-            MESSAGE = format('idempotency key %L in scope %L belongs to another role', key, scope),
-            HINT = 'Keys are private to the role that claimed them; use a scope of your own.';
-    END IF;
     IF cur.fingerprint <> fp THEN
         RAISE EXCEPTION USING ERRCODE = 'SG001',
             MESSAGE = format('idempotency key %L in scope %L was used for a different request', key, scope),
@@ -395,8 +390,8 @@ BEGIN
             HINT = 'Call idem_prune repeatedly with a moderate batch (e.g. 1000).';
     END IF;
     DELETE FROM syncguard.idempotency_keys AS k
-     WHERE (k.scope, k.key) IN (
-            SELECT e.scope, e.key
+     WHERE (k.scope, k.key, k.owner_role) IN (
+            SELECT e.scope, e.key, e.owner_role
               FROM syncguard.idempotency_keys AS e
              WHERE e.expires_at < t
                AND NOT (e.status = 'running' AND e.lease_expires_at > t)

@@ -11,7 +11,7 @@
 -- SECURITY INVOKER and the tables are granted to PUBLIC under row-level
 -- security: a role sees, checks and drops its own invariants and their
 -- history. A check always runs as the invariant's owner, in a
--- security-restricted context (syncguard.invariant_check_enter), whoever runs
+-- security-restricted context (syncguard.invariant_check_run), whoever runs
 -- it: a superuser's check_invariants() or the background worker reads no
 -- table through an invariant that its owner could not read.
 
@@ -122,35 +122,16 @@ GRANT INSERT (invariant, owner_role, started_at, finished_at, status, violations
 GRANT INSERT (invariant, owner_role, entity, since, first_seen, last_seen, count, resolved_at),
       UPDATE (since, last_seen, count, resolved_at) ON syncguard.violations TO PUBLIC;
 
--- The NOTIFY payload on channel syncguard_alerts: a JSON object with kind
--- (new_episode | check_error), invariant, severity, entity, since,
--- remediation and error. NOTIFY takes less than 8000 bytes: the long texts
--- are cut (and "truncated": true added) until it fits.
-CREATE FUNCTION syncguard.alert_payload(
-    kind text, invariant text, severity text, entity text, since timestamptz,
-    remediation text, error text
-) RETURNS text
-LANGUAGE plpgsql STABLE PARALLEL SAFE  -- STABLE: timestamptz output follows TimeZone
+-- The NOTIFY payload on channel syncguard_alerts: {"kind", "invariant", "id"}
+-- with kind new_episode (id: the episode in syncguard.violations) or
+-- check_error (id: the run in syncguard.invariant_runs). Any role may LISTEN
+-- (and NOTIFY) on a channel, so the payload carries nothing else: a
+-- forwarder that may read the invariant looks the rest up by id, which also
+-- tells a real alert from a forged one (docs/privileges.md).
+CREATE FUNCTION syncguard.alert_payload(kind text, invariant text, id bigint) RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    lim integer := NULL;
-    payload text;
-BEGIN
-    LOOP
-        payload := jsonb_build_object(
-            'kind', kind, 'invariant', invariant, 'severity', severity,
-            'entity', CASE WHEN lim IS NULL THEN entity ELSE left(entity, lim) END,
-            'since', since,
-            'remediation', CASE WHEN lim IS NULL THEN remediation ELSE left(remediation, lim) END,
-            'error', CASE WHEN lim IS NULL THEN error ELSE left(error, lim) END)
-            || CASE WHEN lim IS NULL THEN '{}'::jsonb ELSE '{"truncated": true}' END;
-        EXIT WHEN octet_length(payload) < 8000;
-        lim := coalesce(lim, 2000) / 2;
-    END LOOP;
-    RETURN payload;
-END
-$$;
+RETURN jsonb_build_object('kind', kind, 'invariant', invariant, 'id', id)::text;
 
 -- Define (or redefine) an invariant. search_path: the caller's, for the
 -- names in query (defaults are evaluated in the caller's context, before the
@@ -337,6 +318,7 @@ DECLARE
     entities text[];
     sinces timestamptz[];
     st text;
+    run_id bigint;
 BEGIN
     -- Locked: runs of one invariant (and its redefinition) take turns.
     SELECT * INTO inv FROM syncguard.invariants i WHERE i.name = inv_name FOR UPDATE;
@@ -345,28 +327,19 @@ BEGIN
     END IF;
     invariant := inv.name;
     owner := to_regrole(quote_ident(inv.owner_role));
-    BEGIN
-        IF owner IS NULL THEN
-            RAISE EXCEPTION USING ERRCODE = '42704',
-                MESSAGE = format('the owner of invariant %L, role %s, does not exist', inv.name, inv.owner_role);
-        END IF;
-        PERFORM syncguard.invariant_check_enter(owner, ceil(extract(epoch FROM inv.statement_timeout) * 1000)::integer);
-        EXECUTE format('SELECT coalesce(array_agg(d.entity), ''{}''), coalesce(array_agg(d.since), ''{}'')
-                          FROM (SELECT coalesce(v.entity::text, ''(null)'') AS entity, min(v.since) AS since
-                                  FROM syncguard_invariants.%I AS v GROUP BY 1) AS d', inv.name)
-           INTO entities, sinces;
-        PERFORM syncguard.invariant_check_leave();
-    EXCEPTION
-        WHEN query_canceled THEN
-            IF NOT syncguard.invariant_check_leave() THEN
-                RAISE;
-            END IF;
-            st := '57014';
+    IF owner IS NULL THEN
+        st := '42704';
+        error := format('the owner of invariant %L, role %s, does not exist', inv.name, inv.owner_role);
+    ELSE
+        -- The sandbox: as the owner, security-restricted, settings rolled
+        -- back, under the check's own timer (src/invariants.rs).
+        SELECT r.entities, r.sinces, r.sqlstate, r.error INTO entities, sinces, st, error
+          FROM syncguard.invariant_check_run(owner, inv.name,
+                   ceil(extract(epoch FROM inv.statement_timeout) * 1000)::integer) AS r;
+        IF st = '57014' THEN
             error := format('canceled: the check ran longer than its statement_timeout (%s)', inv.statement_timeout);
-        WHEN others THEN
-            PERFORM syncguard.invariant_check_leave();
-            GET STACKED DIAGNOSTICS st = RETURNED_SQLSTATE, error = MESSAGE_TEXT;
-    END;
+        END IF;
+    END IF;
 
     IF st IS NULL THEN
         violations := cardinality(entities);
@@ -384,7 +357,7 @@ BEGIN
               FROM cur c
              WHERE NOT EXISTS (SELECT 1 FROM syncguard.violations v
                                 WHERE v.invariant = inv.name AND v.resolved_at IS NULL AND v.entity = c.entity)
-            RETURNING entity, since
+            RETURNING id
         ), closed AS (
             UPDATE syncguard.violations v
                SET resolved_at = t0
@@ -392,9 +365,7 @@ BEGIN
                AND NOT EXISTS (SELECT 1 FROM cur c WHERE c.entity = v.entity)
             RETURNING 1
         ), alerts AS (
-            SELECT pg_notify('syncguard_alerts',
-                             syncguard.alert_payload('new_episode', inv.name, inv.severity, o.entity,
-                                                     o.since, inv.remediation, NULL))
+            SELECT pg_notify('syncguard_alerts', syncguard.alert_payload('new_episode', inv.name, o.id))
               FROM opened o
         )
         SELECT (SELECT count(*) FROM alerts), (SELECT count(*) FROM closed)
@@ -403,12 +374,6 @@ BEGIN
         status := 'errored';
         new_episodes := 0;
         resolved := 0;
-        -- Alert when the check starts erroring, not on every run while it keeps erroring.
-        IF inv.last_status IS DISTINCT FROM 'errored' THEN
-            PERFORM pg_notify('syncguard_alerts',
-                              syncguard.alert_payload('check_error', inv.name, inv.severity, NULL, NULL,
-                                                      inv.remediation, error));
-        END IF;
     END IF;
 
     duration := clock_timestamp() - t0;
@@ -416,7 +381,12 @@ BEGIN
            (invariant, owner_role, started_at, finished_at, status, violations, new_episodes,
             resolved, sqlstate, error)
     VALUES (inv.name, inv.owner_role, t0, t0 + duration, status, violations, new_episodes,
-            resolved, st, error);
+            resolved, st, error)
+    RETURNING id INTO run_id;
+    -- Alert when the check starts erroring, not on every run while it keeps erroring.
+    IF st IS NOT NULL AND inv.last_status IS DISTINCT FROM 'errored' THEN
+        PERFORM pg_notify('syncguard_alerts', syncguard.alert_payload('check_error', inv.name, run_id));
+    END IF;
     UPDATE syncguard.invariants i
        SET last_run_at = t0, last_status = run_invariant_check.status, last_error = run_invariant_check.error
      WHERE i.name = inv.name;
@@ -506,7 +476,7 @@ AS $$
 $$;
 
 GRANT EXECUTE ON FUNCTION
-    syncguard.alert_payload(text, text, text, text, timestamptz, text, text),
+    syncguard.alert_payload(text, text, bigint),
     syncguard.define_invariant(text, text, interval, text, text, text, interval, interval, boolean, text),
     syncguard.drop_invariant(text, boolean),
     syncguard.run_invariant_check(text),
@@ -515,12 +485,11 @@ GRANT EXECUTE ON FUNCTION
     syncguard.check_due_invariants(),
     syncguard.audit(),
     syncguard.invariant_query_text(text),
-    syncguard.invariant_check_enter(oid, integer),
-    syncguard.invariant_check_leave()
+    syncguard.invariant_check_run(oid, text, integer)
     TO PUBLIC;
 
-COMMENT ON FUNCTION syncguard.alert_payload(text, text, text, text, timestamptz, text, text) IS
-    'the JSON payload of a syncguard_alerts notification, cut to fit NOTIFY''s limit';
+COMMENT ON FUNCTION syncguard.alert_payload(text, text, bigint) IS
+    'the JSON payload of a syncguard_alerts notification: kind, invariant and the id of the episode or run';
 COMMENT ON FUNCTION syncguard.define_invariant(text, text, interval, text, text, text, interval, interval, boolean, text) IS
     'define or replace an invariant: a SELECT returning violating rows (entity, since), and its view';
 COMMENT ON FUNCTION syncguard.drop_invariant(text, boolean) IS
@@ -537,7 +506,5 @@ COMMENT ON FUNCTION syncguard.audit() IS
     'one row per invariant, worst first: status, open violations, oldest age, remediation';
 COMMENT ON FUNCTION syncguard.invariant_query_text(text) IS
     'internal: the single SELECT of an invariant query, or an error';
-COMMENT ON FUNCTION syncguard.invariant_check_enter(oid, integer) IS
-    'internal: run as the invariant''s owner under the check''s statement timeout';
-COMMENT ON FUNCTION syncguard.invariant_check_leave() IS
-    'internal: back to the caller''s user and statement timeout; true when the check timed out';
+COMMENT ON FUNCTION syncguard.invariant_check_run(oid, text, integer) IS
+    'internal: one check''s query, run as the invariant''s owner in a sandbox it cannot leave';

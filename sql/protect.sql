@@ -17,18 +17,9 @@ CREATE TABLE syncguard.stale_writes (
 SELECT pg_catalog.pg_extension_config_dump('syncguard.stale_writes', '');
 GRANT SELECT ON syncguard.stale_writes TO PUBLIC;
 
--- SECURITY DEFINER so that any writer of a protected table can count, while
--- only the extension's owner can change the counters directly.
-CREATE FUNCTION syncguard.note_stale_write(table_name text) RETURNS void
-LANGUAGE sql VOLATILE SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-    INSERT INTO syncguard.stale_writes AS s (table_name, backend_pid, ignored, last_ignored_at)
-    VALUES (table_name, pg_catalog.pg_backend_pid(), 1, pg_catalog.clock_timestamp())
-    ON CONFLICT (table_name, backend_pid) DO UPDATE
-       SET ignored = s.ignored + 1, last_ignored_at = EXCLUDED.last_ignored_at
-$$;
-COMMENT ON FUNCTION syncguard.note_stale_write(text) IS 'internal: counts a write ignored by last_write_wins';
+-- Writers count through the protection trigger and merge_upsert alone,
+-- which insert as the table's owner (src/protect.rs, note_stale): no SQL
+-- function counts, so no role can make up counts.
 
 CREATE VIEW syncguard.conflict_stats AS
 SELECT table_name,
@@ -50,6 +41,10 @@ DECLARE
     qualified text;
     owner oid;
 BEGIN
+    IF target IS NULL THEN
+        RAISE EXCEPTION 'the table must not be NULL' USING ERRCODE = '22004',
+            HINT = 'Pass the table, e.g. ''profiles''::regclass.';
+    END IF;
     SELECT format('%I.%I', n.nspname, c.relname), c.relowner INTO qualified, owner
       FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
      WHERE c.oid = target;

@@ -293,3 +293,286 @@ ALTER POLICY sync_runs_own ON syncguard.sync_runs
 ALTER POLICY sync_parts_own ON syncguard.sync_parts
     USING (owner_role = current_user OR syncguard.has_privs_of(owner_role))
     WITH CHECK (owner_role = current_user OR syncguard.has_privs_of(owner_role));
+
+-- Security (0.2.0): a check runs in a sandbox its query cannot leave (one Rust
+-- function instead of the enter/leave pair), alerts carry an id instead of
+-- data, no SQL function counts stale writes, idempotency keys are per role,
+-- NULL tables are 22004.
+DROP FUNCTION syncguard.invariant_check_enter(oid, integer);
+DROP FUNCTION syncguard.invariant_check_leave();
+CREATE FUNCTION syncguard."invariant_check_run"("owner" oid, "name" TEXT, "timeout_ms" INT)
+RETURNS TABLE ("entities" TEXT[], "sinces" timestamp with time zone[], "sqlstate" TEXT, "error" TEXT)
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c AS 'MODULE_PATHNAME', 'invariant_check_run_wrapper';
+GRANT EXECUTE ON FUNCTION syncguard.invariant_check_run(oid, text, integer) TO PUBLIC;
+COMMENT ON FUNCTION syncguard.invariant_check_run(oid, text, integer) IS
+    'internal: one check''s query, run as the invariant''s owner in a sandbox it cannot leave';
+DROP FUNCTION syncguard.alert_payload(text, text, text, text, timestamptz, text, text);
+CREATE OR REPLACE FUNCTION syncguard.alert_payload(kind text, invariant text, id bigint) RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+RETURN jsonb_build_object('kind', kind, 'invariant', invariant, 'id', id)::text;
+GRANT EXECUTE ON FUNCTION syncguard.alert_payload(text, text, bigint) TO PUBLIC;
+COMMENT ON FUNCTION syncguard.alert_payload(text, text, bigint) IS
+    'the JSON payload of a syncguard_alerts notification: kind, invariant and the id of the episode or run';
+CREATE OR REPLACE FUNCTION syncguard.run_invariant_check(
+    inv_name text,
+    OUT invariant text, OUT status text, OUT violations integer, OUT new_episodes integer,
+    OUT resolved integer, OUT duration interval, OUT error text
+)
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    inv syncguard.invariants;
+    t0 timestamptz := clock_timestamp();
+    owner oid;
+    entities text[];
+    sinces timestamptz[];
+    st text;
+    run_id bigint;
+BEGIN
+    -- Locked: runs of one invariant (and its redefinition) take turns.
+    SELECT * INTO inv FROM syncguard.invariants i WHERE i.name = inv_name FOR UPDATE;
+    IF NOT FOUND THEN
+        RETURN;  -- dropped meanwhile
+    END IF;
+    invariant := inv.name;
+    owner := to_regrole(quote_ident(inv.owner_role));
+    IF owner IS NULL THEN
+        st := '42704';
+        error := format('the owner of invariant %L, role %s, does not exist', inv.name, inv.owner_role);
+    ELSE
+        -- The sandbox: as the owner, security-restricted, settings rolled
+        -- back, under the check's own timer (src/invariants.rs).
+        SELECT r.entities, r.sinces, r.sqlstate, r.error INTO entities, sinces, st, error
+          FROM syncguard.invariant_check_run(owner, inv.name,
+                   ceil(extract(epoch FROM inv.statement_timeout) * 1000)::integer) AS r;
+        IF st = '57014' THEN
+            error := format('canceled: the check ran longer than its statement_timeout (%s)', inv.statement_timeout);
+        END IF;
+    END IF;
+
+    IF st IS NULL THEN
+        violations := cardinality(entities);
+        status := CASE WHEN violations > 0 THEN 'violating' ELSE 'ok' END;
+        WITH cur AS (
+            SELECT c.entity, c.since FROM unnest(entities, sinces) AS c(entity, since)
+        ), seen AS (
+            UPDATE syncguard.violations v
+               SET last_seen = t0, count = v.count + 1, since = c.since
+              FROM cur c
+             WHERE v.invariant = inv.name AND v.resolved_at IS NULL AND v.entity = c.entity
+        ), opened AS (
+            INSERT INTO syncguard.violations (invariant, owner_role, entity, since, first_seen, last_seen)
+            SELECT inv.name, inv.owner_role, c.entity, c.since, t0, t0
+              FROM cur c
+             WHERE NOT EXISTS (SELECT 1 FROM syncguard.violations v
+                                WHERE v.invariant = inv.name AND v.resolved_at IS NULL AND v.entity = c.entity)
+            RETURNING id
+        ), closed AS (
+            UPDATE syncguard.violations v
+               SET resolved_at = t0
+             WHERE v.invariant = inv.name AND v.resolved_at IS NULL
+               AND NOT EXISTS (SELECT 1 FROM cur c WHERE c.entity = v.entity)
+            RETURNING 1
+        ), alerts AS (
+            SELECT pg_notify('syncguard_alerts', syncguard.alert_payload('new_episode', inv.name, o.id))
+              FROM opened o
+        )
+        SELECT (SELECT count(*) FROM alerts), (SELECT count(*) FROM closed)
+          INTO new_episodes, resolved;
+    ELSE
+        status := 'errored';
+        new_episodes := 0;
+        resolved := 0;
+    END IF;
+
+    duration := clock_timestamp() - t0;
+    INSERT INTO syncguard.invariant_runs
+           (invariant, owner_role, started_at, finished_at, status, violations, new_episodes,
+            resolved, sqlstate, error)
+    VALUES (inv.name, inv.owner_role, t0, t0 + duration, status, violations, new_episodes,
+            resolved, st, error)
+    RETURNING id INTO run_id;
+    -- Alert when the check starts erroring, not on every run while it keeps erroring.
+    IF st IS NOT NULL AND inv.last_status IS DISTINCT FROM 'errored' THEN
+        PERFORM pg_notify('syncguard_alerts', syncguard.alert_payload('check_error', inv.name, run_id));
+    END IF;
+    UPDATE syncguard.invariants i
+       SET last_run_at = t0, last_status = run_invariant_check.status, last_error = run_invariant_check.error
+     WHERE i.name = inv.name;
+END
+$$;
+
+DROP FUNCTION syncguard.note_stale_write(text);
+CREATE OR REPLACE FUNCTION syncguard.require_owner(target regclass) RETURNS text
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    qualified text;
+    owner oid;
+BEGIN
+    IF target IS NULL THEN
+        RAISE EXCEPTION 'the table must not be NULL' USING ERRCODE = '22004',
+            HINT = 'Pass the table, e.g. ''profiles''::regclass.';
+    END IF;
+    SELECT format('%I.%I', n.nspname, c.relname), c.relowner INTO qualified, owner
+      FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+     WHERE c.oid = target;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'relation with OID % does not exist', target::oid USING ERRCODE = '42P01';
+    END IF;
+    IF NOT pg_has_role(current_user, owner, 'USAGE') THEN
+        RAISE EXCEPTION 'must be owner of table %', qualified
+            USING ERRCODE = '42501',
+                  HINT = 'Only the owner of a table (or a superuser) can protect or unprotect it.';
+    END IF;
+    RETURN qualified;
+END
+$$;
+
+ALTER TABLE syncguard.idempotency_keys
+    DROP CONSTRAINT idempotency_keys_pkey,
+    ADD PRIMARY KEY (scope, key, owner_role);
+CREATE OR REPLACE FUNCTION syncguard.idem_claim(
+    scope text,
+    key text,
+    request jsonb,
+    lease interval DEFAULT '30 seconds',
+    ttl interval DEFAULT '24 hours',
+    ignore text[] DEFAULT NULL,
+    OUT outcome text,
+    OUT token uuid,
+    OUT response jsonb,
+    OUT attempt integer,
+    OUT retry_at timestamptz
+)
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+SET enable_seqscan = off
+SET enable_bitmapscan = off
+AS $$
+DECLARE
+    t   timestamptz := clock_timestamp();
+    fp  text;
+    tok uuid := gen_random_uuid();
+    me  text := current_user;
+    cur record;
+BEGIN
+    IF scope IS NULL OR key IS NULL OR request IS NULL THEN
+        RAISE EXCEPTION USING ERRCODE = '22004',
+            MESSAGE = 'idem_claim: scope, key and request must not be NULL',
+            HINT = 'Pass ''{}'' as the request when it has no body.';
+    END IF;
+    IF key = '' THEN
+        RAISE EXCEPTION USING ERRCODE = '22023',
+            MESSAGE = 'idem_claim: key must not be empty',
+            HINT = 'Use the idempotency key the client sent, e.g. a UUID.';
+    END IF;
+    IF lease IS NULL OR lease <= interval '0' OR ttl IS NULL OR ttl <= interval '0' THEN
+        RAISE EXCEPTION USING ERRCODE = '22023',
+            MESSAGE = format('idem_claim: lease and ttl must be positive, got lease %s and ttl %s',
+                             coalesce(lease::text, 'NULL'), coalesce(ttl::text, 'NULL')),
+            HINT = 'The lease covers one attempt (e.g. ''30 seconds''); the ttl how long the key is remembered (e.g. ''24 hours'').';
+    END IF;
+
+    IF ignore IS NULL THEN
+        fp := encode(sha256(convert_to(request::text, 'UTF8')), 'hex');
+    ELSE
+        fp := syncguard.request_fingerprint(request, ignore);
+    END IF;
+
+    INSERT INTO syncguard.idempotency_keys AS k
+           (scope, key, owner_role, fingerprint, status, attempts, lease_token,
+            lease_expires_at, created_at, updated_at, expires_at)
+    VALUES (idem_claim.scope, idem_claim.key, me, fp, 'running', 1, tok,
+            t + lease, t, t, t + ttl)
+    ON CONFLICT ON CONSTRAINT idempotency_keys_pkey DO UPDATE
+       SET fingerprint      = excluded.fingerprint,
+           status           = 'running',
+           response         = NULL,
+           attempts         = CASE WHEN k.expires_at <= t THEN 1 ELSE k.attempts + 1 END,
+           last_error       = CASE WHEN k.expires_at <= t THEN NULL ELSE k.last_error END,
+           lease_token      = excluded.lease_token,
+           lease_expires_at = excluded.lease_expires_at,
+           next_attempt_at  = NULL,
+           created_at       = CASE WHEN k.expires_at <= t THEN excluded.created_at ELSE k.created_at END,
+           updated_at       = excluded.updated_at,
+           expires_at       = CASE WHEN k.expires_at <= t THEN excluded.expires_at
+                                   ELSE greatest(k.expires_at, excluded.expires_at) END
+     WHERE NOT (k.status = 'running' AND k.lease_expires_at > t)
+       AND (k.expires_at <= t                    -- forgotten: a new request
+            OR (k.fingerprint = excluded.fingerprint
+                AND (k.status = 'running'        -- lease expired
+                     OR (k.status = 'failed' AND k.next_attempt_at <= t))))
+    RETURNING k.attempts INTO attempt;
+
+    IF FOUND THEN
+        outcome := 'claimed';
+        token := tok;
+        RETURN;
+    END IF;
+
+    -- The conflicting row is locked by the INSERT above until the end of
+    -- this transaction, so it is still there and cannot change under us.
+    SELECT k.fingerprint, k.status, k.response, k.last_error,
+           k.attempts, k.lease_expires_at, k.next_attempt_at
+      INTO STRICT cur
+      FROM syncguard.idempotency_keys AS k
+     WHERE k.scope = idem_claim.scope AND k.key = idem_claim.key AND k.owner_role = me;
+
+    IF cur.fingerprint <> fp THEN
+        RAISE EXCEPTION USING ERRCODE = 'SG001',
+            MESSAGE = format('idempotency key %L in scope %L was used for a different request', key, scope),
+            DETAIL = format('Stored request fingerprint %s…, this request %s….',
+                            left(cur.fingerprint, 12), left(fp, 12)),
+            HINT = 'A retry must send the same request; a new request needs a new key. Pass ignore => ARRAY[''field''] to leave volatile fields out of the fingerprint.';
+    END IF;
+
+    attempt := cur.attempts;
+    CASE cur.status
+    WHEN 'succeeded' THEN
+        outcome := 'replay';
+        response := cur.response;
+    WHEN 'running' THEN
+        outcome := 'in_progress';
+        retry_at := cur.lease_expires_at;
+    WHEN 'failed' THEN
+        outcome := 'retry_later';
+        response := jsonb_build_object('error', cur.last_error);
+        retry_at := cur.next_attempt_at;
+    ELSE
+        outcome := 'dead';
+        response := jsonb_build_object('error', cur.last_error);
+    END CASE;
+END
+$$;
+CREATE OR REPLACE FUNCTION syncguard.idem_prune(batch integer DEFAULT 1000, scope text DEFAULT NULL)
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    t timestamptz := clock_timestamp();
+    n bigint;
+BEGIN
+    IF batch IS NULL OR batch < 1 THEN
+        RAISE EXCEPTION USING ERRCODE = '22023',
+            MESSAGE = format('idem_prune: batch must be at least 1, got %s', coalesce(batch::text, 'NULL')),
+            HINT = 'Call idem_prune repeatedly with a moderate batch (e.g. 1000).';
+    END IF;
+    DELETE FROM syncguard.idempotency_keys AS k
+     WHERE (k.scope, k.key, k.owner_role) IN (
+            SELECT e.scope, e.key, e.owner_role
+              FROM syncguard.idempotency_keys AS e
+             WHERE e.expires_at < t
+               AND NOT (e.status = 'running' AND e.lease_expires_at > t)
+               AND (idem_prune.scope IS NULL OR e.scope = idem_prune.scope)
+             LIMIT batch
+               FOR UPDATE SKIP LOCKED);
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
+END
+$$;

@@ -6,17 +6,19 @@
 //! Rust does the three things plpgsql cannot:
 //! - [`invariant_query_text`]: accept exactly one `SELECT` as an invariant's
 //!   query (plpgsql's `EXECUTE` would run a second statement hidden after a `;`).
-//! - a statement timeout per check: `SET LOCAL statement_timeout` inside a
-//!   function changes the setting but not the timer of the statement already
-//!   running, so [`invariant_check_enter`] arms the server's statement timer
-//!   itself and [`invariant_check_leave`] puts the caller's back.
-//! - running the check as the invariant's owner in a security-restricted
-//!   context (as `REFRESH MATERIALIZED VIEW` runs as the view's owner), so a
-//!   check cannot `SET ROLE` back to the caller: when a superuser or the
-//!   background worker runs everybody's checks, each query still has only
-//!   its owner's privileges.
+//! - [`invariant_check_run`]: run one check in a sandbox that user code
+//!   cannot leave. The switch to the owner and its undo are one Rust code
+//!   path with no SQL-callable half: the check runs in a subtransaction of
+//!   its own, as the invariant's owner in a security-restricted context (as
+//!   `REFRESH MATERIALIZED VIEW` runs as the view's owner, so it cannot `SET
+//!   ROLE` back), inside a GUC nest level that is always rolled back (a
+//!   setting the owner's code changes, even with `set_config(…, false)`,
+//!   does not outlive the check), under a statement timer of its own
+//!   (`SET LOCAL statement_timeout` inside a function changes the setting but
+//!   not the timer of the statement already running).
 
 use crate::errors::raise;
+use pgrx::pg_sys::panic::CaughtError;
 use pgrx::prelude::*;
 use std::cell::Cell;
 use std::ffi::{c_int, CStr};
@@ -36,32 +38,42 @@ mod timeout {
     }
 }
 
-/// What [`invariant_check_enter`] replaced, for [`invariant_check_leave`].
-#[derive(Clone, Copy)]
-struct Entered {
-    user: pg_sys::Oid,
-    sec_context: c_int,
-    /// When the caller's statement timer was due to fire, if it was running.
-    outer_deadline: Option<i64>,
-    /// When the timer armed for the check fires.
-    deadline: i64,
-}
-
 thread_local! {
-    static ENTERED: Cell<Option<Entered>> = const { Cell::new(None) };
+    /// True while a check runs in this backend: a check's own query cannot
+    /// start another one.
+    static RUNNING: Cell<bool> = const { Cell::new(false) };
 }
 
-/// Starts running an invariant's check: the statement timer fires after
-/// `timeout_ms` (or earlier, when the caller's own statement timeout is due
-/// first), and the current user becomes `owner` in a security-restricted
-/// context. The caller must have the privileges of `owner`.
-///
-/// `check_invariants` calls it inside the exception block of one check; an
-/// error there rolls the user back with the subtransaction, and the handler
-/// calls [`invariant_check_leave`] for the timer.
+/// The outcome of one check: the violating entities with their `since`, or
+/// the error that ended it.
+type CheckRow = (
+    Option<Vec<String>>,
+    Option<Vec<Option<TimestampWithTimeZone>>>,
+    Option<String>,
+    Option<String>,
+);
+
+/// Runs the check of invariant `name` (its view `syncguard_invariants.<name>`)
+/// as role `owner`, and returns the violating entities and their `since`, or
+/// the SQLSTATE and message of the error that ended it: `57014` when it ran
+/// longer than `timeout_ms` (or the caller's own statement timeout, when
+/// that is due first). A cancel request from the user is not the check's
+/// error and is raised. The caller must have the privileges of `owner`.
 #[pg_extern(volatile, parallel_unsafe)]
-fn invariant_check_enter(owner: pg_sys::Oid, timeout_ms: i32) {
-    if ENTERED.get().is_some() {
+fn invariant_check_run(
+    owner: pg_sys::Oid,
+    name: &str,
+    timeout_ms: i32,
+) -> TableIterator<
+    'static,
+    (
+        name!(entities, Option<Vec<String>>),
+        name!(sinces, Option<Vec<Option<TimestampWithTimeZone>>>),
+        name!(sqlstate, Option<String>),
+        name!(error, Option<String>),
+    ),
+> {
+    if RUNNING.get() {
         raise(
             PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
             "an invariant check is already running in this session".into(),
@@ -76,57 +88,151 @@ fn invariant_check_enter(owner: pg_sys::Oid, timeout_ms: i32) {
         );
     }
     let (mut user, mut sec_context) = (pg_sys::InvalidOid, 0);
-    // SAFETY: plain reads and writes of the backend's user state and timer.
+    // SAFETY: a plain read of the backend's user state.
+    unsafe { pg_sys::GetUserIdAndSecContext(&mut user, &mut sec_context) };
+    // SAFETY: a catalog lookup that raises nothing for an unknown role.
+    if owner != user && !unsafe { pg_sys::has_privs_of_role(user, owner) } {
+        raise(
+            PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+            format!("permission denied to run a check as role {}", role_name(owner)),
+            Some("Checks run as the role that owns the invariant; only that role, its members and superusers run them."),
+        );
+    }
+    let sql = format!(
+        "SELECT coalesce(array_agg(d.entity), '{{}}'), coalesce(array_agg(d.since), '{{}}')
+           FROM (SELECT coalesce(v.entity::text, '(null)') AS entity, min(v.since) AS since
+                   FROM syncguard_invariants.{} AS v GROUP BY 1) AS d",
+        pgrx::spi::quote_identifier(name)
+    );
+    let row = {
+        let _running = Running::start();
+        sandboxed(owner, user, sec_context, timeout_ms, &sql)
+    };
+    match row {
+        Ok(row) => TableIterator::once(row),
+        Err(e) => e.rethrow(),
+    }
+}
+
+/// Marks a check as running until dropped, on every path out.
+struct Running;
+
+impl Running {
+    fn start() -> Self {
+        RUNNING.set(true);
+        Running
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        RUNNING.set(false);
+    }
+}
+
+/// The check's statement in its sandbox. Every path out restores the
+/// caller's user, settings and statement timer before anything else runs.
+/// Err: what the caller must raise (a cancel request, or a panic of ours).
+fn sandboxed(
+    owner: pg_sys::Oid,
+    user: pg_sys::Oid,
+    sec_context: c_int,
+    timeout_ms: i32,
+    sql: &str,
+) -> Result<CheckRow, CaughtError> {
+    // SAFETY: the subtransaction protocol of PL/pgSQL's exception blocks:
+    // begin, then release on success or roll back on error, each time
+    // returning to the caller's memory context and resource owner. The
+    // rollback also restores the user and the GUC nest levels opened inside.
     unsafe {
-        pg_sys::GetUserIdAndSecContext(&mut user, &mut sec_context);
-        if owner != user && !pg_sys::has_privs_of_role(user, owner) {
-            raise(
-                PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
-                format!(
-                    "permission denied to run a check as role {}",
-                    role_name(owner)
-                ),
-                Some("Checks run as the role that owns the invariant; only that role, its members and superusers run them."),
-            );
-        }
+        let cxt = pg_sys::CurrentMemoryContext;
+        let resowner = pg_sys::CurrentResourceOwner;
+        pg_sys::BeginInternalSubTransaction(std::ptr::null());
+        pg_sys::MemoryContextSwitchTo(cxt);
+
         let now = pg_sys::GetCurrentTimestamp();
         let outer_deadline = timeout::get_timeout_active(timeout::STATEMENT_TIMEOUT)
             .then(|| timeout::get_timeout_finish_time(timeout::STATEMENT_TIMEOUT));
         let own = now.saturating_add(i64::from(timeout_ms) * 1000);
         let deadline = outer_deadline.map_or(own, |o| o.min(own));
-        timeout::enable_timeout_at(timeout::STATEMENT_TIMEOUT, deadline);
         pg_sys::SetUserIdAndSecContext(
             owner,
             sec_context
                 | pg_sys::SECURITY_LOCAL_USERID_CHANGE as c_int
                 | pg_sys::SECURITY_RESTRICTED_OPERATION as c_int,
         );
-        ENTERED.set(Some(Entered {
-            user,
-            sec_context,
-            outer_deadline,
-            deadline,
-        }));
+        let nest = pg_sys::NewGUCNestLevel();
+        timeout::enable_timeout_at(timeout::STATEMENT_TIMEOUT, deadline);
+
+        let result = PgTryBuilder::new(|| {
+            Ok(
+                Spi::get_two::<Vec<String>, Vec<Option<TimestampWithTimeZone>>>(sql)
+                    .unwrap_or_else(|e| {
+                        raise(PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, e.to_string(), None)
+                    }),
+            )
+        })
+        .catch_others(|e| Err(caught(e)))
+        .execute();
+
+        timeout::disable_timeout(timeout::STATEMENT_TIMEOUT, false);
+        if let Some(outer) = outer_deadline {
+            timeout::enable_timeout_at(timeout::STATEMENT_TIMEOUT, outer);
+        }
+        let timed_out = pg_sys::GetCurrentTimestamp() >= deadline;
+        match result {
+            Ok((entities, sinces)) => {
+                pg_sys::AtEOXact_GUC(false, nest);
+                pg_sys::SetUserIdAndSecContext(user, sec_context);
+                pg_sys::ReleaseCurrentSubTransaction();
+                pg_sys::MemoryContextSwitchTo(cxt);
+                pg_sys::CurrentResourceOwner = resowner;
+                Ok((entities, sinces, None, None))
+            }
+            Err(failure) => {
+                pg_sys::MemoryContextSwitchTo(cxt);
+                pg_sys::RollbackAndReleaseCurrentSubTransaction();
+                pg_sys::MemoryContextSwitchTo(cxt);
+                pg_sys::CurrentResourceOwner = resowner;
+                pg_sys::SetUserIdAndSecContext(user, sec_context);
+                match failure {
+                    // Not the check's timer: the user asked to cancel.
+                    Failure::Error(e, sqlstate, _) if sqlstate == "57014" && !timed_out => Err(e),
+                    Failure::Error(_, sqlstate, message) => {
+                        Ok((None, None, Some(sqlstate), Some(message)))
+                    }
+                    Failure::Panic(e) => Err(e),
+                }
+            }
+        }
     }
 }
 
-/// Ends what [`invariant_check_enter`] started: the caller's user and
-/// statement timer are back. True when the check's time ran out (its
-/// timer's deadline has passed). Harmless when no check is running.
-#[pg_extern(volatile, parallel_unsafe)]
-fn invariant_check_leave() -> bool {
-    let Some(e) = ENTERED.take() else {
-        return false;
-    };
-    // SAFETY: restores the state read by invariant_check_enter.
-    unsafe {
-        pg_sys::SetUserIdAndSecContext(e.user, e.sec_context);
-        timeout::disable_timeout(timeout::STATEMENT_TIMEOUT, false);
-        if let Some(outer) = e.outer_deadline {
-            timeout::enable_timeout_at(timeout::STATEMENT_TIMEOUT, outer);
+enum Failure {
+    /// An error the check raised, with its SQLSTATE and message.
+    Error(CaughtError, String, String),
+    /// An error of our own (SPI's, or a panic): not the check's fault.
+    Panic(CaughtError),
+}
+
+fn caught(e: CaughtError) -> Failure {
+    match &e {
+        CaughtError::PostgresError(r) => {
+            let (code, message) = (
+                sqlstate_text(r.sql_error_code() as c_int),
+                r.message().to_string(),
+            );
+            Failure::Error(e, code, message)
         }
-        pg_sys::GetCurrentTimestamp() >= e.deadline
+        _ => Failure::Panic(e),
     }
+}
+
+/// The five characters of a SQLSTATE packed by PostgreSQL's MAKE_SQLSTATE.
+fn sqlstate_text(code: c_int) -> String {
+    (0..5)
+        .map(|i| char::from(b'0' + ((code >> (6 * i)) & 0x3F) as u8))
+        .collect()
 }
 
 fn role_name(role: pg_sys::Oid) -> String {
@@ -180,11 +286,7 @@ fn invariant_query_text(query: &str) -> String {
 extension_sql_file!(
     "../sql/invariants.sql",
     name = "invariants",
-    requires = [
-        invariant_check_enter,
-        invariant_check_leave,
-        invariant_query_text
-    ]
+    requires = [invariant_check_run, invariant_query_text]
 );
 extension_sql_file!(
     "../sql/invariant_templates.sql",

@@ -83,15 +83,21 @@ impl IntoDatum for JsonbRaw {
     }
 }
 
-/// `ArgAbi` for an argument type read through its `FromDatum`: a NULL
-/// where the function is strict is a bug, reported by index.
+/// `ArgAbi` for an argument type read through its `FromDatum`. Functions
+/// take such arguments as `Option` and name a NULL themselves; one that
+/// slips through is still a clear 22004, never a panic.
 macro_rules! arg_abi_via_from_datum {
     ($t:ty) => {
         unsafe impl<'fcx> pgrx::callconv::ArgAbi<'fcx> for $t {
             unsafe fn unbox_arg_unchecked(arg: pgrx::callconv::Arg<'_, 'fcx>) -> Self {
                 let index = arg.index();
-                unsafe { arg.unbox_arg_using_from_datum() }
-                    .unwrap_or_else(|| panic!("argument {index} must not be null"))
+                unsafe { arg.unbox_arg_using_from_datum() }.unwrap_or_else(|| {
+                    crate::errors::raise(
+                        pgrx::PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED,
+                        format!("argument {} must not be NULL", index + 1),
+                        None,
+                    )
+                })
             }
 
             unsafe fn unbox_nullable_arg(

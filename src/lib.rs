@@ -11,7 +11,9 @@ pub mod merge;
 mod merge_sql;
 mod protect;
 mod regclass;
+mod retired;
 mod roles;
+mod schema_guard;
 mod sync;
 mod table_info;
 mod upsert;
@@ -25,6 +27,10 @@ mod codec_tests;
 
 #[pg_guard]
 pub extern "C-unwind" fn _PG_init() {
+    // pgrx appends a panic's backtrace to the error's DETAIL when the server
+    // runs with RUST_BACKTRACE set; a client must never see one. Backends are
+    // single-threaded, and this runs before any panic could capture.
+    std::env::set_var("RUST_LIB_BACKTRACE", "0");
     merge_sql::init_gucs();
     protect::init_gucs();
     table_info::init();

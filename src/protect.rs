@@ -196,10 +196,17 @@ fn resolved(relid: pg_sys::Oid, cfg: &str) -> Rc<Resolved> {
 /// and policy must fit the table.
 #[pg_extern(volatile, parallel_unsafe)]
 fn protect_config(
-    target: RegClass,
+    target: Option<RegClass>,
     columns: Option<Vec<Option<String>>>,
     policy: Option<JsonbRaw>,
 ) -> String {
+    let Some(target) = target else {
+        raise(
+            PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED,
+            "protect: target must not be NULL".into(),
+            Some("Pass the table, e.g. 'profiles'::regclass."),
+        )
+    };
     let columns: Option<Vec<String>> = columns.map(|c| {
         c.into_iter()
             .map(|n| {
@@ -273,9 +280,48 @@ pub fn version_error(
 }
 
 /// Counts a write ignored by last-write-wins (in the writer's transaction).
+///
+/// The counters belong to the extension's owner and writers only read them,
+/// so the count is written as the owner of `syncguard.stale_writes`, in a
+/// security-restricted context, by this one statement: no SQL function
+/// counts, so nobody but the trigger and `merge_upsert` can. Every name in
+/// the statement is qualified, operators too, since it runs under the
+/// writer's search_path. An error aborts the writer's (sub)transaction,
+/// which restores the user.
 pub fn note_stale(table: &str) {
-    Spi::run_with_args("SELECT syncguard.note_stale_write($1)", &[table.into()])
+    // SAFETY: catalog lookups that raise a clear error for a missing schema
+    // or table, and the backend's user switched and restored around one
+    // SPI statement.
+    unsafe {
+        let nsp = pg_sys::get_namespace_oid(c"syncguard".as_ptr(), false);
+        let relid = pg_sys::get_relname_relid(c"stale_writes".as_ptr(), nsp);
+        let owner = if relid == pg_sys::InvalidOid {
+            raise(
+                PgSqlErrorCode::ERRCODE_UNDEFINED_TABLE,
+                "relation \"syncguard.stale_writes\" does not exist".into(),
+                Some("Reinstall the extension: DROP EXTENSION syncguard; CREATE EXTENSION syncguard."),
+            )
+        } else {
+            (*pgrx::PgRelation::open(relid).rd_rel).relowner
+        };
+        let (mut user, mut sec_context) = (pg_sys::InvalidOid, 0);
+        pg_sys::GetUserIdAndSecContext(&mut user, &mut sec_context);
+        pg_sys::SetUserIdAndSecContext(
+            owner,
+            sec_context
+                | pg_sys::SECURITY_LOCAL_USERID_CHANGE as std::ffi::c_int
+                | pg_sys::SECURITY_RESTRICTED_OPERATION as std::ffi::c_int,
+        );
+        Spi::run_with_args(
+            "INSERT INTO syncguard.stale_writes AS s (table_name, backend_pid, ignored, last_ignored_at)
+             VALUES ($1, pg_catalog.pg_backend_pid(), 1, pg_catalog.clock_timestamp())
+             ON CONFLICT (table_name, backend_pid) DO UPDATE
+                SET ignored = s.ignored OPERATOR(pg_catalog.+) 1, last_ignored_at = EXCLUDED.last_ignored_at",
+            &[table.into()],
+        )
         .unwrap_or_else(|e| raise(PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, e.to_string(), None));
+        pg_sys::SetUserIdAndSecContext(user, sec_context);
+    }
 }
 
 /// The stored freshness object with every top-level key of `patch` that
@@ -324,9 +370,12 @@ fn stamp(old: Option<JsonbRaw>, patch: &[u8], at: i64) -> Option<JsonbRaw> {
 fn freshness_stamp(
     stamps: Option<JsonbRaw>,
     patch: Option<JsonbRaw>,
-    at: pgrx::datum::TimestampWithTimeZone,
+    at: Option<pgrx::datum::TimestampWithTimeZone>,
 ) -> Option<JsonbRaw> {
-    let Some(patch) = patch else { return stamps };
+    // NULL means "nothing known", as for the merge functions.
+    let (Some(patch), Some(at)) = (patch, at) else {
+        return stamps;
+    };
     let at: i64 = at.into_datum().map_or(0, |d| d.value() as i64);
     stamp(stamps, patch.container(), at)
 }
@@ -336,6 +385,25 @@ unsafe fn raw_bytes<'a>(d: pg_sys::Datum) -> &'a [u8] {
     unsafe {
         let p = d.cast_mut_ptr::<pg_sys::varlena>();
         std::slice::from_raw_parts(p as *const u8, pgrx::varlena::varsize_any(p))
+    }
+}
+
+/// Only the table's owner (a member of the owning role, or a superuser) may
+/// switch its protection off: any other writer would otherwise undo it with
+/// one SET.
+unsafe fn require_bypass_right(rel: pg_sys::Relation) {
+    // SAFETY: the trigger's relation is open; the lookups raise nothing.
+    unsafe {
+        let owner = (*(*rel).rd_rel).relowner;
+        if !pg_sys::has_privs_of_role(pg_sys::GetUserId(), owner) {
+            let name =
+                std::ffi::CStr::from_ptr(pg_sys::get_rel_name((*rel).rd_id)).to_string_lossy();
+            raise(
+                PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+                format!("syncguard.bypass_protection is on, but only the owner of table {name} may bypass its protection"),
+                Some("Turn the setting off, or run the write as the table's owner (or a member of the owning role)."),
+            );
+        }
     }
 }
 
@@ -371,7 +439,11 @@ fn protect_row<'a>(
         let rel = td.tg_relation;
         let relid = (*rel).rd_id;
         let new = trigger.new();
-        if BYPASS_PROTECTION.get() || upsert::upsert_active(relid) {
+        if upsert::upsert_active(relid) {
+            return Ok(new);
+        }
+        if BYPASS_PROTECTION.get() {
+            require_bypass_right(rel);
             return Ok(new);
         }
         let trig = &*td.tg_trigger;

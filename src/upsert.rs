@@ -138,11 +138,18 @@ fn object_pairs<'a>(doc: &'a JsonbRaw, what: &str) -> Vec<(&'a str, Item<'a>)> {
 /// Upserts one row: see the README ("Merge upserts and protection").
 #[pg_extern(volatile, parallel_unsafe)]
 fn merge_upsert(
-    target: RegClass,
+    target: Option<RegClass>,
     key: Option<JsonbRaw>,
     data: Option<JsonbRaw>,
     policy: default!(Option<JsonbRaw>, "NULL"),
 ) -> Option<JsonbRaw> {
+    let Some(target) = target else {
+        raise(
+            PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED,
+            "merge_upsert: target must not be NULL".into(),
+            Some("Pass the table, e.g. 'profiles'::regclass."),
+        )
+    };
     let Some(key) = key else {
         raise(
             PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED,

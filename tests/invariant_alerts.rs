@@ -1,6 +1,8 @@
 //! Alerts of invariant checks, as a client LISTENing on `syncguard_alerts`
 //! receives them: exactly one per new episode (none while an episode goes
 //! on, one again when it reopens), and one when a check starts erroring.
+//! A payload names the invariant and the id of the episode or run, and a
+//! forwarder looks the rest up, as docs/reference.md shows.
 //! A check that divides by zero and one that runs past its statement
 //! timeout are recorded as errored while the other checks still run.
 
@@ -48,10 +50,30 @@ fn check(client: &mut Client) -> Vec<(String, String)> {
         .collect()
 }
 
-fn entities(alerts: &[Value]) -> Vec<String> {
+/// What a forwarder looks up for a `new_episode` alert (reference.md).
+const EPISODE: &str = "SELECT v.entity, i.severity, i.remediation, v.since::text
+                         FROM syncguard.violations v JOIN syncguard.invariants i ON i.name = v.invariant
+                        WHERE v.id = $1 AND v.invariant = $2";
+/// What a forwarder looks up for a `check_error` alert.
+const RUN: &str =
+    "SELECT r.error FROM syncguard.invariant_runs r WHERE r.id = $1 AND r.invariant = $2";
+
+fn alert_id(a: &Value) -> (i64, String) {
+    let keys: Vec<&String> = a.as_object().unwrap().keys().collect();
+    assert_eq!(keys, ["id", "invariant", "kind"], "{a}");
+    (
+        a["id"].as_i64().unwrap(),
+        a["invariant"].as_str().unwrap().to_string(),
+    )
+}
+
+fn entities(client: &mut Client, alerts: &[Value]) -> Vec<String> {
     let mut e: Vec<String> = alerts
         .iter()
-        .map(|a| a["entity"].as_str().unwrap().to_string())
+        .map(|a| {
+            let (id, inv) = alert_id(a);
+            client.query_one(EPISODE, &[&id, &inv]).unwrap().get(0)
+        })
         .collect();
     e.sort();
     e
@@ -76,16 +98,21 @@ fn one_alert_per_new_episode_and_per_check_that_starts_erroring() {
         )
         .unwrap();
 
-    // Three violations: three new episodes, three alerts with the details.
+    // Three violations: three new episodes, three alerts; the details are
+    // looked up by id.
     check(&mut checker);
     let got = alerts(&mut listener, &mut checker);
-    assert_eq!(entities(&got), ["1", "2", "3"], "{got:?}");
+    assert_eq!(entities(&mut checker, &got), ["1", "2", "3"], "{got:?}");
     for a in &got {
         assert_eq!(a["kind"], "new_episode");
-        assert_eq!(a["invariant"], "still_billed");
-        assert_eq!(a["severity"], "critical");
-        assert_eq!(a["remediation"], "Stop billing the cancelled product.");
-        assert!(a["since"].is_string(), "{a}");
+        let (id, inv) = alert_id(a);
+        assert_eq!(inv, "still_billed");
+        let row = checker.query_one(EPISODE, &[&id, &inv]).unwrap();
+        assert_eq!(row.get::<_, String>(1), "critical");
+        assert_eq!(
+            row.get::<_, String>(2),
+            "Stop billing the cancelled product."
+        );
     }
 
     // The same violations: the episodes go on, no alert.
@@ -105,7 +132,7 @@ fn one_alert_per_new_episode_and_per_check_that_starts_erroring() {
         .unwrap();
     check(&mut checker);
     let got = alerts(&mut listener, &mut checker);
-    assert_eq!(entities(&got), ["2"], "{got:?}");
+    assert_eq!(entities(&mut checker, &got), ["2"], "{got:?}");
     let episodes: i64 = checker
         .query_one(
             "SELECT count(*) FROM syncguard.violations WHERE entity = '2'",
@@ -140,10 +167,9 @@ fn one_alert_per_new_episode_and_per_check_that_starts_erroring() {
         .iter()
         .map(|a| {
             assert_eq!(a["kind"], "check_error", "{a}");
-            (
-                a["invariant"].as_str().unwrap().to_string(),
-                a["error"].as_str().unwrap().to_string(),
-            )
+            let (id, inv) = alert_id(a);
+            let error: String = checker.query_one(RUN, &[&id, &inv]).unwrap().get(0);
+            (inv, error)
         })
         .collect();
     errored.sort();
@@ -195,26 +221,25 @@ fn one_alert_per_new_episode_and_per_check_that_starts_erroring() {
 }
 
 #[test]
-fn alert_payload_fits_notify() {
+fn a_forged_alert_is_told_from_a_real_one() {
     let cluster = TestCluster::new();
     let mut client = cluster.connect_with_extension();
-    // NOTIFY refuses payloads of 8000 bytes or more: long texts are cut.
-    let row = client
-        .query_one(
-            "SELECT syncguard.alert_payload('new_episode', 'inv', 'error', repeat('é', 5000),
-                                            now(), repeat('r', 9000), NULL)",
-            &[],
+    // Anybody can NOTIFY on the channel; the ids of a forged payload match
+    // no episode or run of that invariant.
+    client
+        .batch_execute(
+            "SELECT syncguard.define_invariant('real', 'SELECT 1 AS entity, now() - interval ''1 day'' AS since');
+             SELECT syncguard.check_invariants();",
         )
         .unwrap();
-    let payload: String = row.get(0);
-    assert!(payload.len() < 8000, "{} bytes", payload.len());
-    let v: Value = serde_json::from_str(&payload).unwrap();
-    assert_eq!(v["truncated"], true);
-    assert!(v["entity"].as_str().unwrap().starts_with("éé"));
-    client
-        .batch_execute(&format!(
-            "SELECT pg_notify('syncguard_alerts', '{}')",
-            payload.replace('\'', "''")
-        ))
-        .unwrap();
+    let id: i64 = client
+        .query_one("SELECT id FROM syncguard.violations", &[])
+        .unwrap()
+        .get(0);
+    let real = client.query(EPISODE, &[&id, &"real"]).unwrap();
+    assert_eq!(real.len(), 1);
+    for (id, inv) in [(id, "other"), (id + 1000, "real")] {
+        assert!(client.query(EPISODE, &[&id, &inv]).unwrap().is_empty());
+        assert!(client.query(RUN, &[&id, &inv]).unwrap().is_empty());
+    }
 }

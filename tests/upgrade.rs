@@ -273,7 +273,12 @@ SELECT syncguard.sync_part(run_id, 'contacts', false, 'HTTP 503'), syncguard.syn
   FROM syncguard.sync_begin('crm', ARRAY['contacts']);
 SELECT syncguard.define_invariant('unnamed', 'SELECT id AS entity, now() - interval ''1 day'' AS since FROM up_profiles WHERE name IS NULL');
 INSERT INTO up_profiles VALUES (2, '{}', NULL);
-SELECT count(*) FROM syncguard.check_invariants();
+-- A check's history as 0.1.0 wrote it: its check functions are retired in
+-- this library (they ran a check outside a sandbox) and fail until the update.
+INSERT INTO syncguard.invariant_runs (invariant, owner_role, started_at, finished_at, status, violations, new_episodes)
+VALUES ('unnamed', current_user, now(), now(), 'violating', 1, 1);
+INSERT INTO syncguard.violations (invariant, owner_role, entity, since, first_seen, last_seen)
+VALUES ('unnamed', current_user, '2', now() - interval '1 day', now(), now());
 "#;
 
 /// Every row of the extension's tables and sequences, as text.
@@ -351,12 +356,13 @@ fn works_after_update(client: &mut Client, from: &str) {
         ),
         "true"
     );
+    // The episode written before the update goes on: no new one opens.
     assert_eq!(
         one(
             client,
-            "SELECT status || ' ' || violations FROM syncguard.check_invariants('unnamed')"
+            "SELECT status || ' ' || violations || ' ' || new_episodes FROM syncguard.check_invariants('unnamed')"
         ),
-        "violating 1"
+        "violating 1 0"
     );
 }
 

@@ -204,7 +204,8 @@ SELECT scope, status, keys, attempts, leases_expired, expired, oldest <= newest 
   FROM syncguard.idempotency_summary ORDER BY scope, status;
 
 -- 13. Privileges: an application role without superuser uses every function;
--- keys are private to the role that claimed them.
+-- each role has its own keys: another role's claim of the same scope and key
+-- is a claim of its own key, which never meets the first role's.
 CREATE ROLE idem_app;
 CREATE ROLE idem_other;
 SET ROLE idem_app;
@@ -223,14 +224,17 @@ SELECT pg_temp.err($$INSERT INTO syncguard.idempotency_keys (scope, key, owner_r
                      VALUES ('app', 'forged', 'idem_other', 'f', 'succeeded', gen_random_uuid(), now())$$);
 SET ROLE idem_other;
 SELECT count(*) AS keys_visible FROM syncguard.idempotency_summary;
-SELECT pg_temp.err($$SELECT syncguard.idem_claim('app', 'a1', '{"x": 1}')$$);
-SELECT pg_temp.err($$SELECT syncguard.idem_claim('app', 'a1', '{"x": "other"}')$$);
+SELECT outcome, attempt, response FROM syncguard.idem_claim('app', 'a1', '{"x": "other"}');
+SELECT outcome, attempt FROM syncguard.idem_claim('app', 'a1', '{"x": "other"}');
 SELECT pg_temp.err($$UPDATE syncguard.idempotency_keys SET status = 'dead' WHERE scope = 'app'$$) AS direct_update,
        (SELECT count(*) FROM syncguard.idempotency_keys WHERE scope = 'app') AS rows_seen;
+SET ROLE idem_app;
+SELECT outcome, response FROM syncguard.idem_claim('app', 'a1', '{"x": 1}') AS still_replayed;
 RESET ROLE;
--- the superuser sees every key, but does not claim another role's key either
-SELECT key, owner_role, status FROM syncguard.idempotency_keys WHERE scope = 'app' ORDER BY key;
-SELECT pg_temp.err($$SELECT syncguard.idem_claim('app', 'a1', '{"x": 1}')$$);
+-- the superuser sees every key; its own claim is a key of its own too
+SELECT key, owner_role, status FROM syncguard.idempotency_keys WHERE scope = 'app' ORDER BY key, owner_role;
+SELECT outcome FROM syncguard.idem_claim('app', 'a1', '{"x": 1}');
+SELECT count(*) AS keys_a1 FROM syncguard.idempotency_keys WHERE scope = 'app' AND key = 'a1';
 DELETE FROM syncguard.idempotency_keys WHERE scope = 'app';
 DROP ROLE idem_app;
 DROP ROLE idem_other;

@@ -144,7 +144,7 @@ SELECT syncguard.define_invariant('role_escape', 'SELECT 1 AS entity, inv_own.in
 SELECT name FROM syncguard.invariants ORDER BY name;
 SELECT invariant, status, violations, error FROM syncguard.check_invariants();
 SELECT pg_temp.err($$SELECT syncguard.define_invariant('cancelled_still_billed', 'SELECT 1 AS entity, now() AS since')$$);
-SELECT pg_temp.err($$SELECT syncguard.invariant_check_enter(10, 1000)$$);
+SELECT pg_temp.err($$SELECT * FROM syncguard.invariant_check_run(10, 'cancelled_still_billed', 1000)$$);
 SELECT syncguard.drop_invariant('cancelled_still_billed') AS dropped_another_roles;
 RESET ROLE;
 -- ... and a superuser running every check reads nothing through it: the check runs as its owner.

@@ -67,19 +67,21 @@ SELECT syncguard.protect('priv_app.admin_t');
 SET ROLE priv_app;
 SELECT pg_temp.err($$SELECT syncguard.protect('priv_app.admin_t', NULL, '{"nulls": "overwrite"}')$$);
 SELECT pg_temp.err($$SELECT syncguard.unprotect('priv_app.admin_t')$$);
--- the counters are the extension's: readable, not writable; counting goes through a
--- SECURITY DEFINER function that any writer of a protected table calls (it only adds one)
+-- the counters are the extension's: readable, not writable; only the trigger
+-- and merge_upsert count, through no SQL function
 SELECT pg_temp.err($$DELETE FROM syncguard.stale_writes$$);
-SELECT pg_temp.err($$SELECT syncguard.note_stale_write('priv_app.admin_t')$$) AS counting_through_the_definer;
+SELECT pg_temp.err($$SELECT syncguard.note_stale_write('priv_app.admin_t')$$) AS no_counting_function;
 RESET ROLE;
 SELECT id, d FROM priv_app.admin_t ORDER BY id;
 SELECT table_name, policy FROM syncguard.protected_tables WHERE table_name = 'priv_app.admin_t'::regclass;
 
--- 4. Another role sees none of priv_app's idempotency keys and changes none.
+-- 4. Another role sees none of priv_app's idempotency keys and changes none;
+-- its claim of the same scope and key claims a key of its own (no replay of
+-- priv_app's response).
 SET ROLE priv_intruder;
 SELECT count(*) AS keys_visible FROM syncguard.idempotency_keys;
 SELECT count(*) AS summary_rows FROM syncguard.idempotency_summary WHERE scope = 'priv';
-SELECT pg_temp.err($$SELECT syncguard.idem_claim('priv', 'k1', '{"amount": 1}')$$);
+SELECT outcome, response FROM syncguard.idem_claim('priv', 'k1', '{"amount": 1}') AS own_key;
 SELECT pg_temp.err(format('SELECT syncguard.idem_complete(%L, %L)', :'app_token2', '{"stolen": true}'));
 SELECT pg_temp.err(format('SELECT syncguard.idem_fail(%L, %L, false)', :'app_token2', 'sabotage'));
 SELECT pg_temp.err($$UPDATE syncguard.idempotency_keys SET response = '{"stolen": true}' WHERE scope = 'priv'$$) AS updated,
