@@ -66,6 +66,8 @@ enum Protected {
 struct Resolved {
     columns: Vec<Protected>,
     lww: Option<(usize, i64)>,
+    /// An ignored stale write reports no row (`"stale": "skip"`).
+    stale_skip: bool,
     version: Option<(usize, pg_sys::Oid)>,
     freshness: Vec<(usize, usize)>,
 }
@@ -112,6 +114,7 @@ fn resolve(info: &TableInfo, cfg: &str) -> Resolved {
     let (names, wp) = parse_config(cfg);
     upsert::check_policy_columns(info, &wp);
     let companions: Vec<&str> = wp.freshness.iter().map(|(_, f)| f.as_str()).collect();
+    let guards = wp.guard_columns();
     let attnum = |name: &str| info.require(name).attnum as usize;
     let selected: Vec<&table_info::Column> = match &names {
         Some(n) => n.iter().map(|c| info.require(c)).collect(),
@@ -120,6 +123,13 @@ fn resolve(info: &TableInfo, cfg: &str) -> Resolved {
     let mut columns = Vec::new();
     for c in selected {
         if companions.contains(&c.name.as_str()) {
+            continue;
+        }
+        if guards.contains(&c.name.as_str()) {
+            // No policy lets a NULL erase a guard.
+            columns.push(Protected::KeepNonNull {
+                attnum: c.attnum as usize,
+            });
             continue;
         }
         match wp.rule(&c.name, c.kind == Kind::Jsonb) {
@@ -157,6 +167,7 @@ fn resolve(info: &TableInfo, cfg: &str) -> Resolved {
             .last_write_wins
             .as_deref()
             .map(|c| (attnum(c), upsert::skew_micros(&wp))),
+        stale_skip: wp.stale_skip,
         version: wp
             .version
             .as_deref()
@@ -530,7 +541,8 @@ fn protect_row<'a>(
                 )?;
                 if !on[i] && (nv[i].value() as i64) < (ov[i].value() as i64) {
                     note_stale(&table);
-                    return Ok(None);
+                    // Kept: the row counts as written, as it is stored.
+                    return Ok(if r.stale_skip { None } else { trigger.old() });
                 }
             }
         }

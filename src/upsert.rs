@@ -206,10 +206,15 @@ fn plan_for(
     policy: Option<&JsonbRaw>,
 ) -> Rc<UpsertPlan> {
     let info = table_info::table_info(relid);
-    // The call's policy, else the table's protection policy.
+    // The call's policy under the table's protection (WritePolicy::under).
     let source: Vec<u8> = match (policy, &info.protection) {
-        (Some(p), _) => p.container().to_vec(),
-        (None, Some(cfg)) => [b"protect:", cfg.as_bytes()].concat(),
+        (Some(p), None) => p.container().to_vec(),
+        (p, Some(cfg)) => [
+            p.map_or(&[][..], JsonbRaw::container),
+            b"protect:",
+            cfg.as_bytes(),
+        ]
+        .concat(),
         (None, None) => Vec::new(),
     };
     let ck = (relid, cache_key(keys, cols, &source));
@@ -221,7 +226,16 @@ fn plan_for(
         PLANS.with_borrow_mut(|p| p.retain(|(r, _), _| *r != relid));
     }
     let wp = match (policy, &info.protection) {
-        (Some(p), _) => parse_policy(p),
+        (Some(p), None) => parse_policy(p),
+        (Some(p), Some(cfg)) => parse_policy(p)
+            .under(&crate::protect::config_policy(cfg))
+            .unwrap_or_else(|e| {
+                raise(
+                    PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+                    format!("{} of {}", e.message, info.qualified),
+                    Some(&e.hint),
+                )
+            }),
         (None, Some(cfg)) => crate::protect::config_policy(cfg),
         (None, None) => WritePolicy::default(),
     };
@@ -360,10 +374,14 @@ fn prepare(
     let mut insert_cols: Vec<String> = params.iter().map(|&i| qi(i)).collect();
     let mut values: Vec<String> = (1..=params.len()).map(|n| format!("${n}")).collect();
     let mut sets = Vec::new();
+    let guards = wp.guard_columns();
     for &i in &data_idx {
         let c = quote_ident(&col(i).name);
         let expr = if wp.version.as_deref() == Some(col(i).name.as_str()) {
             format!("EXCLUDED.{c}")
+        } else if guards.contains(&col(i).name.as_str()) {
+            // No policy lets a NULL erase a guard.
+            format!("COALESCE(EXCLUDED.{c}, sg_t.{c})")
         } else {
             match wp.rule(&col(i).name, col(i).kind == Kind::Jsonb) {
                 ColumnRule::Replace => format!("EXCLUDED.{c}"),

@@ -20,7 +20,7 @@ use crate::merge::policy::{Policy, PolicyError};
 use serde_json::{Map, Value};
 
 const TOP_KEYS: &str =
-    "arrays, nulls, paths, columns, last_write_wins, max_clock_skew, version, freshness";
+    "arrays, nulls, paths, columns, last_write_wins, max_clock_skew, stale, version, freshness";
 const MERGE_KEYS: [&str; 3] = ["arrays", "nulls", "paths"];
 
 /// How one column combines the incoming value with the stored one.
@@ -44,6 +44,11 @@ pub struct WritePolicy {
     pub last_write_wins: Option<String>,
     /// Interval text, read by PostgreSQL's interval input.
     pub max_clock_skew: Option<String>,
+    /// `"stale": "skip"`: an UPDATE that last_write_wins ignores reports no
+    /// row (`UPDATE 0`). By default (`"keep"`) the row counts as written and
+    /// keeps its stored values, so RETURNING shows the stored row and an ORM
+    /// that checks row counts goes on working.
+    pub stale_skip: bool,
     pub version: Option<String>,
     /// `(jsonb column, companion column)` pairs.
     pub freshness: Vec<(String, String)>,
@@ -113,6 +118,18 @@ impl WritePolicy {
                     }
                 },
                 "freshness" => p.freshness = parse_freshness(v)?,
+                "stale" => {
+                    p.stale_skip = match v.as_str() {
+                        Some("keep") => false,
+                        Some("skip") => true,
+                        _ => {
+                            return Err(err(
+                                format!("\"stale\" must be \"keep\" or \"skip\", got {v}"),
+                                "keep: an ignored stale write counts as written and keeps the stored row; skip: it reports no row",
+                            ))
+                        }
+                    }
+                }
                 other => {
                     return Err(err(
                         format!("unknown key \"{other}\""),
@@ -122,6 +139,12 @@ impl WritePolicy {
             }
         }
         check_merge(&p.merge, "the top level")?;
+        if p.stale_skip && p.last_write_wins.is_none() {
+            return Err(err(
+                "\"stale\" needs \"last_write_wins\"".to_string(),
+                "a write is stale only under a last_write_wins timestamp column",
+            ));
+        }
         if p.max_clock_skew.is_some() && p.last_write_wins.is_none() {
             return Err(err(
                 "\"max_clock_skew\" needs \"last_write_wins\"".to_string(),
@@ -151,6 +174,70 @@ impl WritePolicy {
             policy,
             nulls_overwrite,
         }
+    }
+
+    /// The columns that carry a guard: the last-write-wins timestamp, the
+    /// version and the freshness companions. No write policy lets a NULL
+    /// replace their stored values.
+    pub fn guard_columns(&self) -> Vec<&str> {
+        let mut out: Vec<&str> = self.last_write_wins.iter().map(String::as_str).collect();
+        out.extend(self.version.iter().map(String::as_str));
+        out.extend(self.freshness.iter().map(|(_, f)| f.as_str()));
+        out
+    }
+
+    /// The policy of a `merge_upsert` call (`self`) on a table protected
+    /// with `table`. The call chooses how values merge: its `arrays`,
+    /// `nulls`, `paths` and column rules override the table's, key by key
+    /// (so `{}` is the table's policy). The table's guards hold: a call may
+    /// add a guard the table lacks, repeat one, never change or drop one.
+    pub fn under(&self, table: &WritePolicy) -> Result<WritePolicy, PolicyError> {
+        let hint = "A call's policy chooses how values merge; the guards of a protected table come from syncguard.protect. Leave them out of the call, or run protect again to change them.";
+        let contradicts = |what: &str, table_v: &str, call_v: &str| {
+            err(
+                format!("the call's \"{what}\" ({call_v}) contradicts the table's protection ({table_v})"),
+                hint,
+            )
+        };
+        let mut p = table.clone();
+        p.stale_skip |= self.stale_skip;
+        p.merge.extend(self.merge.iter().map(|(k, v)| (k.clone(), v.clone())));
+        for (c, o) in &self.columns {
+            match p.columns.iter_mut().find(|(t, _)| t == c) {
+                Some(slot) => slot.1 = o.clone(),
+                None => p.columns.push((c.clone(), o.clone())),
+            }
+        }
+        for (what, mine, theirs) in [
+            ("last_write_wins", &self.last_write_wins, &mut p.last_write_wins),
+            ("version", &self.version, &mut p.version),
+            ("max_clock_skew", &self.max_clock_skew, &mut p.max_clock_skew),
+        ] {
+            match (mine, theirs.as_ref()) {
+                (None, _) => {}
+                (Some(m), None) if what == "max_clock_skew" && table.last_write_wins.is_some() => {
+                    return Err(contradicts(what, "the server's syncguard.max_clock_skew", m))
+                }
+                (Some(m), None) => *theirs = Some(m.clone()),
+                (Some(m), Some(t)) if m == t => {}
+                (Some(m), Some(t)) => return Err(contradicts(what, t, m)),
+            }
+        }
+        for (doc, companion) in &self.freshness {
+            match p.freshness.iter().find(|(d, _)| d == doc) {
+                Some((_, f)) if f == companion => {}
+                Some((_, f)) => {
+                    return Err(contradicts(
+                        &format!("freshness of {doc}"),
+                        f,
+                        companion,
+                    ))
+                }
+                None => p.freshness.push((doc.clone(), companion.clone())),
+            }
+        }
+        check_merge(&p.merge, "the top level")?;
+        Ok(p)
     }
 
     /// Every column the policy names, with the key that names it, so the
@@ -232,6 +319,48 @@ mod tests {
 
     fn parse(s: &str) -> Result<WritePolicy, PolicyError> {
         WritePolicy::parse(&serde_json::from_str(s).unwrap())
+    }
+
+    #[test]
+    fn a_call_merges_its_way_under_the_tables_guards() {
+        let table = parse(
+            r#"{"last_write_wins":"ts","version":"v","arrays":"union","freshness":{"d":"f"}}"#,
+        )
+        .unwrap();
+        // '{}' is the table's policy itself.
+        assert_eq!(parse("{}").unwrap().under(&table).unwrap(), table);
+        // The call's merge keys win; the guards stay.
+        let p = parse(r#"{"arrays":"concat","nulls":"overwrite","columns":{"d":"replace"}}"#)
+            .unwrap()
+            .under(&table)
+            .unwrap();
+        assert_eq!(p.last_write_wins.as_deref(), Some("ts"));
+        assert_eq!(p.version.as_deref(), Some("v"));
+        assert_eq!(p.freshness, vec![("d".to_string(), "f".to_string())]);
+        assert_eq!(p.rule("d", true), ColumnRule::Replace);
+        assert_eq!(
+            p.rule("e", true),
+            ColumnRule::Merge {
+                policy: r#"{"arrays":"concat","nulls":"overwrite"}"#.into(),
+                nulls_overwrite: true
+            }
+        );
+        assert_eq!(p.guard_columns(), ["ts", "v", "f"]);
+        // Repeating a guard is fine; changing one is an error naming both.
+        assert!(parse(r#"{"version":"v"}"#).unwrap().under(&table).is_ok());
+        for call in [
+            r#"{"version":"w"}"#,
+            r#"{"last_write_wins":"other"}"#,
+            r#"{"last_write_wins":"ts","max_clock_skew":"1 year"}"#,
+            r#"{"freshness":{"d":"g"}}"#,
+        ] {
+            let e = parse(call).unwrap().under(&table).unwrap_err();
+            assert!(e.message.contains("contradicts the table's protection"), "{call}: {}", e.message);
+        }
+        // A guard the table lacks may be added.
+        let bare = parse("{}").unwrap();
+        let p = parse(r#"{"version":"v"}"#).unwrap().under(&bare).unwrap();
+        assert_eq!(p.version.as_deref(), Some("v"));
     }
 
     #[test]
