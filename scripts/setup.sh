@@ -22,8 +22,8 @@ if [ "$(id -u)" -eq 0 ]; then SUDO=(); else SUDO=(sudo); fi
 #   build-essential pkg-config libssl-dev   compiling cargo-pgrx and the crate
 #   sudo                             every test server runs as the `postgres` user (initdb refuses root)
 #   ca-certificates                  fetching crates over TLS
-#   python3 python3-venv             the ORM client test (tests/orm_sqlalchemy.rs) makes a
-#                                    virtualenv and pip-installs SQLAlchemy into it
+#   python3 python3-venv             the ORM client tests (tests/orm_env) make a
+#                                    virtualenv and pip-install SQLAlchemy and Django into it
 packages=(postgresql-$PG_MAJOR postgresql-server-dev-$PG_MAJOR libclang-dev clang
           build-essential pkg-config libssl-dev sudo ca-certificates python3 python3-venv)
 missing=()
@@ -43,6 +43,15 @@ if [ ${#missing[@]} -gt 0 ]; then
     apt_update
     "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive \
         apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# node and npm for the Knex client test (tests/orm_env); a machine may have
+# them from elsewhere than Debian (whose npm conflicts with such a nodejs).
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+    echo "setup: installing nodejs npm"
+    apt_update
+    "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive \
+        apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null
 fi
 
 # The newest PostgreSQL minor the archive has: a brand-new machine gets it, so

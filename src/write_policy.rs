@@ -201,7 +201,8 @@ impl WritePolicy {
         };
         let mut p = table.clone();
         p.stale_skip |= self.stale_skip;
-        p.merge.extend(self.merge.iter().map(|(k, v)| (k.clone(), v.clone())));
+        p.merge
+            .extend(self.merge.iter().map(|(k, v)| (k.clone(), v.clone())));
         for (c, o) in &self.columns {
             match p.columns.iter_mut().find(|(t, _)| t == c) {
                 Some(slot) => slot.1 = o.clone(),
@@ -209,14 +210,26 @@ impl WritePolicy {
             }
         }
         for (what, mine, theirs) in [
-            ("last_write_wins", &self.last_write_wins, &mut p.last_write_wins),
+            (
+                "last_write_wins",
+                &self.last_write_wins,
+                &mut p.last_write_wins,
+            ),
             ("version", &self.version, &mut p.version),
-            ("max_clock_skew", &self.max_clock_skew, &mut p.max_clock_skew),
+            (
+                "max_clock_skew",
+                &self.max_clock_skew,
+                &mut p.max_clock_skew,
+            ),
         ] {
             match (mine, theirs.as_ref()) {
                 (None, _) => {}
                 (Some(m), None) if what == "max_clock_skew" && table.last_write_wins.is_some() => {
-                    return Err(contradicts(what, "the server's syncguard.max_clock_skew", m))
+                    return Err(contradicts(
+                        what,
+                        "the server's syncguard.max_clock_skew",
+                        m,
+                    ))
                 }
                 (Some(m), None) => *theirs = Some(m.clone()),
                 (Some(m), Some(t)) if m == t => {}
@@ -227,11 +240,7 @@ impl WritePolicy {
             match p.freshness.iter().find(|(d, _)| d == doc) {
                 Some((_, f)) if f == companion => {}
                 Some((_, f)) => {
-                    return Err(contradicts(
-                        &format!("freshness of {doc}"),
-                        f,
-                        companion,
-                    ))
+                    return Err(contradicts(&format!("freshness of {doc}"), f, companion))
                 }
                 None => p.freshness.push((doc.clone(), companion.clone())),
             }
@@ -355,7 +364,11 @@ mod tests {
             r#"{"freshness":{"d":"g"}}"#,
         ] {
             let e = parse(call).unwrap().under(&table).unwrap_err();
-            assert!(e.message.contains("contradicts the table's protection"), "{call}: {}", e.message);
+            assert!(
+                e.message.contains("contradicts the table's protection"),
+                "{call}: {}",
+                e.message
+            );
         }
         // A guard the table lacks may be added.
         let bare = parse("{}").unwrap();

@@ -8,112 +8,18 @@
 //! that the protected rows kept every earlier field and took the new values,
 //! while the plain rows lost what the payload lacked.
 //!
-//! The Python packages come from PyPI into a virtualenv under the target
-//! directory (`target/orm-venv`), created on the first run and reused after.
-//! It needs `python3` with the `venv` module (Debian: `python3`,
-//! `python3-venv`, which `scripts/setup.sh` installs); without them the test
-//! fails and says so.
+//! The Python packages come from PyPI into a virtualenv (tests/orm_env).
 mod common;
+mod orm_env;
 mod profiles;
 
 use common::TestCluster;
+use orm_env::describe;
 use postgres::Client;
 use profiles::{create_tables, fetched, merged, seed, LAST_SYNC, NAME};
 use serde_json::{json, Value};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-use std::time::Instant;
-
-const REQUIREMENTS: [&str; 2] = ["SQLAlchemy>=2.0,<3", "psycopg[binary]>=3.1,<4"];
-/// Succeeds in a virtualenv that already has what `REQUIREMENTS` asks for.
-const VENV_CHECK: &str = "import sqlalchemy, psycopg; \
-    assert sqlalchemy.__version__.split('.')[0] == '2', sqlalchemy.__version__; \
-    assert psycopg.__version__.split('.')[0] == '3', psycopg.__version__";
-
-fn describe(cmd: &Command, out: &Output) -> String {
-    format!(
-        "{cmd:?} exited with {}\n--- stdout ---\n{}\n--- stderr ---\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-/// Run `cmd`, panicking with its output (and `hint`) unless it succeeds.
-fn run(cmd: &mut Command, hint: &str) -> Output {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}\n{hint}"));
-    if !out.status.success() {
-        panic!("{}\n{hint}", describe(cmd, &out));
-    }
-    out
-}
-
-/// The system's python: `/usr/bin/python3` when there is one (a pyenv shim
-/// earlier on PATH may point at an interpreter without venv), else `python3`.
-fn system_python() -> PathBuf {
-    let usr = Path::new("/usr/bin/python3");
-    if usr.exists() {
-        usr.to_path_buf()
-    } else {
-        PathBuf::from("python3")
-    }
-}
-
-/// The virtualenv's python, with SQLAlchemy 2 and psycopg 3 installed.
-fn orm_venv() -> PathBuf {
-    // CARGO_TARGET_TMPDIR is <target>/tmp: the venv goes next to it.
-    let target = Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .parent()
-        .expect("target directory");
-    let venv = target.join("orm-venv");
-    let python = venv.join("bin").join("python");
-    let ready = |python: &Path| {
-        Command::new(python)
-            .args(["-c", VENV_CHECK])
-            .output()
-            .map(|o| o.status.success())
-            .unwrap_or(false)
-    };
-    if ready(&python) {
-        return python;
-    }
-
-    let started = Instant::now();
-    let system = system_python();
-    eprintln!(
-        "creating {} with {} (first run only)",
-        venv.display(),
-        system.display()
-    );
-    run(
-        Command::new(&system)
-            .args(["-m", "venv", "--clear"])
-            .arg(&venv),
-        "This test needs python3 with the venv module (Debian packages python3 and \
-         python3-venv; scripts/setup.sh, run by `make test`, installs them).",
-    );
-    run(
-        Command::new(&python)
-            .args([
-                "-m",
-                "pip",
-                "install",
-                "--quiet",
-                "--disable-pip-version-check",
-            ])
-            .args(REQUIREMENTS),
-        "pip could not install the ORM's packages from PyPI.",
-    );
-    assert!(
-        ready(&python),
-        "{} still lacks SQLAlchemy 2 / psycopg 3 after pip install",
-        venv.display()
-    );
-    eprintln!("virtualenv ready in {:.0?}", started.elapsed());
-    python
-}
+use std::path::Path;
+use std::process::Command;
 
 fn setup(client: &mut Client) {
     create_tables(client, true);
@@ -151,7 +57,7 @@ fn rows(client: &mut Client, table: &str) -> Vec<(i32, Option<String>, Value, bo
 
 #[test]
 fn sqlalchemy_partial_writes_keep_every_field() {
-    let python = orm_venv();
+    let python = orm_env::python();
     let cluster = TestCluster::new();
     let mut client = cluster.connect_with_extension();
     setup(&mut client);
