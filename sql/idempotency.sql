@@ -112,7 +112,8 @@ BEGIN
     IF jitter > 0 THEN
         d := d * (1 + jitter * (2 * random() - 1));
     END IF;
-    RETURN make_interval(secs => d);
+    -- At most 100 years: a huge cap would overflow the interval.
+    RETURN make_interval(secs => least(d, 3155760000));
 END
 $$;
 
@@ -181,6 +182,13 @@ BEGIN
         RAISE EXCEPTION USING ERRCODE = '22023',
             MESSAGE = 'idem_claim: key must not be empty',
             HINT = 'Use the idempotency key the client sent, e.g. a UUID.';
+    END IF;
+    -- The primary key's index takes entries of up to about 2.7 kB.
+    IF octet_length(key) > 1000 OR octet_length(scope) > 200 THEN
+        RAISE EXCEPTION USING ERRCODE = '22023',
+            MESSAGE = format('idem_claim: the key may have at most 1000 bytes and the scope 200, got %s and %s',
+                             octet_length(key), octet_length(scope)),
+            HINT = 'Pass a digest of a longer key, e.g. encode(sha256(convert_to(key, ''UTF8'')), ''hex'').';
     END IF;
     IF lease IS NULL OR lease <= interval '0' OR ttl IS NULL OR ttl <= interval '0' THEN
         RAISE EXCEPTION USING ERRCODE = '22023',

@@ -61,6 +61,61 @@ END
 $$;
 COMMENT ON FUNCTION syncguard.require_owner(regclass) IS 'internal: the table''s qualified name, or an error unless the caller owns it';
 
+-- Partitions share their parent's trigger (PostgreSQL clones it onto each
+-- of them, present and future): a partition is protected through its
+-- parent, never on its own, and a partitioned table is protected only when
+-- no partition has a protection of its own. Raised before any DDL, so the
+-- caller reads what is protected through what, not a DDL error.
+CREATE FUNCTION syncguard.protect_partition_check(target regclass, qualified text) RETURNS void
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    other text;
+BEGIN
+    SELECT format('%I.%I', n.nspname, c.relname) INTO other
+      FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid
+      JOIN pg_namespace n ON n.oid = c.relnamespace
+     WHERE t.tgname = 'syncguard_protect' AND t.tgrelid = target AND t.tgparentid <> 0;
+    IF FOUND THEN
+        SELECT format('%I.%I', n.nspname, c.relname) INTO other
+          FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+         WHERE c.oid = pg_partition_root(target);
+        RAISE EXCEPTION USING ERRCODE = '55000',
+            MESSAGE = format('%s is a partition of %s and protected through it', qualified, other),
+            HINT = format('Change the protection of %s (protect or unprotect it), or detach the partition first.', other);
+    END IF;
+    SELECT format('%I.%I', n.nspname, c.relname) INTO other
+      FROM pg_partition_tree(target) p JOIN pg_trigger t ON t.tgrelid = p.relid
+      JOIN pg_class c ON c.oid = p.relid JOIN pg_namespace n ON n.oid = c.relnamespace
+     WHERE p.relid <> target AND t.tgname = 'syncguard_protect' AND t.tgparentid = 0
+     LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION USING ERRCODE = '55000',
+            MESSAGE = format('partition %s of %s has a protection of its own', other, qualified),
+            HINT = format('Unprotect %s first; protecting %s then protects every partition.', other, qualified);
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION syncguard.protect_partition_check(regclass, text) IS
+    'internal: refuses protect/unprotect of a partition protected through its parent, and of a parent whose partition has its own protection';
+
+-- The inheritance children of `target` (not partitions), all levels down.
+CREATE FUNCTION syncguard.inheritance_children(target regclass) RETURNS SETOF regclass
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    WITH RECURSIVE kids(relid) AS (
+        SELECT i.inhrelid FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+         WHERE i.inhparent = target AND NOT c.relispartition
+        UNION
+        SELECT i.inhrelid FROM kids k JOIN pg_inherits i ON i.inhparent = k.relid
+    )
+    SELECT relid::regclass FROM kids
+$$;
+COMMENT ON FUNCTION syncguard.inheritance_children(regclass) IS
+    'internal: the inheritance children of a table (not partitions), at every level';
+
 CREATE FUNCTION syncguard.protect(target regclass, columns text[] DEFAULT NULL, policy jsonb DEFAULT NULL)
 RETURNS void
 LANGUAGE plpgsql VOLATILE
@@ -69,31 +124,51 @@ AS $$
 DECLARE
     qualified text := syncguard.require_owner(target);
     config text;
+    events text;
+    child regclass;
 BEGIN
+    PERFORM syncguard.protect_partition_check(target, qualified);
     -- Serializes protect/unprotect of one table and keeps writers out while
     -- the trigger is replaced.
     EXECUTE format('LOCK TABLE %s IN SHARE ROW EXCLUSIVE MODE', target);
     config := syncguard.protect_config(target, columns, policy);
-    IF EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = target AND tgname = 'syncguard_protect') THEN
-        EXECUTE format('DROP TRIGGER syncguard_protect ON %s', target);
-    END IF;
-    EXECUTE format('CREATE TRIGGER syncguard_protect BEFORE UPDATE ON %s FOR EACH ROW '
-                   'EXECUTE FUNCTION syncguard.protect_trigger(%L, %L)', target, qualified, config);
+    -- Rows of inheritance children are updated through the parent but keep
+    -- their own triggers: each child gets the parent's protection, under
+    -- its own name. Children created later show in protected_tables.
+    -- INSERTs too when the policy has something to do for a new row: check
+    -- a last_write_wins timestamp's clock skew, stamp freshness companions.
+    events := CASE WHEN config::jsonb -> 'policy' ?| ARRAY['last_write_wins', 'freshness']
+                   THEN 'INSERT OR UPDATE' ELSE 'UPDATE' END;
+    FOR child IN SELECT target UNION ALL SELECT syncguard.inheritance_children(target) LOOP
+        IF EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = child AND tgname = 'syncguard_protect') THEN
+            EXECUTE format('DROP TRIGGER syncguard_protect ON %s', child);
+        END IF;
+        EXECUTE format('CREATE TRIGGER syncguard_protect BEFORE %s ON %s FOR EACH ROW '
+                       'EXECUTE FUNCTION syncguard.protect_trigger(%L, %L)',
+                       events, child, syncguard.require_owner(child), config);
+    END LOOP;
 END
 $$;
-COMMENT ON FUNCTION syncguard.protect(regclass, text[], jsonb) IS 'install (or replace) the trigger that merges every UPDATE of target into the stored row';
+COMMENT ON FUNCTION syncguard.protect(regclass, text[], jsonb) IS 'install (or replace) the trigger that merges every UPDATE of target (and of its inheritance children) into the stored row';
 
 CREATE FUNCTION syncguard.unprotect(target regclass) RETURNS boolean
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+    qualified text := syncguard.require_owner(target);
+    child regclass;
+    was boolean;
 BEGIN
-    PERFORM syncguard.require_owner(target);
-    IF NOT EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = target AND tgname = 'syncguard_protect') THEN
-        RETURN false;
-    END IF;
-    EXECUTE format('DROP TRIGGER syncguard_protect ON %s', target);
-    RETURN true;
+    PERFORM syncguard.protect_partition_check(target, qualified);
+    was := EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = target AND tgname = 'syncguard_protect');
+    FOR child IN SELECT target UNION ALL SELECT syncguard.inheritance_children(target) LOOP
+        PERFORM syncguard.require_owner(child);
+        IF EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = child AND tgname = 'syncguard_protect') THEN
+            EXECUTE format('DROP TRIGGER syncguard_protect ON %s', child);
+        END IF;
+    END LOOP;
+    RETURN was;
 END
 $$;
 COMMENT ON FUNCTION syncguard.unprotect(regclass) IS 'remove the protection trigger; true when the table was protected';
@@ -109,7 +184,13 @@ CREATE VIEW syncguard.protected_tables AS
 SELECT t.tgrelid::regclass AS table_name,
        CASE WHEN jsonb_typeof(c.config -> 'columns') = 'array'
             THEN ARRAY(SELECT jsonb_array_elements_text(c.config -> 'columns')) END AS columns,
-       c.config -> 'policy' AS policy
+       c.config -> 'policy' AS policy,
+       -- Inheritance children created after protect(): not protected until
+       -- protect runs again.
+       ARRAY(SELECT k FROM syncguard.inheritance_children(t.tgrelid) AS k
+              WHERE NOT EXISTS (SELECT FROM pg_catalog.pg_trigger kt
+                                 WHERE kt.tgrelid = k AND kt.tgname = 'syncguard_protect'))
+           AS unprotected_children
   FROM pg_catalog.pg_trigger t,
        LATERAL (SELECT pg_catalog.position(t.tgargs, '\x00'::bytea) AS sep) a,
        LATERAL (SELECT pg_catalog.convert_from(
@@ -118,7 +199,7 @@ SELECT t.tgrelid::regclass AS table_name,
  WHERE t.tgname = 'syncguard_protect'
    AND t.tgfoid = 'syncguard.protect_trigger()'::regprocedure;
 GRANT SELECT ON syncguard.protected_tables TO PUBLIC;
-COMMENT ON VIEW syncguard.protected_tables IS 'tables protected by syncguard.protect, with their columns and write policy';
+COMMENT ON VIEW syncguard.protected_tables IS 'tables protected by syncguard.protect, with their columns, write policy and unprotected inheritance children';
 
 COMMENT ON FUNCTION syncguard.merge_upsert(regclass, jsonb, jsonb, jsonb) IS 'insert or deep-merge one row by a unique key; returns the stored row';
 COMMENT ON FUNCTION syncguard.protect_config(regclass, text[], jsonb) IS 'internal: checks a protection configuration against the table';

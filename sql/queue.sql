@@ -98,10 +98,13 @@ DECLARE
     t  timestamptz := clock_timestamp();
     id bigint;
 BEGIN
-    IF queue IS NULL OR queue = '' OR payload IS NULL OR delay IS NULL THEN
+    IF queue IS NULL OR payload IS NULL OR delay IS NULL THEN
         RAISE EXCEPTION USING ERRCODE = '22004',
-            MESSAGE = 'enqueue: queue must be a non-empty name, payload and delay must not be NULL',
+            MESSAGE = 'enqueue: queue, payload and delay must not be NULL',
             HINT = 'Pass ''{}'' as the payload of a job that needs none.';
+    END IF;
+    IF queue = '' THEN
+        RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = 'enqueue: queue must be a non-empty name';
     END IF;
     IF delay < interval '0' THEN
         RAISE EXCEPTION USING ERRCODE = '22023',
@@ -191,11 +194,58 @@ BEGIN
         RETURN QUERY
         UPDATE syncguard.queue_jobs AS j
            SET state = 'leased', attempts = j.attempts + 1, visible_at = t + $3
-         WHERE j.job_id = id AND j.queue = $1
+         WHERE j.job_id = id AND j.queue = $1 AND j.state = 'ready'
         RETURNING j.job_id, j.payload, j.attempts, j.dedupe_key, j.enqueued_at, j.last_error;
+        IF NOT FOUND THEN
+            -- Still leased past its visibility: the consumer died or hung.
+            PERFORM syncguard.queue_lease_expired(id, $1);
+        END IF;
     END LOOP;
 END
 $$;
+
+-- A job whose lease ran out without ack or nack: the attempt failed (the
+-- consumer died or hung), so it is retried after backoff_delay like a nack,
+-- or dead once it has had the queue's max_attempts deliveries, never handed
+-- out again at once. Anything else (a live lease, a ready job) is left alone.
+CREATE FUNCTION syncguard.queue_lease_expired(job_id bigint, queue text)
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+SET enable_seqscan = off
+SET enable_bitmapscan = off
+AS $$
+DECLARE
+    t timestamptz := clock_timestamp();
+    j syncguard.queue_jobs;
+    q record;
+    lost text;
+BEGIN
+    SELECT * INTO j FROM syncguard.queue_jobs AS x
+     WHERE x.job_id = queue_lease_expired.job_id AND x.queue = queue_lease_expired.queue
+       AND x.state = 'leased' AND x.visible_at <= t
+       FOR UPDATE;
+    IF NOT FOUND THEN
+        RETURN;
+    END IF;
+    SELECT coalesce(c.max_attempts, 5) AS max_attempts, coalesce(c.base, '2 seconds') AS base,
+           coalesce(c.cap, '10 minutes') AS cap, coalesce(c.jitter, 0.2) AS jitter INTO q
+      FROM (SELECT) AS one LEFT JOIN syncguard.queues AS c ON c.queue = j.queue;
+    lost := format('lease of attempt %s expired without ack or nack', j.attempts);
+    IF j.attempts < q.max_attempts THEN
+        UPDATE syncguard.queue_jobs AS x
+           SET state = 'ready', last_error = lost,
+               visible_at = t + syncguard.backoff_delay(j.attempts, q.base, q.cap, q.jitter)
+         WHERE x.queue = j.queue AND x.job_id = j.job_id;
+    ELSE
+        UPDATE syncguard.queue_jobs AS x
+           SET state = 'dead', last_error = lost, dead_at = t, visible_at = t
+         WHERE x.queue = j.queue AND x.job_id = j.job_id;
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION syncguard.queue_lease_expired(bigint, text) IS
+    'internal: a job whose lease ran out counts as a failed attempt (backoff, or dead)';
 
 -- The job `job_id`, locked, checked to be leased (and at `attempt`, when
 -- given); raises SG007 otherwise. `caller` names the function in the messages.
@@ -351,7 +401,10 @@ AS $$
 DECLARE
     q syncguard.queues;
 BEGIN
-    IF queue IS NULL OR queue = '' THEN
+    IF queue IS NULL THEN
+        RAISE EXCEPTION USING ERRCODE = '22004', MESSAGE = 'queue_configure: queue must not be NULL';
+    END IF;
+    IF queue = '' THEN
         RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = 'queue_configure: queue must be a non-empty name';
     END IF;
     INSERT INTO syncguard.queues AS x (queue) VALUES (queue_configure.queue)

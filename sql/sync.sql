@@ -316,6 +316,13 @@ BEGIN
      WHERE NOT EXISTS (SELECT FROM syncguard.sync_parts AS p
                         WHERE p.source = r.source AND p.run_id = r.run_id AND p.part = d);
 
+    -- A run that reported nothing proves nothing: a job that failed before
+    -- its first part but calls sync_finish in a `finally` must not skip data.
+    IF NOT EXISTS (SELECT FROM syncguard.sync_parts AS p
+                    WHERE p.source = r.source AND p.run_id = r.run_id) THEN
+        failed := 'no part was reported';
+    END IF;
+
     IF failed IS NOT NULL OR missing IS NOT NULL THEN
         UPDATE syncguard.sync_runs AS x
            SET status = 'failed', finished_at = t,
@@ -352,7 +359,10 @@ AS $$
 DECLARE
     s syncguard.sync_sources;
 BEGIN
-    IF source IS NULL OR source = '' THEN
+    IF source IS NULL THEN
+        RAISE EXCEPTION USING ERRCODE = '22004', MESSAGE = 'sync_configure: source must not be NULL';
+    END IF;
+    IF source = '' THEN
         RAISE EXCEPTION USING ERRCODE = '22023',
             MESSAGE = 'sync_configure: source must be a non-empty name';
     END IF;

@@ -471,6 +471,13 @@ BEGIN
             MESSAGE = 'idem_claim: key must not be empty',
             HINT = 'Use the idempotency key the client sent, e.g. a UUID.';
     END IF;
+    -- The primary key's index takes entries of up to about 2.7 kB.
+    IF octet_length(key) > 1000 OR octet_length(scope) > 200 THEN
+        RAISE EXCEPTION USING ERRCODE = '22023',
+            MESSAGE = format('idem_claim: the key may have at most 1000 bytes and the scope 200, got %s and %s',
+                             octet_length(key), octet_length(scope)),
+            HINT = 'Pass a digest of a longer key, e.g. encode(sha256(convert_to(key, ''UTF8'')), ''hex'').';
+    END IF;
     IF lease IS NULL OR lease <= interval '0' OR ttl IS NULL OR ttl <= interval '0' THEN
         RAISE EXCEPTION USING ERRCODE = '22023',
             MESSAGE = format('idem_claim: lease and ttl must be positive, got lease %s and ttl %s',
@@ -576,3 +583,461 @@ BEGIN
     RETURN n;
 END
 $$;
+
+-- Queue: an expired lease is a failed attempt; '' is 22023, NULL 22004.
+CREATE OR REPLACE FUNCTION syncguard.backoff_delay(
+    attempt integer,
+    base interval DEFAULT '2 seconds',
+    cap interval DEFAULT '10 minutes',
+    jitter double precision DEFAULT 0.2
+) RETURNS interval
+LANGUAGE plpgsql VOLATILE STRICT PARALLEL RESTRICTED
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    base_s double precision := extract(epoch FROM base);
+    cap_s  double precision := extract(epoch FROM cap);
+    d      double precision;
+BEGIN
+    IF attempt < 1 THEN
+        RAISE EXCEPTION USING ERRCODE = '22023',
+            MESSAGE = format('backoff attempt must be at least 1, got %s', attempt),
+            HINT = 'Pass the number of the attempt that failed (the first is 1).';
+    END IF;
+    IF base_s < 0 OR cap_s < 0 THEN
+        RAISE EXCEPTION USING ERRCODE = '22023',
+            MESSAGE = format('backoff base and cap must not be negative, got base %s and cap %s', base, cap),
+            HINT = 'Pass intervals such as ''2 seconds'' and ''10 minutes''.';
+    END IF;
+    IF jitter < 0 OR jitter > 1 OR jitter = 'NaN' THEN
+        RAISE EXCEPTION USING ERRCODE = '22023',
+            MESSAGE = format('backoff jitter must be between 0 and 1, got %s', jitter),
+            HINT = 'jitter is a fraction: 0.2 spreads the delay by up to 20% either way.';
+    END IF;
+    -- In seconds as float8: 2^(attempt-1) overflows no interval this way.
+    d := least(cap_s, base_s * power(2::double precision, least(attempt - 1, 1000)));
+    IF jitter > 0 THEN
+        d := d * (1 + jitter * (2 * random() - 1));
+    END IF;
+    -- At most 100 years: a huge cap would overflow the interval.
+    RETURN make_interval(secs => least(d, 3155760000));
+END
+$$;
+CREATE OR REPLACE FUNCTION syncguard.enqueue(queue text, payload jsonb, dedupe_key text DEFAULT NULL,
+                                  delay interval DEFAULT '0')
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+SET enable_seqscan = off
+SET enable_bitmapscan = off
+AS $$
+#variable_conflict use_column
+DECLARE
+    t  timestamptz := clock_timestamp();
+    id bigint;
+BEGIN
+    IF queue IS NULL OR payload IS NULL OR delay IS NULL THEN
+        RAISE EXCEPTION USING ERRCODE = '22004',
+            MESSAGE = 'enqueue: queue, payload and delay must not be NULL',
+            HINT = 'Pass ''{}'' as the payload of a job that needs none.';
+    END IF;
+    IF queue = '' THEN
+        RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = 'enqueue: queue must be a non-empty name';
+    END IF;
+    IF delay < interval '0' THEN
+        RAISE EXCEPTION USING ERRCODE = '22023',
+            MESSAGE = format('enqueue: delay must not be negative, got %s', delay);
+    END IF;
+    IF dedupe_key IS NULL THEN
+        INSERT INTO syncguard.queue_jobs AS j (queue, payload, visible_at, enqueued_at)
+        VALUES (enqueue.queue, enqueue.payload, t + delay, t)
+        RETURNING j.job_id INTO id;
+        RETURN id;
+    END IF;
+    -- The live job holding the key may be acked between the INSERT and the
+    -- SELECT; then the key is free and the next round inserts.
+    FOR round IN 1..3 LOOP
+        INSERT INTO syncguard.queue_jobs AS j (queue, payload, dedupe_key, visible_at, enqueued_at)
+        VALUES (enqueue.queue, enqueue.payload, enqueue.dedupe_key, t + delay, t)
+        ON CONFLICT (queue, dedupe_key) WHERE state <> 'dead' AND dedupe_key IS NOT NULL DO NOTHING
+        RETURNING j.job_id INTO id;
+        IF id IS NOT NULL THEN
+            RETURN id;
+        END IF;
+        SELECT j.job_id INTO id FROM syncguard.queue_jobs AS j
+         WHERE j.queue = enqueue.queue AND j.dedupe_key = enqueue.dedupe_key AND j.state <> 'dead';
+        IF id IS NOT NULL THEN
+            RETURN id;
+        END IF;
+    END LOOP;
+    RAISE EXCEPTION USING ERRCODE = '42501',
+        MESSAGE = format('enqueue: dedupe key %L of queue %L is held by a job this role cannot see',
+                         dedupe_key, queue),
+        HINT = 'Jobs are shared by role membership: GRANT the producing role to this one.';
+END
+$$;
+CREATE OR REPLACE FUNCTION syncguard.dequeue(queue text, n integer DEFAULT 1, visibility interval DEFAULT '30 seconds')
+RETURNS TABLE (job_id bigint, payload jsonb, attempt integer, dedupe_key text,
+               enqueued_at timestamptz, last_error text)
+LANGUAGE plpgsql VOLATILE ROWS 1
+SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_generic_plan
+SET enable_sort = off
+SET enable_bitmapscan = off
+SET enable_seqscan = off
+AS $$
+#variable_conflict use_column
+DECLARE
+    t   timestamptz := clock_timestamp();
+    ids bigint[];
+    id  bigint;
+BEGIN
+    IF queue IS NULL OR n IS NULL OR visibility IS NULL THEN
+        RAISE EXCEPTION USING ERRCODE = '22004',
+            MESSAGE = 'dequeue: queue, n and visibility must not be NULL';
+    END IF;
+    IF n < 1 OR visibility <= interval '0' THEN
+        RAISE EXCEPTION USING ERRCODE = '22023',
+            MESSAGE = format('dequeue: n must be at least 1 and visibility positive, got %s and %s', n, visibility),
+            HINT = 'The visibility timeout should exceed the time a job takes.';
+    END IF;
+    ids := ARRAY(
+        SELECT d.job_id FROM syncguard.queue_jobs AS d
+         WHERE d.queue = $1 AND d.state <> 'dead' AND d.visible_at <= t
+         ORDER BY d.visible_at
+         LIMIT $2
+           FOR UPDATE SKIP LOCKED);
+    -- One primary-key UPDATE per job: a plan over the whole id array would
+    -- depend on statistics that a queue table, mostly dead rows, keeps wrong.
+    FOREACH id IN ARRAY ids LOOP
+        RETURN QUERY
+        UPDATE syncguard.queue_jobs AS j
+           SET state = 'leased', attempts = j.attempts + 1, visible_at = t + $3
+         WHERE j.job_id = id AND j.queue = $1 AND j.state = 'ready'
+        RETURNING j.job_id, j.payload, j.attempts, j.dedupe_key, j.enqueued_at, j.last_error;
+        IF NOT FOUND THEN
+            -- Still leased past its visibility: the consumer died or hung.
+            PERFORM syncguard.queue_lease_expired(id, $1);
+        END IF;
+    END LOOP;
+END
+$$;
+CREATE FUNCTION syncguard.queue_lease_expired(job_id bigint, queue text)
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+SET enable_seqscan = off
+SET enable_bitmapscan = off
+AS $$
+DECLARE
+    t timestamptz := clock_timestamp();
+    j syncguard.queue_jobs;
+    q record;
+    lost text;
+BEGIN
+    SELECT * INTO j FROM syncguard.queue_jobs AS x
+     WHERE x.job_id = queue_lease_expired.job_id AND x.queue = queue_lease_expired.queue
+       AND x.state = 'leased' AND x.visible_at <= t
+       FOR UPDATE;
+    IF NOT FOUND THEN
+        RETURN;
+    END IF;
+    SELECT coalesce(c.max_attempts, 5) AS max_attempts, coalesce(c.base, '2 seconds') AS base,
+           coalesce(c.cap, '10 minutes') AS cap, coalesce(c.jitter, 0.2) AS jitter INTO q
+      FROM (SELECT) AS one LEFT JOIN syncguard.queues AS c ON c.queue = j.queue;
+    lost := format('lease of attempt %s expired without ack or nack', j.attempts);
+    IF j.attempts < q.max_attempts THEN
+        UPDATE syncguard.queue_jobs AS x
+           SET state = 'ready', last_error = lost,
+               visible_at = t + syncguard.backoff_delay(j.attempts, q.base, q.cap, q.jitter)
+         WHERE x.queue = j.queue AND x.job_id = j.job_id;
+    ELSE
+        UPDATE syncguard.queue_jobs AS x
+           SET state = 'dead', last_error = lost, dead_at = t, visible_at = t
+         WHERE x.queue = j.queue AND x.job_id = j.job_id;
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION syncguard.queue_lease_expired(bigint, text) IS
+    'internal: a job whose lease ran out counts as a failed attempt (backoff, or dead)';
+CREATE OR REPLACE FUNCTION syncguard.queue_configure(
+    queue text,
+    max_attempts integer DEFAULT NULL,
+    base interval DEFAULT NULL,
+    cap interval DEFAULT NULL,
+    jitter double precision DEFAULT NULL,
+    max_job_age interval DEFAULT NULL
+) RETURNS syncguard.queues
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    q syncguard.queues;
+BEGIN
+    IF queue IS NULL THEN
+        RAISE EXCEPTION USING ERRCODE = '22004', MESSAGE = 'queue_configure: queue must not be NULL';
+    END IF;
+    IF queue = '' THEN
+        RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = 'queue_configure: queue must be a non-empty name';
+    END IF;
+    INSERT INTO syncguard.queues AS x (queue) VALUES (queue_configure.queue)
+    ON CONFLICT ON CONSTRAINT queues_pkey DO NOTHING;
+    UPDATE syncguard.queues AS x
+       SET max_attempts = coalesce(queue_configure.max_attempts, x.max_attempts),
+           base         = coalesce(queue_configure.base, x.base),
+           cap          = coalesce(queue_configure.cap, x.cap),
+           jitter       = coalesce(queue_configure.jitter, x.jitter),
+           max_job_age  = coalesce(queue_configure.max_job_age, x.max_job_age)
+     WHERE x.queue = queue_configure.queue
+    RETURNING * INTO q;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION USING ERRCODE = '42501',
+            MESSAGE = format('queue %L belongs to another role', queue);
+    END IF;
+    RETURN q;
+EXCEPTION WHEN check_violation THEN
+    RAISE EXCEPTION USING ERRCODE = '22023',
+        MESSAGE = format('queue_configure: invalid setting for queue %L: %s', queue, SQLERRM),
+        HINT = 'max_attempts at least 1, base and cap not negative, jitter between 0 and 1, max_job_age positive.';
+END
+$$;
+
+-- Sync: a run that reported no part does not advance; NULL source is 22004.
+CREATE OR REPLACE FUNCTION syncguard.sync_configure(
+    source text,
+    overlap interval DEFAULT NULL,
+    run_timeout interval DEFAULT NULL,
+    health_window interval DEFAULT NULL,
+    max_error_rate double precision DEFAULT NULL,
+    max_avg_latency interval DEFAULT NULL,
+    max_silence interval DEFAULT NULL
+) RETURNS syncguard.sync_sources
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    s syncguard.sync_sources;
+BEGIN
+    IF source IS NULL THEN
+        RAISE EXCEPTION USING ERRCODE = '22004', MESSAGE = 'sync_configure: source must not be NULL';
+    END IF;
+    IF source = '' THEN
+        RAISE EXCEPTION USING ERRCODE = '22023',
+            MESSAGE = 'sync_configure: source must be a non-empty name';
+    END IF;
+    INSERT INTO syncguard.sync_sources AS x (source) VALUES (sync_configure.source)
+    ON CONFLICT ON CONSTRAINT sync_sources_pkey DO NOTHING;
+    UPDATE syncguard.sync_sources AS x
+       SET overlap         = coalesce(sync_configure.overlap, x.overlap),
+           run_timeout     = coalesce(sync_configure.run_timeout, x.run_timeout),
+           health_window   = coalesce(sync_configure.health_window, x.health_window),
+           max_error_rate  = coalesce(sync_configure.max_error_rate, x.max_error_rate),
+           max_avg_latency = coalesce(sync_configure.max_avg_latency, x.max_avg_latency),
+           max_silence     = coalesce(sync_configure.max_silence, x.max_silence)
+     WHERE x.source = sync_configure.source
+    RETURNING * INTO s;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION USING ERRCODE = '42501',
+            MESSAGE = format('sync source %L belongs to another role', source);
+    END IF;
+    RETURN s;
+EXCEPTION WHEN check_violation THEN
+    RAISE EXCEPTION USING ERRCODE = '22023',
+        MESSAGE = format('sync_configure: invalid setting for source %L: %s', source, SQLERRM),
+        HINT = 'Intervals must be positive (overlap may be 0) and max_error_rate between 0 and 1.';
+END
+$$;
+CREATE OR REPLACE FUNCTION syncguard.sync_finish(run_id bigint)
+RETURNS boolean
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    t       timestamptz := clock_timestamp();
+    r       syncguard.sync_runs;
+    failed  text;
+    missing text[];
+BEGIN
+    r := syncguard.sync_locked_run(run_id, 'sync_finish');
+    IF r.status <> 'running' THEN
+        RETURN r.advanced;
+    END IF;
+
+    SELECT string_agg(format('%s: %s', p.part, coalesce(p.error, 'failed')), '; ' ORDER BY p.part)
+      INTO failed
+      FROM syncguard.sync_parts AS p
+     WHERE p.source = r.source AND p.run_id = r.run_id AND NOT p.ok;
+    SELECT array_agg(d ORDER BY d) INTO missing
+      FROM unnest(r.parts) AS d
+     WHERE NOT EXISTS (SELECT FROM syncguard.sync_parts AS p
+                        WHERE p.source = r.source AND p.run_id = r.run_id AND p.part = d);
+
+    -- A run that reported nothing proves nothing: a job that failed before
+    -- its first part but calls sync_finish in a `finally` must not skip data.
+    IF NOT EXISTS (SELECT FROM syncguard.sync_parts AS p
+                    WHERE p.source = r.source AND p.run_id = r.run_id) THEN
+        failed := 'no part was reported';
+    END IF;
+
+    IF failed IS NOT NULL OR missing IS NOT NULL THEN
+        UPDATE syncguard.sync_runs AS x
+           SET status = 'failed', finished_at = t,
+               error = concat_ws('; ', failed,
+                                 'never reported: ' || array_to_string(missing, ', '))
+         WHERE x.source = r.source AND x.run_id = r.run_id;
+        RETURN false;
+    END IF;
+
+    UPDATE syncguard.sync_sources AS s
+       SET watermark = greatest(s.watermark, r.started_at), last_success_at = t
+     WHERE s.source = r.source;
+    UPDATE syncguard.sync_runs AS x
+       SET status = 'succeeded', finished_at = t, advanced = true
+     WHERE x.source = r.source AND x.run_id = r.run_id;
+    RETURN true;
+END
+$$;
+
+-- Protection: partitions, inheritance children, INSERTs of new rows.
+CREATE FUNCTION syncguard.protect_partition_check(target regclass, qualified text) RETURNS void
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    other text;
+BEGIN
+    SELECT format('%I.%I', n.nspname, c.relname) INTO other
+      FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid
+      JOIN pg_namespace n ON n.oid = c.relnamespace
+     WHERE t.tgname = 'syncguard_protect' AND t.tgrelid = target AND t.tgparentid <> 0;
+    IF FOUND THEN
+        SELECT format('%I.%I', n.nspname, c.relname) INTO other
+          FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+         WHERE c.oid = pg_partition_root(target);
+        RAISE EXCEPTION USING ERRCODE = '55000',
+            MESSAGE = format('%s is a partition of %s and protected through it', qualified, other),
+            HINT = format('Change the protection of %s (protect or unprotect it), or detach the partition first.', other);
+    END IF;
+    SELECT format('%I.%I', n.nspname, c.relname) INTO other
+      FROM pg_partition_tree(target) p JOIN pg_trigger t ON t.tgrelid = p.relid
+      JOIN pg_class c ON c.oid = p.relid JOIN pg_namespace n ON n.oid = c.relnamespace
+     WHERE p.relid <> target AND t.tgname = 'syncguard_protect' AND t.tgparentid = 0
+     LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION USING ERRCODE = '55000',
+            MESSAGE = format('partition %s of %s has a protection of its own', other, qualified),
+            HINT = format('Unprotect %s first; protecting %s then protects every partition.', other, qualified);
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION syncguard.protect_partition_check(regclass, text) IS
+    'internal: refuses protect/unprotect of a partition protected through its parent, and of a parent whose partition has its own protection';
+CREATE FUNCTION syncguard.inheritance_children(target regclass) RETURNS SETOF regclass
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    WITH RECURSIVE kids(relid) AS (
+        SELECT i.inhrelid FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+         WHERE i.inhparent = target AND NOT c.relispartition
+        UNION
+        SELECT i.inhrelid FROM kids k JOIN pg_inherits i ON i.inhparent = k.relid
+    )
+    SELECT relid::regclass FROM kids
+$$;
+COMMENT ON FUNCTION syncguard.inheritance_children(regclass) IS
+    'internal: the inheritance children of a table (not partitions), at every level';
+CREATE OR REPLACE FUNCTION syncguard.protect(target regclass, columns text[] DEFAULT NULL, policy jsonb DEFAULT NULL)
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    qualified text := syncguard.require_owner(target);
+    config text;
+    events text;
+    child regclass;
+BEGIN
+    PERFORM syncguard.protect_partition_check(target, qualified);
+    -- Serializes protect/unprotect of one table and keeps writers out while
+    -- the trigger is replaced.
+    EXECUTE format('LOCK TABLE %s IN SHARE ROW EXCLUSIVE MODE', target);
+    config := syncguard.protect_config(target, columns, policy);
+    -- Rows of inheritance children are updated through the parent but keep
+    -- their own triggers: each child gets the parent's protection, under
+    -- its own name. Children created later show in protected_tables.
+    -- INSERTs too when the policy has something to do for a new row: check
+    -- a last_write_wins timestamp's clock skew, stamp freshness companions.
+    events := CASE WHEN config::jsonb -> 'policy' ?| ARRAY['last_write_wins', 'freshness']
+                   THEN 'INSERT OR UPDATE' ELSE 'UPDATE' END;
+    FOR child IN SELECT target UNION ALL SELECT syncguard.inheritance_children(target) LOOP
+        IF EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = child AND tgname = 'syncguard_protect') THEN
+            EXECUTE format('DROP TRIGGER syncguard_protect ON %s', child);
+        END IF;
+        EXECUTE format('CREATE TRIGGER syncguard_protect BEFORE %s ON %s FOR EACH ROW '
+                       'EXECUTE FUNCTION syncguard.protect_trigger(%L, %L)',
+                       events, child, syncguard.require_owner(child), config);
+    END LOOP;
+END
+$$;
+COMMENT ON FUNCTION syncguard.protect(regclass, text[], jsonb) IS 'install (or replace) the trigger that merges every UPDATE of target (and of its inheritance children) into the stored row';
+CREATE OR REPLACE FUNCTION syncguard.unprotect(target regclass) RETURNS boolean
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    qualified text := syncguard.require_owner(target);
+    child regclass;
+    was boolean;
+BEGIN
+    PERFORM syncguard.protect_partition_check(target, qualified);
+    was := EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = target AND tgname = 'syncguard_protect');
+    FOR child IN SELECT target UNION ALL SELECT syncguard.inheritance_children(target) LOOP
+        PERFORM syncguard.require_owner(child);
+        IF EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = child AND tgname = 'syncguard_protect') THEN
+            EXECUTE format('DROP TRIGGER syncguard_protect ON %s', child);
+        END IF;
+    END LOOP;
+    RETURN was;
+END
+$$;
+CREATE OR REPLACE VIEW syncguard.protected_tables AS
+SELECT t.tgrelid::regclass AS table_name,
+       CASE WHEN jsonb_typeof(c.config -> 'columns') = 'array'
+            THEN ARRAY(SELECT jsonb_array_elements_text(c.config -> 'columns')) END AS columns,
+       c.config -> 'policy' AS policy,
+       -- Inheritance children created after protect(): not protected until
+       -- protect runs again.
+       ARRAY(SELECT k FROM syncguard.inheritance_children(t.tgrelid) AS k
+              WHERE NOT EXISTS (SELECT FROM pg_catalog.pg_trigger kt
+                                 WHERE kt.tgrelid = k AND kt.tgname = 'syncguard_protect'))
+           AS unprotected_children
+  FROM pg_catalog.pg_trigger t,
+       LATERAL (SELECT pg_catalog.position(t.tgargs, '\x00'::bytea) AS sep) a,
+       LATERAL (SELECT pg_catalog.convert_from(
+                    pg_catalog.substring(t.tgargs, a.sep + 1, pg_catalog.length(t.tgargs) - a.sep - 1),
+                    'UTF8')::jsonb AS config) c
+ WHERE t.tgname = 'syncguard_protect'
+   AND t.tgfoid = 'syncguard.protect_trigger()'::regprocedure;
+COMMENT ON VIEW syncguard.protected_tables IS 'tables protected by syncguard.protect, with their columns, write policy and unprotected inheritance children';
+-- Protections with last_write_wins or freshness fire on INSERT too (0.1.0
+-- installed them for UPDATE only); partitions follow their parent.
+DO $upgrade$
+DECLARE
+    t record;
+    sep integer;
+BEGIN
+    FOR t IN SELECT tgrelid::regclass AS rel, tgargs FROM pg_catalog.pg_trigger
+              WHERE tgname = 'syncguard_protect' AND tgparentid = 0
+                AND tgfoid = 'syncguard.protect_trigger()'::pg_catalog.regprocedure LOOP
+        sep := pg_catalog.position(t.tgargs, '\x00'::bytea);
+        IF pg_catalog.convert_from(pg_catalog.substring(t.tgargs, sep + 1, pg_catalog.length(t.tgargs) - sep - 1), 'UTF8')::jsonb
+               -> 'policy' ?| ARRAY['last_write_wins', 'freshness'] THEN
+            EXECUTE pg_catalog.format('DROP TRIGGER syncguard_protect ON %s', t.rel);
+            EXECUTE pg_catalog.format('CREATE TRIGGER syncguard_protect BEFORE INSERT OR UPDATE ON %s FOR EACH ROW '
+                                      'EXECUTE FUNCTION syncguard.protect_trigger(%L, %L)', t.rel,
+                                      pg_catalog.convert_from(pg_catalog.substring(t.tgargs, 1, sep - 1), 'UTF8'),
+                                      pg_catalog.convert_from(pg_catalog.substring(t.tgargs, sep + 1, pg_catalog.length(t.tgargs) - sep - 1), 'UTF8'));
+        END IF;
+    END LOOP;
+END
+$upgrade$;

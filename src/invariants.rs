@@ -274,6 +274,17 @@ fn invariant_query_text(query: &str) -> String {
         if !pgrx::is_a((*raw).stmt, pg_sys::NodeTag::T_SelectStmt) {
             bad("another kind of statement".into());
         }
+        // WITH x AS (INSERT … RETURNING …) SELECT … is a SelectStmt too.
+        let with = (*((*raw).stmt as *mut pg_sys::SelectStmt)).withClause;
+        if !with.is_null() && !(*with).ctes.is_null() {
+            let ctes = &*(*with).ctes;
+            for k in 0..ctes.length as usize {
+                let cte = (*ctes.elements.add(k)).ptr_value as *mut pg_sys::CommonTableExpr;
+                if !pgrx::is_a((*cte).ctequery, pg_sys::NodeTag::T_SelectStmt) {
+                    bad("a data-modifying WITH".into());
+                }
+            }
+        }
         let start = (*raw).stmt_location.max(0) as usize;
         let end = match (*raw).stmt_len {
             0 => query.len(),

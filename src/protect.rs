@@ -117,7 +117,23 @@ fn resolve(info: &TableInfo, cfg: &str) -> Resolved {
     let guards = wp.guard_columns();
     let attnum = |name: &str| info.require(name).attnum as usize;
     let selected: Vec<&table_info::Column> = match &names {
-        Some(n) => n.iter().map(|c| info.require(c)).collect(),
+        Some(n) => n
+            .iter()
+            .map(|c| {
+                let col = info.require(c);
+                if col.generated {
+                    raise(
+                        PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+                        format!(
+                            "protect: column \"{c}\" of {} is generated; nothing writes it",
+                            info.qualified
+                        ),
+                        Some("Leave generated columns out of the list."),
+                    );
+                }
+                col
+            })
+            .collect(),
         None => info.columns.iter().filter(|c| !c.generated).collect(),
     };
     let mut columns = Vec::new();
@@ -198,9 +214,31 @@ fn resolved(relid: pg_sys::Oid, cfg: &str) -> Rc<Resolved> {
     if let Some(r) = hit {
         return r;
     }
+    still_fits(&info, cfg);
     let r = Rc::new(resolve(&info, cfg));
     RESOLVED.with_borrow_mut(|m| m.insert(relid, (cfg.to_string(), info, r.clone())));
     r
+}
+
+/// A configuration names columns as they were when `protect` ran; one
+/// renamed or dropped since is the table owner's to fix, said as such (not
+/// as an unknown column of a statement that never named it).
+fn still_fits(info: &TableInfo, cfg: &str) {
+    let (names, wp) = parse_config(cfg);
+    let named = names.iter().flatten().map(String::as_str);
+    let gone = named
+        .chain(wp.named_columns().into_iter().map(|(_, c)| c))
+        .find(|c| info.column(c).is_none());
+    if let Some(c) = gone {
+        raise(
+            PgSqlErrorCode::ERRCODE_UNDEFINED_COLUMN,
+            format!(
+                "the protection of {} names column \"{c}\", which the table no longer has",
+                info.qualified
+            ),
+            Some("A protected column was renamed or dropped: run syncguard.protect on the table again (or unprotect it)."),
+        );
+    }
 }
 
 /// Checks and canonicalizes a configuration for `protect()`: the columns
@@ -231,6 +269,22 @@ fn protect_config(
             })
             .collect()
     });
+    if let Some(c) = &columns {
+        if c.is_empty() {
+            raise(
+                PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+                "protect: the column list is empty".into(),
+                Some("Pass NULL (or leave the argument out) to protect every column."),
+            );
+        }
+        if let Some(d) = c.iter().enumerate().find(|(i, n)| c[..*i].contains(n)) {
+            raise(
+                PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+                format!("protect: column \"{}\" is listed twice", d.1),
+                None,
+            );
+        }
+    }
     let policy: Json = match &policy {
         None => Json::Object(Default::default()),
         Some(p) => serde_json::from_str(&text::to_text(p.container()).unwrap_or_default())
@@ -288,6 +342,49 @@ pub fn version_error(
         detail: "A write must carry a version greater than the stored one.".to_string(),
         hint: "Reread the row and write its version plus one. The row is unchanged.",
     }
+}
+
+/// The name a stale write of relation `relid` is counted under: the
+/// trigger's logical table name while it names this table, one of its
+/// partition ancestors, or (on a Citus worker) the table of this shard;
+/// otherwise, after a rename, the table's current name (its partition
+/// root's, for a partition). Runs only for ignored writes.
+fn counted_name(relid: pg_sys::Oid, logical: &str) -> String {
+    // SAFETY: the relation is the trigger's, open; get_rel_name pallocs.
+    let relname = unsafe {
+        let p = pg_sys::get_rel_name(relid);
+        if p.is_null() {
+            String::new()
+        } else {
+            std::ffi::CStr::from_ptr(p).to_string_lossy().into_owned()
+        }
+    };
+    let logical_rel = logical
+        .rsplit('.')
+        .next()
+        .unwrap_or(logical)
+        .trim_matches('"');
+    let shard = relname
+        .strip_prefix(logical_rel)
+        .and_then(|r| r.strip_prefix('_'))
+        .is_some_and(|d| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit()));
+    if shard {
+        return logical.to_string();
+    }
+    Spi::get_one_with_args::<String>(
+        "SELECT CASE WHEN pg_catalog.to_regclass($1)::pg_catalog.oid OPERATOR(pg_catalog.=) ANY
+                          (SELECT a.relid::pg_catalog.oid FROM pg_catalog.pg_partition_ancestors($2) AS a)
+                     THEN $1
+                     ELSE (SELECT pg_catalog.format('%I.%I', n.nspname, c.relname)
+                             FROM pg_catalog.pg_class AS c
+                             JOIN pg_catalog.pg_namespace AS n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace
+                            WHERE c.oid OPERATOR(pg_catalog.=)
+                                  COALESCE(pg_catalog.pg_partition_root($2), $2::pg_catalog.regclass)::pg_catalog.oid) END",
+        &[logical.into(), pg_sys::Oid::from(relid).into()],
+    )
+    .ok()
+    .flatten()
+    .unwrap_or_else(|| logical.to_string())
 }
 
 /// Counts a write ignored by last-write-wins (in the writer's transaction).
@@ -399,6 +496,71 @@ unsafe fn raw_bytes<'a>(d: pg_sys::Datum) -> &'a [u8] {
     }
 }
 
+/// A new row of a protected table (the trigger fires on INSERT only when the
+/// policy has `last_write_wins` or `freshness`): the timestamp's clock skew
+/// is checked and the freshness companions are stamped from the row's
+/// values, as `merge_upsert` does for the rows it inserts; a companion value
+/// the INSERT carried is ignored.
+///
+/// # Safety
+/// A BEFORE INSERT row trigger's call: its relation and tuple are valid.
+unsafe fn inserted_row<'a>(
+    trigger: &'a pgrx::PgTrigger<'a>,
+    r: &Resolved,
+    table: &str,
+    relid: pg_sys::Oid,
+) -> Result<Option<PgHeapTuple<'a, AllocatedByPostgres>>, OwnError> {
+    let td = trigger.trigger_data();
+    // SAFETY: as the caller promises.
+    unsafe {
+        let rel = td.tg_relation;
+        let tupdesc = (*rel).rd_att;
+        let natts = (*tupdesc).natts as usize;
+        let (mut v, mut n) = (vec![pg_sys::Datum::from(0); natts], vec![false; natts]);
+        pg_sys::heap_deform_tuple(td.tg_trigtuple, tupdesc, v.as_mut_ptr(), n.as_mut_ptr());
+        if let Some((attnum, skew)) = r.lww {
+            if !n[attnum - 1] {
+                check_skew(
+                    v[attnum - 1].value() as i64,
+                    skew,
+                    table,
+                    &column_name(relid, attnum),
+                )?;
+            }
+        }
+        if r.freshness.is_empty() {
+            return Ok(trigger.new());
+        }
+        let at = pg_sys::GetCurrentTransactionStartTimestamp();
+        let mut cols = Vec::with_capacity(r.freshness.len());
+        for &(doc, companion) in &r.freshness {
+            let (d, f) = (doc - 1, companion - 1);
+            let stamped = if n[d] {
+                None
+            } else {
+                let patch = JsonbRaw::from_datum(v[d], false).unwrap();
+                stamp(None, patch.container(), at).and_then(JsonbRaw::into_datum)
+            };
+            (v[f], n[f]) = stamped.map_or((pg_sys::Datum::from(0), true), |s| (s, false));
+            cols.push(companion as i32);
+        }
+        let vals: Vec<pg_sys::Datum> = cols.iter().map(|&c| v[c as usize - 1]).collect();
+        let nulls: Vec<bool> = cols.iter().map(|&c| n[c as usize - 1]).collect();
+        let tuple = pg_sys::heap_modify_tuple_by_cols(
+            td.tg_trigtuple,
+            tupdesc,
+            cols.len() as i32,
+            cols.as_ptr() as *mut i32,
+            vals.as_ptr() as *mut pg_sys::Datum,
+            nulls.as_ptr() as *mut bool,
+        );
+        Ok(Some(PgHeapTuple::from_heap_tuple(
+            PgTupleDesc::from_pg_unchecked(tupdesc),
+            tuple,
+        )))
+    }
+}
+
 /// Only the table's owner (a member of the owning role, or a superuser) may
 /// switch its protection off: any other writer would otherwise undo it with
 /// one SET.
@@ -418,15 +580,55 @@ unsafe fn require_bypass_right(rel: pg_sys::Relation) {
     }
 }
 
-#[pg_trigger]
-fn protect_trigger<'a>(
-    trigger: &'a pgrx::PgTrigger<'a>,
-) -> Result<Option<PgHeapTuple<'a, AllocatedByPostgres>>, std::convert::Infallible> {
-    let outcome = protect_row(trigger);
-    match outcome {
-        Ok(row) => Ok(row),
-        Err(e) => raise_own(e),
-    }
+// `syncguard.protect_trigger()`, by hand rather than with `#[pg_trigger]`,
+// whose wrapper panics (XX000) when the function is called other than as a
+// trigger; PostgreSQL's own trigger functions answer 39P01.
+extension_sql!(
+    r#"
+CREATE FUNCTION syncguard."protect_trigger"() RETURNS TRIGGER
+LANGUAGE c AS 'MODULE_PATHNAME', 'protect_trigger_wrapper';
+"#,
+    name = "protect_trigger"
+);
+
+#[no_mangle]
+#[doc(hidden)]
+pub extern "C-unwind" fn pg_finfo_protect_trigger_wrapper() -> &'static pg_sys::Pg_finfo_record {
+    const V1: pg_sys::Pg_finfo_record = pg_sys::Pg_finfo_record { api_version: 1 };
+    &V1
+}
+
+/// # Safety
+/// Called by PostgreSQL's function manager with a valid `fcinfo`.
+#[pg_guard]
+#[no_mangle]
+pub unsafe extern "C-unwind" fn protect_trigger_wrapper(
+    fcinfo: pg_sys::FunctionCallInfo,
+) -> pg_sys::Datum {
+    // SAFETY: fcinfo is the manager's; a trigger call's context is TriggerData.
+    let outcome = unsafe {
+        let ctx = (*fcinfo).context;
+        if ctx.is_null() || !pgrx::is_a(ctx, pg_sys::NodeTag::T_TriggerData) {
+            raise(
+                PgSqlErrorCode::ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED,
+                "syncguard.protect_trigger can only be called as a trigger".into(),
+                Some("Install it with syncguard.protect(table)."),
+            );
+        }
+        let trigger = pgrx::PgTrigger::from_fcinfo(&*fcinfo).unwrap_or_else(|_| {
+            raise(
+                PgSqlErrorCode::ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED,
+                "syncguard.protect_trigger can only be called as a trigger".into(),
+                None,
+            )
+        });
+        protect_row(&trigger).map(|row| {
+            row.and_then(|t| t.into_trigger_datum())
+                .unwrap_or(pg_sys::Datum::from(0))
+        })
+    };
+    // Raised once nothing with a destructor is left on this frame.
+    outcome.unwrap_or_else(|e| raise_own(e))
 }
 
 fn protect_row<'a>(
@@ -434,16 +636,18 @@ fn protect_row<'a>(
 ) -> Result<Option<PgHeapTuple<'a, AllocatedByPostgres>>, OwnError> {
     let td = trigger.trigger_data();
     let ev = td.tg_event;
-    let is_update = ev & pg_sys::TRIGGER_EVENT_OPMASK == pg_sys::TRIGGER_EVENT_UPDATE;
+    let op = ev & pg_sys::TRIGGER_EVENT_OPMASK;
     let is_before_row = ev & pg_sys::TRIGGER_EVENT_TIMINGMASK == pg_sys::TRIGGER_EVENT_BEFORE
         && ev & pg_sys::TRIGGER_EVENT_ROW != 0;
-    if !is_update || !is_before_row {
+    if !is_before_row || (op != pg_sys::TRIGGER_EVENT_UPDATE && op != pg_sys::TRIGGER_EVENT_INSERT)
+    {
         raise(
             PgSqlErrorCode::ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED,
-            "syncguard.protect_trigger must fire BEFORE UPDATE FOR EACH ROW".into(),
+            "syncguard.protect_trigger must fire BEFORE INSERT OR UPDATE FOR EACH ROW".into(),
             Some("Install it with syncguard.protect(table)."),
         );
     }
+    let is_insert = op == pg_sys::TRIGGER_EVENT_INSERT;
     // SAFETY: a BEFORE UPDATE row trigger: relation, both tuples and the
     // trigger's arguments are valid for this call.
     unsafe {
@@ -468,6 +672,9 @@ fn protect_row<'a>(
         let arg = |i: usize| std::ffi::CStr::from_ptr(*trig.tgargs.add(i)).to_string_lossy();
         let (table, cfg) = (arg(0), arg(1));
         let r = resolved(relid, &cfg);
+        if is_insert {
+            return inserted_row(trigger, &r, &table, relid);
+        }
 
         let tupdesc = (*rel).rd_att;
         let natts = (*tupdesc).natts as usize;
@@ -540,7 +747,7 @@ fn protect_row<'a>(
                     &column_name(relid, attnum),
                 )?;
                 if !on[i] && (nv[i].value() as i64) < (ov[i].value() as i64) {
-                    note_stale(&table);
+                    note_stale(&counted_name(relid, &table));
                     // Kept: the row counts as written, as it is stored.
                     return Ok(if r.stale_skip { None } else { trigger.old() });
                 }
@@ -548,7 +755,8 @@ fn protect_row<'a>(
         }
         if let Some((attnum, typid)) = r.version {
             let i = attnum - 1;
-            let incoming = (!nn[i]).then(|| upsert::version_value(nv[i], typid));
+            // What the application wrote, before NULL keeping restored it.
+            let incoming = (!pn[i]).then(|| upsert::version_value(pv[i], typid));
             let stored = (!on[i]).then(|| upsert::version_value(ov[i], typid));
             if stored.is_some() && (incoming.is_none() || incoming <= stored) {
                 return Err(version_error(
@@ -561,6 +769,9 @@ fn protect_row<'a>(
         }
         for &(doc, companion) in &r.freshness {
             let (d, f) = (doc - 1, companion - 1);
+            // The stamps are the trigger's to write: a direct write of the
+            // companion (an ORM sends every column) is ignored.
+            (nv[f], nn[f], changed[f]) = (ov[f], on[f], true);
             if pn[d] || (!on[d] && raw_bytes(pv[d]) == raw_bytes(ov[d])) {
                 continue;
             }
@@ -612,7 +823,7 @@ extension_sql_file!(
     "../sql/protect.sql",
     name = "protect",
     requires = [
-        protect_trigger,
+        "protect_trigger",
         protect_config,
         freshness_stamp,
         merge_upsert

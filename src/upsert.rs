@@ -258,6 +258,19 @@ pub fn parse_policy(p: &JsonbRaw) -> WritePolicy {
 
 /// Checks the policy's named columns against the table (shared with `protect`).
 pub fn check_policy_columns(info: &TableInfo, wp: &WritePolicy) {
+    for name in wp.merge_rule_columns() {
+        let c = info.require(name);
+        if c.kind != Kind::Jsonb {
+            raise(
+                PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+                format!(
+                    "invalid write policy: column \"{name}\" of {} is {}, and arrays and paths merge jsonb only",
+                    info.qualified, c.type_name
+                ),
+                Some("Give it \"merge\" or \"replace\", or {\"nulls\": …}."),
+            );
+        }
+    }
     for (at, name) in wp.named_columns() {
         let c = info.require(name);
         let ok = match at {
@@ -300,7 +313,17 @@ pub fn skew_micros(wp: &WritePolicy) -> i64 {
                     -1,
                 );
                 let iv = &*(d.cast_mut_ptr::<pg_sys::Interval>());
-                iv.time + (iv.day as i64 + iv.month as i64 * 30) * 86_400_000_000
+                let micros = iv.time.saturating_add(
+                    (iv.day as i64 + iv.month as i64 * 30).saturating_mul(86_400_000_000),
+                );
+                if micros < 0 {
+                    raise(
+                        PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+                        format!("invalid write policy: \"max_clock_skew\" must not be negative, got {text}"),
+                        Some("It is how far in the future a last_write_wins timestamp may lie, e.g. \"2 minutes\"."),
+                    );
+                }
+                micros
             }
         }
     }

@@ -176,6 +176,15 @@ impl WritePolicy {
         }
     }
 
+    /// The columns given a merge policy of their own (an object with
+    /// `arrays`, `nulls` or `paths`): it means something for jsonb only.
+    pub fn merge_rule_columns(&self) -> impl Iterator<Item = &str> {
+        self.columns.iter().filter_map(|(c, o)| match o {
+            ColumnOverride::Merge(m) if m.keys().any(|k| k != "nulls") => Some(c.as_str()),
+            _ => None,
+        })
+    }
+
     /// The columns that carry a guard: the last-write-wins timestamp, the
     /// version and the freshness companions. No write policy lets a NULL
     /// replace their stored values.

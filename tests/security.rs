@@ -508,6 +508,8 @@ const ALLOWED: &[&str] = &[
     // internal: lock a run or job the caller can see, as the caller
     "syncguard.sync_locked_run(bigint,text)",
     "syncguard.queue_leased_job(bigint,integer,text)",
+    // internal: retries or kills a visible job only once its lease ran out
+    "syncguard.queue_lease_expired(bigint,text)",
     // internal: the row-level security policies call it for every role
     "syncguard.has_privs_of(text)",
     // invariants: the caller's own (row-level security)

@@ -257,6 +257,8 @@ fn schema_lines(script: &str) -> Vec<String> {
 const FILL: &str = r#"
 CREATE TABLE up_profiles (id int PRIMARY KEY, data jsonb, name text);
 SELECT syncguard.protect('up_profiles');
+CREATE TABLE up_lww (id int PRIMARY KEY, ts timestamptz, data jsonb);
+SELECT syncguard.protect('up_lww', NULL, '{"last_write_wins": "ts"}');
 SELECT syncguard.merge_upsert('up_profiles', '{"id": 1}', '{"data": {"a": 1, "b": {"c": 2}}, "name": "ada"}');
 SELECT syncguard.idem_complete(token, '{"charge": 7}') FROM syncguard.idem_claim('up', 'done', '{"x": 1}');
 SELECT syncguard.idem_claim('up', 'running', '{"x": 2}', lease => '1 hour');
@@ -302,6 +304,15 @@ fn works_after_update(client: &mut Client, from: &str) {
     assert_eq!(
         one(client, "SELECT data::text FROM up_profiles WHERE id = 1"),
         r#"{"a": 5, "b": {"c": 2}}"#
+    );
+    // A protection with last_write_wins now checks INSERTs too.
+    assert_eq!(
+        one(
+            client,
+            "SELECT (tgtype & 4 <> 0)::text FROM pg_trigger
+              WHERE tgname = 'syncguard_protect' AND tgrelid = 'up_lww'::regclass"
+        ),
+        "true"
     );
     // Keys answer from their stored state.
     assert_eq!(

@@ -140,7 +140,11 @@ SELECT a, syncguard.backoff_delay(a, '2 seconds', '10 minutes', 0) AS no_jitter
 SELECT syncguard.backoff_delay(1) BETWEEN interval '1.6 seconds' AND interval '2.4 seconds' AS default_first,
        syncguard.backoff_delay(100000, '1 second', '1 hour', 0) AS huge_attempt_capped,
        syncguard.backoff_delay(3, '250 ms', '1 hour', 0) AS sub_second,
-       syncguard.backoff_delay(NULL) IS NULL AS strict;
+       syncguard.backoff_delay(NULL) IS NULL AS strict,
+       syncguard.backoff_delay(60, '1 day', '1000000 years', 0) AS huge_cap_clamped;
+-- keys and scopes that fit the index, or a clear 22023
+SELECT pg_temp.err(format('SELECT syncguard.idem_claim(%L, %L, %L)', 'long', repeat('k', 3000), '{}'));
+SELECT outcome FROM syncguard.idem_claim('long', repeat('k', 1000), '{}');
 -- jitter 0.5 over 2000 samples of attempt 3 (4 s): within [2 s, 6 s] and spread over it
 SELECT min(d) >= interval '2 seconds' AS above_lower_bound, max(d) <= interval '6 seconds' AS below_upper_bound,
        min(d) < interval '2.5 seconds' AND max(d) > interval '5.5 seconds' AS spread,

@@ -61,6 +61,7 @@ SELECT invariant, status, violations, new_episodes, resolved, sqlstate, finished
 
 -- Validation: every bad definition is refused and leaves nothing behind.
 SELECT pg_temp.err($$SELECT syncguard.define_invariant(NULL, 'SELECT 1')$$);
+SELECT pg_temp.err($$SELECT syncguard.define_invariant('writes', 'WITH w AS (DELETE FROM syncguard.invariants RETURNING name) SELECT name AS entity, now() AS since FROM w')$$);
 SELECT pg_temp.err($$SELECT syncguard.define_invariant('', 'SELECT 1 AS entity, now() AS since')$$);
 SELECT pg_temp.err($$SELECT syncguard.define_invariant(repeat('x', 64), 'SELECT 1 AS entity, now() AS since')$$);
 SELECT pg_temp.err($$SELECT syncguard.define_invariant('bad', 'SELECT 1 AS entity, now() AS since', severity => 'urgent')$$);

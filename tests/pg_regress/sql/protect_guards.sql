@@ -63,4 +63,68 @@ SELECT pg_temp.err($$SELECT syncguard.protect('g_stale', NULL, '{"stale": "skip"
 SELECT pg_temp.err($$SELECT syncguard.protect('g_stale', NULL, '{"last_write_wins": "ts", "stale": "drop"}')$$);
 SELECT stale_ignored FROM syncguard.conflict_stats WHERE table_name = 'public.g_stale';
 
-DROP TABLE g_lww, g_ver, g_nulls, g_stale;
+-- 4. The freshness companion is the trigger's: a direct write is ignored;
+-- a plain INSERT stamps it as a merge_upsert insert does.
+CREATE TABLE g_fresh (id int PRIMARY KEY, data jsonb, seen jsonb);
+SELECT syncguard.protect('g_fresh', NULL, '{"freshness": {"data": "seen"}}');
+INSERT INTO g_fresh VALUES (1, '{"a": 1}', '{"a": "1999-01-01T00:00:00+00:00", "forged": "x"}');
+SELECT syncguard.merge_upsert('g_fresh', '{"id": 2}', '{"data": {"a": 1}}') IS NOT NULL AS upserted;
+SELECT id, (SELECT array_agg(k ORDER BY k) FROM jsonb_object_keys(seen) AS k) AS stamped_keys,
+       (seen ->> 'a')::timestamptz > now() - interval '1 hour' AS stamped_now
+  FROM g_fresh ORDER BY id;
+UPDATE g_fresh SET seen = NULL WHERE id = 1;
+UPDATE g_fresh SET seen = '{"a": "1999-01-01T00:00:00+00:00"}', data = data WHERE id = 1;
+SELECT id, seen IS NOT NULL AS kept, (seen ->> 'a')::timestamptz > now() - interval '1 hour' AS not_forged FROM g_fresh WHERE id = 1;
+
+-- 5. Inheritance children are protected with their parent; one created
+-- later shows in protected_tables until protect runs again.
+CREATE TABLE g_parent (id int PRIMARY KEY, data jsonb);
+CREATE TABLE g_child (extra text) INHERITS (g_parent);
+INSERT INTO g_child VALUES (1, '{"a": 1, "b": 2}', 'x');
+SELECT syncguard.protect('g_parent');
+UPDATE g_parent SET data = '{"a": 9}' WHERE id = 1;
+SELECT * FROM g_child;
+CREATE TABLE g_late () INHERITS (g_parent);
+SELECT table_name, unprotected_children FROM syncguard.protected_tables
+ WHERE table_name IN ('g_parent'::regclass, 'g_child'::regclass) ORDER BY 1::text;
+SELECT syncguard.protect('g_parent');
+SELECT table_name, unprotected_children FROM syncguard.protected_tables
+ WHERE table_name::text IN ('g_parent', 'g_child', 'g_late') ORDER BY 1::text;
+SELECT syncguard.unprotect('g_parent') AS unprotected;
+SELECT count(*) AS left_protected FROM syncguard.protected_tables WHERE table_name::text IN ('g_parent', 'g_child', 'g_late');
+
+-- 6. Partitions are protected through their parent: what is protected
+-- through what, and what to do, instead of a DDL error.
+CREATE TABLE g_part (id int, data jsonb) PARTITION BY RANGE (id);
+CREATE TABLE g_part_1 PARTITION OF g_part FOR VALUES FROM (0) TO (10);
+SELECT syncguard.protect('g_part');
+SELECT pg_temp.err($$SELECT syncguard.protect('g_part_1')$$);
+SELECT pg_temp.err($$SELECT syncguard.unprotect('g_part_1')$$);
+SELECT syncguard.unprotect('g_part');
+SELECT syncguard.protect('g_part_1');
+SELECT pg_temp.err($$SELECT syncguard.protect('g_part')$$);
+SELECT syncguard.unprotect('g_part_1');
+
+-- 7. Configurations that mean nothing are refused; a protection whose
+-- column was renamed says so; the trigger function is no function to call.
+CREATE TABLE g_conf (id int PRIMARY KEY, n int, total int GENERATED ALWAYS AS (n * 2) STORED, data jsonb, ts timestamptz);
+SELECT pg_temp.err($$SELECT syncguard.protect('g_conf', '{}')$$);
+SELECT pg_temp.err($$SELECT syncguard.protect('g_conf', '{n,n}')$$);
+SELECT pg_temp.err($$SELECT syncguard.protect('g_conf', '{total}')$$);
+SELECT pg_temp.err($$SELECT syncguard.protect('g_conf', NULL, '{"columns": {"n": {"arrays": "union"}}}')$$);
+SELECT pg_temp.err($$SELECT syncguard.protect('g_conf', NULL, '{"last_write_wins": "ts", "max_clock_skew": "-60 seconds"}')$$);
+SELECT count(*) AS protected FROM syncguard.protected_tables WHERE table_name = 'g_conf'::regclass;
+INSERT INTO g_conf (id, n, data, ts) VALUES (1, 1, '{}', now());
+SELECT syncguard.protect('g_conf', '{n,data}');
+ALTER TABLE g_conf RENAME COLUMN n TO m;
+SELECT pg_temp.err($$UPDATE g_conf SET data = '{"x": 1}' WHERE id = 1$$);
+SELECT syncguard.protect('g_conf', '{m,data}');
+UPDATE g_conf SET data = '{"x": 1}', m = NULL WHERE id = 1;
+SELECT id, m, data FROM g_conf;
+SELECT pg_temp.err($$SELECT syncguard.protect_trigger()$$);
+
+-- 8. A version column set to NULL: the message says so.
+SELECT pg_temp.err($$UPDATE g_ver SET v = NULL WHERE id = 1$$);
+
+DROP TABLE g_lww, g_ver, g_nulls, g_stale, g_fresh, g_parent CASCADE;
+DROP TABLE g_part, g_conf;

@@ -76,14 +76,27 @@ SELECT count(*) AS dead_left FROM syncguard.dead_letters WHERE queue = 'mail';
 SELECT state, attempts FROM syncguard.nack(:j2, 'invalid address', retryable => false);
 SELECT syncguard.purge_dead('mail', '1 hour') AS purged_too_young, syncguard.purge_dead('mail') AS purged;
 
--- A lease that expires makes the job due again; the late consumer's ack at
--- its old attempt is refused, the new consumer's goes through.
-SELECT syncguard.enqueue('mail', '{"to": "dee"}') AS j5 \gset
-SELECT attempt FROM syncguard.dequeue('mail', 1, '10 milliseconds');
+-- A lease that expires without ack or nack is a failed attempt (the
+-- consumer died): the job is not handed out again at once but after the
+-- backoff, the late consumer's ack is refused, and after max_attempts
+-- deliveries the job is dead, with the dead alert.
+SELECT max_attempts FROM syncguard.queue_configure('lease', max_attempts => 2, base => '10 milliseconds',
+                                                    cap => '10 milliseconds', jitter => 0);
+SELECT syncguard.enqueue('lease', '{"to": "dee"}') AS j5 \gset
+SELECT attempt FROM syncguard.dequeue('lease', 1, '10 milliseconds');
 SELECT pg_sleep(0.05);
-SELECT job_id = :j5 AS is_j5, attempt FROM syncguard.dequeue('mail');
+SELECT count(*) AS handed_out_at_once FROM syncguard.dequeue('lease');
+SELECT state, attempts, last_error, visible_at > clock_timestamp() - interval '1 second' AS backing_off
+  FROM syncguard.queue_jobs WHERE job_id = :j5;
 SELECT pg_temp.err(format('SELECT syncguard.ack(%s, 1)', :j5));
-SELECT syncguard.ack(:j5, 2);
+SELECT pg_sleep(0.05);
+SELECT job_id = :j5 AS is_j5, attempt FROM syncguard.dequeue('lease', 1, '10 milliseconds');
+SELECT pg_sleep(0.05);
+SELECT count(*) AS handed_out FROM syncguard.dequeue('lease');
+SELECT state, attempts, last_error FROM syncguard.queue_jobs WHERE job_id = :j5;
+SELECT queue, dead, dead_alert FROM syncguard.queue_stats WHERE queue = 'lease';
+DELETE FROM syncguard.queue_jobs WHERE queue = 'lease';
+DELETE FROM syncguard.queues WHERE queue = 'lease';
 
 -- Backlog alert: a due job waiting longer than max_job_age.
 SELECT (syncguard.queue_configure('slow', max_job_age => '1 minute')).max_job_age;

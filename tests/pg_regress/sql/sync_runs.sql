@@ -138,6 +138,13 @@ SELECT pg_temp.err($$SELECT syncguard.sync_part(-1, 'a', true)$$);
 SELECT pg_temp.err($$SELECT syncguard.sync_part(-1, NULL, true)$$);
 SELECT pg_temp.err(format('SELECT syncguard.sync_part(%s, %L, true, records => -1)', :r6, 'a'));
 SELECT pg_temp.err($$SELECT syncguard.sync_finish(NULL)$$);
+SELECT pg_temp.err($$SELECT syncguard.sync_configure(NULL)$$);
+-- A run that reported no part (its job failed first, then called sync_finish
+-- in a finally block) fails and keeps the watermark.
+SELECT run_id AS r_empty FROM syncguard.sync_begin('empty_src') \gset
+SELECT syncguard.sync_finish(:r_empty) AS advanced;
+SELECT status, error, (SELECT watermark FROM syncguard.sync_sources WHERE source = 'empty_src') AS watermark
+  FROM syncguard.sync_runs WHERE run_id = :r_empty;
 SELECT pg_temp.err($$SELECT syncguard.sync_finish(-1)$$);
 SELECT pg_temp.err($$SELECT syncguard.sync_configure('crm', overlap => '-1 minute')$$);
 SELECT pg_temp.err($$SELECT syncguard.sync_configure('crm', max_error_rate => 1.5)$$);
