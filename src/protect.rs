@@ -51,14 +51,18 @@ pub fn init_gucs() {
 
 /// What the trigger does for one protected column.
 enum Protected {
-    /// Deep-merge the new jsonb into the stored one.
+    /// Deep-merge the new jsonb into the stored one; a `json` column
+    /// through jsonb (it loses key order, duplicate keys and whitespace).
     Merge {
         attnum: usize,
         policy: Rc<Policy>,
         nulls_overwrite: bool,
+        json: bool,
     },
     /// Keep a stored non-NULL value from being replaced by NULL.
     KeepNonNull { attnum: usize },
+    /// A composite value: keep the stored fields the write leaves NULL.
+    Record { attnum: usize },
 }
 
 /// A protection configuration resolved against the table's columns
@@ -148,17 +152,18 @@ fn resolve(info: &TableInfo, cfg: &str) -> Resolved {
             });
             continue;
         }
-        match wp.rule(&c.name, c.kind == Kind::Jsonb) {
+        let document = c.kind.is_document();
+        match wp.rule(&c.name, document) {
             ColumnRule::Replace
             | ColumnRule::Merge {
                 nulls_overwrite: true,
                 ..
-            } if c.kind != Kind::Jsonb => {}
+            } if !document => {}
             ColumnRule::Replace => {}
             ColumnRule::Merge {
                 policy,
                 nulls_overwrite,
-            } if c.kind == Kind::Jsonb => {
+            } if document => {
                 let policy = Policy::parse_str(&policy).unwrap_or_else(|e| {
                     raise(
                         PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
@@ -170,7 +175,13 @@ fn resolve(info: &TableInfo, cfg: &str) -> Resolved {
                     attnum: c.attnum as usize,
                     policy: Rc::new(policy),
                     nulls_overwrite,
+                    json: c.kind == Kind::Json,
                 });
+            }
+            ColumnRule::Merge { .. } if c.kind == Kind::Composite => {
+                columns.push(Protected::Record {
+                    attnum: c.attnum as usize,
+                })
             }
             ColumnRule::Merge { .. } => columns.push(Protected::KeepNonNull {
                 attnum: c.attnum as usize,
@@ -561,6 +572,60 @@ unsafe fn inserted_row<'a>(
     }
 }
 
+/// What merging a column's new jsonb into its stored one gives.
+enum MergeOutcome {
+    /// The new value as written.
+    AsWritten,
+    /// The stored value, unchanged.
+    Stored,
+    /// A new value (None: SQL NULL).
+    Value(Option<pg_sys::Datum>),
+}
+
+/// # Safety
+/// `new` and `stored` are jsonb datums.
+unsafe fn merge_value(
+    new: pg_sys::Datum,
+    stored: Option<pg_sys::Datum>,
+    policy: &Policy,
+) -> MergeOutcome {
+    // SAFETY: as the caller promises.
+    let (n, o) = unsafe {
+        (
+            JsonbRaw::from_datum(new, false).unwrap(),
+            stored.and_then(|d| JsonbRaw::from_datum(d, false)),
+        )
+    };
+    if o.is_none() && !policy.any_delete && !engine::may_hold_tombstone(n.container()) {
+        return MergeOutcome::AsWritten;
+    }
+    let base = o.as_ref().map_or(EMPTY_OBJECT, JsonbRaw::container);
+    match engine::deep_merge(base, n.container(), policy, limits()) {
+        Ok(Merged::Patch) => MergeOutcome::AsWritten,
+        Ok(Merged::Target) if o.is_some() => MergeOutcome::Stored,
+        r => MergeOutcome::Value(finish(r, o, n).and_then(JsonbRaw::into_datum)),
+    }
+}
+
+/// A `json` datum as jsonb, and back: through their text forms, as the
+/// casts do. Only protected `json` columns pay for it.
+fn json_to_jsonb(d: pg_sys::Datum) -> pg_sys::Datum {
+    convert(d, pg_sys::F_JSON_OUT, pg_sys::F_JSONB_IN, pg_sys::JSONBOID)
+}
+
+fn jsonb_to_json(d: pg_sys::Datum) -> pg_sys::Datum {
+    convert(d, pg_sys::F_JSONB_OUT, pg_sys::F_JSON_IN, pg_sys::JSONOID)
+}
+
+fn convert(d: pg_sys::Datum, out: u32, input: u32, typioparam: pg_sys::Oid) -> pg_sys::Datum {
+    // SAFETY: the output function of the datum's type, then the input
+    // function of the other; both raise clear errors on bad input.
+    unsafe {
+        let text = pg_sys::OidOutputFunctionCall(pg_sys::Oid::from(out), d);
+        pg_sys::OidInputFunctionCall(pg_sys::Oid::from(input), text, typioparam, -1)
+    }
+}
+
 /// Only the table's owner (a member of the owning role, or a superuser) may
 /// switch its protection off: any other writer would otherwise undo it with
 /// one SET.
@@ -694,10 +759,21 @@ fn protect_row<'a>(
                         (nv[i], nn[i], changed[i]) = (ov[i], false, true);
                     }
                 }
+                Protected::Record { attnum } => {
+                    let i = attnum - 1;
+                    if nn[i] && !on[i] {
+                        (nv[i], nn[i], changed[i]) = (ov[i], false, true);
+                    } else if !nn[i] && !on[i] {
+                        if let Some(d) = crate::composite::keep_stored_fields(nv[i], ov[i]) {
+                            (nv[i], changed[i]) = (d, true);
+                        }
+                    }
+                }
                 Protected::Merge {
                     attnum,
                     policy,
                     nulls_overwrite,
+                    json,
                 } => {
                     let i = attnum - 1;
                     if nn[i] {
@@ -709,29 +785,17 @@ fn protect_row<'a>(
                     if !on[i] && raw_bytes(nv[i]) == raw_bytes(ov[i]) {
                         continue;
                     }
-                    let n = JsonbRaw::from_datum(nv[i], false).unwrap();
-                    let o = if on[i] {
-                        None
-                    } else {
-                        JsonbRaw::from_datum(ov[i], false)
-                    };
-                    if o.is_none()
-                        && !policy.any_delete
-                        && !engine::may_hold_tombstone(n.container())
-                    {
-                        continue;
-                    }
-                    let base = o.as_ref().map_or(EMPTY_OBJECT, JsonbRaw::container);
-                    let result = match engine::deep_merge(base, n.container(), policy, limits()) {
-                        Ok(Merged::Patch) => continue,
+                    let doc = |d: pg_sys::Datum| if *json { json_to_jsonb(d) } else { d };
+                    let stored = (!on[i]).then(|| doc(ov[i]));
+                    match merge_value(doc(nv[i]), stored, policy) {
+                        MergeOutcome::AsWritten => continue,
                         // The stored datum as it is (a TOAST pointer stays one).
-                        Ok(Merged::Target) if o.is_some() => Some(ov[i]),
-                        r => finish(r, o, n).and_then(JsonbRaw::into_datum),
-                    };
-                    changed[i] = true;
-                    match result {
-                        Some(d) => (nv[i], nn[i]) = (d, false),
-                        None => nn[i] = true,
+                        MergeOutcome::Stored => (nv[i], changed[i]) = (ov[i], true),
+                        MergeOutcome::Value(Some(d)) => {
+                            let d = if *json { jsonb_to_json(d) } else { d };
+                            (nv[i], nn[i], changed[i]) = (d, false, true);
+                        }
+                        MergeOutcome::Value(None) => (nn[i], changed[i]) = (true, true),
                     }
                 }
             }

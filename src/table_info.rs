@@ -17,10 +17,19 @@ use std::rc::Rc;
 pub enum Kind {
     /// jsonb or a domain over it: merged.
     Jsonb,
-    /// json, or a domain over it: read from JSON text.
+    /// json, or a domain over it: read from JSON text, merged through jsonb.
     Json,
+    /// A composite type (or a domain over one): merged field by field.
+    Composite,
     Array,
     Scalar,
+}
+
+impl Kind {
+    /// A JSON document column: merged (json through jsonb).
+    pub fn is_document(self) -> bool {
+        matches!(self, Kind::Jsonb | Kind::Json)
+    }
 }
 
 #[derive(Debug)]
@@ -35,6 +44,10 @@ pub struct Column {
     pub typinput: pg_sys::Oid,
     pub typioparam: pg_sys::Oid,
     pub generated: bool,
+    /// The column's type, schema-qualified and quoted, for casts.
+    pub qualified_type: String,
+    /// A composite column's fields, in order (none for other kinds).
+    pub fields: Vec<String>,
 }
 
 #[derive(Debug)]
@@ -160,7 +173,11 @@ fn load(relid: pg_sys::Oid) -> TableInfo {
             .select(
                 "SELECT a.attnum, a.attname::text, a.atttypid, a.atttypmod,
                         pg_catalog.format_type(a.atttypid, a.atttypmod),
-                        a.attgenerated OPERATOR(pg_catalog.<>) ''
+                        a.attgenerated OPERATOR(pg_catalog.<>) '',
+                        (SELECT pg_catalog.format('%I.%I', tn.nspname, t.typname)
+                           FROM pg_catalog.pg_type t
+                           JOIN pg_catalog.pg_namespace tn ON tn.oid OPERATOR(pg_catalog.=) t.typnamespace
+                          WHERE t.oid OPERATOR(pg_catalog.=) a.atttypid)
                    FROM pg_catalog.pg_attribute a
                   WHERE a.attrelid OPERATOR(pg_catalog.=) $1 AND a.attnum OPERATOR(pg_catalog.>) 0
                     AND NOT a.attisdropped
@@ -179,6 +196,7 @@ fn load(relid: pg_sys::Oid) -> TableInfo {
                 let kind = match base {
                     pg_sys::JSONBOID => Kind::Jsonb,
                     pg_sys::JSONOID => Kind::Json,
+                    b if crate::composite::base_composite(b).is_some() => Kind::Composite,
                     b if pg_sys::get_element_type(b) != pg_sys::InvalidOid => Kind::Array,
                     _ => Kind::Scalar,
                 };
@@ -194,6 +212,18 @@ fn load(relid: pg_sys::Oid) -> TableInfo {
                 typinput,
                 typioparam,
                 generated: row.get(6).ok().flatten().unwrap_or(false),
+                qualified_type: row.get(7).ok().flatten().unwrap_or_default(),
+                fields: match kind {
+                    Kind::Composite => crate::composite::base_composite(typid)
+                        .map(|t| {
+                            crate::composite::fields(t)
+                                .into_iter()
+                                .map(|(n, _)| n)
+                                .collect()
+                        })
+                        .unwrap_or_default(),
+                    _ => Vec::new(),
+                },
             });
         }
 

@@ -109,7 +109,7 @@ fn bad_input(message: String) -> ! {
     )
 }
 
-fn corrupt() -> ! {
+pub(crate) fn corrupt() -> ! {
     raise(
         PgSqlErrorCode::ERRCODE_DATA_CORRUPTED,
         "jsonb value is corrupted".into(),
@@ -260,7 +260,7 @@ pub fn parse_policy(p: &JsonbRaw) -> WritePolicy {
 pub fn check_policy_columns(info: &TableInfo, wp: &WritePolicy) {
     for name in wp.merge_rule_columns() {
         let c = info.require(name);
-        if c.kind != Kind::Jsonb {
+        if !c.kind.is_document() {
             raise(
                 PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
                 format!(
@@ -406,16 +406,25 @@ fn prepare(
             // No policy lets a NULL erase a guard.
             format!("COALESCE(EXCLUDED.{c}, sg_t.{c})")
         } else {
-            match wp.rule(&col(i).name, col(i).kind == Kind::Jsonb) {
+            match wp.rule(&col(i).name, col(i).kind.is_document()) {
                 ColumnRule::Replace => format!("EXCLUDED.{c}"),
                 ColumnRule::Merge {
                     policy,
                     nulls_overwrite,
-                } if col(i).kind == Kind::Jsonb => {
-                    let merge = format!(
-                        "syncguard.jsonb_deep_merge(sg_t.{c}, EXCLUDED.{c}, {}::pg_catalog.jsonb)",
-                        quote_literal(&policy)
-                    );
+                } if col(i).kind.is_document() => {
+                    let merge = if col(i).kind == Kind::Json {
+                        // json merges through jsonb (reference: what json loses).
+                        format!(
+                            "CAST(syncguard.jsonb_deep_merge(CAST(sg_t.{c} AS pg_catalog.jsonb), \
+                             CAST(EXCLUDED.{c} AS pg_catalog.jsonb), {}::pg_catalog.jsonb) AS pg_catalog.json)",
+                            quote_literal(&policy)
+                        )
+                    } else {
+                        format!(
+                            "syncguard.jsonb_deep_merge(sg_t.{c}, EXCLUDED.{c}, {}::pg_catalog.jsonb)",
+                            quote_literal(&policy)
+                        )
+                    };
                     if nulls_overwrite {
                         format!("CASE WHEN EXCLUDED.{c} IS NULL THEN NULL ELSE {merge} END")
                     } else {
@@ -426,6 +435,22 @@ fn prepare(
                     nulls_overwrite: true,
                     ..
                 } => format!("EXCLUDED.{c}"),
+                // A composite keeps the stored fields the write leaves NULL.
+                ColumnRule::Merge { .. } if col(i).kind == Kind::Composite => {
+                    let fields: Vec<String> = col(i)
+                        .fields
+                        .iter()
+                        .map(|f| {
+                            let f = quote_ident(f);
+                            format!("COALESCE((EXCLUDED.{c}).{f}, (sg_t.{c}).{f})")
+                        })
+                        .collect();
+                    format!(
+                        "CASE WHEN sg_t.{c} IS NULL THEN EXCLUDED.{c} ELSE CAST(ROW({}) AS {}) END",
+                        fields.join(", "),
+                        col(i).qualified_type
+                    )
+                }
                 ColumnRule::Merge { .. } => format!("COALESCE(EXCLUDED.{c}, sg_t.{c})"),
             }
         };
@@ -597,7 +622,9 @@ fn item_text(item: Item, c: &Column) -> String {
         return json_text(item);
     };
     match (kind, c.kind) {
-        (JKind::Array, Kind::Array) => array_literal(item),
+        (JKind::Array, Kind::Array) | (JKind::Object, Kind::Composite) => {
+            crate::composite::literal(item, c.typid, &json_text)
+        }
         (_, Kind::Json) => json_text(item),
         _ => raise(
             PgSqlErrorCode::ERRCODE_DATATYPE_MISMATCH,
@@ -611,32 +638,9 @@ fn item_text(item: Item, c: &Column) -> String {
                     "array"
                 }
             ),
-            Some("Only json and jsonb columns take objects; array columns take JSON arrays."),
+            Some("Only json, jsonb and composite columns take objects; array columns take JSON arrays."),
         ),
     }
-}
-
-/// A PostgreSQL array literal (`{1,"a b",NULL,{2}}`) from a JSON array.
-fn array_literal(item: Item) -> String {
-    let mut out = String::from("{");
-    let a = item.as_array().unwrap_or_else(|| corrupt());
-    for (n, e) in a.elements().enumerate() {
-        let e = e.unwrap_or_else(|_| corrupt());
-        if n > 0 {
-            out.push(',');
-        }
-        if e.is_null() {
-            out.push_str("NULL");
-        } else if e.as_array().is_some() {
-            out.push_str(&array_literal(e));
-        } else {
-            out.push('"');
-            out.push_str(&json_text(e).replace('\\', "\\\\").replace('"', "\\\""));
-            out.push('"');
-        }
-    }
-    out.push('}');
-    out
 }
 
 /// Converts one JSON value to the column's datum (never NULL: callers

@@ -126,5 +126,37 @@ SELECT pg_temp.err($$SELECT syncguard.protect_trigger()$$);
 -- 8. A version column set to NULL: the message says so.
 SELECT pg_temp.err($$UPDATE g_ver SET v = NULL WHERE id = 1$$);
 
+-- 9. json columns merge as jsonb does (through jsonb: key order, duplicate
+-- keys and whitespace are not kept), by protect and merge_upsert alike.
+CREATE TABLE g_json (id int PRIMARY KEY, doc json);
+INSERT INTO g_json VALUES (1, '{"a": 1, "b": {"c": 2}}'), (2, '{"a": 1, "b": {"c": 2}}');
+SELECT syncguard.protect('g_json');
+UPDATE g_json SET doc = '{"b": {"d": 3}}' WHERE id = 1;
+SELECT syncguard.unprotect('g_json');
+SELECT syncguard.merge_upsert('g_json', '{"id": 2}', '{"doc": {"b": {"d": 3}}}') -> 'doc' AS merged;
+SELECT id, doc::text FROM g_json ORDER BY id;
+
+-- 10. Composite columns keep the stored fields a write leaves NULL (a
+-- ROW(NULL, NULL) too); merge_upsert takes JSON objects for them, and
+-- arrays of objects for arrays of them.
+CREATE TYPE g_addr AS (street text, city text, zip text);
+CREATE TABLE g_comp (id int PRIMARY KEY, addr g_addr, past g_addr[]);
+INSERT INTO g_comp VALUES (1, ROW('Main St', 'Springfield', '12345'), NULL),
+                          (2, ROW('Main St', 'Springfield', '12345'), NULL);
+SELECT syncguard.protect('g_comp');
+UPDATE g_comp SET addr = ROW(NULL, NULL, NULL) WHERE id = 1;
+SELECT addr FROM g_comp WHERE id = 1;
+UPDATE g_comp SET addr = ROW('Elm St', NULL, NULL) WHERE id = 1;
+SELECT addr FROM g_comp WHERE id = 1;
+SELECT syncguard.unprotect('g_comp');
+SELECT syncguard.merge_upsert('g_comp', '{"id": 2}',
+         '{"addr": {"city": "Shelbyville"}, "past": [{"street": "Old Rd", "city": "Ogdenville"}, null]}') AS merged;
+SELECT syncguard.merge_upsert('g_comp', '{"id": 3}', '{"addr": {"street": "New \"quoted\" Rd", "zip": "9"}}') -> 'addr' AS inserted;
+SELECT id, addr, past FROM g_comp ORDER BY id;
+-- an object for a text field is its JSON text, as jsonb_populate_record has it
+SELECT syncguard.merge_upsert('g_comp', '{"id": 4}', '{"addr": {"zip": {"nested": true}}}') #>> '{addr,zip}' AS zip;
+
 DROP TABLE g_lww, g_ver, g_nulls, g_stale, g_fresh, g_parent CASCADE;
+DROP TABLE g_json, g_comp;
+DROP TYPE g_addr;
 DROP TABLE g_part, g_conf;
