@@ -444,7 +444,8 @@ AS $$
 $$;
 
 -- One row per invariant, worst first: status (violating, errored, never run,
--- ok, disabled), then severity, then the number of open violations.
+-- ok, disabled), then severity, then the number of open violations. For
+-- psql: times to the second, the free texts last.
 CREATE FUNCTION syncguard.audit()
 RETURNS TABLE (invariant text, status text, severity text, open_violations bigint,
                oldest_violation_age interval, last_run timestamptz, last_error text,
@@ -456,8 +457,8 @@ AS $$
            s.status,
            i.severity,
            coalesce(o.open, 0),
-           o.oldest_age,
-           i.last_run_at,
+           date_trunc('second', o.oldest_age),
+           date_trunc('second', i.last_run_at),
            i.last_error,
            i.remediation
       FROM syncguard.invariants i

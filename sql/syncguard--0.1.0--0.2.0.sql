@@ -92,6 +92,7 @@ $$;
 -- Retry queue.
 CREATE TYPE syncguard.job_state AS ENUM ('ready', 'leased', 'dead');
 DROP VIEW syncguard.sync_alerts;
+DROP VIEW syncguard.sync_health;
 DROP VIEW syncguard.queue_stats;
 DROP VIEW syncguard.dead_letters;
 DROP INDEX syncguard.queue_jobs_due;
@@ -113,6 +114,49 @@ SELECT j.queue, j.job_id, j.payload, j.dedupe_key, j.attempts, j.last_error, j.e
 GRANT SELECT ON syncguard.dead_letters TO PUBLIC;
 COMMENT ON VIEW syncguard.dead_letters IS 'jobs of the retry queue that are dead; requeue them with syncguard.requeue_dead';
 
+-- The health views as 0.2.0 makes them (sync_health: flags first, times to
+-- the second).
+CREATE VIEW syncguard.sync_health WITH (security_invoker = true) AS
+-- For psql: what is wrong first, then the figures, then the thresholds;
+-- times to the second and latencies to the millisecond, so a row fits a
+-- terminal.
+SELECT s.source,
+       coalesce(s.last_success_at, s.created_at) < now() - s.max_silence AS stale,
+       coalesce(r.failures::double precision / NULLIF(r.runs, 0) > s.max_error_rate, false) AS error_rate_alert,
+       coalesce(p.avg_latency > s.max_avg_latency, false)     AS latency_alert,
+       r.runs,
+       r.failures,
+       round((r.failures::numeric / NULLIF(r.runs, 0)), 4)   AS error_rate,
+       date_trunc('millisecond', p.avg_latency)              AS avg_latency,
+       date_trunc('millisecond', p.p95_latency)              AS p95_latency,
+       p.records,
+       r.running,
+       date_trunc('second', now() - s.watermark)             AS watermark_lag,
+       date_trunc('second', s.last_success_at)               AS last_success_at,
+       date_trunc('second', s.watermark)                     AS watermark,
+       s.health_window,
+       s.max_error_rate,
+       s.max_avg_latency,
+       s.max_silence
+  FROM syncguard.sync_sources AS s
+ CROSS JOIN LATERAL (
+       SELECT count(*) FILTER (WHERE x.status <> 'running' OR x.deadline <= now())     AS runs,
+              count(*) FILTER (WHERE x.status IN ('failed', 'abandoned')
+                                  OR (x.status = 'running' AND x.deadline <= now()))    AS failures,
+              count(*) FILTER (WHERE x.status = 'running' AND x.deadline > now())      AS running
+         FROM syncguard.sync_runs AS x
+        WHERE x.source = s.source AND x.started_at > now() - s.health_window) AS r
+ CROSS JOIN LATERAL (
+       SELECT avg(y.latency)                                           AS avg_latency,
+              percentile_cont(0.95) WITHIN GROUP (ORDER BY y.latency)  AS p95_latency,
+              coalesce(sum(y.records) FILTER (WHERE y.ok), 0)::bigint  AS records
+         FROM syncguard.sync_parts AS y
+        WHERE y.source = s.source AND y.reported_at > now() - s.health_window) AS p;
+
+-- Per queue (every queue with jobs or settings): depth (live jobs), ready
+-- (due now), in flight (leased, visibility not passed), failed (waiting for a
+-- retry after nack), dead; the age of the oldest live job and how long the
+-- oldest due job has been waiting, which alerts above the queue's max_job_age.
 CREATE VIEW syncguard.queue_stats WITH (security_invoker = true) AS
 SELECT q.queue,
        coalesce(j.depth, 0)     AS depth,
@@ -120,8 +164,8 @@ SELECT q.queue,
        coalesce(j.in_flight, 0) AS in_flight,
        coalesce(j.failed, 0)    AS failed,
        coalesce(j.dead, 0)      AS dead,
-       now() - j.oldest_enqueued AS oldest_job_age,
-       now() - j.oldest_due      AS oldest_due_wait,
+       date_trunc('second', now() - j.oldest_enqueued) AS oldest_job_age,
+       date_trunc('second', now() - j.oldest_due)      AS oldest_due_wait,
        coalesce(c.max_job_age, interval '1 hour') AS max_job_age,
        coalesce(now() - j.oldest_due > coalesce(c.max_job_age, interval '1 hour'), false) AS backlog_alert,
        coalesce(j.dead, 0) > 0  AS dead_alert
@@ -140,6 +184,7 @@ SELECT q.queue,
          FROM syncguard.queue_jobs AS x
         WHERE x.queue = q.queue) AS j ON true;
 
+-- What is wrong now: one row per raised flag of sync_health and queue_stats.
 CREATE VIEW syncguard.sync_alerts WITH (security_invoker = true) AS
 SELECT 'source'::text AS kind, h.source AS name, a.alert, a.detail
   FROM syncguard.sync_health AS h
@@ -169,7 +214,8 @@ SELECT 'queue', s.queue, a.alert, a.detail
        ) AS a (alert, raised, detail)
  WHERE a.raised;
 
-GRANT SELECT ON syncguard.queue_stats, syncguard.sync_alerts TO PUBLIC;
+GRANT SELECT ON syncguard.sync_health, syncguard.queue_stats, syncguard.sync_alerts TO PUBLIC;
+COMMENT ON VIEW syncguard.sync_health IS 'per sync source: runs, error rate, latency, watermark lag, staleness and alert flags';
 COMMENT ON VIEW syncguard.queue_stats IS 'per queue: depth, ready, in flight, failed, dead, oldest job age';
 COMMENT ON VIEW syncguard.sync_alerts IS 'what is wrong now: raised alert flags of sync_health and queue_stats';
 
@@ -582,6 +628,35 @@ BEGIN
     GET DIAGNOSTICS n = ROW_COUNT;
     RETURN n;
 END
+$$;
+CREATE OR REPLACE FUNCTION syncguard.audit()
+RETURNS TABLE (invariant text, status text, severity text, open_violations bigint,
+               oldest_violation_age interval, last_run timestamptz, last_error text,
+               remediation text)
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT i.name,
+           s.status,
+           i.severity,
+           coalesce(o.open, 0),
+           date_trunc('second', o.oldest_age),
+           date_trunc('second', i.last_run_at),
+           i.last_error,
+           i.remediation
+      FROM syncguard.invariants i
+      CROSS JOIN LATERAL (SELECT CASE WHEN NOT i.enabled THEN 'disabled'
+                                      ELSE coalesce(i.last_status, 'never_run') END AS status) s
+      LEFT JOIN LATERAL (
+            -- A since of -infinity (templates that cannot know when) ages from first_seen.
+            SELECT count(*) AS open,
+                   now() - min(CASE WHEN isfinite(v.since) THEN v.since ELSE v.first_seen END) AS oldest_age
+              FROM syncguard.violations v
+             WHERE v.invariant = i.name AND v.resolved_at IS NULL) o ON true
+     ORDER BY array_position(ARRAY['violating', 'errored', 'never_run', 'ok', 'disabled'], s.status),
+              array_position(ARRAY['critical', 'error', 'warning', 'info'], i.severity),
+              coalesce(o.open, 0) DESC,
+              i.name
 $$;
 
 -- Queue: an expired lease is a failed attempt; '' is 22023, NULL 22004.

@@ -96,8 +96,8 @@ SELECT pg_temp.watermark('crm') AS after_r6;
 -- above the default 10 %; part latency avg and p95 over the 11 parts (the
 -- last report of each counts); records of ok parts.
 SELECT source, runs, failures, error_rate, avg_latency, p95_latency, records, running, stale,
-       error_rate_alert, latency_alert, last_success_at > watermark AS success_after_watermark,
-       watermark_lag > interval '0' AS lags
+       error_rate_alert, latency_alert, last_success_at >= watermark AS success_after_watermark,
+       watermark_lag >= interval '0' AS lags, date_trunc('second', watermark) = watermark AS to_the_second
   FROM syncguard.sync_health WHERE source = 'crm';
 SELECT round(extract(epoch FROM avg(latency))::numeric, 4) AS avg_check,
        percentile_cont(0.95) WITHIN GROUP (ORDER BY latency) AS p95_check
