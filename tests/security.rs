@@ -479,6 +479,8 @@ const ALLOWED: &[&str] = &[
     // internal, called by protect() as the caller: reads only the catalog
     "syncguard.protect_config(regclass,text[],jsonb)",
     "syncguard.require_owner(regclass)",
+    "syncguard.protect_partition_check(regclass,text)",
+    "syncguard.inheritance_children(regclass)",
     // internal: pure, the per-key freshness stamps of merge_upsert
     "syncguard.freshness_stamp(jsonb,jsonb,timestamp with time zone)",
     // internal: the trigger function; PostgreSQL refuses a direct call
