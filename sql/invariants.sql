@@ -190,8 +190,6 @@ BEGIN
     END IF;
 
     view_name := format('syncguard_invariants.%I', name);
-    -- One definition of a name at a time.
-    PERFORM pg_advisory_xact_lock(hashtext('syncguard.invariant'), hashtext(name));
     -- The view tells who owns the name (the registry hides other roles' rows).
     SELECT c.relowner INTO view_owner
       FROM pg_class c
@@ -280,7 +278,8 @@ BEGIN
             MESSAGE = 'drop_invariant: name and keep_history must not be NULL',
             HINT = 'Pass the invariant''s name.';
     END IF;
-    PERFORM pg_advisory_xact_lock(hashtext('syncguard.invariant'), hashtext(name));
+    -- The row lock of the DELETE orders it with a check or redefinition;
+    -- no advisory lock, which any role could take first.
     DELETE FROM syncguard.invariants i WHERE i.name = drop_invariant.name;
     IF NOT FOUND THEN
         RETURN false;
@@ -320,10 +319,13 @@ DECLARE
     st text;
     run_id bigint;
 BEGIN
-    -- Locked: runs of one invariant (and its redefinition) take turns.
-    SELECT * INTO inv FROM syncguard.invariants i WHERE i.name = inv_name FOR UPDATE;
+    -- Locked: runs of one invariant (and its redefinition) take turns. One
+    -- locked elsewhere (a run or redefinition under way, or its owner's own
+    -- open transaction) is skipped this time, never waited for: the checker
+    -- (the worker) runs every owner's checks.
+    SELECT * INTO inv FROM syncguard.invariants i WHERE i.name = inv_name FOR UPDATE SKIP LOCKED;
     IF NOT FOUND THEN
-        RETURN;  -- dropped meanwhile
+        RETURN;  -- dropped meanwhile, or locked
     END IF;
     invariant := inv.name;
     owner := to_regrole(quote_ident(inv.owner_role));

@@ -378,10 +378,13 @@ DECLARE
     st text;
     run_id bigint;
 BEGIN
-    -- Locked: runs of one invariant (and its redefinition) take turns.
-    SELECT * INTO inv FROM syncguard.invariants i WHERE i.name = inv_name FOR UPDATE;
+    -- Locked: runs of one invariant (and its redefinition) take turns. One
+    -- locked elsewhere (a run or redefinition under way, or its owner's own
+    -- open transaction) is skipped this time, never waited for: the checker
+    -- (the worker) runs every owner's checks.
+    SELECT * INTO inv FROM syncguard.invariants i WHERE i.name = inv_name FOR UPDATE SKIP LOCKED;
     IF NOT FOUND THEN
-        RETURN;  -- dropped meanwhile
+        RETURN;  -- dropped meanwhile, or locked
     END IF;
     invariant := inv.name;
     owner := to_regrole(quote_ident(inv.owner_role));
@@ -657,6 +660,162 @@ AS $$
               array_position(ARRAY['critical', 'error', 'warning', 'info'], i.severity),
               coalesce(o.open, 0) DESC,
               i.name
+$$;
+CREATE OR REPLACE FUNCTION syncguard.define_invariant(
+    name text,
+    query text,
+    grace interval DEFAULT '0',
+    severity text DEFAULT 'error',
+    remediation text DEFAULT NULL,
+    description text DEFAULT NULL,
+    schedule interval DEFAULT '5 minutes',
+    statement_timeout interval DEFAULT '1 minute',
+    enabled boolean DEFAULT true,
+    search_path text DEFAULT pg_catalog.current_setting('search_path')
+) RETURNS regclass
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    view_name text;
+    stmt text;
+    view_owner oid;
+    owner text := current_user;
+    since_type regtype;
+    st text;
+    msg text;
+BEGIN
+    IF name IS NULL OR query IS NULL OR grace IS NULL OR severity IS NULL OR schedule IS NULL
+       OR statement_timeout IS NULL OR enabled IS NULL THEN
+        RAISE EXCEPTION USING ERRCODE = '22004',
+            MESSAGE = 'define_invariant: name, query, grace, severity, schedule, statement_timeout and enabled must not be NULL',
+            HINT = 'Leave out an argument to take its default.';
+    END IF;
+    IF octet_length(name) NOT BETWEEN 1 AND 63 THEN
+        RAISE EXCEPTION USING ERRCODE = '22023',
+            MESSAGE = format('invariant name must be 1 to 63 bytes long, got %s bytes', octet_length(name)),
+            HINT = 'The name is also the name of the invariant''s view in schema syncguard_invariants.';
+    END IF;
+    IF severity NOT IN ('critical', 'error', 'warning', 'info') THEN
+        RAISE EXCEPTION USING ERRCODE = '22023',
+            MESSAGE = format('invariant %L: unknown severity %L', name, severity),
+            HINT = 'Use critical, error, warning or info.';
+    END IF;
+    IF grace < interval '0' OR schedule < interval '1 second'
+       OR statement_timeout NOT BETWEEN interval '1 millisecond' AND interval '24 hours' THEN
+        RAISE EXCEPTION USING ERRCODE = '22023',
+            MESSAGE = format('invariant %L: grace %s, schedule %s or statement_timeout %s out of range',
+                             name, grace, schedule, statement_timeout),
+            HINT = 'grace must not be negative, schedule at least 1 second, statement_timeout between 1 ms and 24 hours.';
+    END IF;
+    IF NOT has_schema_privilege('syncguard_invariants', 'CREATE') THEN
+        RAISE EXCEPTION USING ERRCODE = '42501',
+            MESSAGE = format('permission denied to define invariant %L: no CREATE on schema syncguard_invariants', name),
+            HINT = 'A superuser lets a role define invariants with GRANT CREATE ON SCHEMA syncguard_invariants TO role.';
+    END IF;
+
+    view_name := format('syncguard_invariants.%I', name);
+    -- The view tells who owns the name (the registry hides other roles' rows).
+    SELECT c.relowner INTO view_owner
+      FROM pg_class c
+     WHERE c.relnamespace = 'syncguard_invariants'::regnamespace AND c.relname = define_invariant.name;
+    IF FOUND THEN
+        IF NOT (view_owner = (SELECT r.oid FROM pg_roles r WHERE r.rolname = current_user)
+                OR (SELECT r.rolsuper FROM pg_roles r WHERE r.rolname = current_user)) THEN
+            RAISE EXCEPTION USING ERRCODE = '42501',
+                MESSAGE = format('invariant %L belongs to role %s', name, view_owner::regrole),
+                HINT = 'Only its owner (or a superuser) redefines or drops an invariant; choose another name.';
+        END IF;
+        owner := pg_get_userbyid(view_owner);   -- a superuser's redefinition keeps the owner
+        EXECUTE format('DROP VIEW %s', view_name);
+    END IF;
+
+    stmt := syncguard.invariant_query_text(query);
+    -- First the query alone, to check its columns; then with the grace
+    -- period, written so that the planner pushes `since < now() - grace`
+    -- into the query (an index on the column behind since serves it). Both
+    -- under the caller's search_path, for the names in the query.
+    BEGIN
+        PERFORM set_config('search_path', define_invariant.search_path, true);
+        EXECUTE format(E'CREATE VIEW %s AS SELECT * FROM (\n%s\n) AS violation', view_name, stmt);
+        PERFORM set_config('search_path', 'pg_catalog, pg_temp', true);
+    EXCEPTION WHEN others THEN
+        GET STACKED DIAGNOSTICS st = RETURNED_SQLSTATE, msg = MESSAGE_TEXT;
+        RAISE EXCEPTION USING ERRCODE = st,
+            MESSAGE = format('invariant %L: invalid query: %s', name, msg),
+            HINT = 'The query must be one SELECT returning the violating rows, with columns entity and since (timestamptz).';
+    END;
+    IF NOT EXISTS (SELECT 1 FROM pg_attribute a
+                    WHERE a.attrelid = view_name::regclass AND a.attname = 'entity' AND a.attnum > 0) THEN
+        RAISE EXCEPTION USING ERRCODE = '42703',
+            MESSAGE = format('invariant %L: the query returns no column named entity', name),
+            HINT = 'Return the violating record''s identity as entity, e.g. SELECT id AS entity, ....';
+    END IF;
+    SELECT a.atttypid::regtype INTO since_type
+      FROM pg_attribute a
+     WHERE a.attrelid = view_name::regclass AND a.attname = 'since' AND a.attnum > 0;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION USING ERRCODE = '42703',
+            MESSAGE = format('invariant %L: the query returns no column named since', name),
+            HINT = 'Return when the record became inconsistent as since (timestamptz), e.g. cancelled_at AS since.';
+    END IF;
+    IF since_type <> 'timestamptz'::regtype THEN
+        RAISE EXCEPTION USING ERRCODE = '42804',
+            MESSAGE = format('invariant %L: column since is %s, not timestamp with time zone', name, since_type),
+            HINT = 'Cast it in the query (since::timestamptz); an index then needs the same expression.';
+    END IF;
+    PERFORM set_config('search_path', define_invariant.search_path, true);
+    EXECUTE format(E'CREATE OR REPLACE VIEW %s AS SELECT * FROM (\n%s\n) AS violation\n'
+                   ' WHERE violation.since OPERATOR(pg_catalog.<) (pg_catalog.now() OPERATOR(pg_catalog.-) %L::pg_catalog.interval)',
+                   view_name, stmt, grace);
+    PERFORM set_config('search_path', 'pg_catalog, pg_temp', true);
+    IF owner <> current_user THEN
+        EXECUTE format('ALTER VIEW %s OWNER TO %I', view_name, owner);
+    END IF;
+    EXECUTE format('COMMENT ON VIEW %s IS %L', view_name,
+                   coalesce(description, 'violations of invariant ' || name) || ' (syncguard invariant)');
+
+    INSERT INTO syncguard.invariants AS i
+           (name, owner_role, query, grace, severity, remediation, description, schedule,
+            statement_timeout, enabled)
+    VALUES (define_invariant.name, owner, stmt, define_invariant.grace, define_invariant.severity,
+            define_invariant.remediation, define_invariant.description, define_invariant.schedule,
+            define_invariant.statement_timeout, define_invariant.enabled)
+    ON CONFLICT ON CONSTRAINT invariants_pkey DO UPDATE
+       SET query = excluded.query, grace = excluded.grace, severity = excluded.severity,
+           remediation = excluded.remediation, description = excluded.description,
+           schedule = excluded.schedule, statement_timeout = excluded.statement_timeout,
+           enabled = excluded.enabled, updated_at = now();
+    RETURN view_name::regclass;
+END
+$$;
+CREATE OR REPLACE FUNCTION syncguard.drop_invariant(name text, keep_history boolean DEFAULT true)
+RETURNS boolean
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF name IS NULL OR keep_history IS NULL THEN
+        RAISE EXCEPTION USING ERRCODE = '22004',
+            MESSAGE = 'drop_invariant: name and keep_history must not be NULL',
+            HINT = 'Pass the invariant''s name.';
+    END IF;
+    -- The row lock of the DELETE orders it with a check or redefinition;
+    -- no advisory lock, which any role could take first.
+    DELETE FROM syncguard.invariants i WHERE i.name = drop_invariant.name;
+    IF NOT FOUND THEN
+        RETURN false;
+    END IF;
+    EXECUTE format('DROP VIEW IF EXISTS syncguard_invariants.%I', name);
+    IF keep_history THEN
+        UPDATE syncguard.violations v SET resolved_at = now()
+         WHERE v.invariant = drop_invariant.name AND v.resolved_at IS NULL;
+    ELSE
+        DELETE FROM syncguard.violations v WHERE v.invariant = drop_invariant.name;
+        DELETE FROM syncguard.invariant_runs r WHERE r.invariant = drop_invariant.name;
+    END IF;
+    RETURN true;
+END
 $$;
 
 -- Queue: an expired lease is a failed attempt; '' is 22023, NULL 22004.

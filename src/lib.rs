@@ -33,6 +33,7 @@ pub extern "C-unwind" fn _PG_init() {
     // single-threaded, and this runs before any panic could capture.
     std::env::set_var("RUST_LIB_BACKTRACE", "0");
     merge_sql::init_gucs();
+    invariants::init_gucs();
     protect::init_gucs();
     table_info::init();
     upsert::init();

@@ -5,6 +5,13 @@
 //! `syncguard.housekeeping()`. A database without the extension is left
 //! alone. The SQL it runs is the same a pg_cron job would call.
 //!
+//! Many roles, one worker: it waits for no lock longer than
+//! [`LOCK_TIMEOUT`], skips an invariant whose row another transaction holds,
+//! bounds every check by `syncguard.max_check_time` whatever the owner's own
+//! timeout, and takes the due checks round-robin by owner, each owner's
+//! checks of one round together getting at most that much time: no role's
+//! locks or slow checks hold up the others' checks or housekeeping.
+//!
 //! Signals: SIGHUP reloads the settings (a new database name makes the worker
 //! exit, and the postmaster starts it again connected to that database);
 //! SIGTERM is the server's `die`, so a shutdown stops a check in progress at
@@ -16,8 +23,9 @@ use pgrx::pg_sys::panic::CaughtError;
 use pgrx::prelude::*;
 use pgrx::spi;
 use pgrx::{GucContext, GucFlags, GucRegistry, GucSetting};
+use std::collections::HashMap;
 use std::ffi::CString;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 pub static WORKER_ENABLED: GucSetting<bool> = GucSetting::<bool>::new(true);
 pub static WORKER_DATABASE: GucSetting<Option<CString>> =
@@ -28,6 +36,9 @@ pub static WORKER_INTERVAL: GucSetting<i32> = GucSetting::<i32>::new(60);
 /// When the worker is restarted after it exited on purpose (a new
 /// database) or on an error outside any step (e.g. the database is missing).
 const RESTART_AFTER: Duration = Duration::from_secs(10);
+
+/// The worker's `lock_timeout`: the longest it waits for any lock.
+const LOCK_TIMEOUT: &std::ffi::CStr = c"10s";
 
 /// The settings exist whether or not the library is preloaded (SIGHUP
 /// context: set them in postgresql.conf or with ALTER SYSTEM, then reload).
@@ -107,6 +118,15 @@ pub extern "C-unwind" fn syncguard_worker_main(_arg: pg_sys::Datum) {
     }
     let db = database();
     BackgroundWorker::connect_worker_to_spi(Some(&db), None);
+    // SAFETY: sets a setting of this session, as SET would.
+    unsafe {
+        pg_sys::SetConfigOption(
+            c"lock_timeout".as_ptr(),
+            LOCK_TIMEOUT.as_ptr(),
+            pg_sys::GucContext::PGC_SUSET,
+            pg_sys::GucSource::PGC_S_OVERRIDE,
+        );
+    }
     log!("syncguard worker started in database \"{db}\"");
 
     loop {
@@ -158,22 +178,60 @@ fn tick() {
     let due = step("listing due invariants", || {
         Spi::connect(|client| {
             client
-                .select("SELECT d FROM syncguard.due_invariants() AS d", None, &[])?
-                .map(|row| row.get::<String>(1))
-                .collect::<Result<Vec<_>, _>>()
+                .select(
+                    "SELECT d.name, i.owner_role
+                       FROM syncguard.due_invariants() WITH ORDINALITY AS d(name, n)
+                       JOIN syncguard.invariants AS i ON i.name = d.name
+                      ORDER BY d.n",
+                    None,
+                    &[],
+                )?
+                .map(|row| Ok((row.get::<String>(1)?, row.get::<String>(2)?)))
+                .collect::<Result<Vec<_>, spi::Error>>()
         })
     });
-    for name in due.into_iter().flatten().flatten() {
+    let budget = Duration::from_millis(crate::invariants::MAX_CHECK_TIME.get().max(1) as u64);
+    let mut spent: HashMap<String, Duration> = HashMap::new();
+    for (name, owner) in round_robin(due.unwrap_or_default()) {
+        if spent.get(&owner).is_some_and(|t| *t >= budget) {
+            continue; // this owner's share of the round is used up: next round
+        }
+        let started = Instant::now();
         step(&format!("checking invariant {name}"), || {
             Spi::run_with_args(
                 "SELECT count(*) FROM syncguard.check_invariants($1)",
                 &[name.as_str().into()],
             )
         });
+        *spent.entry(owner).or_default() += started.elapsed();
     }
     step("housekeeping", || {
         Spi::run("SELECT count(*) FROM syncguard.housekeeping()")
     });
+}
+
+/// `(name, owner)` pairs reordered so that owners take turns: every
+/// owner's first due check, then every owner's second, and so on, each
+/// owner's checks in the order given.
+fn round_robin(due: Vec<(Option<String>, Option<String>)>) -> Vec<(String, String)> {
+    let mut queues: Vec<(String, Vec<String>)> = Vec::new();
+    for (name, owner) in due {
+        let (Some(name), Some(owner)) = (name, owner) else {
+            continue;
+        };
+        match queues.iter_mut().find(|(o, _)| *o == owner) {
+            Some((_, q)) => q.push(name),
+            None => queues.push((owner, vec![name])),
+        }
+    }
+    let longest = queues.iter().map(|(_, q)| q.len()).max().unwrap_or(0);
+    (0..longest)
+        .flat_map(|i| {
+            queues
+                .iter()
+                .filter_map(move |(o, q)| q.get(i).map(|n| (n.clone(), o.clone())))
+        })
+        .collect()
 }
 
 /// Runs `f` in a transaction of its own. An error is logged and the
@@ -214,4 +272,25 @@ fn step<R>(
         pg_sys::pgstat_report_activity(pg_sys::BackendState::STATE_IDLE, std::ptr::null());
     }
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::round_robin;
+
+    #[test]
+    fn owners_take_turns() {
+        let due = [
+            ("a1", "a"),
+            ("a2", "a"),
+            ("a3", "a"),
+            ("b1", "b"),
+            ("c1", "c"),
+            ("b2", "b"),
+        ]
+        .map(|(n, o)| (Some(n.to_string()), Some(o.to_string())))
+        .to_vec();
+        let order: Vec<String> = round_robin(due).into_iter().map(|(n, _)| n).collect();
+        assert_eq!(order, ["a1", "b1", "c1", "a2", "b2", "a3"]);
+    }
 }

@@ -55,6 +55,18 @@ WITH u AS (INSERT INTO g_stale VALUES (1, '2026-01-01', 'stale upsert')
 SELECT count(*) AS rows_reported, min(name) AS returned_name FROM u;
 SELECT * FROM g_stale;
 SELECT stale_ignored FROM syncguard.conflict_stats WHERE table_name = 'public.g_stale';
+-- a renamed table counts under its new name; a partition under its parent's
+ALTER TABLE g_stale RENAME TO g_stale2;
+UPDATE g_stale2 SET ts = '2026-01-01' WHERE id = 1;
+SELECT table_name, stale_ignored FROM syncguard.conflict_stats WHERE table_name LIKE 'public.g_stale%' ORDER BY 1;
+ALTER TABLE g_stale2 RENAME TO g_stale;
+CREATE TABLE g_stale_part (id int, ts timestamptz) PARTITION BY RANGE (id);
+CREATE TABLE g_stale_part_1 PARTITION OF g_stale_part FOR VALUES FROM (0) TO (10);
+INSERT INTO g_stale_part VALUES (1, '2026-01-02');
+SELECT syncguard.protect('g_stale_part', NULL, '{"last_write_wins": "ts"}');
+UPDATE g_stale_part SET ts = '2026-01-01';
+SELECT table_name, stale_ignored FROM syncguard.conflict_stats WHERE table_name LIKE 'public.g_stale_part%';
+DROP TABLE g_stale_part;
 -- "stale": "skip" keeps the old report: no row
 SELECT syncguard.protect('g_stale', NULL, '{"last_write_wins": "ts", "stale": "skip"}');
 WITH u AS (UPDATE g_stale SET ts = '2026-01-01', name = 'stale' WHERE id = 1 RETURNING *)
