@@ -24,8 +24,11 @@ if [ "$(id -u)" -eq 0 ]; then SUDO=(); else SUDO=(sudo); fi
 #   ca-certificates                  fetching crates over TLS
 #   python3 python3-venv             the ORM client tests (tests/orm_env) make a
 #                                    virtualenv and pip-install SQLAlchemy and Django into it
+#   postgresql-$PG_MAJOR-cron           pg_cron, for tests/pg_cron.rs
+#   prometheus-postgres-exporter     the exporter tests/prometheus.rs scrapes
 packages=(postgresql-$PG_MAJOR postgresql-server-dev-$PG_MAJOR libclang-dev clang
-          build-essential pkg-config libssl-dev sudo ca-certificates python3 python3-venv)
+          build-essential pkg-config libssl-dev sudo ca-certificates python3 python3-venv
+          postgresql-$PG_MAJOR-cron prometheus-postgres-exporter)
 missing=()
 for p in "${packages[@]}"; do
     # "installed", not merely known to dpkg (a removed package keeps its config files).
@@ -41,7 +44,8 @@ apt_update() {
 if [ ${#missing[@]} -gt 0 ]; then
     echo "setup: installing ${missing[*]}"
     apt_update
-    "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive \
+    # RUNLEVEL=1: a package's service (the exporter's) is installed, not started.
+    "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive RUNLEVEL=1 \
         apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
