@@ -3,11 +3,16 @@
 #
 #   make demo     build + install (release), walk through it on a throwaway server
 #   make test     every test tier; TIERS="regress client" runs only those
+#
+# PG=17 or PG=18 (default 15) does it for that PostgreSQL version, which
+# setup installs into a chroot of its own (scripts/pgversion.sh).
 #   make bench    benchmark workloads -> benches/RESULTS.md
 #   make soak     long fuzz run of the merge core -> benches/soak.md
 #   make install  install into the PostgreSQL that PG_CONFIG names
 
 SHELL := /bin/bash
+PG ?= 15
+export PG
 PG_CONFIG ?= /usr/bin/pg_config
 TIERS ?=
 

@@ -10,9 +10,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PGRX_HOME=${PGRX_HOME:-$PWD/pgrx-config}
-PG_CONFIG=${PG_CONFIG:-/usr/bin/pg_config}
+source scripts/pgversion.sh   # PG, PG_CONFIG
 
-args=(--pg-config "$PG_CONFIG")
+args=(--pg-config "$PG_CONFIG" --no-default-features --features "pg$PG")
 case "${1:-release}" in
     release) args+=(--release) ;;
     debug) ;;

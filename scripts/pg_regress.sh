@@ -50,9 +50,26 @@ SQL
     db_opts=(--dbname=syncguard_regress --use-existing)
 fi
 
-if ! "$runner" --host="$PGHOST" --port="$PGPORT" --user=postgres \
-        --bindir="$PG_BINDIR" --inputdir="$indir" --outputdir="$outdir" \
-        "${db_opts[@]}" "${tests[@]}"; then
+# A chroot's runner sees only the chroot: the tests go in (a copy under its
+# /tmp), the results come back out to $outdir.
+run_in=$indir run_out=$outdir
+if [ -n "$PG_ROOT" ]; then
+    work=$(as_postgres mktemp -d "$PG_ROOT/tmp/syncguard-tests.XXXXXX")
+    "${PGV_SUDO[@]}" cp -r "$indir" "$work/in"
+    "${PGV_SUDO[@]}" chown -R postgres:postgres "$work/in"
+    run_in=$work/in run_out=$work/out
+fi
+ok=1
+as_runner=()
+[ -z "$PG_ROOT" ] || as_runner=(as_server)
+"${as_runner[@]}" "$runner" --host="$PGHOST" --port="$PGPORT" --user=postgres \
+    --bindir="$PG_BINDIR" --inputdir="$run_in" --outputdir="$run_out" \
+    "${db_opts[@]}" "${tests[@]}" || ok=""
+if [ -n "$PG_ROOT" ]; then
+    cp -r "$run_out"/. "$outdir"/
+    as_postgres rm -rf "$work"
+fi
+if [ -z "$ok" ]; then
     if [ -f "$outdir/regression.diffs" ]; then
         echo "===== $outdir/regression.diffs =====" >&2
         cat "$outdir/regression.diffs" >&2

@@ -9,10 +9,12 @@
 # The server runs as the `postgres` system user: initdb refuses root, and a
 # directory under /tmp is reachable by postgres wherever the repository lives
 # (a checkout under /root is not). It listens on localhost and on a unix socket
-# inside its own directory. It uses the system binaries, so it loads the
-# extension that `cargo pgrx install` put into the system's pkglibdir.
+# inside its own directory. It uses the binaries of PostgreSQL $PG
+# (scripts/pgversion.sh: the system's, or a chroot's, where the cluster's
+# directory is under the chroot's /tmp), so it loads the extension that
+# `cargo pgrx install` put into that server's pkglibdir.
 
-PG_CONFIG=${PG_CONFIG:-/usr/bin/pg_config}
+source "$(dirname "${BASH_SOURCE[0]}")/pgversion.sh"
 PG_BINDIR=$("$PG_CONFIG" --bindir)
 
 # Run a command as the postgres user from a directory it can read (sudo keeps
@@ -22,7 +24,7 @@ as_postgres() {
 }
 
 pgcluster_start() {
-    PGCLUSTER_DIR=$(as_postgres mktemp -d /tmp/syncguard-pg.XXXXXX)
+    PGCLUSTER_DIR=$(as_postgres mktemp -d "$PG_ROOT/tmp/syncguard-pg.XXXXXX")
     # Clients that are not root must reach the socket inside it.
     as_postgres chmod 755 "$PGCLUSTER_DIR"
     trap pgcluster_stop EXIT
@@ -31,7 +33,7 @@ pgcluster_start() {
     trap "exit 143" TERM HUP
 
     local out
-    if ! out=$(as_postgres "$PG_BINDIR/initdb" -D "$PGCLUSTER_DIR/data" -U postgres \
+    if ! out=$(as_server "$PG_BINDIR/initdb" -D "$PGCLUSTER_DIR/data" -U postgres \
                    --auth=trust --no-locale --encoding=UTF8 --no-sync 2>&1); then
         echo "$out" >&2
         return 1
@@ -45,7 +47,7 @@ pgcluster_start() {
         if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then continue; fi
         # fsync=off: these clusters are thrown away; it makes setup and tests faster.
         # PGCLUSTER_OPTS: extra server settings ("-c name=value ..."), e.g. for the bench.
-        if as_postgres "$PG_BINDIR/pg_ctl" -D "$PGCLUSTER_DIR/data" -l "$PGCLUSTER_DIR/server.log" \
+        if as_server "$PG_BINDIR/pg_ctl" -D "$PGCLUSTER_DIR/data" -l "$PGCLUSTER_DIR/server.log" \
                -w -t 60 -o "-p $port -k $PGCLUSTER_DIR -c listen_addresses=localhost -c fsync=off ${PGCLUSTER_OPTS:-}" \
                start >/dev/null; then
             export PGHOST=$PGCLUSTER_DIR PGPORT=$port PGUSER=postgres PGDATABASE=postgres
@@ -69,8 +71,8 @@ pgcluster_stop() {
         fi
         # (data/ is private to postgres: ask as postgres whether it is running.)
         if as_postgres test -f "$PGCLUSTER_DIR/data/postmaster.pid"; then
-            as_postgres "$PG_BINDIR/pg_ctl" -D "$PGCLUSTER_DIR/data" -m fast -w stop >/dev/null ||
-                as_postgres "$PG_BINDIR/pg_ctl" -D "$PGCLUSTER_DIR/data" -m immediate -w stop >/dev/null || true
+            as_server "$PG_BINDIR/pg_ctl" -D "$PGCLUSTER_DIR/data" -m fast -w stop >/dev/null ||
+                as_server "$PG_BINDIR/pg_ctl" -D "$PGCLUSTER_DIR/data" -m immediate -w stop >/dev/null || true
         fi
         as_postgres rm -rf "$PGCLUSTER_DIR"
     fi

@@ -102,3 +102,7 @@ if [ ! -f "$PGRX_HOME/config.toml" ]; then
     echo "setup: cargo pgrx init --pg$PG_MAJOR $PG_CONFIG"
     cargo pgrx init --pg$PG_MAJOR "$PG_CONFIG" >/dev/null
 fi
+
+# PostgreSQL 17 or 18 (PG=17, PG=18): that version's chroot and pg_config.
+source scripts/pgversion.sh
+pgversion_setup

@@ -3,9 +3,13 @@
 #
 #   scripts/test.sh                      all tiers
 #   scripts/test.sh regress client       only these (names below)
+#   PG=17 scripts/test.sh                PostgreSQL 17 (or 18): the tiers that
+#                                        run SQL against that version's server
 #
 #   unit       cargo test --lib -- --skip pg_      plain #[test]s (pure Rust), no PostgreSQL
-#   pgrx       cargo pgrx test pg15                #[pg_test]s inside a server
+#   pgrx       cargo pgrx test pg15                #[pg_test]s inside a server (15 only:
+#                                                  pgrx starts its own server, which a
+#                                                  chroot's binaries cannot be)
 #   regress    pg_regress  tests/pg_regress/sql    SQL surface vs expected output
 #   isolation  pg_isolation_regress tests/isolation/specs   concurrency
 #   client     cargo test --test '*'               tests/*.rs against real servers
@@ -15,10 +19,17 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export PGRX_HOME=${PGRX_HOME:-$PWD/pgrx-config}
 export PG_CONFIG=${PG_CONFIG:-/usr/bin/pg_config}
-source scripts/pgcluster.sh   # for as_postgres
+source scripts/pgcluster.sh   # PG, PG_ROOT, PG_CONFIG; as_postgres
 
-all_tiers=(unit pgrx regress isolation client)
+if [ -z "$PG_ROOT" ]; then
+    all_tiers=(unit pgrx regress isolation client)
+else
+    # The pure-Rust tier is the same for every version; pgrx's runs a
+    # server of its own, outside any chroot.
+    all_tiers=(regress isolation client)
+fi
 if [ $# -eq 0 ]; then tiers=("${all_tiers[@]}"); else tiers=("$@"); fi
+echo "-- PostgreSQL $("$PG_CONFIG" --version | sed 's/PostgreSQL //')${PG_ROOT:+ (in $PG_ROOT)}"
 log=$(mktemp)
 tier="" total=0
 finish() {
@@ -101,7 +112,7 @@ oldest_release() {
 }
 
 for t in "${tiers[@]}"; do
-    [[ " ${all_tiers[*]} " == *" $t "* ]] || { echo "unknown tier '$t' (tiers: ${all_tiers[*]})" >&2; exit 2; }
+    [[ " ${all_tiers[*]} " == *" $t "* ]] || { echo "no tier '$t' for PostgreSQL $PG (tiers: ${all_tiers[*]})" >&2; exit 2; }
     # Fail before the long tiers, not after them.
     if [ "$t" = client ]; then check_client_targets; fi
 done

@@ -266,8 +266,8 @@ fn role_name(role: pg_sys::Oid) -> String {
     }
 }
 
-/// The text of the single `SELECT` statement in `query`, without the
-/// trailing semicolon and comments around it. A syntax error is the
+/// The text of the single `SELECT` statement in `query`, with the comments
+/// before it, without the trailing semicolon and what follows it. A syntax error is the
 /// parser's (`42601`); anything but exactly one `SELECT` is `42601` too.
 /// STABLE: parsing depends on settings (standard_conforming_strings).
 #[pg_extern(stable, strict, parallel_safe)]
@@ -303,12 +303,15 @@ fn invariant_query_text(query: &str) -> String {
                 }
             }
         }
+        // From the start of the text: before the one statement there can be
+        // only whitespace and comments, which are kept as written (the
+        // statement's location skips a leading comment from PostgreSQL 18 on).
         let start = (*raw).stmt_location.max(0) as usize;
         let end = match (*raw).stmt_len {
             0 => query.len(),
             len => start + len as usize,
         };
-        query.get(start..end).unwrap_or(query).trim().to_string()
+        query.get(..end).unwrap_or(query).trim().to_string()
     }
 }
 

@@ -23,6 +23,12 @@ use pgrx::pg_sys::panic::CaughtError;
 use pgrx::prelude::*;
 use pgrx::spi;
 use pgrx::{GucContext, GucFlags, GucRegistry, GucSetting};
+// PostgreSQL 18 renamed the backend's pqsignal to pqsignal_be (port.h keeps
+// the old name as a C macro only, which the bindings do not carry).
+#[cfg(not(feature = "pg18"))]
+use pgrx::pg_sys::pqsignal;
+#[cfg(feature = "pg18")]
+use pgrx::pg_sys::pqsignal_be as pqsignal;
 use std::collections::HashMap;
 use std::ffi::CString;
 use std::time::{Duration, Instant};
@@ -109,11 +115,11 @@ pub extern "C-unwind" fn syncguard_worker_main(_arg: pg_sys::Datum) {
     // SAFETY: the handlers of a regular backend: SIGHUP marks the settings
     // for reloading, SIGTERM (die) ends the process at the next interrupt check.
     unsafe {
-        pg_sys::pqsignal(
+        pqsignal(
             pg_sys::SIGHUP as i32,
             Some(handlers::SignalHandlerForConfigReload),
         );
-        pg_sys::pqsignal(pg_sys::SIGTERM as i32, Some(handlers::die));
+        pqsignal(pg_sys::SIGTERM as i32, Some(handlers::die));
         pg_sys::BackgroundWorkerUnblockSignals();
     }
     let db = database();

@@ -1,9 +1,12 @@
 //! A real PostgreSQL server for client tests, built to be killed.
 //!
 //! Each [`TestCluster`] is a fresh `initdb` in its own directory under `/tmp`,
-//! run with the system binaries, so it loads the syncguard build that
-//! `cargo pgrx install` put into the system's pkglibdir (`make test` installs
-//! it before this tier). The server runs as the `postgres` system user,
+//! run with the binaries of the PostgreSQL version under test, so it loads
+//! the syncguard build that `cargo pgrx install` put into that server's
+//! pkglibdir (`make test` installs it before this tier). For a version kept
+//! in a chroot (`PG_ROOT`, scripts/pgversion.sh) the server programs run in
+//! the chroot, the cluster's directory is under the chroot's `/tmp`, and
+//! everything on this side uses the host's path to it. The server runs as the `postgres` system user,
 //! because initdb refuses root: as root we switch uid in the child directly,
 //! anybody else goes through `sudo -u postgres`.
 //!
@@ -56,12 +59,16 @@ impl TestCluster {
     pub fn with_settings(settings: &[(&str, &str)]) -> Self {
         let bindir = PathBuf::from(pg_config("--bindir"));
         let dir = PathBuf::from(
-            run_ok(as_postgres("mktemp").args(["-d", "/tmp/syncguard-test.XXXXXX"])).trim(),
+            run_ok(as_postgres("mktemp").arg("-d").arg(format!(
+                "{}/tmp/syncguard-test.XXXXXX",
+                pg_root().unwrap_or_default()
+            )))
+            .trim(),
         );
         // A client that is not root must reach the socket inside it.
         run_ok(as_postgres("chmod").arg("755").arg(&dir));
         run_ok(
-            as_postgres(bindir.join("initdb"))
+            &mut server(bindir.join("initdb"))
                 .arg("-D")
                 .arg(dir.join("data"))
                 .args([
@@ -71,7 +78,8 @@ impl TestCluster {
                     "--no-locale",
                     "--encoding=UTF8",
                     "--no-sync",
-                ]),
+                ])
+                .command(),
         );
         static SEQ: AtomicUsize = AtomicUsize::new(0);
         let log = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!(
@@ -151,7 +159,7 @@ impl TestCluster {
                 .append(true)
                 .open(&self.log)
                 .expect("server log");
-            let child = as_postgres(self.bindir.join("postgres"))
+            let child = server(self.bindir.join("postgres"))
                 .arg("-D")
                 .arg(self.data_dir())
                 .arg("-p")
@@ -165,6 +173,7 @@ impl TestCluster {
                     "logging_collector=off",
                 ])
                 .args(self.settings.iter().flat_map(|s| ["-c", s.as_str()]))
+                .command()
                 .stdin(Stdio::null())
                 .stdout(log.try_clone().expect("server log"))
                 .stderr(log)
@@ -292,13 +301,14 @@ impl TestCluster {
     /// returns its stdout.
     pub fn run_tool(&self, tool: &str, args: &[&str]) -> String {
         run_ok(
-            as_postgres(self.bindir.join(tool))
+            &mut server(self.bindir.join(tool))
                 .arg("-h")
                 .arg(&self.dir)
                 .arg("-p")
                 .arg(self.port.to_string())
                 .args(["-U", "postgres"])
-                .args(args),
+                .args(args)
+                .command(),
         )
     }
 
@@ -341,11 +351,12 @@ impl TestCluster {
         let Some(mut child) = self.postmaster.take() else {
             return true;
         };
-        let status = as_postgres(self.bindir.join("pg_ctl"))
+        let status = server(self.bindir.join("pg_ctl"))
             .arg("stop")
             .arg("-D")
             .arg(self.data_dir())
             .args(["-m", mode, "-w", "-t", "60"])
+            .command()
             .stdout(Stdio::null())
             .status();
         let stopped = matches!(status, Ok(s) if s.success());
@@ -399,6 +410,72 @@ impl Rng {
 
     pub fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
         &items[self.below(items.len() as u64) as usize]
+    }
+}
+
+/// The root of the chroot that holds the server version under test, if any
+/// (`PG_ROOT`, set by scripts/pgversion.sh for PG=17 and PG=18).
+fn pg_root() -> Option<String> {
+    std::env::var("PG_ROOT").ok().filter(|r| !r.is_empty())
+}
+
+/// A program of the server version under test, run as postgres: the
+/// system's, or in the chroot of `PG_ROOT` with that root taken off the
+/// front of every path it is given (files under it are the host's too: the
+/// chroot's postgres is the host's uid).
+pub struct ServerCmd {
+    program: std::ffi::OsString,
+    args: Vec<std::ffi::OsString>,
+}
+
+pub fn server(program: impl AsRef<std::ffi::OsStr>) -> ServerCmd {
+    ServerCmd {
+        program: program.as_ref().to_owned(),
+        args: Vec::new(),
+    }
+}
+
+impl ServerCmd {
+    pub fn arg(mut self, a: impl AsRef<std::ffi::OsStr>) -> Self {
+        self.args.push(a.as_ref().to_owned());
+        self
+    }
+
+    pub fn args<I: IntoIterator<Item = S>, S: AsRef<std::ffi::OsStr>>(mut self, it: I) -> Self {
+        self.args
+            .extend(it.into_iter().map(|a| a.as_ref().to_owned()));
+        self
+    }
+
+    pub fn command(self) -> Command {
+        let Some(root) = pg_root() else {
+            let mut cmd = as_postgres(&self.program);
+            cmd.args(&self.args);
+            return cmd;
+        };
+        let inside = |s: &std::ffi::OsString| -> String {
+            s.to_string_lossy().replace(&format!("{root}/"), "/")
+        };
+        let mut cmd = if is_root() {
+            Command::new("chroot")
+        } else {
+            let mut c = Command::new("sudo");
+            c.args(["-n", "chroot"]);
+            c
+        };
+        cmd.arg("--userspec=postgres:postgres")
+            .arg(&root)
+            .args([
+                "/usr/bin/env",
+                "-i",
+                "PATH=/usr/sbin:/usr/bin:/sbin:/bin",
+                "LC_ALL=C",
+            ])
+            .arg("HOME=/var/lib/postgresql")
+            .arg(inside(&self.program))
+            .args(self.args.iter().map(inside));
+        cmd.current_dir("/");
+        cmd
     }
 }
 

@@ -71,7 +71,7 @@ SELECT syncguard.merge_upsert('"Odd ""Table"""', '{"key;b": 1, "Key A": "x"}', '
 SELECT pg_temp.err($$SELECT syncguard.merge_upsert('profiles', '{"id": 1}', '{"nope": 1}')$$);
 SELECT pg_temp.err($$SELECT syncguard.merge_upsert('profiles', '{"id": 1}', '{"age": "old"}')$$);
 SELECT pg_temp.err($$SELECT syncguard.merge_upsert('profiles', '{"id": 1}', '{"age": {"n": 1}}')$$);
-SELECT pg_temp.err($$SELECT syncguard.merge_upsert('profiles', '{"id": 1}', '{"tags": [[1], 2]}')$$);
+-- (a ragged array: merge_upsert_server_text, whose message differs by version)
 SELECT pg_temp.err($$SELECT syncguard.merge_upsert('profiles', '{"id": "one"}', '{}')$$);
 SELECT pg_temp.err($$SELECT syncguard.merge_upsert('profiles', '{"name": "Ada"}', '{}')$$);
 SELECT pg_temp.err($$SELECT syncguard.merge_upsert('profiles', '{"id": null}', '{}')$$);
