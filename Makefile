@@ -8,6 +8,7 @@
 # setup installs into a chroot of its own (scripts/pgversion.sh).
 #   make bench    benchmark workloads -> benches/RESULTS.md
 #   make soak     long fuzz run of the merge core -> benches/soak.md
+#   make package  .deb per PostgreSQL version and the PGXN zip -> target/packages/
 #   make install  install into the PostgreSQL that PG_CONFIG names
 
 SHELL := /bin/bash
@@ -22,7 +23,7 @@ export PG_CONFIG
 # Where rustup puts cargo on a machine that had no Rust before `setup`.
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 
-.PHONY: setup build install demo test bench soak clean freeze-release
+.PHONY: setup build install demo test bench soak package clean freeze-release
 
 setup:
 	@scripts/setup.sh
@@ -41,6 +42,12 @@ test: setup
 
 bench: install
 	benches/run.sh
+
+# The Debian packages of every tested version and the PGXN distribution,
+# into target/packages/ (scripts/package.sh).
+package: setup
+	for v in 15 17 18; do PG=$$v scripts/setup.sh && PG=$$v scripts/package.sh deb || exit 1; done
+	scripts/package.sh pgxn
 
 # SOAK_CASES=N sets the cases per fuzz property (default 120000, ~10 min).
 soak: setup

@@ -13,6 +13,7 @@
 #   regress    pg_regress  tests/pg_regress/sql    SQL surface vs expected output
 #   isolation  pg_isolation_regress tests/isolation/specs   concurrency
 #   client     cargo test --test '*'               tests/*.rs against real servers
+#   package    scripts/package.sh test             the .deb installed into a new chroot
 #
 # Each tier prints a header and its counts; the last line is the total.
 set -euo pipefail
@@ -22,11 +23,11 @@ export PG_CONFIG=${PG_CONFIG:-/usr/bin/pg_config}
 source scripts/pgcluster.sh   # PG, PG_ROOT, PG_CONFIG; as_postgres
 
 if [ -z "$PG_ROOT" ]; then
-    all_tiers=(unit pgrx regress isolation client)
+    all_tiers=(unit pgrx regress isolation client package)
 else
     # The pure-Rust tier is the same for every version; pgrx's runs a
     # server of its own, outside any chroot.
-    all_tiers=(regress isolation client)
+    all_tiers=(regress isolation client package)
 fi
 if [ $# -eq 0 ]; then tiers=("${all_tiers[@]}"); else tiers=("$@"); fi
 echo "-- PostgreSQL $("$PG_CONFIG" --version | sed 's/PostgreSQL //')${PG_ROOT:+ (in $PG_ROOT)}"
@@ -175,6 +176,12 @@ for t in "${tiers[@]}"; do
         install_for_tests
         cargo test --test '*' 2>&1 | tee "$log"
         n=$(cargo_count); passed "$n"
+        ;;
+    package)
+        header package "the Debian package, installed into a new chroot (scripts/package.sh test)"
+        scripts/package.sh test 2>&1 | tee "$log"
+        grep -qx "package test for PostgreSQL $PG: passed" "$log"
+        passed 1
         ;;
     esac
 done
