@@ -415,6 +415,7 @@ fn hostile_arguments_get_clean_errors() {
         ),
         ("SELECT syncguard.merge_upsert(NULL, '{}', '{}')", "22004"),
         ("SELECT syncguard.protect(NULL)", "22004"),
+        ("SELECT syncguard.unprotect(NULL)", "22004"),
         ("SELECT syncguard.protect_config(NULL, NULL, NULL)", "22004"),
     ] {
         let e = mallory.batch_execute(sql).unwrap_err();
