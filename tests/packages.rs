@@ -18,6 +18,11 @@ fn meta_json_is_valid_pgxn_metadata_for_this_version() {
     let version = env!("CARGO_PKG_VERSION");
     assert_eq!(meta["version"], version);
     assert_eq!(meta["provides"]["syncguard"]["version"], version);
-    let control = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("syncguard.control")).unwrap();
-    assert!(control.contains("default_version = '@CARGO_VERSION@'"), "{control}");
+    let control =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("syncguard.control"))
+            .unwrap();
+    assert!(
+        control.contains("default_version = '@CARGO_VERSION@'"),
+        "{control}"
+    );
 }

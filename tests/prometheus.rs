@@ -152,6 +152,16 @@ fn the_exporter_scrapes_syncguard_metrics() {
     assert_eq!(find("syncguard_queue_dead{"), 1.0);
     assert_eq!(find("syncguard_queue_dead_alert{"), 1.0);
     assert_eq!(find("syncguard_queue_in_flight{"), 0.0);
+    // The two due jobs were enqueued before the scrape and are due now.
+    let (age, wait) = (
+        find("syncguard_queue_oldest_job_age_seconds{"),
+        find("syncguard_queue_oldest_due_wait_seconds{"),
+    );
+    assert!(
+        (0.0..600.0).contains(&age) && (0.0..600.0).contains(&wait),
+        "{age} {wait}"
+    );
+    assert_eq!(find("syncguard_queue_backlog_alert{"), 0.0);
 
     assert_eq!(find("syncguard_invariant_open_episodes{"), 2.0);
     assert_eq!(find("syncguard_invariant_errored{"), 0.0);
