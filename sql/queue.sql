@@ -216,31 +216,16 @@ SET enable_seqscan = off
 SET enable_bitmapscan = off
 AS $$
 DECLARE
-    t timestamptz := clock_timestamp();
-    j syncguard.queue_jobs;
-    q record;
-    lost text;
+    attempts integer;
 BEGIN
-    SELECT * INTO j FROM syncguard.queue_jobs AS x
+    SELECT x.attempts INTO attempts FROM syncguard.queue_jobs AS x
      WHERE x.job_id = queue_lease_expired.job_id AND x.queue = queue_lease_expired.queue
-       AND x.state = 'leased' AND x.visible_at <= t
+       AND x.state = 'leased' AND x.visible_at <= clock_timestamp()
        FOR UPDATE;
-    IF NOT FOUND THEN
-        RETURN;
-    END IF;
-    SELECT coalesce(c.max_attempts, 5) AS max_attempts, coalesce(c.base, '2 seconds') AS base,
-           coalesce(c.cap, '10 minutes') AS cap, coalesce(c.jitter, 0.2) AS jitter INTO q
-      FROM (SELECT) AS one LEFT JOIN syncguard.queues AS c ON c.queue = j.queue;
-    lost := format('lease of attempt %s expired without ack or nack', j.attempts);
-    IF j.attempts < q.max_attempts THEN
-        UPDATE syncguard.queue_jobs AS x
-           SET state = 'ready', last_error = lost,
-               visible_at = t + syncguard.backoff_delay(j.attempts, q.base, q.cap, q.jitter)
-         WHERE x.queue = j.queue AND x.job_id = j.job_id;
-    ELSE
-        UPDATE syncguard.queue_jobs AS x
-           SET state = 'dead', last_error = lost, dead_at = t, visible_at = t
-         WHERE x.queue = j.queue AND x.job_id = j.job_id;
+    IF FOUND THEN
+        -- The consumer died or hung: as if it had nacked the attempt.
+        PERFORM syncguard.nack(job_id, format('lease of attempt %s expired without ack or nack', attempts),
+                               true, attempts);
     END IF;
 END
 $$;

@@ -219,48 +219,6 @@ COMMENT ON VIEW syncguard.sync_health IS 'per sync source: runs, error rate, lat
 COMMENT ON VIEW syncguard.queue_stats IS 'per queue: depth, ready, in flight, failed, dead, oldest job age';
 COMMENT ON VIEW syncguard.sync_alerts IS 'what is wrong now: raised alert flags of sync_health and queue_stats';
 
-CREATE OR REPLACE FUNCTION syncguard.dequeue(queue text, n integer DEFAULT 1, visibility interval DEFAULT '30 seconds')
-RETURNS TABLE (job_id bigint, payload jsonb, attempt integer, dedupe_key text,
-               enqueued_at timestamptz, last_error text)
-LANGUAGE plpgsql VOLATILE ROWS 1
-SET search_path = pg_catalog, pg_temp
-SET plan_cache_mode = force_generic_plan
-SET enable_sort = off
-SET enable_bitmapscan = off
-SET enable_seqscan = off
-AS $$
-#variable_conflict use_column
-DECLARE
-    t   timestamptz := clock_timestamp();
-    ids bigint[];
-    id  bigint;
-BEGIN
-    IF queue IS NULL OR n IS NULL OR visibility IS NULL THEN
-        RAISE EXCEPTION USING ERRCODE = '22004',
-            MESSAGE = 'dequeue: queue, n and visibility must not be NULL';
-    END IF;
-    IF n < 1 OR visibility <= interval '0' THEN
-        RAISE EXCEPTION USING ERRCODE = '22023',
-            MESSAGE = format('dequeue: n must be at least 1 and visibility positive, got %s and %s', n, visibility),
-            HINT = 'The visibility timeout should exceed the time a job takes.';
-    END IF;
-    ids := ARRAY(
-        SELECT d.job_id FROM syncguard.queue_jobs AS d
-         WHERE d.queue = $1 AND d.state <> 'dead' AND d.visible_at <= t
-         ORDER BY d.visible_at
-         LIMIT $2
-           FOR UPDATE SKIP LOCKED);
-    -- One primary-key UPDATE per job: a plan over the whole id array would
-    -- depend on statistics that a queue table, mostly dead rows, keeps wrong.
-    FOREACH id IN ARRAY ids LOOP
-        RETURN QUERY
-        UPDATE syncguard.queue_jobs AS j
-           SET state = 'leased', attempts = j.attempts + 1, visible_at = t + $3
-         WHERE j.job_id = id AND j.queue = $1
-        RETURNING j.job_id, j.payload, j.attempts, j.dedupe_key, j.enqueued_at, j.last_error;
-    END LOOP;
-END
-$$;
 
 -- Row ownership across roles: restrictive insert policies, so that no role
 -- writes rows under another role's invariant, source or run; no identity
@@ -302,16 +260,13 @@ GRANT INSERT (source, owner_role, status, parts, since, started_at, deadline, fi
 
 -- Lookups by key never scan the table: a plan a session made while the table
 -- was nearly empty would otherwise stay a sequential scan as the table grows.
-ALTER FUNCTION syncguard.enqueue(text, jsonb, text, interval) SET enable_seqscan = off;
-ALTER FUNCTION syncguard.enqueue(text, jsonb, text, interval) SET enable_bitmapscan = off;
+-- (enqueue, dequeue and idem_claim have more changes: redefined whole below.)
 ALTER FUNCTION syncguard.queue_leased_job(bigint, integer, text) SET enable_seqscan = off;
 ALTER FUNCTION syncguard.queue_leased_job(bigint, integer, text) SET enable_bitmapscan = off;
 ALTER FUNCTION syncguard.ack(bigint, integer) SET enable_seqscan = off;
 ALTER FUNCTION syncguard.ack(bigint, integer) SET enable_bitmapscan = off;
 ALTER FUNCTION syncguard.nack(bigint, text, boolean, integer) SET enable_seqscan = off;
 ALTER FUNCTION syncguard.nack(bigint, text, boolean, integer) SET enable_bitmapscan = off;
-ALTER FUNCTION syncguard.idem_claim(text, text, jsonb, interval, interval, text[]) SET enable_seqscan = off;
-ALTER FUNCTION syncguard.idem_claim(text, text, jsonb, interval, interval, text[]) SET enable_bitmapscan = off;
 ALTER FUNCTION syncguard.idem_lease_lost(uuid, text, text) SET enable_seqscan = off;
 ALTER FUNCTION syncguard.idem_lease_lost(uuid, text, text) SET enable_bitmapscan = off;
 ALTER FUNCTION syncguard.idem_complete(uuid, jsonb, text) SET enable_seqscan = off;
@@ -964,31 +919,16 @@ SET enable_seqscan = off
 SET enable_bitmapscan = off
 AS $$
 DECLARE
-    t timestamptz := clock_timestamp();
-    j syncguard.queue_jobs;
-    q record;
-    lost text;
+    attempts integer;
 BEGIN
-    SELECT * INTO j FROM syncguard.queue_jobs AS x
+    SELECT x.attempts INTO attempts FROM syncguard.queue_jobs AS x
      WHERE x.job_id = queue_lease_expired.job_id AND x.queue = queue_lease_expired.queue
-       AND x.state = 'leased' AND x.visible_at <= t
+       AND x.state = 'leased' AND x.visible_at <= clock_timestamp()
        FOR UPDATE;
-    IF NOT FOUND THEN
-        RETURN;
-    END IF;
-    SELECT coalesce(c.max_attempts, 5) AS max_attempts, coalesce(c.base, '2 seconds') AS base,
-           coalesce(c.cap, '10 minutes') AS cap, coalesce(c.jitter, 0.2) AS jitter INTO q
-      FROM (SELECT) AS one LEFT JOIN syncguard.queues AS c ON c.queue = j.queue;
-    lost := format('lease of attempt %s expired without ack or nack', j.attempts);
-    IF j.attempts < q.max_attempts THEN
-        UPDATE syncguard.queue_jobs AS x
-           SET state = 'ready', last_error = lost,
-               visible_at = t + syncguard.backoff_delay(j.attempts, q.base, q.cap, q.jitter)
-         WHERE x.queue = j.queue AND x.job_id = j.job_id;
-    ELSE
-        UPDATE syncguard.queue_jobs AS x
-           SET state = 'dead', last_error = lost, dead_at = t, visible_at = t
-         WHERE x.queue = j.queue AND x.job_id = j.job_id;
+    IF FOUND THEN
+        -- The consumer died or hung: as if it had nacked the attempt.
+        PERFORM syncguard.nack(job_id, format('lease of attempt %s expired without ack or nack', attempts),
+                               true, attempts);
     END IF;
 END
 $$;
