@@ -555,20 +555,35 @@ unsafe fn inserted_row<'a>(
             (v[f], n[f]) = stamped.map_or((pg_sys::Datum::from(0), true), |s| (s, false));
             cols.push(companion as i32);
         }
-        let vals: Vec<pg_sys::Datum> = cols.iter().map(|&c| v[c as usize - 1]).collect();
-        let nulls: Vec<bool> = cols.iter().map(|&c| n[c as usize - 1]).collect();
-        let tuple = pg_sys::heap_modify_tuple_by_cols(
-            td.tg_trigtuple,
+        Ok(Some(with_columns(td.tg_trigtuple, tupdesc, &cols, &v, &n)))
+    }
+}
+
+/// `tuple` with the columns `cols` (attnums, 1-based) taken from `values`
+/// and `nulls` (one entry per attribute), as the trigger returns it.
+///
+/// # Safety
+/// `tuple` is a tuple of `tupdesc`, which lives for the trigger call.
+unsafe fn with_columns<'a>(
+    tuple: pg_sys::HeapTuple,
+    tupdesc: pg_sys::TupleDesc,
+    cols: &[i32],
+    values: &[pg_sys::Datum],
+    nulls: &[bool],
+) -> PgHeapTuple<'a, AllocatedByPostgres> {
+    let vals: Vec<pg_sys::Datum> = cols.iter().map(|&c| values[c as usize - 1]).collect();
+    let isnull: Vec<bool> = cols.iter().map(|&c| nulls[c as usize - 1]).collect();
+    // SAFETY: as the caller promises; the arrays have cols.len() entries.
+    unsafe {
+        let modified = pg_sys::heap_modify_tuple_by_cols(
+            tuple,
             tupdesc,
             cols.len() as i32,
             cols.as_ptr() as *mut i32,
             vals.as_ptr() as *mut pg_sys::Datum,
-            nulls.as_ptr() as *mut bool,
+            isnull.as_ptr() as *mut bool,
         );
-        Ok(Some(PgHeapTuple::from_heap_tuple(
-            PgTupleDesc::from_pg_unchecked(tupdesc),
-            tuple,
-        )))
+        PgHeapTuple::from_heap_tuple(PgTupleDesc::from_pg_unchecked(tupdesc), modified)
     }
 }
 
@@ -858,20 +873,7 @@ fn protect_row<'a>(
         if cols.is_empty() {
             return Ok(new);
         }
-        let vals: Vec<pg_sys::Datum> = cols.iter().map(|&c| nv[c as usize - 1]).collect();
-        let nulls: Vec<bool> = cols.iter().map(|&c| nn[c as usize - 1]).collect();
-        let tuple = pg_sys::heap_modify_tuple_by_cols(
-            td.tg_newtuple,
-            tupdesc,
-            cols.len() as i32,
-            cols.as_ptr() as *mut i32,
-            vals.as_ptr() as *mut pg_sys::Datum,
-            nulls.as_ptr() as *mut bool,
-        );
-        Ok(Some(PgHeapTuple::from_heap_tuple(
-            PgTupleDesc::from_pg_unchecked(tupdesc),
-            tuple,
-        )))
+        Ok(Some(with_columns(td.tg_newtuple, tupdesc, &cols, &nv, &nn)))
     }
 }
 
