@@ -100,13 +100,7 @@ test_deb() {
     "${PGV_SUDO[@]}" debootstrap --variant=minbase "$suite" "$root" http://deb.debian.org/debian >/dev/null
     local PG_ROOT=$root
     pgv_mount
-    printf '#!/bin/sh\nexit 101\n' | "${PGV_SUDO[@]}" tee "$root/usr/sbin/policy-rc.d" >/dev/null
-    "${PGV_SUDO[@]}" chmod 755 "$root/usr/sbin/policy-rc.d"
-    "${PGV_SUDO[@]}" mkdir -p "$root/etc/postgresql-common/createcluster.d"
-    echo "create_main_cluster = false" |
-        "${PGV_SUDO[@]}" tee "$root/etc/postgresql-common/createcluster.d/no-main-cluster.conf" >/dev/null
-    echo 'Acquire::Check-Valid-Until "false";' | "${PGV_SUDO[@]}" tee "$root/etc/apt/apt.conf.d/99syncguard" >/dev/null
-    "${PGV_SUDO[@]}" cp /etc/resolv.conf "$root/etc/resolv.conf"
+    pgv_prepare_root
     "${PGV_SUDO[@]}" cp "$deb" "$root/tmp/"
     echo "-- apt-get install ./$(basename "$deb")"
     pgv_in_root apt-get update -qq

@@ -64,6 +64,21 @@ pgv_mount() {
     fi
 }
 
+# Ready $PG_ROOT (a debootstrapped Debian) for apt: no service starts in
+# it and no "main" cluster is made (it shares the host's network); it
+# resolves names; sid's index may be served past its Valid-Until date
+# (signatures are still checked).
+pgv_prepare_root() {
+    printf '#!/bin/sh\nexit 101\n' | "${PGV_SUDO[@]}" tee "$PG_ROOT/usr/sbin/policy-rc.d" >/dev/null
+    "${PGV_SUDO[@]}" chmod 755 "$PG_ROOT/usr/sbin/policy-rc.d"
+    "${PGV_SUDO[@]}" mkdir -p "$PG_ROOT/etc/postgresql-common/createcluster.d"
+    echo "create_main_cluster = false" |
+        "${PGV_SUDO[@]}" tee "$PG_ROOT/etc/postgresql-common/createcluster.d/no-main-cluster.conf" >/dev/null
+    "${PGV_SUDO[@]}" cp /etc/resolv.conf "$PG_ROOT/etc/resolv.conf"
+    echo 'Acquire::Check-Valid-Until "false";' |
+        "${PGV_SUDO[@]}" tee "$PG_ROOT/etc/apt/apt.conf.d/99syncguard" >/dev/null
+}
+
 # Make (or bring up to date) the chroot of $PG: idempotent, quiet when done.
 pgversion_setup() {
     [ -n "$PG_ROOT" ] || return 0
@@ -79,17 +94,7 @@ pgversion_setup() {
     pgv_mount
     if [ ! -f "$stamp" ] || [ "$(( $(date +%s) - $(stat -c %Y "$stamp") ))" -gt 86400 ]; then
         echo "setup: PostgreSQL $PG packages in $PG_ROOT (the newest the $PG_SUITE archive has)"
-        # No service starts in the chroot and no "main" cluster is made: the
-        # chroot shares the host's network.
-        printf '#!/bin/sh\nexit 101\n' | "${PGV_SUDO[@]}" tee "$PG_ROOT/usr/sbin/policy-rc.d" >/dev/null
-        "${PGV_SUDO[@]}" chmod 755 "$PG_ROOT/usr/sbin/policy-rc.d"
-        "${PGV_SUDO[@]}" mkdir -p "$PG_ROOT/etc/postgresql-common/createcluster.d"
-        echo "create_main_cluster = false" |
-            "${PGV_SUDO[@]}" tee "$PG_ROOT/etc/postgresql-common/createcluster.d/no-main-cluster.conf" >/dev/null
-        "${PGV_SUDO[@]}" cp /etc/resolv.conf "$PG_ROOT/etc/resolv.conf"
-        # sid's index may be served past its Valid-Until date; signatures are still checked.
-        echo 'Acquire::Check-Valid-Until "false";' |
-            "${PGV_SUDO[@]}" tee "$PG_ROOT/etc/apt/apt.conf.d/99syncguard" >/dev/null
+        pgv_prepare_root
         # The chroot's postgres user is the host's (same uid and gid).
         local uid gid
         uid=$(id -u postgres) gid=$(id -g postgres)
