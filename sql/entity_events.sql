@@ -30,7 +30,9 @@ CREATE POLICY entity_events_own ON syncguard.entity_events
     USING (owner_role = current_user) WITH CHECK (owner_role = current_user);
 -- No id in INSERT: an id chosen with OVERRIDING SYSTEM VALUE could take the
 -- one the sequence hands to another role's next event of the same entity.
-GRANT SELECT, DELETE ON syncguard.entity_events TO PUBLIC;
+-- No DELETE: it would let a role LOCK the table against every other role
+-- (src/row_delete.rs); events_prune deletes.
+GRANT SELECT ON syncguard.entity_events TO PUBLIC;
 GRANT INSERT (entity, kind, at, data, owner_role) ON syncguard.entity_events TO PUBLIC;
 
 -- Gaps and islands: per entity, the events of the two kinds in time order
@@ -74,3 +76,26 @@ $$;
 GRANT EXECUTE ON FUNCTION syncguard.event_intervals(text, text, text) TO PUBLIC;
 COMMENT ON FUNCTION syncguard.event_intervals(text, text, text) IS
     'coalesce start/stop events per entity into intervals (stopped_at NULL while open)';
+
+-- Delete events, of `entity` or of all the caller's, older than older_than;
+-- returns how many. An invariant over event_intervals needs the events of
+-- every interval it reports: keep them as long as it looks back.
+CREATE FUNCTION syncguard.events_prune(older_than interval, entity text DEFAULT NULL)
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF older_than IS NULL THEN
+        RAISE EXCEPTION USING ERRCODE = '22004', MESSAGE = 'events_prune: older_than must not be NULL',
+            HINT = 'Pass how old an event must be, e.g. interval ''1 year''.';
+    END IF;
+    RETURN syncguard._delete_visible('syncguard.entity_events', ARRAY(
+        SELECT e.ctid FROM syncguard.entity_events e
+         WHERE e.at < now() - older_than
+           AND (events_prune.entity IS NULL OR e.entity = events_prune.entity)));
+END
+$$;
+
+GRANT EXECUTE ON FUNCTION syncguard.events_prune(interval, text) TO PUBLIC;
+COMMENT ON FUNCTION syncguard.events_prune(interval, text) IS 'delete entity events older than an interval; returns how many';

@@ -66,12 +66,11 @@ BEGIN
     RETURN NEXT;
 
     -- Runs older than keep_runs (the episodes stay: they are the history).
-    DELETE FROM syncguard.invariant_runs r
-     WHERE r.id IN (SELECT o.id FROM syncguard.invariant_runs o
-                     WHERE o.started_at < now() - keep_runs
-                     LIMIT max_batches * batch);
-    GET DIAGNOSTICS n = ROW_COUNT;
-    task := 'invariant runs pruned'; affected := n;
+    task := 'invariant runs pruned';
+    affected := syncguard._delete_visible('syncguard.invariant_runs', ARRAY(
+        SELECT o.ctid FROM syncguard.invariant_runs o
+         WHERE o.started_at < now() - keep_runs
+         LIMIT max_batches * batch));
     RETURN NEXT;
 END
 $$;

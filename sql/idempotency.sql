@@ -71,7 +71,11 @@ ALTER TABLE syncguard.idempotency_keys ENABLE ROW LEVEL SECURITY;
 CREATE POLICY idempotency_keys_own ON syncguard.idempotency_keys
     USING (owner_role = current_user)
     WITH CHECK (owner_role = current_user);
-GRANT SELECT, INSERT, UPDATE, DELETE ON syncguard.idempotency_keys TO PUBLIC;
+-- No table-level UPDATE or DELETE: either would let a role LOCK the table
+-- against every other role (src/row_delete.rs). idem_prune deletes.
+GRANT SELECT, INSERT ON syncguard.idempotency_keys TO PUBLIC;
+GRANT UPDATE (fingerprint, status, response, last_error, attempts, lease_token, lease_expires_at,
+              next_attempt_at, created_at, updated_at, expires_at) ON syncguard.idempotency_keys TO PUBLIC;
 
 -- The delay before retry number `attempt` + 1 after `attempt` failed:
 -- least(cap, base * 2^(attempt-1)), spread uniformly by ±jitter (a fraction)
@@ -390,24 +394,20 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     t timestamptz := clock_timestamp();
-    n bigint;
 BEGIN
     IF batch IS NULL OR batch < 1 THEN
         RAISE EXCEPTION USING ERRCODE = '22023',
             MESSAGE = format('idem_prune: batch must be at least 1, got %s', coalesce(batch::text, 'NULL')),
             HINT = 'Call idem_prune repeatedly with a moderate batch (e.g. 1000).';
     END IF;
-    DELETE FROM syncguard.idempotency_keys AS k
-     WHERE (k.scope, k.key, k.owner_role) IN (
-            SELECT e.scope, e.key, e.owner_role
+    RETURN syncguard._delete_visible('syncguard.idempotency_keys', ARRAY(
+            SELECT e.ctid
               FROM syncguard.idempotency_keys AS e
              WHERE e.expires_at < t
                AND NOT (e.status = 'running' AND e.lease_expires_at > t)
                AND (idem_prune.scope IS NULL OR e.scope = idem_prune.scope)
              LIMIT batch
-               FOR UPDATE SKIP LOCKED);
-    GET DIAGNOSTICS n = ROW_COUNT;
-    RETURN n;
+               FOR UPDATE SKIP LOCKED));
 END
 $$;
 

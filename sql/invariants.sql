@@ -113,10 +113,13 @@ CREATE POLICY invariant_runs_own_invariant ON syncguard.invariant_runs AS RESTRI
 CREATE POLICY violations_own_invariant ON syncguard.violations AS RESTRICTIVE FOR INSERT
     WITH CHECK (EXISTS (SELECT FROM syncguard.invariants AS i
                          WHERE i.name = violations.invariant AND i.owner_role = current_user));
-GRANT SELECT, INSERT, DELETE ON syncguard.invariants TO PUBLIC;
+-- No table-level UPDATE or DELETE: either would let a role LOCK the table
+-- against every other role (src/row_delete.rs); drop_invariant,
+-- violations_prune and housekeeping delete.
+GRANT SELECT, INSERT ON syncguard.invariants TO PUBLIC;
 GRANT UPDATE (query, grace, severity, remediation, description, schedule, statement_timeout, enabled,
               updated_at, last_run_at, last_status, last_error) ON syncguard.invariants TO PUBLIC;
-GRANT SELECT, DELETE ON syncguard.invariant_runs, syncguard.violations TO PUBLIC;
+GRANT SELECT ON syncguard.invariant_runs, syncguard.violations TO PUBLIC;
 GRANT INSERT (invariant, owner_role, started_at, finished_at, status, violations, new_episodes, resolved,
               sqlstate, error) ON syncguard.invariant_runs TO PUBLIC;
 GRANT INSERT (invariant, owner_role, entity, since, first_seen, last_seen, count, resolved_at),
@@ -278,10 +281,10 @@ BEGIN
             MESSAGE = 'drop_invariant: name and keep_history must not be NULL',
             HINT = 'Pass the invariant''s name.';
     END IF;
-    -- The row lock of the DELETE orders it with a check or redefinition;
-    -- no advisory lock, which any role could take first.
-    DELETE FROM syncguard.invariants i WHERE i.name = drop_invariant.name;
-    IF NOT FOUND THEN
+    -- The row lock orders it with a check or redefinition; no advisory
+    -- lock, which any role could take first.
+    IF syncguard._delete_visible('syncguard.invariants', ARRAY(
+           SELECT i.ctid FROM syncguard.invariants i WHERE i.name = drop_invariant.name FOR UPDATE)) = 0 THEN
         RETURN false;
     END IF;
     EXECUTE format('DROP VIEW IF EXISTS syncguard_invariants.%I', name);
@@ -289,10 +292,31 @@ BEGIN
         UPDATE syncguard.violations v SET resolved_at = now()
          WHERE v.invariant = drop_invariant.name AND v.resolved_at IS NULL;
     ELSE
-        DELETE FROM syncguard.violations v WHERE v.invariant = drop_invariant.name;
-        DELETE FROM syncguard.invariant_runs r WHERE r.invariant = drop_invariant.name;
+        PERFORM syncguard._delete_visible('syncguard.violations', ARRAY(
+            SELECT v.ctid FROM syncguard.violations v WHERE v.invariant = drop_invariant.name));
+        PERFORM syncguard._delete_visible('syncguard.invariant_runs', ARRAY(
+            SELECT r.ctid FROM syncguard.invariant_runs r WHERE r.invariant = drop_invariant.name));
     END IF;
     RETURN true;
+END
+$$;
+
+-- Delete resolved episodes, of `invariant` or of all the caller's, that were
+-- resolved more than older_than ago; returns how many. Open episodes stay.
+CREATE FUNCTION syncguard.violations_prune(older_than interval, invariant text DEFAULT NULL)
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF older_than IS NULL THEN
+        RAISE EXCEPTION USING ERRCODE = '22004', MESSAGE = 'violations_prune: older_than must not be NULL',
+            HINT = 'Pass how long ago an episode must have been resolved, e.g. interval ''1 year''.';
+    END IF;
+    RETURN syncguard._delete_visible('syncguard.violations', ARRAY(
+        SELECT v.ctid FROM syncguard.violations v
+         WHERE v.resolved_at < now() - older_than
+           AND (violations_prune.invariant IS NULL OR v.invariant = violations_prune.invariant)));
 END
 $$;
 
@@ -482,6 +506,7 @@ GRANT EXECUTE ON FUNCTION
     syncguard.alert_payload(text, text, bigint),
     syncguard.define_invariant(text, text, interval, text, text, text, interval, interval, boolean, text),
     syncguard.drop_invariant(text, boolean),
+    syncguard.violations_prune(interval, text),
     syncguard.run_invariant_check(text),
     syncguard.check_invariants(text),
     syncguard.due_invariants(),
@@ -497,6 +522,8 @@ COMMENT ON FUNCTION syncguard.define_invariant(text, text, interval, text, text,
     'define or replace an invariant: a SELECT returning violating rows (entity, since), and its view';
 COMMENT ON FUNCTION syncguard.drop_invariant(text, boolean) IS
     'drop an invariant and its view; keep_history keeps its runs and episodes';
+COMMENT ON FUNCTION syncguard.violations_prune(interval, text) IS
+    'delete episodes resolved more than an interval ago; returns how many';
 COMMENT ON FUNCTION syncguard.run_invariant_check(text) IS
     'internal: one check, recorded as a run, episodes and alerts';
 COMMENT ON FUNCTION syncguard.check_invariants(text) IS

@@ -76,10 +76,15 @@ CREATE POLICY queues_own ON syncguard.queues
 CREATE POLICY queue_jobs_own ON syncguard.queue_jobs
     USING (owner_role = current_user OR syncguard.has_privs_of(owner_role))
     WITH CHECK (owner_role = current_user OR syncguard.has_privs_of(owner_role));
-GRANT SELECT, INSERT, UPDATE, DELETE ON syncguard.queues TO PUBLIC;
+-- No table-level UPDATE or DELETE: either would let a role LOCK the table
+-- against every other role (src/row_delete.rs); ack, purge_dead and
+-- queue_drop delete.
+GRANT SELECT, INSERT ON syncguard.queues TO PUBLIC;
+GRANT UPDATE (max_attempts, base, cap, jitter, max_job_age) ON syncguard.queues TO PUBLIC;
 -- No job_id in INSERT: an id chosen with OVERRIDING SYSTEM VALUE could take
 -- the one the sequence hands to another role's next job.
-GRANT SELECT, UPDATE, DELETE ON syncguard.queue_jobs TO PUBLIC;
+GRANT SELECT ON syncguard.queue_jobs TO PUBLIC;
+GRANT UPDATE (state, attempts, visible_at, last_error, dead_at) ON syncguard.queue_jobs TO PUBLIC;
 GRANT INSERT (queue, owner_role, state, payload, dedupe_key, attempts, visible_at, last_error, enqueued_at, dead_at)
     ON syncguard.queue_jobs TO PUBLIC;
 
@@ -278,10 +283,10 @@ SET enable_seqscan = off
 SET enable_bitmapscan = off
 AS $$
 BEGIN
-    DELETE FROM syncguard.queue_jobs AS j
-     WHERE j.job_id = ack.job_id AND j.state = 'leased'
-       AND (ack.attempt IS NULL OR j.attempts = ack.attempt);
-    IF NOT FOUND THEN
+    IF syncguard._delete_visible('syncguard.queue_jobs', ARRAY(
+           SELECT j.ctid FROM syncguard.queue_jobs AS j
+            WHERE j.job_id = ack.job_id AND j.state = 'leased'
+              AND (ack.attempt IS NULL OR j.attempts = ack.attempt))) = 0 THEN
         PERFORM syncguard.queue_leased_job(job_id, attempt, 'ack');
     END IF;
 END
@@ -358,15 +363,34 @@ RETURNS bigint
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
-DECLARE
-    n bigint;
 BEGIN
     IF queue IS NULL OR older_than IS NULL THEN
         RAISE EXCEPTION USING ERRCODE = '22004', MESSAGE = 'purge_dead: queue and older_than must not be NULL';
     END IF;
-    DELETE FROM syncguard.queue_jobs AS j
-     WHERE j.queue = purge_dead.queue AND j.state = 'dead' AND j.dead_at <= clock_timestamp() - older_than;
-    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN syncguard._delete_visible('syncguard.queue_jobs', ARRAY(
+        SELECT j.ctid FROM syncguard.queue_jobs AS j
+         WHERE j.queue = purge_dead.queue AND j.state = 'dead' AND j.dead_at <= clock_timestamp() - older_than));
+END
+$$;
+
+-- Remove a queue: its jobs in every state and its settings; returns how many
+-- jobs it deleted. Jobs a consumer holds are deleted too, and its ack or nack
+-- then reports the job as gone.
+CREATE FUNCTION syncguard.queue_drop(queue text)
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    n bigint;
+BEGIN
+    IF queue IS NULL THEN
+        RAISE EXCEPTION USING ERRCODE = '22004', MESSAGE = 'queue_drop: queue must not be NULL';
+    END IF;
+    n := syncguard._delete_visible('syncguard.queue_jobs', ARRAY(
+        SELECT j.ctid FROM syncguard.queue_jobs AS j WHERE j.queue = queue_drop.queue));
+    PERFORM syncguard._delete_visible('syncguard.queues', ARRAY(
+        SELECT q.ctid FROM syncguard.queues AS q WHERE q.queue = queue_drop.queue));
     RETURN n;
 END
 $$;
@@ -428,6 +452,7 @@ GRANT EXECUTE ON FUNCTION
     syncguard.nack(bigint, text, boolean, integer),
     syncguard.requeue_dead(text, bigint[]),
     syncguard.purge_dead(text, interval),
+    syncguard.queue_drop(text),
     syncguard.queue_configure(text, integer, interval, interval, double precision, interval)
     TO PUBLIC;
 
@@ -441,5 +466,6 @@ COMMENT ON FUNCTION syncguard.nack(bigint, text, boolean, integer) IS
     'a leased job failed: due again after backoff, or dead after the last attempt';
 COMMENT ON FUNCTION syncguard.requeue_dead(text, bigint[]) IS 'make dead jobs ready again';
 COMMENT ON FUNCTION syncguard.purge_dead(text, interval) IS 'delete old dead jobs';
+COMMENT ON FUNCTION syncguard.queue_drop(text) IS 'remove a queue: its jobs and its settings';
 COMMENT ON FUNCTION syncguard.queue_configure(text, integer, interval, interval, double precision, interval) IS
     'set a queue''s retry schedule and alert threshold (NULL keeps a setting)';

@@ -118,10 +118,17 @@ CREATE POLICY sync_parts_visible_run ON syncguard.sync_parts AS RESTRICTIVE
     USING (true)
     WITH CHECK (EXISTS (SELECT FROM syncguard.sync_runs AS r
                          WHERE r.run_id = sync_parts.run_id AND r.source = sync_parts.source));
-GRANT SELECT, INSERT, UPDATE, DELETE ON syncguard.sync_sources, syncguard.sync_parts TO PUBLIC;
+-- No table-level UPDATE or DELETE: either would let a role LOCK the table
+-- against every other role (src/row_delete.rs); sync_prune and sync_drop
+-- delete.
+GRANT SELECT, INSERT ON syncguard.sync_sources, syncguard.sync_parts TO PUBLIC;
+GRANT UPDATE (overlap, run_timeout, health_window, max_error_rate, max_avg_latency, max_silence,
+              watermark, last_success_at) ON syncguard.sync_sources TO PUBLIC;
+GRANT UPDATE (ok, error, records, latency, reports, reported_at) ON syncguard.sync_parts TO PUBLIC;
 -- run_id is left out of INSERT: a run id chosen with OVERRIDING SYSTEM VALUE
 -- could take the id the sequence hands to another role's next run.
-GRANT SELECT, UPDATE, DELETE ON syncguard.sync_runs TO PUBLIC;
+GRANT SELECT ON syncguard.sync_runs TO PUBLIC;
+GRANT UPDATE (status, finished_at, advanced, error) ON syncguard.sync_runs TO PUBLIC;
 GRANT INSERT (source, owner_role, status, parts, since, started_at, deadline, finished_at, advanced, error)
     ON syncguard.sync_runs TO PUBLIC;
 
@@ -389,11 +396,49 @@ EXCEPTION WHEN check_violation THEN
 END
 $$;
 
+-- Delete finished runs (and their parts) that finished more than older_than
+-- ago, of `source` or of every source the caller can see; returns how many
+-- runs. Running runs are kept whatever their age.
+CREATE FUNCTION syncguard.sync_prune(older_than interval, source text DEFAULT NULL)
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF older_than IS NULL THEN
+        RAISE EXCEPTION USING ERRCODE = '22004', MESSAGE = 'sync_prune: older_than must not be NULL',
+            HINT = 'Pass how old a finished run must be, e.g. interval ''90 days''.';
+    END IF;
+    RETURN syncguard._delete_visible('syncguard.sync_runs', ARRAY(
+        SELECT r.ctid FROM syncguard.sync_runs AS r
+         WHERE r.status <> 'running' AND r.finished_at < clock_timestamp() - older_than
+           AND (sync_prune.source IS NULL OR r.source = sync_prune.source)));
+END
+$$;
+
+-- Remove a source with its runs and parts; false when the caller has no
+-- source of that name.
+CREATE FUNCTION syncguard.sync_drop(source text)
+RETURNS boolean
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF source IS NULL THEN
+        RAISE EXCEPTION USING ERRCODE = '22004', MESSAGE = 'sync_drop: source must not be NULL';
+    END IF;
+    RETURN syncguard._delete_visible('syncguard.sync_sources', ARRAY(
+        SELECT s.ctid FROM syncguard.sync_sources AS s WHERE s.source = sync_drop.source)) > 0;
+END
+$$;
+
 GRANT EXECUTE ON FUNCTION
     syncguard.sync_begin(text, text[]),
     syncguard.sync_part(bigint, text, boolean, text, integer, interval),
     syncguard.sync_finish(bigint),
     syncguard.sync_abandon_stale(text),
+    syncguard.sync_prune(interval, text),
+    syncguard.sync_drop(text),
     syncguard.sync_configure(text, interval, interval, interval, double precision, interval, interval)
     TO PUBLIC;
 
@@ -405,5 +450,8 @@ COMMENT ON FUNCTION syncguard.sync_finish(bigint) IS
     'finish a sync run; advances the watermark to its start only if every part succeeded';
 COMMENT ON FUNCTION syncguard.sync_abandon_stale(text) IS
     'mark sync runs past their timeout as abandoned; returns how many';
+COMMENT ON FUNCTION syncguard.sync_prune(interval, text) IS
+    'delete finished sync runs (and their parts) older than an interval; returns how many runs';
+COMMENT ON FUNCTION syncguard.sync_drop(text) IS 'remove a sync source with its runs and parts';
 COMMENT ON FUNCTION syncguard.sync_configure(text, interval, interval, interval, double precision, interval, interval) IS
     'set a sync source''s overlap, run timeout and health thresholds (NULL keeps a setting)';

@@ -567,24 +567,20 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     t timestamptz := clock_timestamp();
-    n bigint;
 BEGIN
     IF batch IS NULL OR batch < 1 THEN
         RAISE EXCEPTION USING ERRCODE = '22023',
             MESSAGE = format('idem_prune: batch must be at least 1, got %s', coalesce(batch::text, 'NULL')),
             HINT = 'Call idem_prune repeatedly with a moderate batch (e.g. 1000).';
     END IF;
-    DELETE FROM syncguard.idempotency_keys AS k
-     WHERE (k.scope, k.key, k.owner_role) IN (
-            SELECT e.scope, e.key, e.owner_role
+    RETURN syncguard._delete_visible('syncguard.idempotency_keys', ARRAY(
+            SELECT e.ctid
               FROM syncguard.idempotency_keys AS e
              WHERE e.expires_at < t
                AND NOT (e.status = 'running' AND e.lease_expires_at > t)
                AND (idem_prune.scope IS NULL OR e.scope = idem_prune.scope)
              LIMIT batch
-               FOR UPDATE SKIP LOCKED);
-    GET DIAGNOSTICS n = ROW_COUNT;
-    RETURN n;
+               FOR UPDATE SKIP LOCKED));
 END
 $$;
 CREATE OR REPLACE FUNCTION syncguard.audit()
@@ -755,10 +751,10 @@ BEGIN
             MESSAGE = 'drop_invariant: name and keep_history must not be NULL',
             HINT = 'Pass the invariant''s name.';
     END IF;
-    -- The row lock of the DELETE orders it with a check or redefinition;
-    -- no advisory lock, which any role could take first.
-    DELETE FROM syncguard.invariants i WHERE i.name = drop_invariant.name;
-    IF NOT FOUND THEN
+    -- The row lock orders it with a check or redefinition; no advisory
+    -- lock, which any role could take first.
+    IF syncguard._delete_visible('syncguard.invariants', ARRAY(
+           SELECT i.ctid FROM syncguard.invariants i WHERE i.name = drop_invariant.name FOR UPDATE)) = 0 THEN
         RETURN false;
     END IF;
     EXECUTE format('DROP VIEW IF EXISTS syncguard_invariants.%I', name);
@@ -766,8 +762,10 @@ BEGIN
         UPDATE syncguard.violations v SET resolved_at = now()
          WHERE v.invariant = drop_invariant.name AND v.resolved_at IS NULL;
     ELSE
-        DELETE FROM syncguard.violations v WHERE v.invariant = drop_invariant.name;
-        DELETE FROM syncguard.invariant_runs r WHERE r.invariant = drop_invariant.name;
+        PERFORM syncguard._delete_visible('syncguard.violations', ARRAY(
+            SELECT v.ctid FROM syncguard.violations v WHERE v.invariant = drop_invariant.name));
+        PERFORM syncguard._delete_visible('syncguard.invariant_runs', ARRAY(
+            SELECT r.ctid FROM syncguard.invariant_runs r WHERE r.invariant = drop_invariant.name));
     END IF;
     RETURN true;
 END
@@ -1215,3 +1213,188 @@ BEGIN
     END LOOP;
 END
 $upgrade$;
+
+-- Shared tables without table-level UPDATE or DELETE for PUBLIC: either let a
+-- role LOCK a table against every other role. Functions delete through
+-- _delete_visible (src/row_delete.rs).
+CREATE FUNCTION syncguard."_delete_visible"("target" regclass, "ctids" tid[]) RETURNS bigint
+STRICT VOLATILE
+LANGUAGE c AS 'MODULE_PATHNAME', 'delete_visible_wrapper';
+REVOKE UPDATE, DELETE ON syncguard.idempotency_keys, syncguard.queues, syncguard.queue_jobs,
+    syncguard.sync_sources, syncguard.sync_runs, syncguard.sync_parts, syncguard.invariants,
+    syncguard.invariant_runs, syncguard.violations, syncguard.entity_events FROM PUBLIC;
+GRANT UPDATE (fingerprint, status, response, last_error, attempts, lease_token, lease_expires_at,
+              next_attempt_at, created_at, updated_at, expires_at) ON syncguard.idempotency_keys TO PUBLIC;
+GRANT UPDATE (max_attempts, base, cap, jitter, max_job_age) ON syncguard.queues TO PUBLIC;
+GRANT UPDATE (state, attempts, visible_at, last_error, dead_at) ON syncguard.queue_jobs TO PUBLIC;
+GRANT UPDATE (overlap, run_timeout, health_window, max_error_rate, max_avg_latency, max_silence,
+              watermark, last_success_at) ON syncguard.sync_sources TO PUBLIC;
+GRANT UPDATE (ok, error, records, latency, reports, reported_at) ON syncguard.sync_parts TO PUBLIC;
+GRANT UPDATE (status, finished_at, advanced, error) ON syncguard.sync_runs TO PUBLIC;
+GRANT UPDATE (query, grace, severity, remediation, description, schedule, statement_timeout, enabled,
+              updated_at, last_run_at, last_status, last_error) ON syncguard.invariants TO PUBLIC;
+GRANT INSERT (invariant, owner_role, entity, since, first_seen, last_seen, count, resolved_at),
+      UPDATE (since, last_seen, count, resolved_at) ON syncguard.violations TO PUBLIC;
+CREATE OR REPLACE FUNCTION syncguard.ack(job_id bigint, attempt integer DEFAULT NULL)
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+SET enable_seqscan = off
+SET enable_bitmapscan = off
+AS $$
+BEGIN
+    IF syncguard._delete_visible('syncguard.queue_jobs', ARRAY(
+           SELECT j.ctid FROM syncguard.queue_jobs AS j
+            WHERE j.job_id = ack.job_id AND j.state = 'leased'
+              AND (ack.attempt IS NULL OR j.attempts = ack.attempt))) = 0 THEN
+        PERFORM syncguard.queue_leased_job(job_id, attempt, 'ack');
+    END IF;
+END
+$$;
+CREATE OR REPLACE FUNCTION syncguard.purge_dead(queue text, older_than interval DEFAULT '0')
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF queue IS NULL OR older_than IS NULL THEN
+        RAISE EXCEPTION USING ERRCODE = '22004', MESSAGE = 'purge_dead: queue and older_than must not be NULL';
+    END IF;
+    RETURN syncguard._delete_visible('syncguard.queue_jobs', ARRAY(
+        SELECT j.ctid FROM syncguard.queue_jobs AS j
+         WHERE j.queue = purge_dead.queue AND j.state = 'dead' AND j.dead_at <= clock_timestamp() - older_than));
+END
+$$;
+CREATE OR REPLACE FUNCTION syncguard.housekeeping(
+    max_batches integer DEFAULT 100,
+    keep_runs interval DEFAULT '30 days'
+) RETURNS TABLE (task text, affected bigint)
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    batch constant integer := 1000;
+    n bigint;
+    total bigint := 0;
+BEGIN
+    IF max_batches IS NULL OR max_batches < 1 OR keep_runs IS NULL OR keep_runs < interval '0' THEN
+        RAISE EXCEPTION USING ERRCODE = '22023',
+            MESSAGE = format('housekeeping: max_batches must be at least 1 and keep_runs not negative, got %s and %s',
+                             coalesce(max_batches::text, 'NULL'), coalesce(keep_runs::text, 'NULL')),
+            HINT = 'Call it without arguments for the defaults.';
+    END IF;
+
+    -- Expired idempotency keys, in batches of 1000 (as idem_prune advises).
+    FOR i IN 1 .. max_batches LOOP
+        n := syncguard.idem_prune(batch);
+        total := total + n;
+        EXIT WHEN n < batch;
+    END LOOP;
+    task := 'idempotency keys pruned'; affected := total;
+    RETURN NEXT;
+
+    task := 'stale write counters folded'; affected := syncguard.fold_stale_writes();
+    RETURN NEXT;
+    -- Sync runs past their timeout: abandoned, so health counts them as failed.
+    task := 'sync runs abandoned'; affected := syncguard.sync_abandon_stale();
+    RETURN NEXT;
+
+    -- Runs older than keep_runs (the episodes stay: they are the history).
+    task := 'invariant runs pruned';
+    affected := syncguard._delete_visible('syncguard.invariant_runs', ARRAY(
+        SELECT o.ctid FROM syncguard.invariant_runs o
+         WHERE o.started_at < now() - keep_runs
+         LIMIT max_batches * batch));
+    RETURN NEXT;
+END
+$$;
+CREATE FUNCTION syncguard.queue_drop(queue text)
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    n bigint;
+BEGIN
+    IF queue IS NULL THEN
+        RAISE EXCEPTION USING ERRCODE = '22004', MESSAGE = 'queue_drop: queue must not be NULL';
+    END IF;
+    n := syncguard._delete_visible('syncguard.queue_jobs', ARRAY(
+        SELECT j.ctid FROM syncguard.queue_jobs AS j WHERE j.queue = queue_drop.queue));
+    PERFORM syncguard._delete_visible('syncguard.queues', ARRAY(
+        SELECT q.ctid FROM syncguard.queues AS q WHERE q.queue = queue_drop.queue));
+    RETURN n;
+END
+$$;
+GRANT EXECUTE ON FUNCTION syncguard.queue_drop(text) TO PUBLIC;
+COMMENT ON FUNCTION syncguard.queue_drop(text) IS 'remove a queue: its jobs and its settings';
+CREATE FUNCTION syncguard.sync_prune(older_than interval, source text DEFAULT NULL)
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF older_than IS NULL THEN
+        RAISE EXCEPTION USING ERRCODE = '22004', MESSAGE = 'sync_prune: older_than must not be NULL',
+            HINT = 'Pass how old a finished run must be, e.g. interval ''90 days''.';
+    END IF;
+    RETURN syncguard._delete_visible('syncguard.sync_runs', ARRAY(
+        SELECT r.ctid FROM syncguard.sync_runs AS r
+         WHERE r.status <> 'running' AND r.finished_at < clock_timestamp() - older_than
+           AND (sync_prune.source IS NULL OR r.source = sync_prune.source)));
+END
+$$;
+CREATE FUNCTION syncguard.sync_drop(source text)
+RETURNS boolean
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF source IS NULL THEN
+        RAISE EXCEPTION USING ERRCODE = '22004', MESSAGE = 'sync_drop: source must not be NULL';
+    END IF;
+    RETURN syncguard._delete_visible('syncguard.sync_sources', ARRAY(
+        SELECT s.ctid FROM syncguard.sync_sources AS s WHERE s.source = sync_drop.source)) > 0;
+END
+$$;
+GRANT EXECUTE ON FUNCTION syncguard.sync_prune(interval, text), syncguard.sync_drop(text) TO PUBLIC;
+COMMENT ON FUNCTION syncguard.sync_prune(interval, text) IS
+    'delete finished sync runs (and their parts) older than an interval; returns how many runs';
+COMMENT ON FUNCTION syncguard.sync_drop(text) IS 'remove a sync source with its runs and parts';
+CREATE FUNCTION syncguard.violations_prune(older_than interval, invariant text DEFAULT NULL)
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF older_than IS NULL THEN
+        RAISE EXCEPTION USING ERRCODE = '22004', MESSAGE = 'violations_prune: older_than must not be NULL',
+            HINT = 'Pass how long ago an episode must have been resolved, e.g. interval ''1 year''.';
+    END IF;
+    RETURN syncguard._delete_visible('syncguard.violations', ARRAY(
+        SELECT v.ctid FROM syncguard.violations v
+         WHERE v.resolved_at < now() - older_than
+           AND (violations_prune.invariant IS NULL OR v.invariant = violations_prune.invariant)));
+END
+$$;
+GRANT EXECUTE ON FUNCTION syncguard.violations_prune(interval, text) TO PUBLIC;
+COMMENT ON FUNCTION syncguard.violations_prune(interval, text) IS
+    'delete episodes resolved more than an interval ago; returns how many';
+CREATE FUNCTION syncguard.events_prune(older_than interval, entity text DEFAULT NULL)
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF older_than IS NULL THEN
+        RAISE EXCEPTION USING ERRCODE = '22004', MESSAGE = 'events_prune: older_than must not be NULL',
+            HINT = 'Pass how old an event must be, e.g. interval ''1 year''.';
+    END IF;
+    RETURN syncguard._delete_visible('syncguard.entity_events', ARRAY(
+        SELECT e.ctid FROM syncguard.entity_events e
+         WHERE e.at < now() - older_than
+           AND (events_prune.entity IS NULL OR e.entity = events_prune.entity)));
+END
+$$;
+GRANT EXECUTE ON FUNCTION syncguard.events_prune(interval, text) TO PUBLIC;
+COMMENT ON FUNCTION syncguard.events_prune(interval, text) IS 'delete entity events older than an interval; returns how many';

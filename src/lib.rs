@@ -14,6 +14,7 @@ mod protect;
 mod regclass;
 mod retired;
 mod roles;
+mod row_delete;
 mod schema_guard;
 mod sync;
 mod table_info;

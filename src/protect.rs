@@ -409,28 +409,20 @@ fn counted_name(relid: pg_sys::Oid, logical: &str) -> String {
 /// which restores the user.
 pub fn note_stale(table: &str) {
     // SAFETY: catalog lookups that raise a clear error for a missing schema
-    // or table, and the backend's user switched and restored around one
-    // SPI statement.
-    unsafe {
+    // or table.
+    let owner = unsafe {
         let nsp = pg_sys::get_namespace_oid(c"syncguard".as_ptr(), false);
         let relid = pg_sys::get_relname_relid(c"stale_writes".as_ptr(), nsp);
-        let owner = if relid == pg_sys::InvalidOid {
+        if relid == pg_sys::InvalidOid {
             raise(
                 PgSqlErrorCode::ERRCODE_UNDEFINED_TABLE,
                 "relation \"syncguard.stale_writes\" does not exist".into(),
                 Some("Reinstall the extension: DROP EXTENSION syncguard; CREATE EXTENSION syncguard."),
             )
-        } else {
-            (*pgrx::PgRelation::open(relid).rd_rel).relowner
-        };
-        let (mut user, mut sec_context) = (pg_sys::InvalidOid, 0);
-        pg_sys::GetUserIdAndSecContext(&mut user, &mut sec_context);
-        pg_sys::SetUserIdAndSecContext(
-            owner,
-            sec_context
-                | pg_sys::SECURITY_LOCAL_USERID_CHANGE as std::ffi::c_int
-                | pg_sys::SECURITY_RESTRICTED_OPERATION as std::ffi::c_int,
-        );
+        }
+        (*pgrx::PgRelation::open(relid).rd_rel).relowner
+    };
+    crate::roles::as_role(owner, || {
         Spi::run_with_args(
             "INSERT INTO syncguard.stale_writes AS s (table_name, backend_pid, ignored, last_ignored_at)
              VALUES ($1, pg_catalog.pg_backend_pid(), 1, pg_catalog.clock_timestamp())
@@ -438,9 +430,8 @@ pub fn note_stale(table: &str) {
                 SET ignored = s.ignored OPERATOR(pg_catalog.+) 1, last_ignored_at = EXCLUDED.last_ignored_at",
             &[table.into()],
         )
-        .unwrap_or_else(|e| raise(PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, e.to_string(), None));
-        pg_sys::SetUserIdAndSecContext(user, sec_context);
-    }
+        .unwrap_or_else(|e| raise(PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, e.to_string(), None))
+    });
 }
 
 /// The stored freshness object with every top-level key of `patch` that

@@ -24,6 +24,28 @@ pub fn has_privs_of(role_name: &str) -> bool {
     }
 }
 
+/// Runs `f` as `role` in a security-restricted context (no SET ROLE, no
+/// temp objects) and then restores the user. An error raised inside aborts
+/// the (sub)transaction, which restores the user too.
+pub fn as_role<R>(role: pg_sys::Oid, f: impl FnOnce() -> R) -> R {
+    let (mut user, mut sec_context) = (pg_sys::InvalidOid, 0);
+    // SAFETY: reads and sets the backend's current user and security
+    // context, restored below.
+    unsafe {
+        pg_sys::GetUserIdAndSecContext(&mut user, &mut sec_context);
+        pg_sys::SetUserIdAndSecContext(
+            role,
+            sec_context
+                | pg_sys::SECURITY_LOCAL_USERID_CHANGE as std::ffi::c_int
+                | pg_sys::SECURITY_RESTRICTED_OPERATION as std::ffi::c_int,
+        );
+    }
+    let out = f();
+    // SAFETY: as above.
+    unsafe { pg_sys::SetUserIdAndSecContext(user, sec_context) };
+    out
+}
+
 #[cfg(any(test, feature = "pg_test"))]
 #[pg_schema]
 mod tests {

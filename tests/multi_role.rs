@@ -155,3 +155,90 @@ fn a_public_advisory_lock_blocks_no_definition() {
         )
         .unwrap_or_else(|e| panic!("alice waited for mallory's advisory lock: {e}"));
 }
+
+/// No shared table can be locked against another role: PUBLIC holds no
+/// table-level UPDATE or DELETE (which allow any lock mode). mallory tries
+/// every table lock that would stall others, then holds what she may (row
+/// locks on her own rows, ROW EXCLUSIVE) while alice uses every capability
+/// and the worker goes on checking; alice runs with a lock_timeout, so a
+/// wait on mallory fails her statement.
+#[test]
+fn no_shared_table_can_be_locked_against_another_role() {
+    let (cluster, mut admin) = cluster();
+    let mut alice = define_alice(&cluster);
+    let mut mallory = connect_as(&cluster, "mallory");
+    let tables: Vec<String> = admin
+        .query(
+            "SELECT relname::text FROM pg_class
+              WHERE relnamespace = 'syncguard'::regnamespace AND relkind = 'r' ORDER BY 1",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert!(tables.len() >= 10, "the shared tables: {tables:?}");
+    mallory
+        .batch_execute(
+            "SELECT syncguard.idem_claim('m', 'k1', '{}');
+             SELECT syncguard.enqueue('m_q', '{}');
+             SELECT syncguard.sync_begin('m_src');
+             SELECT syncguard.define_invariant('m_inv', 'SELECT 1 AS entity, now() AS since');
+             BEGIN;",
+        )
+        .unwrap();
+    for table in &tables {
+        for mode in [
+            "ACCESS EXCLUSIVE",
+            "EXCLUSIVE",
+            "SHARE ROW EXCLUSIVE",
+            "SHARE",
+        ] {
+            mallory.batch_execute("SAVEPOINT s").unwrap();
+            let err = mallory
+                .batch_execute(&format!("LOCK TABLE syncguard.{table} IN {mode} MODE"))
+                .expect_err(&format!("mallory locked {table} in {mode} mode"));
+            assert_eq!(
+                err.code().map(|c| c.code()),
+                Some("42501"),
+                "{table} {mode}: {err}"
+            );
+            mallory.batch_execute("ROLLBACK TO SAVEPOINT s").unwrap();
+        }
+    }
+    // What she may hold: her own rows, and the lock every writer takes.
+    mallory
+        .batch_execute(
+            "SELECT 1 FROM syncguard.idempotency_keys FOR UPDATE;
+             SELECT 1 FROM syncguard.queue_jobs FOR UPDATE;
+             SELECT 1 FROM syncguard.sync_sources FOR UPDATE;
+             SELECT 1 FROM syncguard.sync_runs FOR UPDATE;
+             SELECT 1 FROM syncguard.invariants FOR UPDATE;
+             LOCK TABLE syncguard.idempotency_keys, syncguard.queues, syncguard.sync_sources,
+                        syncguard.sync_parts, syncguard.invariants IN ROW EXCLUSIVE MODE;",
+        )
+        .unwrap();
+    alice
+        .batch_execute(
+            "SET lock_timeout = '5s';
+             SELECT syncguard.idem_complete(token, '{\"ok\": true}')
+               FROM syncguard.idem_claim('m', 'k1', '{}');
+             SELECT syncguard.idem_prune();
+             SELECT syncguard.enqueue('a_q', '{}');
+             SELECT syncguard.ack(job_id, attempt) FROM syncguard.dequeue('a_q', 1);
+             SELECT syncguard.enqueue('a_q', '{\"n\": 2}');
+             SELECT syncguard.queue_drop('a_q');
+             SELECT syncguard.sync_part(run_id, 'p', true) FROM syncguard.sync_begin('a_src');
+             SELECT syncguard.sync_finish(run_id) FROM syncguard.sync_runs WHERE source = 'a_src';
+             SELECT syncguard.sync_prune('-1 day');
+             SELECT syncguard.sync_drop('a_src');
+             SELECT syncguard.define_invariant('a_new', 'SELECT 1 AS entity, now() AS since');
+             SELECT syncguard.check_invariants('a_new');
+             SELECT syncguard.drop_invariant('a_new', keep_history => false);
+             SELECT syncguard.violations_prune('-1 day');
+             SELECT * FROM syncguard.housekeeping();",
+        )
+        .unwrap_or_else(|e| panic!("alice waited for mallory: {e}"));
+    alice_checked(&mut admin, 3);
+    mallory.batch_execute("COMMIT").unwrap();
+}

@@ -501,23 +501,30 @@ const ALLOWED: &[&str] = &[
     "syncguard.sync_finish(bigint)",
     "syncguard.sync_configure(text,interval,interval,interval,double precision,interval,interval)",
     "syncguard.sync_abandon_stale(text)",
+    "syncguard.sync_prune(interval,text)",
+    "syncguard.sync_drop(text)",
     "syncguard.enqueue(text,jsonb,text,interval)",
     "syncguard.dequeue(text,integer,interval)",
     "syncguard.ack(bigint,integer)",
     "syncguard.nack(bigint,text,boolean,integer)",
     "syncguard.requeue_dead(text,bigint[])",
     "syncguard.purge_dead(text,interval)",
+    "syncguard.queue_drop(text)",
     "syncguard.queue_configure(text,integer,interval,interval,double precision,interval)",
     // internal: lock a run or job the caller can see, as the caller
     "syncguard.sync_locked_run(bigint,text)",
     "syncguard.queue_leased_job(bigint,integer,text)",
     // internal: retries or kills a visible job only once its lease ran out
     "syncguard.queue_lease_expired(bigint,text)",
+    // internal: deletes, as the table's owner, only row versions of the
+    // shared tables that the caller's row-level security lets it see
+    "syncguard._delete_visible(regclass,tid[])",
     // internal: the row-level security policies call it for every role
     "syncguard.has_privs_of(text)",
     // invariants: the caller's own (row-level security)
     "syncguard.define_invariant(text,text,interval,text,text,text,interval,interval,boolean,text)",
     "syncguard.drop_invariant(text,boolean)",
+    "syncguard.violations_prune(interval,text)",
     "syncguard.check_invariants(text)",
     "syncguard.check_due_invariants()",
     "syncguard.due_invariants()",
@@ -528,6 +535,7 @@ const ALLOWED: &[&str] = &[
     "syncguard.invariant_never_synced(text,regclass,text,text,text[],interval,text,text,interval)",
     "syncguard.invariant_not_synced_within(text,regclass,text,interval,text[],interval,text,text,interval)",
     "syncguard.event_intervals(text,text,text)",
+    "syncguard.events_prune(interval,text)",
     "syncguard.housekeeping(integer,interval)",
     // internal, template helpers: read only the catalog
     "syncguard.invariant_column(regclass,text,regtype)",

@@ -91,7 +91,7 @@ SELECT pg_temp.err($$INSERT INTO syncguard.idempotency_keys (scope, key, owner_r
 UPDATE syncguard.idempotency_keys SET expires_at = now() - interval '1 hour';
 SELECT syncguard.idem_prune() AS pruned_by_intruder;
 RESET ROLE;
--- priv_app's keys are untouched
+-- priv_app's keys are untouched (k1 of priv_intruder is its own claim)
 SELECT key, owner_role, status, response FROM syncguard.idempotency_keys WHERE scope = 'priv' ORDER BY key;
 
 SELECT syncguard.unprotect('priv_app.admin_t');

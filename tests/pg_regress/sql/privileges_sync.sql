@@ -158,6 +158,22 @@ SELECT pg_temp.err($$UPDATE syncguard.sync_sources SET watermark = now() + inter
        pg_temp.err($$UPDATE syncguard.invariants SET enabled = false$$) AS invariants,
        pg_temp.err($$DELETE FROM syncguard.violations$$) AS violations,
        pg_temp.err($$DELETE FROM syncguard.entity_events$$) AS events;
+-- the delete functions find none of the producer's rows
+SELECT syncguard.sync_drop('ps_src') AS source_dropped, syncguard.sync_prune('0') AS runs_pruned,
+       syncguard.queue_drop('ps_q') AS jobs_dropped, syncguard.violations_prune('0') AS episodes_pruned,
+       syncguard.events_prune('-1 day') AS events_pruned;
+-- nor does the deleting primitive, given the producer's row versions
+RESET ROLE;
+SELECT ctid AS src_ctid FROM syncguard.sync_sources WHERE source = 'ps_src' \gset
+SET ROLE ps_intruder;
+SELECT syncguard._delete_visible('syncguard.sync_sources', ARRAY[:'src_ctid'::tid]) AS forged_ctid,
+       pg_temp.err($$SELECT syncguard._delete_visible('pg_catalog.pg_class', '{"(0,1)"}')$$) AS other_table,
+       pg_temp.err($$SELECT syncguard._delete_visible('syncguard.stale_writes', '{"(0,1)"}')$$) AS owners_table;
+-- no table can be locked against the producer: no table-level UPDATE or DELETE
+SELECT c.relname, pg_temp.err(format('LOCK TABLE syncguard.%I IN SHARE MODE NOWAIT', c.relname)) AS share_lock
+  FROM pg_class c
+ WHERE c.relnamespace = 'syncguard'::regnamespace AND c.relkind = 'r'
+ ORDER BY 1;
 -- a part for the producer's run, a run of its source (foreign keys do not see row-level security)
 SELECT pg_temp.err(format($$INSERT INTO syncguard.sync_parts (source, run_id, part, ok, reported_at)
                            VALUES ('ps_src', %s, 'b', false, now())$$, :stuck_run)) AS forged_part,
@@ -225,12 +241,20 @@ SELECT invariant, status, sqlstate FROM syncguard.invariant_runs WHERE invariant
 GRANT SELECT ON ps_app.secret TO ps_producer;
 SELECT invariant, status, violations, error FROM syncguard.check_invariants('ps_secret');
 
--- clean up
-DELETE FROM syncguard.sync_sources WHERE source = 'ps_src';
-DELETE FROM syncguard.queue_jobs WHERE queue = 'ps_q';
-DELETE FROM syncguard.queues WHERE queue = 'ps_q';
+-- clean up: the owner removes its own with the delete functions
+SET ROLE ps_producer;
+SELECT syncguard.events_prune('-1 day', 'ps-1') + syncguard.events_prune('-1 day', 'ps-2') AS events_pruned,
+       syncguard.violations_prune('-1 day') AS episodes_pruned_open_kept;
+SELECT syncguard.sync_prune('-1 day', 'ps_src') AS finished_runs_pruned;
+SELECT status, count(*) AS runs_left FROM syncguard.sync_runs WHERE source = 'ps_src' GROUP BY 1;
+SELECT syncguard.sync_drop('ps_src') AS source_dropped, syncguard.queue_drop('ps_q') AS jobs_dropped;
 SELECT count(*) AS dropped FROM syncguard.invariants i, LATERAL syncguard.drop_invariant(i.name, false) WHERE i.name LIKE 'ps\_%';
-DELETE FROM syncguard.entity_events WHERE entity LIKE 'ps-%';
+RESET ROLE;
+SELECT (SELECT count(*) FROM syncguard.sync_sources WHERE source = 'ps_src') AS sources,
+       (SELECT count(*) FROM syncguard.sync_parts WHERE source = 'ps_src') AS parts,
+       (SELECT count(*) FROM syncguard.queues WHERE queue = 'ps_q') AS queues,
+       (SELECT count(*) FROM syncguard.queue_jobs WHERE queue = 'ps_q') AS jobs,
+       (SELECT count(*) FROM syncguard.entity_events WHERE entity LIKE 'ps-%') AS events;
 DROP SCHEMA ps_app CASCADE;
 REVOKE CREATE ON SCHEMA syncguard_invariants FROM ps_producer, ps_intruder;
 DROP OWNED BY ps_producer, ps_consumer, ps_intruder;
