@@ -1,4 +1,4 @@
-# syncguard: the README's commands. Every target runs `setup` first, which is
+# syncguard: the README's commands (and CONTRIBUTING.md's). Every target runs `setup` first, which is
 # quiet when the machine already has everything.
 #
 #   make demo     build + install (release), walk through it on a throwaway server
@@ -54,7 +54,7 @@ soak: setup
 	scripts/soak.sh
 
 # Before bumping the version in Cargo.toml: keep the current install script, so
-# the upgrade test can install this version and update it (README, "Upgrade scripts").
+# the upgrade test can install this version and update it (CONTRIBUTING.md, "Upgrade scripts").
 freeze-release: install
 	cp "$$($(PG_CONFIG) --sharedir)/extension/syncguard--$$(cargo pkgid | sed 's/.*[#@]//').sql" tests/upgrade/
 

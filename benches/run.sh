@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # `make bench`: time jsonb merge contestants on the reference workloads of
-# ../shared/bench/workloads.sql and write benches/RESULTS.md.
+# benches/workloads.sql (a copy of the shared reference workloads) and write
+# benches/RESULTS.md.
 #
 #   RUNS=5 benches/run.sh        (the extension must be installed: `make bench` does it)
 #
@@ -12,7 +13,7 @@ cd "$(dirname "$0")/.."
 source scripts/pgcluster.sh
 
 RUNS=${RUNS:-5}
-WORKLOADS=${WORKLOADS:-../shared/bench/workloads.sql}
+WORKLOADS=${WORKLOADS:-benches/workloads.sql}
 OUT=benches/RESULTS.md
 
 # The contestants: "label => SQL expression over a (stored document) and b
@@ -27,7 +28,7 @@ CONTESTANTS=(
     "syncguard.jsonb_merge_patch (RFC 7396) => syncguard.jsonb_merge_patch(a, b)"
 )
 
-[ -f "$WORKLOADS" ] || { echo "missing $WORKLOADS (the shared bench workloads)" >&2; exit 1; }
+[ -f "$WORKLOADS" ] || { echo "missing $WORKLOADS (the reference bench workloads)" >&2; exit 1; }
 
 # Timing settings: no parallel workers and no JIT, so the numbers are the
 # per-row cost of one backend; shared_buffers big enough to hold the tables.

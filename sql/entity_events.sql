@@ -1,4 +1,4 @@
--- Entity events (README, "Invariant checks"): for stores that keep no
+-- Entity events (docs/invariants.md, "Events"): for stores that keep no
 -- timestamps, the application (or a trigger) appends what happened to an
 -- entity, and event_intervals coalesces start/stop events into intervals, so
 -- an invariant query gets its `since`. Loaded by src/invariants.rs.

@@ -1,4 +1,4 @@
--- Housekeeping (README, "Invariant checks"): the periodic chores of every
+-- Housekeeping (docs/invariants.md, "housekeeping"): the periodic chores of every
 -- capability, in one function the background worker (or a pg_cron job)
 -- calls. Loaded by src/invariants.rs after the tables it tidies.
 

@@ -1,4 +1,4 @@
--- Invariant templates (README, "Invariant checks"): functions that write the
+-- Invariant templates (docs/invariants.md, "Templates"): functions that write the
 -- query of a classic diagnostic and call define_invariant with it. Tables are
 -- regclass, columns are checked against the table and quoted with %I, values
 -- are written as quoted literals. The generated query is stored in

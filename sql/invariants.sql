@@ -1,4 +1,4 @@
--- Invariant checks (README, "Invariant checks"): the registry, one view per
+-- Invariant checks (docs/invariants.md): the registry, one view per
 -- invariant in schema syncguard_invariants, check_invariants with its runs,
 -- violation episodes and alerts, drop_invariant and audit. Loaded by
 -- src/invariants.rs after the Rust functions it calls. Every object is

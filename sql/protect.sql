@@ -1,4 +1,4 @@
--- Merge upserts and protection (README, "Merge upserts and protection"):
+-- Merge upserts and protection (docs/protection.md):
 -- protect / unprotect, the protected_tables view, and the counters of writes
 -- ignored by last-write-wins. Loaded by src/protect.rs after the Rust
 -- functions it calls. Every object is schema-qualified and every function

@@ -1,4 +1,4 @@
--- Sync runs with honest watermarks (README, "Sync runs"). Loaded by src/sync.rs.
+-- Sync runs with honest watermarks (docs/sync.md). Loaded by src/sync.rs.
 --
 -- A source's watermark is the start time of its last run in which every
 -- expected part succeeded. A run hands out `since` = watermark - overlap at

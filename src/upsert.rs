@@ -135,7 +135,7 @@ fn object_pairs<'a>(doc: &'a JsonbRaw, what: &str) -> Vec<(&'a str, Item<'a>)> {
     out
 }
 
-/// Upserts one row: see the README ("Merge upserts and protection").
+/// Upserts one row: see docs/protection.md.
 #[pg_extern(volatile, parallel_unsafe)]
 fn merge_upsert(
     target: Option<RegClass>,

@@ -1,5 +1,5 @@
 //! Hostile and malformed input at the SQL level: random policies and option
-//! values give only the SQLSTATEs the README documents (never XX000, never a
+//! values give only the SQLSTATEs the docs document (never XX000, never a
 //! lost connection); nesting far beyond every limit and 100 MB documents are
 //! clear errors or correct results, and the backend that got them keeps
 //! serving the same connection.

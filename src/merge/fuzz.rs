@@ -1,7 +1,7 @@
 //! Fuzzing the merge core against a reference implementation.
 //!
 //! The reference below works on `serde_json::Value` trees and is written the
-//! obvious way, straight from the README's rules: no binary format, no
+//! obvious way, straight from the rules in docs/merge.md: no binary format, no
 //! planning, no caches, every path rule matched by brute force. Generated
 //! documents, policies (valid and invalid), depths and sizes go through both;
 //! the engine must never panic and must agree with the reference.
@@ -379,7 +379,7 @@ fn reference_merge_patch(target: &Value, patch: &Value) -> Value {
     Value::Object(out)
 }
 
-/// The README's diff: removed keys null, added or changed values whole,
+/// The diff of docs/merge.md: removed keys null, added or changed values whole,
 /// objects changed on both sides diffed recursively; non-object roots: `new`.
 fn reference_diff(old: &Value, new: &Value) -> Value {
     let (Value::Object(om), Value::Object(nm)) = (old, new) else {

@@ -312,6 +312,42 @@ impl TestCluster {
         )
     }
 
+    /// Runs `sql` through the server's psql in database `db` (stdin, so
+    /// psql's meta-commands work), stopping at the first error. Ok: the
+    /// output; Err: output and error messages.
+    pub fn psql(&self, db: &str, sql: &str) -> Result<String, String> {
+        use std::io::Write;
+        let mut child = server(self.bindir.join("psql"))
+            .arg("-h")
+            .arg(&self.dir)
+            .arg("-p")
+            .arg(self.port.to_string())
+            .args(["-U", "postgres", "-X", "-v", "ON_ERROR_STOP=1", "-d", db])
+            .command()
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("psql starts");
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(sql.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        if out.status.success() {
+            Ok(text)
+        } else {
+            Err(text)
+        }
+    }
+
     /// The last lines of the server log, for failure messages.
     pub fn log_tail(&self) -> String {
         let text = fs::read_to_string(&self.log).unwrap_or_default();

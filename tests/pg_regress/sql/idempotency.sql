@@ -244,7 +244,7 @@ DROP ROLE idem_app;
 DROP ROLE idem_other;
 DROP TABLE orders;
 
--- The one-statement form (README, "Two ways to use it"): the work runs only
+-- The one-statement form (docs/idempotency.md, "Two ways to use it"): the work runs only
 -- when the claim is won, its id goes into the response, a retry replays it.
 CREATE TABLE charges (id int GENERATED ALWAYS AS IDENTITY PRIMARY KEY, amount numeric);
 PREPARE charge(text) AS
