@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# `make soak`: the merge core's fuzz properties (src/merge/fuzz.rs) with a
+# `make soak`: the merge core's fuzz properties (core/src/fuzz.rs) with a
 # large case count, too long for `make test`. Records the run in
 # benches/soak.md, which `make bench` copies into benches/RESULTS.md.
 #
@@ -14,11 +14,11 @@ trap 'rm -f "$log"' EXIT
 
 # The commit the run tests: the source as it is when the build starts.
 commit=$(git rev-parse --short HEAD)
-git diff --quiet HEAD -- src || commit="$commit + uncommitted changes in src/"
+git diff --quiet HEAD -- core/src || commit="$commit + uncommitted changes in core/src/"
 # Build first, so that the recorded duration is the run's alone.
-cargo test --lib --no-run >/dev/null 2>&1 || { echo "build failed" >&2; cargo test --lib --no-run; exit 1; }
+cargo test -p syncguard-core --lib --no-run >/dev/null 2>&1 || { echo "build failed" >&2; cargo test -p syncguard-core --lib --no-run; exit 1; }
 start=$(date +%s)
-SYNCGUARD_FUZZ_CASES=$cases cargo test --lib merge::fuzz 2>&1 | tee "$log"
+SYNCGUARD_FUZZ_CASES=$cases cargo test -p syncguard-core --lib fuzz:: 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 seconds=$(( $(date +%s) - start ))
 
@@ -28,7 +28,7 @@ if [ "$status" -eq 0 ]; then outcome="passed ($properties)"; else outcome="FAILE
 {
     echo "## Merge core soak (\`make soak\`)"
     echo ""
-    echo "The fuzz properties of \`src/merge/fuzz.rs\` (the engine against a reference implementation:"
+    echo "The fuzz properties of \`core/src/fuzz.rs\` (the engine against a reference implementation:"
     echo "random documents, valid and invalid policies, RFC 7396 patch and diff, depths up to 4,000"
     echo "levels, long arrays, corrupted binary input) with \`SYNCGUARD_FUZZ_CASES=$cases\`; the unit"
     echo "tier runs the same properties with 200 cases. Debug build, as the unit tier."

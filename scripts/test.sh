@@ -132,10 +132,11 @@ install_for_tests() {
 for t in "${tiers[@]}"; do
     case "$t" in
     unit)
-        header unit "pure-Rust tests (cargo test --lib -- --skip pg_)"
-        # Every plain #[test] in the library, wherever it lives; the #[pg_test]
-        # wrappers (pg_<name>) need a server and are the next tier's.
-        cargo test --lib -- --skip pg_ 2>&1 | tee "$log"
+        header unit "pure-Rust tests (cargo test -p syncguard-core -p syncguard --lib -- --skip pg_)"
+        # The core crate's tests, and every plain #[test] in the extension's
+        # library; the #[pg_test] wrappers (pg_<name>) need a server and are
+        # the next tier's.
+        cargo test -p syncguard-core -p syncguard --lib -- --skip pg_ 2>&1 | tee "$log"
         n=$(cargo_count); passed "$n"
         ;;
     pgrx)

@@ -8,7 +8,8 @@ mod errors;
 mod idempotency;
 mod invariants;
 mod jsonb_arg;
-pub mod merge;
+/// The merge engine and jsonb codec: the pure core crate (core/).
+pub use syncguard_core as merge;
 mod merge_sql;
 mod protect;
 mod regclass;

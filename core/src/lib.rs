@@ -1,4 +1,5 @@
-//! Pure-Rust jsonb merge engine: no PostgreSQL needed to run or test it.
+//! syncguard's pure-Rust core, the jsonb merge engine: a crate without
+//! pgrx, so no PostgreSQL is needed to build, run or test it.
 //!
 //! `jsonb` reads and writes PostgreSQL's binary jsonb format, `numeric`
 //! compares numerics in their stored form, `text` converts JSON text to and
