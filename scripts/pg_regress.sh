@@ -5,8 +5,8 @@
 #   scripts/pg_regress.sh isolation   tests/isolation/specs/*.spec   vs expected/*.out
 #
 # Every file is a test, run one after another in sorted order, so a new file is
-# picked up without editing a schedule. pg_regress creates the test database
-# and runs CREATE EXTENSION syncguard in it (--load-extension) before the first test.
+# picked up without editing a schedule, in a database where CREATE EXTENSION
+# syncguard is done and tests/pg_regress/helpers.sql has run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/pgcluster.sh
@@ -37,18 +37,21 @@ pgcluster_start
 rm -rf "$outdir/results" "$outdir/regression.diffs" "$outdir/regression.out"
 mkdir -p "$outdir"
 
-# SYNCGUARD_UPGRADE_FROM=A: run the tests on a database where version A was
-# installed and then updated (ALTER EXTENSION syncguard UPDATE), not created
-# fresh: the upgrade scripts must give what the install script gives.
-db_opts=(--dbname=syncguard_regress --load-extension=syncguard)
-if [ -n "${SYNCGUARD_UPGRADE_FROM:-}" ]; then
-    createdb syncguard_regress
-    psql -X -q -v ON_ERROR_STOP=1 -d syncguard_regress -v from="$SYNCGUARD_UPGRADE_FROM" <<'SQL'
+# The test database: the extension, created fresh or (SYNCGUARD_UPGRADE_FROM=A)
+# installed at version A and updated, so the upgrade scripts must give what
+# the install script gives; then, for regress, the shared test helpers.
+createdb syncguard_regress
+psql -X -q -v ON_ERROR_STOP=1 -d syncguard_regress -v from="${SYNCGUARD_UPGRADE_FROM:-}" <<'SQL'
+SELECT :'from' = '' AS fresh \gset
+\if :fresh
+CREATE EXTENSION syncguard;
+\else
 CREATE EXTENSION syncguard VERSION :'from';
 ALTER EXTENSION syncguard UPDATE;
+\endif
 SQL
-    db_opts=(--dbname=syncguard_regress --use-existing)
-fi
+[ "$1" = isolation ] || psql -X -q -v ON_ERROR_STOP=1 -d syncguard_regress -f tests/pg_regress/helpers.sql
+db_opts=(--dbname=syncguard_regress --use-existing)
 
 # A chroot's runner sees only the chroot: the tests go in (a copy under its
 # /tmp), the results come back out to $outdir.

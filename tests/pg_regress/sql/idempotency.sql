@@ -2,18 +2,6 @@
 -- Tokens and timestamps vary from run to run: they are kept in a temporary
 -- table and compared in SQL, never printed.
 
--- Reports an error's SQLSTATE, message, detail and hint instead of aborting.
-CREATE FUNCTION pg_temp.err(q text) RETURNS text LANGUAGE plpgsql AS $$
-DECLARE st text; msg text; det text; hint text;
-BEGIN
-    EXECUTE q;
-    RETURN 'no error';
-EXCEPTION WHEN others THEN
-    GET STACKED DIAGNOSTICS st = RETURNED_SQLSTATE, msg = MESSAGE_TEXT,
-                            det = PG_EXCEPTION_DETAIL, hint = PG_EXCEPTION_HINT;
-    RETURN st || ': ' || msg || coalesce(' | detail: ' || nullif(det, ''), '') || ' | hint: ' || hint;
-END $$;
-
 -- pg_temp.claim(label, ...) calls idem_claim, remembers its result under
 -- label, and shows it without the token; pg_temp.tok(label) is the token.
 CREATE TEMP TABLE claims (label text PRIMARY KEY, outcome text, token uuid, response jsonb,
@@ -64,10 +52,10 @@ SELECT * FROM pg_temp.claim('c3', 'payments', 'k1', '{ "currency":"EUR",   "amou
 SELECT * FROM pg_temp.claim('c4', 'payments', 'k1', '{"amount": 100, "currency": "EUR"}');
 
 -- 4. SG001: the same key with a different request, whatever its status.
-SELECT pg_temp.err($$SELECT syncguard.idem_claim('payments', 'k1', '{"amount": 999, "currency": "EUR"}')$$);
-SELECT pg_temp.err($$SELECT syncguard.idem_claim('payments', 'k1', '{"amount": 100.0, "currency": "EUR"}')$$) AS numbers_compare_as_written;
+SELECT regress.err($$SELECT syncguard.idem_claim('payments', 'k1', '{"amount": 999, "currency": "EUR"}')$$);
+SELECT regress.err($$SELECT syncguard.idem_claim('payments', 'k1', '{"amount": 100.0, "currency": "EUR"}')$$) AS numbers_compare_as_written;
 SELECT * FROM pg_temp.claim('s1', 'payments', 'k-running', '{"a": 1}');
-SELECT pg_temp.err($$SELECT syncguard.idem_claim('payments', 'k-running', '{"a": 2}')$$);
+SELECT regress.err($$SELECT syncguard.idem_claim('payments', 'k-running', '{"a": 2}')$$);
 -- ... but the same key in another scope is another key
 SELECT * FROM pg_temp.claim('s2', 'refunds', 'k1', '{"amount": 999}');
 
@@ -76,7 +64,7 @@ SELECT * FROM pg_temp.claim('i1', 'orders', 'o1', '{"sku": "A", "sent_at": "10:0
                             ign => ARRAY['sent_at', 'meta.trace']);
 SELECT * FROM pg_temp.claim('i2', 'orders', 'o1', '{"sku": "A", "sent_at": "10:05", "meta": {"trace": "y", "v": 1}}',
                             ign => ARRAY['sent_at', 'meta.trace']);
-SELECT pg_temp.err($$SELECT syncguard.idem_claim('orders', 'o1', '{"sku": "A", "sent_at": "10:05", "meta": {"trace": "y", "v": 1}}')$$) AS without_ignore;
+SELECT regress.err($$SELECT syncguard.idem_claim('orders', 'o1', '{"sku": "A", "sent_at": "10:05", "meta": {"trace": "y", "v": 1}}')$$) AS without_ignore;
 SELECT syncguard.request_fingerprint('{"b": 1, "a": [1, 2]}') = syncguard.request_fingerprint('{"a":[1,2],"b":1}') AS order_free,
        syncguard.request_fingerprint('{"a": 1, "a": 2}') = syncguard.request_fingerprint('{"a": 2}') AS last_duplicate_wins,
        syncguard.request_fingerprint('{"a": [1, 2]}') = syncguard.request_fingerprint('{"a": [2, 1]}') AS array_order_counts,
@@ -90,8 +78,8 @@ SELECT * FROM pg_temp.claim('l1', 'emails', 'e1', '{"to": "ada"}', lease => '1 m
 SELECT pg_sleep(0.02);
 SELECT * FROM pg_temp.claim('l2', 'emails', 'e1', '{"to": "ada"}');
 SELECT pg_temp.tok('l1') <> pg_temp.tok('l2') AS new_token;
-SELECT pg_temp.err(format('SELECT syncguard.idem_complete(%L, %L)', pg_temp.tok('l1'), '{"sent": "old"}'));
-SELECT pg_temp.err(format('SELECT syncguard.idem_fail(%L, %L)', pg_temp.tok('l1'), 'old holder'));
+SELECT regress.err(format('SELECT syncguard.idem_complete(%L, %L)', pg_temp.tok('l1'), '{"sent": "old"}'));
+SELECT regress.err(format('SELECT syncguard.idem_fail(%L, %L)', pg_temp.tok('l1'), 'old holder'));
 SELECT * FROM pg_temp.key_row('emails', 'e1');
 -- an expired lease that nobody took over still completes
 SELECT * FROM pg_temp.claim('l3', 'emails', 'e2', '{"to": "bob"}', lease => '1 ms');
@@ -100,10 +88,10 @@ SELECT syncguard.idem_complete(pg_temp.tok('l3'), '{"sent": true}', scope => 'em
 SELECT * FROM pg_temp.claim('l4', 'emails', 'e2', '{"to": "bob"}');
 -- SG002 also for a token used twice, a token of a completed key, an unknown token,
 -- and a token given with the wrong scope
-SELECT pg_temp.err(format('SELECT syncguard.idem_complete(%L, %L)', pg_temp.tok('l3'), '{"again": 1}'));
-SELECT pg_temp.err(format('SELECT syncguard.idem_fail(%L, %L)', pg_temp.tok('c1'), 'late'));
-SELECT pg_temp.err($$SELECT syncguard.idem_complete('00000000-0000-0000-0000-000000000000', '{}')$$);
-SELECT pg_temp.err(format('SELECT syncguard.idem_complete(%L, %L, scope => %L)', pg_temp.tok('l2'), '{}', 'payments'));
+SELECT regress.err(format('SELECT syncguard.idem_complete(%L, %L)', pg_temp.tok('l3'), '{"again": 1}'));
+SELECT regress.err(format('SELECT syncguard.idem_fail(%L, %L)', pg_temp.tok('c1'), 'late'));
+SELECT regress.err($$SELECT syncguard.idem_complete('00000000-0000-0000-0000-000000000000', '{}')$$);
+SELECT regress.err(format('SELECT syncguard.idem_complete(%L, %L, scope => %L)', pg_temp.tok('l2'), '{}', 'payments'));
 SELECT syncguard.idem_complete(pg_temp.tok('l2'), NULL, scope => 'emails');
 SELECT * FROM pg_temp.claim('l5', 'emails', 'e1', '{"to": "ada"}') AS replay_of_null_response;
 
@@ -132,7 +120,7 @@ SELECT * FROM pg_temp.claim('f5', 'sync', 'job1', '{"n": 1}');
 SELECT * FROM pg_temp.claim('f6', 'sync', 'job2', '{"n": 2}');
 SELECT * FROM syncguard.idem_fail(pg_temp.tok('f6'), 'card declined', retryable => false);
 SELECT * FROM pg_temp.claim('f7', 'sync', 'job2', '{"n": 2}');
-SELECT pg_temp.err(format('SELECT syncguard.idem_fail(%L, %L)', pg_temp.tok('f6'), 'twice'));
+SELECT regress.err(format('SELECT syncguard.idem_fail(%L, %L)', pg_temp.tok('f6'), 'twice'));
 
 -- 8. Backoff: least(cap, base * 2^(attempt-1)), spread by ±jitter.
 SELECT a, syncguard.backoff_delay(a, '2 seconds', '10 minutes', 0) AS no_jitter
@@ -143,29 +131,29 @@ SELECT syncguard.backoff_delay(1) BETWEEN interval '1.6 seconds' AND interval '2
        syncguard.backoff_delay(NULL) IS NULL AS strict,
        syncguard.backoff_delay(60, '1 day', '1000000 years', 0) AS huge_cap_clamped;
 -- keys and scopes that fit the index, or a clear 22023
-SELECT pg_temp.err(format('SELECT syncguard.idem_claim(%L, %L, %L)', 'long', repeat('k', 3000), '{}'));
+SELECT regress.err(format('SELECT syncguard.idem_claim(%L, %L, %L)', 'long', repeat('k', 3000), '{}'));
 SELECT outcome FROM syncguard.idem_claim('long', repeat('k', 1000), '{}');
 -- jitter 0.5 over 2000 samples of attempt 3 (4 s): within [2 s, 6 s] and spread over it
 SELECT min(d) >= interval '2 seconds' AS above_lower_bound, max(d) <= interval '6 seconds' AS below_upper_bound,
        min(d) < interval '2.5 seconds' AND max(d) > interval '5.5 seconds' AS spread,
        count(DISTINCT d) > 1900 AS distinct_values
   FROM (SELECT syncguard.backoff_delay(3, '1 second', '1 hour', 0.5) AS d FROM generate_series(1, 2000)) s;
-SELECT pg_temp.err($$SELECT syncguard.backoff_delay(0)$$);
-SELECT pg_temp.err($$SELECT syncguard.backoff_delay(1, '-1 second')$$);
-SELECT pg_temp.err($$SELECT syncguard.backoff_delay(1, jitter => 1.5)$$);
+SELECT regress.err($$SELECT syncguard.backoff_delay(0)$$);
+SELECT regress.err($$SELECT syncguard.backoff_delay(1, '-1 second')$$);
+SELECT regress.err($$SELECT syncguard.backoff_delay(1, jitter => 1.5)$$);
 
 -- 9. Bad arguments.
-SELECT pg_temp.err($$SELECT syncguard.idem_claim(NULL, 'k', '{}')$$);
-SELECT pg_temp.err($$SELECT syncguard.idem_claim('s', NULL, '{}')$$);
-SELECT pg_temp.err($$SELECT syncguard.idem_claim('s', 'k', NULL)$$);
-SELECT pg_temp.err($$SELECT syncguard.idem_claim('s', '', '{}')$$);
-SELECT pg_temp.err($$SELECT syncguard.idem_claim('s', 'k', '{}', lease => '-5 seconds')$$);
-SELECT pg_temp.err($$SELECT syncguard.idem_claim('s', 'k', '{}', ttl => '0')$$);
-SELECT pg_temp.err($$SELECT syncguard.idem_complete(NULL, '{}')$$);
-SELECT pg_temp.err($$SELECT syncguard.idem_fail(NULL, 'x')$$);
-SELECT pg_temp.err(format('SELECT syncguard.idem_fail(%L, %L, max_attempts => 0)', pg_temp.tok('s1'), 'x'));
-SELECT pg_temp.err(format('SELECT syncguard.idem_fail(%L, %L, base => %L)', pg_temp.tok('s1'), 'x', '-1 s'));
-SELECT pg_temp.err($$SELECT syncguard.idem_prune(0)$$);
+SELECT regress.err($$SELECT syncguard.idem_claim(NULL, 'k', '{}')$$);
+SELECT regress.err($$SELECT syncguard.idem_claim('s', NULL, '{}')$$);
+SELECT regress.err($$SELECT syncguard.idem_claim('s', 'k', NULL)$$);
+SELECT regress.err($$SELECT syncguard.idem_claim('s', '', '{}')$$);
+SELECT regress.err($$SELECT syncguard.idem_claim('s', 'k', '{}', lease => '-5 seconds')$$);
+SELECT regress.err($$SELECT syncguard.idem_claim('s', 'k', '{}', ttl => '0')$$);
+SELECT regress.err($$SELECT syncguard.idem_complete(NULL, '{}')$$);
+SELECT regress.err($$SELECT syncguard.idem_fail(NULL, 'x')$$);
+SELECT regress.err(format('SELECT syncguard.idem_fail(%L, %L, max_attempts => 0)', pg_temp.tok('s1'), 'x'));
+SELECT regress.err(format('SELECT syncguard.idem_fail(%L, %L, base => %L)', pg_temp.tok('s1'), 'x', '-1 s'));
+SELECT regress.err($$SELECT syncguard.idem_prune(0)$$);
 SELECT count(*) AS keys_left_by_errors FROM syncguard.idempotency_keys WHERE scope = 's';
 
 -- 10. The preferred pattern for local work: claim, the application's own
@@ -224,13 +212,13 @@ SELECT scope, status, keys FROM syncguard.idempotency_summary ORDER BY 1, 2;
 SELECT count(*) AS keys_visible FROM syncguard.idempotency_keys;
 SELECT syncguard.idem_prune() AS pruned, syncguard.backoff_delay(2, '1 s', '1 h', 0) AS backoff,
        length(syncguard.request_fingerprint('{}')) AS fingerprint_length;
-SELECT pg_temp.err($$INSERT INTO syncguard.idempotency_keys (scope, key, owner_role, fingerprint, status, lease_token, expires_at)
+SELECT regress.err($$INSERT INTO syncguard.idempotency_keys (scope, key, owner_role, fingerprint, status, lease_token, expires_at)
                      VALUES ('app', 'forged', 'idem_other', 'f', 'succeeded', gen_random_uuid(), now())$$);
 SET ROLE idem_other;
 SELECT count(*) AS keys_visible FROM syncguard.idempotency_summary;
 SELECT outcome, attempt, response FROM syncguard.idem_claim('app', 'a1', '{"x": "other"}');
 SELECT outcome, attempt FROM syncguard.idem_claim('app', 'a1', '{"x": "other"}');
-SELECT pg_temp.err($$UPDATE syncguard.idempotency_keys SET status = 'dead' WHERE scope = 'app'$$) AS direct_update,
+SELECT regress.err($$UPDATE syncguard.idempotency_keys SET status = 'dead' WHERE scope = 'app'$$) AS direct_update,
        (SELECT count(*) FROM syncguard.idempotency_keys WHERE scope = 'app') AS rows_seen;
 SET ROLE idem_app;
 SELECT outcome, response FROM syncguard.idem_claim('app', 'a1', '{"x": 1}') AS still_replayed;

@@ -1,16 +1,6 @@
 -- Invariant templates (the generated queries and their checks), entity
 -- events coalesced into intervals, and housekeeping.
 
-CREATE FUNCTION pg_temp.err(q text) RETURNS text LANGUAGE plpgsql AS $$
-DECLARE st text; msg text; hint text;
-BEGIN
-    EXECUTE q;
-    RETURN 'no error';
-EXCEPTION WHEN others THEN
-    GET STACKED DIAGNOSTICS st = RETURNED_SQLSTATE, msg = MESSAGE_TEXT, hint = PG_EXCEPTION_HINT;
-    RETURN st || ': ' || msg || coalesce(' | hint: ' || nullif(hint, ''), '');
-END $$;
-
 CREATE TABLE tpl_customers (
     id int PRIMARY KEY, region text, email text,
     created_at timestamptz NOT NULL, synced_at timestamptz, updated_at timestamptz
@@ -52,16 +42,16 @@ SELECT invariant, status, violations, new_episodes FROM syncguard.check_invarian
 SELECT invariant, status, open_violations, oldest_violation_age IS NOT NULL AS aged FROM syncguard.audit();
 
 -- Template errors: unknown columns, wrong types, no key, bad arguments.
-SELECT pg_temp.err($$SELECT syncguard.invariant_duplicates('x', 'tpl_customers', ARRAY['mail'])$$);
-SELECT pg_temp.err($$SELECT syncguard.invariant_duplicates('x', 'tpl_customers', '{}')$$);
-SELECT pg_temp.err($$SELECT syncguard.invariant_not_synced_within('x', 'tpl_customers', 'email', '1 hour')$$);
-SELECT pg_temp.err($$SELECT syncguard.invariant_not_synced_within('x', 'tpl_customers', 'synced_at', '0')$$);
-SELECT pg_temp.err($$SELECT syncguard.invariant_never_synced('x', 'tpl_customers', 'synced_at', key_columns => ARRAY['nope'])$$);
-SELECT pg_temp.err($$SELECT syncguard.invariant_future_timestamps('x', 'tpl_customers', 'updated_at', skew => '-1 minute')$$);
-SELECT pg_temp.err($$SELECT syncguard.invariant_count_mismatch('x', 'tpl_customers', 'tpl_remote', tolerance => -1)$$);
-SELECT pg_temp.err($$SELECT syncguard.invariant_count_mismatch('x', 'tpl_customers', 'tpl_missing')$$);
+SELECT regress.err($$SELECT syncguard.invariant_duplicates('x', 'tpl_customers', ARRAY['mail'])$$);
+SELECT regress.err($$SELECT syncguard.invariant_duplicates('x', 'tpl_customers', '{}')$$);
+SELECT regress.err($$SELECT syncguard.invariant_not_synced_within('x', 'tpl_customers', 'email', '1 hour')$$);
+SELECT regress.err($$SELECT syncguard.invariant_not_synced_within('x', 'tpl_customers', 'synced_at', '0')$$);
+SELECT regress.err($$SELECT syncguard.invariant_never_synced('x', 'tpl_customers', 'synced_at', key_columns => ARRAY['nope'])$$);
+SELECT regress.err($$SELECT syncguard.invariant_future_timestamps('x', 'tpl_customers', 'updated_at', skew => '-1 minute')$$);
+SELECT regress.err($$SELECT syncguard.invariant_count_mismatch('x', 'tpl_customers', 'tpl_remote', tolerance => -1)$$);
+SELECT regress.err($$SELECT syncguard.invariant_count_mismatch('x', 'tpl_customers', 'tpl_missing')$$);
 CREATE TABLE tpl_nokey (a int, at timestamptz);
-SELECT pg_temp.err($$SELECT syncguard.invariant_never_synced('x', 'tpl_nokey', 'at')$$);
+SELECT regress.err($$SELECT syncguard.invariant_never_synced('x', 'tpl_nokey', 'at')$$);
 SELECT syncguard.invariant_never_synced('tpl_nokey_never', 'tpl_nokey', 'at', key_columns => ARRAY['a', 'at']);
 SELECT query FROM syncguard.invariants WHERE name = 'tpl_nokey_never';
 
@@ -87,8 +77,8 @@ INSERT INTO syncguard.entity_events (entity, kind, at) VALUES
 SET TIME ZONE 'UTC';
 SELECT * FROM syncguard.event_intervals('billing_started', 'billing_stopped');
 SELECT * FROM syncguard.event_intervals('billing_started', 'billing_stopped', for_entity => 'sub-2');
-SELECT pg_temp.err($$SELECT * FROM syncguard.event_intervals('x', 'x')$$);
-SELECT pg_temp.err($$SELECT * FROM syncguard.event_intervals(NULL, 'x')$$);
+SELECT regress.err($$SELECT * FROM syncguard.event_intervals('x', 'x')$$);
+SELECT regress.err($$SELECT * FROM syncguard.event_intervals(NULL, 'x')$$);
 -- Inside an invariant: subscriptions billed for more than a day without a stop.
 SELECT syncguard.define_invariant('tpl_billed_too_long',
     $$SELECT entity, started_at AS since
@@ -122,6 +112,6 @@ SELECT key FROM syncguard.idempotency_keys WHERE scope = 'hk' ORDER BY key;
 UPDATE syncguard.stale_writes SET backend_pid = -4 WHERE table_name = 'hk.a' AND backend_pid = pg_backend_pid();
 SELECT syncguard.fold_stale_writes() >= 1 AS folded;
 SELECT table_name, backend_pid, ignored FROM syncguard.stale_writes WHERE table_name LIKE 'hk.%' ORDER BY 1, 2;
-SELECT pg_temp.err($$SELECT * FROM syncguard.housekeeping(0)$$);
+SELECT regress.err($$SELECT * FROM syncguard.housekeeping(0)$$);
 DELETE FROM syncguard.stale_writes WHERE table_name LIKE 'hk.%';
 DELETE FROM syncguard.idempotency_keys WHERE scope = 'hk';

@@ -2,16 +2,6 @@
 -- opening, continuing, resolving and reopening), validation errors,
 -- redefinition, errored and timed-out checks, audit(), privileges, drop.
 
-CREATE FUNCTION pg_temp.err(q text) RETURNS text LANGUAGE plpgsql AS $$
-DECLARE st text; msg text; hint text;
-BEGIN
-    EXECUTE q;
-    RETURN 'no error';
-EXCEPTION WHEN others THEN
-    GET STACKED DIAGNOSTICS st = RETURNED_SQLSTATE, msg = MESSAGE_TEXT, hint = PG_EXCEPTION_HINT;
-    RETURN st || ': ' || msg || coalesce(' | hint: ' || nullif(hint, ''), '');
-END $$;
-
 -- Products cancelled more than 15 minutes ago that we are still billing for.
 CREATE TABLE inv_products (id int PRIMARY KEY, name text, cancelled_at timestamptz, billing_active boolean NOT NULL);
 INSERT INTO inv_products VALUES
@@ -60,23 +50,23 @@ SELECT invariant, status, violations, new_episodes, resolved, sqlstate, finished
   FROM syncguard.invariant_runs ORDER BY id;
 
 -- Validation: every bad definition is refused and leaves nothing behind.
-SELECT pg_temp.err($$SELECT syncguard.define_invariant(NULL, 'SELECT 1')$$);
-SELECT pg_temp.err($$SELECT syncguard.define_invariant('writes', 'WITH w AS (DELETE FROM syncguard.invariants RETURNING name) SELECT name AS entity, now() AS since FROM w')$$);
-SELECT pg_temp.err($$SELECT syncguard.define_invariant('', 'SELECT 1 AS entity, now() AS since')$$);
-SELECT pg_temp.err($$SELECT syncguard.define_invariant(repeat('x', 64), 'SELECT 1 AS entity, now() AS since')$$);
-SELECT pg_temp.err($$SELECT syncguard.define_invariant('bad', 'SELECT 1 AS entity, now() AS since', severity => 'urgent')$$);
-SELECT pg_temp.err($$SELECT syncguard.define_invariant('bad', 'SELECT 1 AS entity, now() AS since', grace => '-1 minute')$$);
-SELECT pg_temp.err($$SELECT syncguard.define_invariant('bad', 'SELECT 1 AS entity, now() AS since', schedule => '0')$$);
-SELECT pg_temp.err($$SELECT syncguard.define_invariant('bad', 'SELECT 1 AS entity, now() AS since; DROP TABLE inv_products')$$);
-SELECT pg_temp.err($$SELECT syncguard.define_invariant('bad', 'DELETE FROM inv_products RETURNING id AS entity, cancelled_at AS since')$$);
-SELECT pg_temp.err($$SELECT syncguard.define_invariant('bad', 'SELEC id AS entity FROM inv_products')$$);
-SELECT pg_temp.err($$SELECT syncguard.define_invariant('bad', '')$$);
-SELECT pg_temp.err($$SELECT syncguard.define_invariant('bad', 'SELECT id AS entity, cancelled_at AS since FROM inv_no_such_table')$$);
-SELECT pg_temp.err($$SELECT syncguard.define_invariant('bad', 'SELECT id, cancelled_at AS since FROM inv_products')$$);
-SELECT pg_temp.err($$SELECT syncguard.define_invariant('bad', 'SELECT id AS entity FROM inv_products')$$);
-SELECT pg_temp.err($$SELECT syncguard.define_invariant('bad', 'SELECT id AS entity, name AS since FROM inv_products')$$);
-SELECT pg_temp.err($$SELECT syncguard.define_invariant('bad', 'SELECT id AS entity, cancelled_at::timestamp AS since FROM inv_products')$$);
-SELECT pg_temp.err($$SELECT syncguard.define_invariant('bad', 'SELECT id AS entity, cancelled_at AS since INTO inv_copy FROM inv_products')$$);
+SELECT regress.err($$SELECT syncguard.define_invariant(NULL, 'SELECT 1')$$);
+SELECT regress.err($$SELECT syncguard.define_invariant('writes', 'WITH w AS (DELETE FROM syncguard.invariants RETURNING name) SELECT name AS entity, now() AS since FROM w')$$);
+SELECT regress.err($$SELECT syncguard.define_invariant('', 'SELECT 1 AS entity, now() AS since')$$);
+SELECT regress.err($$SELECT syncguard.define_invariant(repeat('x', 64), 'SELECT 1 AS entity, now() AS since')$$);
+SELECT regress.err($$SELECT syncguard.define_invariant('bad', 'SELECT 1 AS entity, now() AS since', severity => 'urgent')$$);
+SELECT regress.err($$SELECT syncguard.define_invariant('bad', 'SELECT 1 AS entity, now() AS since', grace => '-1 minute')$$);
+SELECT regress.err($$SELECT syncguard.define_invariant('bad', 'SELECT 1 AS entity, now() AS since', schedule => '0')$$);
+SELECT regress.err($$SELECT syncguard.define_invariant('bad', 'SELECT 1 AS entity, now() AS since; DROP TABLE inv_products')$$);
+SELECT regress.err($$SELECT syncguard.define_invariant('bad', 'DELETE FROM inv_products RETURNING id AS entity, cancelled_at AS since')$$);
+SELECT regress.err($$SELECT syncguard.define_invariant('bad', 'SELEC id AS entity FROM inv_products')$$);
+SELECT regress.err($$SELECT syncguard.define_invariant('bad', '')$$);
+SELECT regress.err($$SELECT syncguard.define_invariant('bad', 'SELECT id AS entity, cancelled_at AS since FROM inv_no_such_table')$$);
+SELECT regress.err($$SELECT syncguard.define_invariant('bad', 'SELECT id, cancelled_at AS since FROM inv_products')$$);
+SELECT regress.err($$SELECT syncguard.define_invariant('bad', 'SELECT id AS entity FROM inv_products')$$);
+SELECT regress.err($$SELECT syncguard.define_invariant('bad', 'SELECT id AS entity, name AS since FROM inv_products')$$);
+SELECT regress.err($$SELECT syncguard.define_invariant('bad', 'SELECT id AS entity, cancelled_at::timestamp AS since FROM inv_products')$$);
+SELECT regress.err($$SELECT syncguard.define_invariant('bad', 'SELECT id AS entity, cancelled_at AS since INTO inv_copy FROM inv_products')$$);
 -- Comments around the query and a trailing semicolon are fine; the statement is kept.
 SELECT syncguard.define_invariant('commented', E'-- leading\nSELECT 1 AS entity, now() - interval ''1 day'' AS since -- trailing\n;');
 SELECT query, (SELECT count(*) FROM syncguard_invariants.commented) AS violations FROM syncguard.invariants WHERE name = 'commented';
@@ -109,7 +99,7 @@ SELECT invariant, status, violations, new_episodes, resolved, error FROM syncgua
 SELECT invariant, status, sqlstate, error FROM syncguard.invariant_runs WHERE status = 'errored' ORDER BY id;
 -- A disabled invariant runs when named.
 SELECT invariant, status FROM syncguard.check_invariants('all_good');
-SELECT pg_temp.err($$SELECT * FROM syncguard.check_invariants('no_such_invariant')$$);
+SELECT regress.err($$SELECT * FROM syncguard.check_invariants('no_such_invariant')$$);
 -- The caller's own statement timeout is back in force after the checks.
 SET statement_timeout = '150ms';
 SELECT invariant, status FROM syncguard.check_invariants('too_slow');
@@ -132,7 +122,7 @@ CREATE TABLE inv_secret (id int, at timestamptz);
 INSERT INTO inv_secret VALUES (1, now() - interval '1 day');
 GRANT SELECT ON inv_products TO inv_role;
 SET ROLE inv_role;
-SELECT pg_temp.err($$SELECT syncguard.define_invariant('role_inv', 'SELECT id AS entity, cancelled_at AS since FROM public.inv_products')$$);
+SELECT regress.err($$SELECT syncguard.define_invariant('role_inv', 'SELECT id AS entity, cancelled_at AS since FROM public.inv_products')$$);
 RESET ROLE;
 GRANT CREATE ON SCHEMA syncguard_invariants TO inv_role;
 SET ROLE inv_role;
@@ -144,8 +134,8 @@ CREATE FUNCTION inv_own.inv_escape() RETURNS timestamptz LANGUAGE sql AS
 SELECT syncguard.define_invariant('role_escape', 'SELECT 1 AS entity, inv_own.inv_escape() AS since');
 SELECT name FROM syncguard.invariants ORDER BY name;
 SELECT invariant, status, violations, error FROM syncguard.check_invariants();
-SELECT pg_temp.err($$SELECT syncguard.define_invariant('cancelled_still_billed', 'SELECT 1 AS entity, now() AS since')$$);
-SELECT pg_temp.err($$SELECT * FROM syncguard.invariant_check_run(10, 'cancelled_still_billed', 1000)$$);
+SELECT regress.err($$SELECT syncguard.define_invariant('cancelled_still_billed', 'SELECT 1 AS entity, now() AS since')$$);
+SELECT regress.err($$SELECT * FROM syncguard.invariant_check_run(10, 'cancelled_still_billed', 1000)$$);
 SELECT syncguard.drop_invariant('cancelled_still_billed') AS dropped_another_roles;
 RESET ROLE;
 -- ... and a superuser running every check reads nothing through it: the check runs as its owner.

@@ -30,40 +30,30 @@ SELECT a.aggkind, a.aggcombinefn = 0 AS no_combine, p.proparallel
  WHERE p.proname = 'jsonb_deep_merge_agg' ORDER BY p.pronargs;
 DROP TABLE merge_events;
 
--- nesting deeper than syncguard.max_merge_depth is SQLSTATE 54001, not a crash
-CREATE FUNCTION pg_temp.err(q text) RETURNS text LANGUAGE plpgsql AS $$
-DECLARE st text; msg text; hint text;
-BEGIN
-    EXECUTE q;
-    RETURN 'no error';
-EXCEPTION WHEN others THEN
-    GET STACKED DIAGNOSTICS st = RETURNED_SQLSTATE, msg = MESSAGE_TEXT, hint = PG_EXCEPTION_HINT;
-    RETURN st || ': ' || msg || ' | hint: ' || hint;
-END $$;
 CREATE FUNCTION pg_temp.nest(n int) RETURNS jsonb LANGUAGE sql AS
   $$ SELECT (repeat('{"a":', n) || '1' || repeat('}', n))::jsonb $$;
 SHOW syncguard.max_merge_depth;
-SELECT pg_temp.err($$SELECT syncguard.jsonb_deep_merge(pg_temp.nest(1500), pg_temp.nest(1500))$$);
-SELECT pg_temp.err($$SELECT syncguard.jsonb_merge_patch(pg_temp.nest(1500), pg_temp.nest(1500))$$);
-SELECT pg_temp.err($$SELECT syncguard.jsonb_merge_diff(pg_temp.nest(1500), pg_temp.nest(1501))$$);
+SELECT regress.err($$SELECT syncguard.jsonb_deep_merge(pg_temp.nest(1500), pg_temp.nest(1500))$$);
+SELECT regress.err($$SELECT syncguard.jsonb_merge_patch(pg_temp.nest(1500), pg_temp.nest(1500))$$);
+SELECT regress.err($$SELECT syncguard.jsonb_merge_diff(pg_temp.nest(1500), pg_temp.nest(1501))$$);
 -- a subtree only one side has is copied, not walked: no limit applies
 SELECT jsonb_deep_merge(pg_temp.nest(1500), '{"b":1}') ? 'b' AS copied_whole;
 SET syncguard.max_merge_depth = 2000;
 SELECT jsonb_deep_merge(pg_temp.nest(1500), pg_temp.nest(1500)) = pg_temp.nest(1500) AS within_raised_limit;
 SET syncguard.max_merge_depth = 10;
-SELECT pg_temp.err($$SELECT syncguard.jsonb_deep_merge(pg_temp.nest(11), pg_temp.nest(11))$$);
-SELECT pg_temp.err($$SET syncguard.max_merge_depth = 0$$);
-SELECT pg_temp.err($$SET syncguard.max_merge_depth = 100001$$);
+SELECT regress.err($$SELECT syncguard.jsonb_deep_merge(pg_temp.nest(11), pg_temp.nest(11))$$);
+SELECT regress.err($$SET syncguard.max_merge_depth = 0$$);
+SELECT regress.err($$SET syncguard.max_merge_depth = 100001$$);
 RESET syncguard.max_merge_depth;
 -- with the limit raised as far as it goes, the server's stack check still
 -- stops a walk before the stack runs out
 CREATE TEMP TABLE deep AS SELECT pg_temp.nest(1500) AS d;
 SET syncguard.max_merge_depth = 100000;
 SET max_stack_depth = '100kB';
-SELECT regexp_replace(pg_temp.err($$SELECT syncguard.jsonb_deep_merge(d, d) FROM deep$$), ' \| hint.*', '') AS stack_guard;
+SELECT regexp_replace(regress.err($$SELECT syncguard.jsonb_deep_merge(d, d) FROM deep$$), ' \| hint.*', '') AS stack_guard;
 RESET max_stack_depth;
 SELECT syncguard.jsonb_deep_merge(d, d) = d AS fine_with_default_stack FROM deep;
 -- nest(10) is ten levels: within a limit of 10, nest(11) is not
 SET syncguard.max_merge_depth = 10;
-SELECT pg_temp.err($$SELECT syncguard.jsonb_deep_merge(pg_temp.nest(10), pg_temp.nest(10))$$) AS ten;
+SELECT regress.err($$SELECT syncguard.jsonb_deep_merge(pg_temp.nest(10), pg_temp.nest(10))$$) AS ten;
 RESET syncguard.max_merge_depth;

@@ -1,17 +1,6 @@
 -- jsonb_deep_merge policies: array modes, null modes, path rules, errors.
 SET search_path = syncguard, public;
 
--- Reports an error's SQLSTATE, message and hint instead of aborting.
-CREATE FUNCTION pg_temp.err(q text) RETURNS text LANGUAGE plpgsql AS $$
-DECLARE st text; msg text; hint text;
-BEGIN
-    EXECUTE q;
-    RETURN 'no error';
-EXCEPTION WHEN others THEN
-    GET STACKED DIAGNOSTICS st = RETURNED_SQLSTATE, msg = MESSAGE_TEXT, hint = PG_EXCEPTION_HINT;
-    RETURN st || ': ' || msg || ' | hint: ' || hint;
-END $$;
-
 -- arrays
 SELECT mode, jsonb_deep_merge('{"a":[1,2,{"k":1}]}', '{"a":[2,3,{"k":1.0}]}', jsonb_build_object('arrays', mode))
   FROM unnest(ARRAY['replace','concat','union']) mode;
@@ -54,14 +43,14 @@ SELECT jsonb_deep_merge('{"a":[1]}', '{"a":[2]}', '{}') AS empty_policy,
        jsonb_deep_merge('{"a":[1]}', '{"a":[2]}', NULL) AS sql_null_policy;
 
 -- invalid policies: SQLSTATE 22023, naming the bad part and the valid choices
-SELECT pg_temp.err($$SELECT syncguard.jsonb_deep_merge('{}', '{}', '{"arrays":"zip"}')$$);
-SELECT pg_temp.err($$SELECT syncguard.jsonb_deep_merge('{}', '{}', '{"nulls":"drop"}')$$);
-SELECT pg_temp.err($$SELECT syncguard.jsonb_deep_merge('{}', '{}', '{"arrayz":"concat"}')$$);
-SELECT pg_temp.err($$SELECT syncguard.jsonb_deep_merge('{}', '{}', '{"paths":{"prices.*":"biggest"}}')$$);
-SELECT pg_temp.err($$SELECT syncguard.jsonb_deep_merge('{}', '{}', '{"paths":{"a..b":"max"}}')$$);
-SELECT pg_temp.err($$SELECT syncguard.jsonb_deep_merge('{}', '{}', '{"paths":{"a":{"value":"max","colour":1}}}')$$);
-SELECT pg_temp.err($$SELECT syncguard.jsonb_deep_merge('{}', '{}', '{"paths":["a"]}')$$);
-SELECT pg_temp.err($$SELECT syncguard.jsonb_deep_merge('{}', '{}', '{"arrays":"merge_by:"}')$$);
-SELECT pg_temp.err($$SELECT syncguard.jsonb_deep_merge('{}', '{}', '[1]')$$);
+SELECT regress.err($$SELECT syncguard.jsonb_deep_merge('{}', '{}', '{"arrays":"zip"}')$$);
+SELECT regress.err($$SELECT syncguard.jsonb_deep_merge('{}', '{}', '{"nulls":"drop"}')$$);
+SELECT regress.err($$SELECT syncguard.jsonb_deep_merge('{}', '{}', '{"arrayz":"concat"}')$$);
+SELECT regress.err($$SELECT syncguard.jsonb_deep_merge('{}', '{}', '{"paths":{"prices.*":"biggest"}}')$$);
+SELECT regress.err($$SELECT syncguard.jsonb_deep_merge('{}', '{}', '{"paths":{"a..b":"max"}}')$$);
+SELECT regress.err($$SELECT syncguard.jsonb_deep_merge('{}', '{}', '{"paths":{"a":{"value":"max","colour":1}}}')$$);
+SELECT regress.err($$SELECT syncguard.jsonb_deep_merge('{}', '{}', '{"paths":["a"]}')$$);
+SELECT regress.err($$SELECT syncguard.jsonb_deep_merge('{}', '{}', '{"arrays":"merge_by:"}')$$);
+SELECT regress.err($$SELECT syncguard.jsonb_deep_merge('{}', '{}', '[1]')$$);
 -- an invalid policy is an error even when an input is NULL
-SELECT pg_temp.err($$SELECT syncguard.jsonb_deep_merge(NULL, '{}', '{"arrays":"zip"}')$$);
+SELECT regress.err($$SELECT syncguard.jsonb_deep_merge(NULL, '{}', '{"arrays":"zip"}')$$);

@@ -1,17 +1,6 @@
 -- merge_upsert: inserts, deep merges, NULL handling, type conversion,
 -- policies (columns, last_write_wins, version, freshness) and every error.
 
-CREATE FUNCTION pg_temp.err(q text) RETURNS text LANGUAGE plpgsql AS $$
-DECLARE st text; msg text; det text; hint text;
-BEGIN
-    EXECUTE q;
-    RETURN 'no error';
-EXCEPTION WHEN others THEN
-    GET STACKED DIAGNOSTICS st = RETURNED_SQLSTATE, msg = MESSAGE_TEXT,
-                            det = PG_EXCEPTION_DETAIL, hint = PG_EXCEPTION_HINT;
-    RETURN st || ': ' || msg || coalesce(' | detail: ' || nullif(det, ''), '') || coalesce(' | hint: ' || nullif(hint, ''), '');
-END $$;
-
 CREATE TABLE profiles (
     id int PRIMARY KEY,
     name text,
@@ -68,32 +57,32 @@ SELECT syncguard.merge_upsert('"Odd ""Table"""', '{"Key A": "x", "key;b": 1}', '
 SELECT syncguard.merge_upsert('"Odd ""Table"""', '{"key;b": 1, "Key A": "x"}', '{"Doc": {"b": 2}}');
 
 -- Errors name the table and column, and write nothing.
-SELECT pg_temp.err($$SELECT syncguard.merge_upsert('profiles', '{"id": 1}', '{"nope": 1}')$$);
-SELECT pg_temp.err($$SELECT syncguard.merge_upsert('profiles', '{"id": 1}', '{"age": "old"}')$$);
-SELECT pg_temp.err($$SELECT syncguard.merge_upsert('profiles', '{"id": 1}', '{"age": {"n": 1}}')$$);
+SELECT regress.err($$SELECT syncguard.merge_upsert('profiles', '{"id": 1}', '{"nope": 1}')$$);
+SELECT regress.err($$SELECT syncguard.merge_upsert('profiles', '{"id": 1}', '{"age": "old"}')$$);
+SELECT regress.err($$SELECT syncguard.merge_upsert('profiles', '{"id": 1}', '{"age": {"n": 1}}')$$);
 -- (a ragged array: merge_upsert_server_text, whose message differs by version)
-SELECT pg_temp.err($$SELECT syncguard.merge_upsert('profiles', '{"id": "one"}', '{}')$$);
-SELECT pg_temp.err($$SELECT syncguard.merge_upsert('profiles', '{"name": "Ada"}', '{}')$$);
-SELECT pg_temp.err($$SELECT syncguard.merge_upsert('profiles', '{"id": null}', '{}')$$);
-SELECT pg_temp.err($$SELECT syncguard.merge_upsert('profiles', '{"id": 1}', '{"id": 2}')$$);
-SELECT pg_temp.err($$SELECT syncguard.merge_upsert('profiles', '{}', '{}')$$);
-SELECT pg_temp.err($$SELECT syncguard.merge_upsert('profiles', '[1]', '{}')$$);
-SELECT pg_temp.err($$SELECT syncguard.merge_upsert('profiles', '{"id": 1}', '"x"')$$);
-SELECT pg_temp.err($$SELECT syncguard.merge_upsert('profiles', NULL, '{}')$$);
-SELECT pg_temp.err($$SELECT syncguard.merge_upsert('profiles', '{"id": 1}', NULL)$$);
-SELECT pg_temp.err($$SELECT syncguard.merge_upsert('no_such_table', '{"id": 1}', '{}')$$);
-SELECT pg_temp.err($$SELECT syncguard.merge_upsert('profiles', '{"id": 1}', '{}', '{"arrays": "zip"}')$$);
-SELECT pg_temp.err($$SELECT syncguard.merge_upsert('profiles', '{"id": 1}', '{}', '{"colums": {}}')$$);
-SELECT pg_temp.err($$SELECT syncguard.merge_upsert('profiles', '{"id": 1}', '{}', '{"version": "name"}')$$);
-SELECT pg_temp.err($$SELECT syncguard.merge_upsert('profiles', '{"id": 1}', '{}', '{"last_write_wins": "nope"}')$$);
-SELECT pg_temp.err($$SELECT syncguard.merge_upsert('pg_class', '{"oid": 1}', '{}')$$);
+SELECT regress.err($$SELECT syncguard.merge_upsert('profiles', '{"id": "one"}', '{}')$$);
+SELECT regress.err($$SELECT syncguard.merge_upsert('profiles', '{"name": "Ada"}', '{}')$$);
+SELECT regress.err($$SELECT syncguard.merge_upsert('profiles', '{"id": null}', '{}')$$);
+SELECT regress.err($$SELECT syncguard.merge_upsert('profiles', '{"id": 1}', '{"id": 2}')$$);
+SELECT regress.err($$SELECT syncguard.merge_upsert('profiles', '{}', '{}')$$);
+SELECT regress.err($$SELECT syncguard.merge_upsert('profiles', '[1]', '{}')$$);
+SELECT regress.err($$SELECT syncguard.merge_upsert('profiles', '{"id": 1}', '"x"')$$);
+SELECT regress.err($$SELECT syncguard.merge_upsert('profiles', NULL, '{}')$$);
+SELECT regress.err($$SELECT syncguard.merge_upsert('profiles', '{"id": 1}', NULL)$$);
+SELECT regress.err($$SELECT syncguard.merge_upsert('no_such_table', '{"id": 1}', '{}')$$);
+SELECT regress.err($$SELECT syncguard.merge_upsert('profiles', '{"id": 1}', '{}', '{"arrays": "zip"}')$$);
+SELECT regress.err($$SELECT syncguard.merge_upsert('profiles', '{"id": 1}', '{}', '{"colums": {}}')$$);
+SELECT regress.err($$SELECT syncguard.merge_upsert('profiles', '{"id": 1}', '{}', '{"version": "name"}')$$);
+SELECT regress.err($$SELECT syncguard.merge_upsert('profiles', '{"id": 1}', '{}', '{"last_write_wins": "nope"}')$$);
+SELECT regress.err($$SELECT syncguard.merge_upsert('pg_class', '{"oid": 1}', '{}')$$);
 CREATE VIEW profile_names AS SELECT id, name FROM profiles;
-SELECT pg_temp.err($$SELECT syncguard.merge_upsert('profile_names', '{"id": 1}', '{}')$$);
+SELECT regress.err($$SELECT syncguard.merge_upsert('profile_names', '{"id": 1}', '{}')$$);
 CREATE TABLE gen (id int PRIMARY KEY, a int, b int GENERATED ALWAYS AS (a * 2) STORED);
-SELECT pg_temp.err($$SELECT syncguard.merge_upsert('gen', '{"id": 1}', '{"b": 1}')$$);
+SELECT regress.err($$SELECT syncguard.merge_upsert('gen', '{"id": 1}', '{"b": 1}')$$);
 CREATE TABLE partial_key (id int, live bool);
 CREATE UNIQUE INDEX ON partial_key (id) WHERE live;
-SELECT pg_temp.err($$SELECT syncguard.merge_upsert('partial_key', '{"id": 1}', '{}')$$);
+SELECT regress.err($$SELECT syncguard.merge_upsert('partial_key', '{"id": 1}', '{}')$$);
 SELECT id, name, age, tags, external_data FROM profiles ORDER BY id;
 
 -- A plan survives ALTER TABLE: the next call sees the new column.
@@ -110,12 +99,12 @@ SELECT syncguard.merge_upsert('items', '{"sku": "a"}', '{"qty": 4, "synced_at": 
 SELECT syncguard.merge_upsert('items', '{"sku": "a"}', '{"qty": 6, "synced_at": "2026-01-03T00:00:00Z"}', '{"last_write_wins": "synced_at"}') ->> 'qty' AS newer_applied;
 SELECT syncguard.merge_upsert('items', '{"sku": "a"}', '{"qty": 7}', '{"last_write_wins": "synced_at"}') ->> 'qty' AS unordered_applied;
 SELECT table_name, stale_ignored FROM syncguard.conflict_stats;
-SELECT regexp_replace(pg_temp.err(format($$SELECT syncguard.merge_upsert('items', '{"sku": "a"}', jsonb_build_object('qty', 1, 'synced_at', %L::timestamptz), '{"last_write_wins": "synced_at"}')$$,
+SELECT regexp_replace(regress.err(format($$SELECT syncguard.merge_upsert('items', '{"sku": "a"}', jsonb_build_object('qty', 1, 'synced_at', %L::timestamptz), '{"last_write_wins": "synced_at"}')$$,
                                          clock_timestamp() + interval '10 minutes')),
                       '[0-9.]+ s ahead|detail: .* \|', 'X', 'g');
 SELECT syncguard.merge_upsert('items', '{"sku": "b"}', jsonb_build_object('synced_at', clock_timestamp() + interval '10 minutes'),
                               '{"last_write_wins": "synced_at", "max_clock_skew": "1 hour"}') ->> 'sku' AS policy_skew_allows;
-SELECT pg_temp.err($$SELECT syncguard.merge_upsert('items', '{"sku": "a"}', '{"synced_at": "2026-11-21T00:00:00Z"}', '{"last_write_wins": "synced_at", "max_clock_skew": "forever"}')$$);
+SELECT regress.err($$SELECT syncguard.merge_upsert('items', '{"sku": "a"}', '{"synced_at": "2026-11-21T00:00:00Z"}', '{"last_write_wins": "synced_at", "max_clock_skew": "forever"}')$$);
 SET syncguard.max_clock_skew = '1h';
 SELECT syncguard.merge_upsert('items', '{"sku": "c"}', jsonb_build_object('synced_at', clock_timestamp() + interval '10 minutes'),
                               '{"last_write_wins": "synced_at"}') ->> 'sku' AS setting_allows;
@@ -126,9 +115,9 @@ SELECT qty FROM items WHERE sku = 'a';
 CREATE TABLE docs (id int PRIMARY KEY, v int NOT NULL DEFAULT 1, body jsonb);
 SELECT syncguard.merge_upsert('docs', '{"id": 1}', '{"v": 1, "body": {"a": 1}}', '{"version": "v"}');
 SELECT syncguard.merge_upsert('docs', '{"id": 1}', '{"v": 2, "body": {"b": 2}}', '{"version": "v"}');
-SELECT pg_temp.err($$SELECT syncguard.merge_upsert('docs', '{"id": 1}', '{"v": 2, "body": {"c": 3}}', '{"version": "v"}')$$);
-SELECT pg_temp.err($$SELECT syncguard.merge_upsert('docs', '{"id": 1}', '{"v": null, "body": {"c": 3}}', '{"version": "v"}')$$);
-SELECT pg_temp.err($$SELECT syncguard.merge_upsert('docs', '{"id": 1}', '{"body": {"c": 3}}', '{"version": "v"}')$$);
+SELECT regress.err($$SELECT syncguard.merge_upsert('docs', '{"id": 1}', '{"v": 2, "body": {"c": 3}}', '{"version": "v"}')$$);
+SELECT regress.err($$SELECT syncguard.merge_upsert('docs', '{"id": 1}', '{"v": null, "body": {"c": 3}}', '{"version": "v"}')$$);
+SELECT regress.err($$SELECT syncguard.merge_upsert('docs', '{"id": 1}', '{"body": {"c": 3}}', '{"version": "v"}')$$);
 SELECT * FROM docs;
 
 -- freshness: the companion column stamps each top-level key written.
@@ -143,5 +132,5 @@ BEGIN;
 SELECT syncguard.merge_upsert('fresh', '{"id": 1}', '{"data": {"b": {"y": 2}, "c": null, "a": {"$delete": true}}}', '{"freshness": {"data": "data_seen"}}') -> 'data';
 SELECT data_seen ? 'a' AS a_still_stamped, (data_seen ->> 'b')::timestamptz = now() AS b_restamped, data_seen ? 'c' AS null_not_stamped FROM fresh;
 COMMIT;
-SELECT pg_temp.err($$SELECT syncguard.merge_upsert('fresh', '{"id": 1}', '{"data": {}, "data_seen": {}}', '{"freshness": {"data": "data_seen"}}')$$);
-SELECT pg_temp.err($$SELECT syncguard.merge_upsert('fresh', '{"id": 1}', '{}', '{"freshness": {"data": "id"}}')$$);
+SELECT regress.err($$SELECT syncguard.merge_upsert('fresh', '{"id": 1}', '{"data": {}, "data_seen": {}}', '{"freshness": {"data": "data_seen"}}')$$);
+SELECT regress.err($$SELECT syncguard.merge_upsert('fresh', '{"id": 1}', '{}', '{"freshness": {"data": "id"}}')$$);

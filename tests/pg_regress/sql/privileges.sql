@@ -4,16 +4,6 @@
 -- unprotect a table it does not own, cannot touch the counters directly,
 -- and cannot read or change another role's idempotency keys.
 SET client_min_messages = warning;
-CREATE FUNCTION pg_temp.err(q text) RETURNS text LANGUAGE plpgsql AS $$
-DECLARE st text; msg text;
-BEGIN
-    EXECUTE q;
-    RETURN 'no error';
-EXCEPTION WHEN others THEN
-    GET STACKED DIAGNOSTICS st = RETURNED_SQLSTATE, msg = MESSAGE_TEXT;
-    RETURN st || ': ' || msg;
-END $$;
-
 CREATE ROLE priv_app NOSUPERUSER NOCREATEDB NOCREATEROLE NOBYPASSRLS;
 CREATE ROLE priv_intruder NOSUPERUSER NOBYPASSRLS;
 CREATE SCHEMA priv_app AUTHORIZATION priv_app;
@@ -54,23 +44,23 @@ SELECT syncguard.backoff_delay(1, '1 s', '1 h', 0) AS backoff,
 SELECT scope, status, keys FROM syncguard.idempotency_summary WHERE scope = 'priv' ORDER BY status;
 
 -- 2. No privilege on a table: merge_upsert writes nothing.
-SELECT pg_temp.err($$SELECT syncguard.merge_upsert('priv_app.admin_t', '{"id": 1}', '{"d": {"pwned": true}}')$$);
+SELECT regress.err($$SELECT syncguard.merge_upsert('priv_app.admin_t', '{"id": 1}', '{"d": {"pwned": true}}')$$);
 RESET ROLE;
 GRANT SELECT, INSERT ON priv_app.admin_t TO priv_app;   -- no UPDATE: ON CONFLICT DO UPDATE needs it
 SET ROLE priv_app;
-SELECT pg_temp.err($$SELECT syncguard.merge_upsert('priv_app.admin_t', '{"id": 1}', '{"d": {"pwned": true}}')$$);
-SELECT pg_temp.err($$SELECT syncguard.merge_upsert('priv_app.admin_t', '{"id": 2}', '{"d": {"new": true}}')$$);
+SELECT regress.err($$SELECT syncguard.merge_upsert('priv_app.admin_t', '{"id": 1}', '{"d": {"pwned": true}}')$$);
+SELECT regress.err($$SELECT syncguard.merge_upsert('priv_app.admin_t', '{"id": 2}', '{"d": {"new": true}}')$$);
 -- 3. Not the owner: no protect or unprotect, even with the TRIGGER privilege.
 RESET ROLE;
 GRANT TRIGGER, UPDATE ON priv_app.admin_t TO priv_app;
 SELECT syncguard.protect('priv_app.admin_t');
 SET ROLE priv_app;
-SELECT pg_temp.err($$SELECT syncguard.protect('priv_app.admin_t', NULL, '{"nulls": "overwrite"}')$$);
-SELECT pg_temp.err($$SELECT syncguard.unprotect('priv_app.admin_t')$$);
+SELECT regress.err($$SELECT syncguard.protect('priv_app.admin_t', NULL, '{"nulls": "overwrite"}')$$);
+SELECT regress.err($$SELECT syncguard.unprotect('priv_app.admin_t')$$);
 -- the counters are the extension's: readable, not writable; only the trigger
 -- and merge_upsert count, through no SQL function
-SELECT pg_temp.err($$DELETE FROM syncguard.stale_writes$$);
-SELECT pg_temp.err($$SELECT syncguard.note_stale_write('priv_app.admin_t')$$) AS no_counting_function;
+SELECT regress.err($$DELETE FROM syncguard.stale_writes$$);
+SELECT regress.err($$SELECT syncguard.note_stale_write('priv_app.admin_t')$$) AS no_counting_function;
 RESET ROLE;
 SELECT id, d FROM priv_app.admin_t ORDER BY id;
 SELECT table_name, policy FROM syncguard.protected_tables WHERE table_name = 'priv_app.admin_t'::regclass;
@@ -82,11 +72,11 @@ SET ROLE priv_intruder;
 SELECT count(*) AS keys_visible FROM syncguard.idempotency_keys;
 SELECT count(*) AS summary_rows FROM syncguard.idempotency_summary WHERE scope = 'priv';
 SELECT outcome, response FROM syncguard.idem_claim('priv', 'k1', '{"amount": 1}') AS own_key;
-SELECT pg_temp.err(format('SELECT syncguard.idem_complete(%L, %L)', :'app_token2', '{"stolen": true}'));
-SELECT pg_temp.err(format('SELECT syncguard.idem_fail(%L, %L, false)', :'app_token2', 'sabotage'));
-SELECT pg_temp.err($$UPDATE syncguard.idempotency_keys SET response = '{"stolen": true}' WHERE scope = 'priv'$$) AS updated,
-       pg_temp.err($$DELETE FROM syncguard.idempotency_keys WHERE scope = 'priv'$$) AS deleted;
-SELECT pg_temp.err($$INSERT INTO syncguard.idempotency_keys (scope, key, owner_role, fingerprint, status, lease_token, expires_at)
+SELECT regress.err(format('SELECT syncguard.idem_complete(%L, %L)', :'app_token2', '{"stolen": true}'));
+SELECT regress.err(format('SELECT syncguard.idem_fail(%L, %L, false)', :'app_token2', 'sabotage'));
+SELECT regress.err($$UPDATE syncguard.idempotency_keys SET response = '{"stolen": true}' WHERE scope = 'priv'$$) AS updated,
+       regress.err($$DELETE FROM syncguard.idempotency_keys WHERE scope = 'priv'$$) AS deleted;
+SELECT regress.err($$INSERT INTO syncguard.idempotency_keys (scope, key, owner_role, fingerprint, status, lease_token, expires_at)
                      VALUES ('priv', 'k3', 'priv_app', 'f', 'succeeded', gen_random_uuid(), now() + interval '1 day')$$) AS forged;
 UPDATE syncguard.idempotency_keys SET expires_at = now() - interval '1 hour';
 SELECT syncguard.idem_prune() AS pruned_by_intruder;

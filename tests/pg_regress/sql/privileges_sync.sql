@@ -6,17 +6,6 @@
 -- membership (GRANT producer TO consumer) where the model says so; an
 -- invariant's check reads only what its owner may read, whoever runs it.
 SET client_min_messages = warning;
--- the SQLSTATE and message of a statement, ids and times masked
-CREATE FUNCTION pg_temp.err(q text) RETURNS text LANGUAGE plpgsql AS $$
-DECLARE st text; msg text;
-BEGIN
-    EXECUTE q;
-    RETURN 'no error';
-EXCEPTION WHEN others THEN
-    GET STACKED DIAGNOSTICS st = RETURNED_SQLSTATE, msg = MESSAGE_TEXT;
-    RETURN st || ': ' || regexp_replace(msg, '[0-9]+', 'N', 'g');
-END $$;
-
 -- What CREATE EXTENSION leaves for every role: EXECUTE on every function,
 -- SELECT on every view; on the tables, the grants to PUBLIC below (column
 -- lists where a role must not choose an id or rename a row). Only two
@@ -135,29 +124,29 @@ SELECT (SELECT count(*) FROM syncguard.sync_sources) AS sources, (SELECT count(*
        (SELECT count(*) FROM syncguard.due_invariants()) AS due,
        (SELECT count(*) FROM syncguard.event_intervals('start', 'stop')) AS intervals;
 -- through the functions
-SELECT pg_temp.err(format('SELECT syncguard.sync_part(%s, %L, false)', :ok_run, 'a')) AS sync_part,
-       pg_temp.err(format('SELECT syncguard.sync_finish(%s)', :stuck_run)) AS sync_finish;
-SELECT pg_temp.err($$SELECT syncguard.sync_begin('ps_src')$$) AS sync_begin,
-       pg_temp.err($$SELECT syncguard.sync_configure('ps_src', overlap => '1 day')$$) AS sync_configure,
-       pg_temp.err($$SELECT syncguard.queue_configure('ps_q', max_attempts => 99)$$) AS queue_configure;
-SELECT pg_temp.err($$SELECT syncguard.enqueue('ps_q', '{"evil": 1}', 'three')$$) AS enqueue_held_key;
+SELECT regress.err_masked(format('SELECT syncguard.sync_part(%s, %L, false)', :ok_run, 'a')) AS sync_part,
+       regress.err_masked(format('SELECT syncguard.sync_finish(%s)', :stuck_run)) AS sync_finish;
+SELECT regress.err_masked($$SELECT syncguard.sync_begin('ps_src')$$) AS sync_begin,
+       regress.err_masked($$SELECT syncguard.sync_configure('ps_src', overlap => '1 day')$$) AS sync_configure,
+       regress.err_masked($$SELECT syncguard.queue_configure('ps_q', max_attempts => 99)$$) AS queue_configure;
+SELECT regress.err_masked($$SELECT syncguard.enqueue('ps_q', '{"evil": 1}', 'three')$$) AS enqueue_held_key;
 SELECT count(*) AS dequeued FROM syncguard.dequeue('ps_q', 10);
-SELECT pg_temp.err(format('SELECT syncguard.ack(%s)', :job3)) AS ack,
-       pg_temp.err(format('SELECT syncguard.nack(%s, %L)', :job3, 'x')) AS nack;
+SELECT regress.err_masked(format('SELECT syncguard.ack(%s)', :job3)) AS ack,
+       regress.err_masked(format('SELECT syncguard.nack(%s, %L)', :job3, 'x')) AS nack;
 SELECT syncguard.requeue_dead('ps_q') AS requeued, syncguard.purge_dead('ps_q') AS purged,
        syncguard.sync_abandon_stale() AS abandoned;
-SELECT pg_temp.err('SELECT * FROM syncguard_invariants.ps_billed') AS view,
-       pg_temp.err($$SELECT syncguard.check_invariants('ps_billed')$$) AS check_one,
-       pg_temp.err($$SELECT syncguard.define_invariant('ps_billed', 'SELECT 1 AS entity, now() AS since')$$) AS redefine;
+SELECT regress.err_masked('SELECT * FROM syncguard_invariants.ps_billed') AS view,
+       regress.err_masked($$SELECT syncguard.check_invariants('ps_billed')$$) AS check_one,
+       regress.err_masked($$SELECT syncguard.define_invariant('ps_billed', 'SELECT 1 AS entity, now() AS since')$$) AS redefine;
 SELECT syncguard.drop_invariant('ps_billed') AS dropped;
 SELECT count(*) AS checked FROM syncguard.check_invariants();
 SELECT task, affected FROM syncguard.housekeeping(keep_runs => '0') WHERE task <> 'stale write counters folded';
 -- through the tables: updates and deletes find no row, forged rows are refused
-SELECT pg_temp.err($$UPDATE syncguard.sync_sources SET watermark = now() + interval '1 year'$$) AS sources,
-       pg_temp.err($$DELETE FROM syncguard.queue_jobs$$) AS jobs,
-       pg_temp.err($$UPDATE syncguard.invariants SET enabled = false$$) AS invariants,
-       pg_temp.err($$DELETE FROM syncguard.violations$$) AS violations,
-       pg_temp.err($$DELETE FROM syncguard.entity_events$$) AS events;
+SELECT regress.err_masked($$UPDATE syncguard.sync_sources SET watermark = now() + interval '1 year'$$) AS sources,
+       regress.err_masked($$DELETE FROM syncguard.queue_jobs$$) AS jobs,
+       regress.err_masked($$UPDATE syncguard.invariants SET enabled = false$$) AS invariants,
+       regress.err_masked($$DELETE FROM syncguard.violations$$) AS violations,
+       regress.err_masked($$DELETE FROM syncguard.entity_events$$) AS events;
 -- the delete functions find none of the producer's rows
 SELECT syncguard.sync_drop('ps_src') AS source_dropped, syncguard.sync_prune('0') AS runs_pruned,
        syncguard.queue_drop('ps_q') AS jobs_dropped, syncguard.violations_prune('0') AS episodes_pruned,
@@ -167,38 +156,38 @@ RESET ROLE;
 SELECT ctid AS src_ctid FROM syncguard.sync_sources WHERE source = 'ps_src' \gset
 SET ROLE ps_intruder;
 SELECT syncguard._delete_visible('syncguard.sync_sources', ARRAY[:'src_ctid'::tid]) AS forged_ctid,
-       pg_temp.err($$SELECT syncguard._delete_visible('pg_catalog.pg_class', '{"(0,1)"}')$$) AS other_table,
-       pg_temp.err($$SELECT syncguard._delete_visible('syncguard.stale_writes', '{"(0,1)"}')$$) AS owners_table;
+       regress.err_masked($$SELECT syncguard._delete_visible('pg_catalog.pg_class', '{"(0,1)"}')$$) AS other_table,
+       regress.err_masked($$SELECT syncguard._delete_visible('syncguard.stale_writes', '{"(0,1)"}')$$) AS owners_table;
 -- no table can be locked against the producer: no table-level UPDATE or DELETE
-SELECT c.relname, pg_temp.err(format('LOCK TABLE syncguard.%I IN SHARE MODE NOWAIT', c.relname)) AS share_lock
+SELECT c.relname, regress.err_masked(format('LOCK TABLE syncguard.%I IN SHARE MODE NOWAIT', c.relname)) AS share_lock
   FROM pg_class c
  WHERE c.relnamespace = 'syncguard'::regnamespace AND c.relkind = 'r'
  ORDER BY 1;
 -- a part for the producer's run, a run of its source (foreign keys do not see row-level security)
-SELECT pg_temp.err(format($$INSERT INTO syncguard.sync_parts (source, run_id, part, ok, reported_at)
+SELECT regress.err_masked(format($$INSERT INTO syncguard.sync_parts (source, run_id, part, ok, reported_at)
                            VALUES ('ps_src', %s, 'b', false, now())$$, :stuck_run)) AS forged_part,
-       pg_temp.err($$INSERT INTO syncguard.sync_runs (source, started_at, deadline)
+       regress.err_masked($$INSERT INTO syncguard.sync_runs (source, started_at, deadline)
                      VALUES ('ps_src', now(), now() + interval '1 day')$$) AS forged_run;
 -- rows stamped with the producer
-SELECT pg_temp.err($$INSERT INTO syncguard.queue_jobs (queue, owner_role, payload, visible_at, enqueued_at)
+SELECT regress.err_masked($$INSERT INTO syncguard.queue_jobs (queue, owner_role, payload, visible_at, enqueued_at)
                      VALUES ('ps_q', 'ps_producer', '{"evil": 1}', now(), now())$$) AS forged_job,
-       pg_temp.err($$INSERT INTO syncguard.entity_events (entity, kind, owner_role) VALUES ('ps-2', 'stop', 'ps_producer')$$) AS forged_event;
+       regress.err_masked($$INSERT INTO syncguard.entity_events (entity, kind, owner_role) VALUES ('ps-2', 'stop', 'ps_producer')$$) AS forged_event;
 -- an episode under the producer's invariant would break its next check on the unique index
-SELECT pg_temp.err($$INSERT INTO syncguard.violations (invariant, owner_role, entity, since, first_seen, last_seen)
+SELECT regress.err_masked($$INSERT INTO syncguard.violations (invariant, owner_role, entity, since, first_seen, last_seen)
                      VALUES ('ps_never', 'ps_intruder', '2', now(), now(), now())$$) AS forged_episode,
-       pg_temp.err($$INSERT INTO syncguard.invariant_runs (invariant, owner_role, started_at, finished_at, status)
+       regress.err_masked($$INSERT INTO syncguard.invariant_runs (invariant, owner_role, started_at, finished_at, status)
                      VALUES ('ps_never', 'ps_intruder', now(), now(), 'ok')$$) AS forged_run;
 -- a name taken without CREATE on syncguard_invariants and without a view
-SELECT pg_temp.err($$INSERT INTO syncguard.invariants (name, query) VALUES ('ps_squat', 'SELECT 1')$$) AS squatted_name;
+SELECT regress.err_masked($$INSERT INTO syncguard.invariants (name, query) VALUES ('ps_squat', 'SELECT 1')$$) AS squatted_name;
 -- ids chosen by hand could take those the sequences hand to the producer next
-SELECT pg_temp.err($$INSERT INTO syncguard.queue_jobs (job_id, queue, payload, visible_at, enqueued_at)
+SELECT regress.err_masked($$INSERT INTO syncguard.queue_jobs (job_id, queue, payload, visible_at, enqueued_at)
                      OVERRIDING SYSTEM VALUE VALUES (1000000000, 'ps_q', '{}', now(), now())$$) AS job_id,
-       pg_temp.err($$INSERT INTO syncguard.entity_events (id, entity, kind) OVERRIDING SYSTEM VALUE VALUES (1, 'ps-1', 'x')$$) AS event_id;
+       regress.err_masked($$INSERT INTO syncguard.entity_events (id, entity, kind) OVERRIDING SYSTEM VALUE VALUES (1, 'ps-1', 'x')$$) AS event_id;
 -- its own rows cannot be moved under the producer's names
 SELECT syncguard.define_invariant('ps_mine', $$SELECT 1 AS entity, '2020-01-01'::timestamptz AS since$$);
 SELECT invariant, status FROM syncguard.check_invariants();
-SELECT pg_temp.err($$UPDATE syncguard.violations SET invariant = 'ps_never', entity = '2'$$) AS move_episode,
-       pg_temp.err($$UPDATE syncguard.invariants SET name = 'ps_other'$$) AS rename_invariant;
+SELECT regress.err_masked($$UPDATE syncguard.violations SET invariant = 'ps_never', entity = '2'$$) AS move_episode,
+       regress.err_masked($$UPDATE syncguard.invariants SET name = 'ps_other'$$) AS rename_invariant;
 SELECT syncguard.drop_invariant('ps_mine', keep_history => false);
 RESET ROLE;
 -- the producer's data is as it left it
@@ -233,7 +222,7 @@ REVOKE ps_producer FROM ps_consumer;
 -- invariant over a table it may not read errors, for the superuser too.
 SET ROLE ps_producer;
 SELECT syncguard.define_invariant('ps_secret', $$SELECT id AS entity, leaked_at AS since FROM ps_app.secret$$);
-SELECT pg_temp.err('SELECT * FROM syncguard_invariants.ps_secret') AS as_owner;
+SELECT regress.err_masked('SELECT * FROM syncguard_invariants.ps_secret') AS as_owner;
 RESET ROLE;
 SELECT rolsuper FROM pg_roles WHERE rolname = current_user;
 SELECT invariant, status, violations, error FROM syncguard.check_invariants('ps_secret');

@@ -1,17 +1,6 @@
 -- protect / unprotect: the trigger's merge, NULL keeping, bypass,
 -- tombstones, conflict policies, the view, ownership and errors.
 
-CREATE FUNCTION pg_temp.err(q text) RETURNS text LANGUAGE plpgsql AS $$
-DECLARE st text; msg text; det text; hint text;
-BEGIN
-    EXECUTE q;
-    RETURN 'no error';
-EXCEPTION WHEN others THEN
-    GET STACKED DIAGNOSTICS st = RETURNED_SQLSTATE, msg = MESSAGE_TEXT,
-                            det = PG_EXCEPTION_DETAIL, hint = PG_EXCEPTION_HINT;
-    RETURN st || ': ' || msg || coalesce(' | detail: ' || nullif(det, ''), '') || coalesce(' | hint: ' || nullif(hint, ''), '');
-END $$;
-
 CREATE TABLE p_profiles (id int PRIMARY KEY, name text, email text, external_data jsonb, note text);
 INSERT INTO p_profiles VALUES
     (1, 'Ada', 'ada@example.com', '{"contact": {"email": "ada@example.com"}, "billing": {"plan": "pro", "card": "visa"}, "tags": [1, 2]}', 'vip');
@@ -71,7 +60,7 @@ UPDATE p_items SET qty = 6, synced_at = '2026-01-03T00:00:00Z' WHERE sku = 'a';
 UPDATE p_items SET qty = 7 WHERE sku = 'a';
 SELECT qty, synced_at FROM p_items;
 SELECT table_name, stale_ignored FROM syncguard.conflict_stats WHERE table_name = 'public.p_items';
-SELECT regexp_replace(pg_temp.err($$UPDATE p_items SET qty = 0, synced_at = clock_timestamp() + interval '1 hour'$$),
+SELECT regexp_replace(regress.err($$UPDATE p_items SET qty = 0, synced_at = clock_timestamp() + interval '1 hour'$$),
                       '[0-9.]+ s ahead|detail: .* \|', 'X', 'g');
 SELECT qty FROM p_items;
 
@@ -80,8 +69,8 @@ CREATE TABLE p_docs (id int PRIMARY KEY, v bigint NOT NULL, body jsonb);
 INSERT INTO p_docs VALUES (1, 1, '{"a": 1}');
 SELECT syncguard.protect('p_docs', NULL, '{"version": "v"}');
 UPDATE p_docs SET v = 2, body = '{"b": 2}' WHERE id = 1;
-SELECT pg_temp.err($$UPDATE p_docs SET v = 2, body = '{"c": 3}' WHERE id = 1$$);
-SELECT pg_temp.err($$UPDATE p_docs SET body = '{"c": 3}' WHERE id = 1$$);
+SELECT regress.err($$UPDATE p_docs SET v = 2, body = '{"c": 3}' WHERE id = 1$$);
+SELECT regress.err($$UPDATE p_docs SET body = '{"c": 3}' WHERE id = 1$$);
 SELECT * FROM p_docs;
 
 -- freshness through the trigger.
@@ -94,13 +83,13 @@ SELECT data, seen ->> 'a' AS a_seen, (seen ->> 'b')::timestamptz = now() AS b_se
 COMMIT;
 
 -- Configuration errors, checked before anything changes.
-SELECT pg_temp.err($$SELECT syncguard.protect('p_profiles', '{nope}')$$);
-SELECT pg_temp.err($$SELECT syncguard.protect('p_profiles', '{name,NULL}')$$);
-SELECT pg_temp.err($$SELECT syncguard.protect('p_profiles', NULL, '{"nulls": "maybe"}')$$);
-SELECT pg_temp.err($$SELECT syncguard.protect('p_profiles', NULL, '{"last_write_wins": "name"}')$$);
-SELECT pg_temp.err($$SELECT syncguard.protect('no_such_table')$$);
+SELECT regress.err($$SELECT syncguard.protect('p_profiles', '{nope}')$$);
+SELECT regress.err($$SELECT syncguard.protect('p_profiles', '{name,NULL}')$$);
+SELECT regress.err($$SELECT syncguard.protect('p_profiles', NULL, '{"nulls": "maybe"}')$$);
+SELECT regress.err($$SELECT syncguard.protect('p_profiles', NULL, '{"last_write_wins": "name"}')$$);
+SELECT regress.err($$SELECT syncguard.protect('no_such_table')$$);
 CREATE VIEW v_profiles AS SELECT * FROM p_profiles;
-SELECT pg_temp.err($$SELECT syncguard.protect('v_profiles')$$);
+SELECT regress.err($$SELECT syncguard.protect('v_profiles')$$);
 SELECT table_name, columns, policy FROM syncguard.protected_tables WHERE table_name = 'p_profiles'::regclass;
 
 -- Only the owner may protect or unprotect.
@@ -108,8 +97,8 @@ CREATE ROLE sg_other;
 GRANT ALL ON p_profiles TO sg_other;
 GRANT USAGE ON SCHEMA public TO sg_other;
 SET ROLE sg_other;
-SELECT pg_temp.err($$SELECT syncguard.protect('p_profiles')$$);
-SELECT pg_temp.err($$SELECT syncguard.unprotect('p_profiles')$$);
+SELECT regress.err($$SELECT syncguard.protect('p_profiles')$$);
+SELECT regress.err($$SELECT syncguard.unprotect('p_profiles')$$);
 RESET ROLE;
 
 SELECT syncguard.unprotect('p_profiles'), syncguard.unprotect('p_profiles');

@@ -3,16 +3,6 @@
 -- ignored stale write reports the row as written (with its stored values),
 -- as an ORM that checks row counts expects.
 
-CREATE FUNCTION pg_temp.err(q text) RETURNS text LANGUAGE plpgsql AS $$
-DECLARE st text; msg text; hint text;
-BEGIN
-    EXECUTE q;
-    RETURN 'no error';
-EXCEPTION WHEN others THEN
-    GET STACKED DIAGNOSTICS st = RETURNED_SQLSTATE, msg = MESSAGE_TEXT, hint = PG_EXCEPTION_HINT;
-    RETURN st || ': ' || msg || coalesce(' | hint: ' || nullif(hint, ''), '');
-END $$;
-
 -- 1. A call's policy chooses how values merge; the table's guards stay.
 CREATE TABLE g_lww (id int PRIMARY KEY, ts timestamptz, data jsonb);
 INSERT INTO g_lww VALUES (1, '2026-01-02', '{"a": 1, "tags": [1]}');
@@ -24,15 +14,15 @@ SELECT syncguard.merge_upsert('g_lww', '{"id": 1}', '{"ts": null, "data": null}'
 -- a fresh write merges under the call's merge rules
 SELECT syncguard.merge_upsert('g_lww', '{"id": 1}', '{"ts": "2026-01-03", "data": {"tags": [2]}}', '{"arrays": "union"}') AS fresh_union;
 -- a call that contradicts a guard is refused
-SELECT pg_temp.err($$SELECT syncguard.merge_upsert('g_lww', '{"id": 1}', '{"ts": "2026-01-04"}', '{"last_write_wins": "data"}')$$);
-SELECT pg_temp.err($$SELECT syncguard.merge_upsert('g_lww', '{"id": 1}', '{"ts": "2026-01-04"}', '{"last_write_wins": "ts", "max_clock_skew": "100 years"}')$$);
+SELECT regress.err($$SELECT syncguard.merge_upsert('g_lww', '{"id": 1}', '{"ts": "2026-01-04"}', '{"last_write_wins": "data"}')$$);
+SELECT regress.err($$SELECT syncguard.merge_upsert('g_lww', '{"id": 1}', '{"ts": "2026-01-04"}', '{"last_write_wins": "ts", "max_clock_skew": "100 years"}')$$);
 SELECT * FROM g_lww;
 
 CREATE TABLE g_ver (id int PRIMARY KEY, v int, data jsonb);
 INSERT INTO g_ver VALUES (1, 5, '{"a": 1}');
 SELECT syncguard.protect('g_ver', NULL, '{"version": "v"}');
-SELECT pg_temp.err($$SELECT syncguard.merge_upsert('g_ver', '{"id": 1}', '{"v": 1, "data": {"a": 9}}', '{}')$$);
-SELECT pg_temp.err($$SELECT syncguard.merge_upsert('g_ver', '{"id": 1}', '{"v": 6, "data": {"a": 9}}', '{"version": "id"}')$$);
+SELECT regress.err($$SELECT syncguard.merge_upsert('g_ver', '{"id": 1}', '{"v": 1, "data": {"a": 9}}', '{}')$$);
+SELECT regress.err($$SELECT syncguard.merge_upsert('g_ver', '{"id": 1}', '{"v": 6, "data": {"a": 9}}', '{"version": "id"}')$$);
 SELECT syncguard.merge_upsert('g_ver', '{"id": 1}', '{"v": 6, "data": {"b": 2}}', '{"nulls": "overwrite"}') AS next_version;
 SELECT * FROM g_ver;
 
@@ -71,8 +61,8 @@ DROP TABLE g_stale_part;
 SELECT syncguard.protect('g_stale', NULL, '{"last_write_wins": "ts", "stale": "skip"}');
 WITH u AS (UPDATE g_stale SET ts = '2026-01-01', name = 'stale' WHERE id = 1 RETURNING *)
 SELECT count(*) AS rows_reported FROM u;
-SELECT pg_temp.err($$SELECT syncguard.protect('g_stale', NULL, '{"stale": "skip"}')$$);
-SELECT pg_temp.err($$SELECT syncguard.protect('g_stale', NULL, '{"last_write_wins": "ts", "stale": "drop"}')$$);
+SELECT regress.err($$SELECT syncguard.protect('g_stale', NULL, '{"stale": "skip"}')$$);
+SELECT regress.err($$SELECT syncguard.protect('g_stale', NULL, '{"last_write_wins": "ts", "stale": "drop"}')$$);
 SELECT stale_ignored FROM syncguard.conflict_stats WHERE table_name = 'public.g_stale';
 
 -- 4. The freshness companion is the trigger's: a direct write is ignored;
@@ -110,33 +100,33 @@ SELECT count(*) AS left_protected FROM syncguard.protected_tables WHERE table_na
 CREATE TABLE g_part (id int, data jsonb) PARTITION BY RANGE (id);
 CREATE TABLE g_part_1 PARTITION OF g_part FOR VALUES FROM (0) TO (10);
 SELECT syncguard.protect('g_part');
-SELECT pg_temp.err($$SELECT syncguard.protect('g_part_1')$$);
-SELECT pg_temp.err($$SELECT syncguard.unprotect('g_part_1')$$);
+SELECT regress.err($$SELECT syncguard.protect('g_part_1')$$);
+SELECT regress.err($$SELECT syncguard.unprotect('g_part_1')$$);
 SELECT syncguard.unprotect('g_part');
 SELECT syncguard.protect('g_part_1');
-SELECT pg_temp.err($$SELECT syncguard.protect('g_part')$$);
+SELECT regress.err($$SELECT syncguard.protect('g_part')$$);
 SELECT syncguard.unprotect('g_part_1');
 
 -- 7. Configurations that mean nothing are refused; a protection whose
 -- column was renamed says so; the trigger function is no function to call.
 CREATE TABLE g_conf (id int PRIMARY KEY, n int, total int GENERATED ALWAYS AS (n * 2) STORED, data jsonb, ts timestamptz);
-SELECT pg_temp.err($$SELECT syncguard.protect('g_conf', '{}')$$);
-SELECT pg_temp.err($$SELECT syncguard.protect('g_conf', '{n,n}')$$);
-SELECT pg_temp.err($$SELECT syncguard.protect('g_conf', '{total}')$$);
-SELECT pg_temp.err($$SELECT syncguard.protect('g_conf', NULL, '{"columns": {"n": {"arrays": "union"}}}')$$);
-SELECT pg_temp.err($$SELECT syncguard.protect('g_conf', NULL, '{"last_write_wins": "ts", "max_clock_skew": "-60 seconds"}')$$);
+SELECT regress.err($$SELECT syncguard.protect('g_conf', '{}')$$);
+SELECT regress.err($$SELECT syncguard.protect('g_conf', '{n,n}')$$);
+SELECT regress.err($$SELECT syncguard.protect('g_conf', '{total}')$$);
+SELECT regress.err($$SELECT syncguard.protect('g_conf', NULL, '{"columns": {"n": {"arrays": "union"}}}')$$);
+SELECT regress.err($$SELECT syncguard.protect('g_conf', NULL, '{"last_write_wins": "ts", "max_clock_skew": "-60 seconds"}')$$);
 SELECT count(*) AS protected FROM syncguard.protected_tables WHERE table_name = 'g_conf'::regclass;
 INSERT INTO g_conf (id, n, data, ts) VALUES (1, 1, '{}', now());
 SELECT syncguard.protect('g_conf', '{n,data}');
 ALTER TABLE g_conf RENAME COLUMN n TO m;
-SELECT pg_temp.err($$UPDATE g_conf SET data = '{"x": 1}' WHERE id = 1$$);
+SELECT regress.err($$UPDATE g_conf SET data = '{"x": 1}' WHERE id = 1$$);
 SELECT syncguard.protect('g_conf', '{m,data}');
 UPDATE g_conf SET data = '{"x": 1}', m = NULL WHERE id = 1;
 SELECT id, m, data FROM g_conf;
-SELECT pg_temp.err($$SELECT syncguard.protect_trigger()$$);
+SELECT regress.err($$SELECT syncguard.protect_trigger()$$);
 
 -- 8. A version column set to NULL: the message says so.
-SELECT pg_temp.err($$UPDATE g_ver SET v = NULL WHERE id = 1$$);
+SELECT regress.err($$UPDATE g_ver SET v = NULL WHERE id = 1$$);
 
 -- 9. json columns merge as jsonb does (through jsonb: key order, duplicate
 -- keys and whitespace are not kept), by protect and merge_upsert alike.

@@ -2,18 +2,6 @@
 -- ack, nack with backoff, dead letters and requeue, queue_stats and
 -- sync_alerts, and every error. Job ids vary: they are kept in psql variables.
 
-CREATE FUNCTION pg_temp.err(q text) RETURNS text LANGUAGE plpgsql AS $$
-DECLARE st text; msg text; det text; hint text;
-BEGIN
-    EXECUTE q;
-    RETURN 'no error';
-EXCEPTION WHEN others THEN
-    GET STACKED DIAGNOSTICS st = RETURNED_SQLSTATE, msg = MESSAGE_TEXT,
-                            det = PG_EXCEPTION_DETAIL, hint = PG_EXCEPTION_HINT;
-    RETURN st || ': ' || regexp_replace(msg, '\d+', 'N', 'g')
-           || coalesce(' | detail: ' || nullif(det, ''), '') || coalesce(' | hint: ' || nullif(hint, ''), '');
-END $$;
-
 -- No jitter and a 1 s base so the backoff schedule is exact: 1 s, 2 s, 4 s.
 SELECT queue, max_attempts, base, cap, jitter
   FROM syncguard.queue_configure('mail', max_attempts => 4, base => '1 second', jitter => 0);
@@ -37,9 +25,9 @@ SELECT count(*) AS nothing_due FROM syncguard.dequeue('mail', 10);
 SELECT depth, ready, in_flight FROM syncguard.queue_stats WHERE queue = 'mail';
 
 -- ack deletes; a second ack is an error, as is an ack at the wrong attempt.
-SELECT pg_temp.err(format('SELECT syncguard.ack(%s, 2)', :j1));
+SELECT regress.err(format('SELECT syncguard.ack(%s, 2)', :j1));
 SELECT syncguard.ack(:j1, 1);
-SELECT pg_temp.err(format('SELECT syncguard.ack(%s)', :j1));
+SELECT regress.err(format('SELECT syncguard.ack(%s)', :j1));
 
 -- nack: due again after backoff_delay(attempt) = 1 s, 2 s, 4 s; dead at the 4th.
 SELECT state, attempts, retry_at - clock_timestamp() BETWEEN interval '0.9 s' AND interval '1 s' AS after_1s
@@ -88,7 +76,7 @@ SELECT pg_sleep(0.05);
 SELECT count(*) AS handed_out_at_once FROM syncguard.dequeue('lease');
 SELECT state, attempts, last_error, visible_at > clock_timestamp() - interval '1 second' AS backing_off
   FROM syncguard.queue_jobs WHERE job_id = :j5;
-SELECT pg_temp.err(format('SELECT syncguard.ack(%s, 1)', :j5));
+SELECT regress.err(format('SELECT syncguard.ack(%s, 1)', :j5));
 SELECT pg_sleep(0.05);
 SELECT job_id = :j5 AS is_j5, attempt FROM syncguard.dequeue('lease', 1, '10 milliseconds');
 SELECT pg_sleep(0.05);
@@ -109,21 +97,21 @@ SELECT kind, name, alert, regexp_replace(detail, 'waited [^ ]+', 'waited <age>')
   FROM syncguard.sync_alerts WHERE name = 'slow';
 
 -- Errors.
-SELECT pg_temp.err($$SELECT syncguard.enqueue(NULL, '{}')$$);
-SELECT pg_temp.err($$SELECT syncguard.enqueue('', '{}')$$);
-SELECT pg_temp.err($$SELECT syncguard.enqueue('q', NULL)$$);
-SELECT pg_temp.err($$SELECT syncguard.enqueue('q', '{}', delay => '-1 s')$$);
-SELECT pg_temp.err($$SELECT * FROM syncguard.dequeue('q', 0)$$);
-SELECT pg_temp.err($$SELECT * FROM syncguard.dequeue('q', 1, '0')$$);
-SELECT pg_temp.err($$SELECT * FROM syncguard.dequeue(NULL)$$);
-SELECT pg_temp.err($$SELECT syncguard.ack(NULL)$$);
-SELECT pg_temp.err($$SELECT syncguard.ack(-1)$$);
-SELECT pg_temp.err($$SELECT * FROM syncguard.nack(-1, 'x')$$);
-SELECT pg_temp.err($$SELECT * FROM syncguard.nack(1, 'x', retryable => NULL)$$);
-SELECT pg_temp.err(format('SELECT * FROM syncguard.nack(%s, %L)', :j3, 'not leased'));
-SELECT pg_temp.err($$SELECT syncguard.queue_configure('mail', max_attempts => 0)$$);
-SELECT pg_temp.err($$SELECT syncguard.queue_configure('mail', jitter => 2)$$);
-SELECT pg_temp.err($$SELECT syncguard.requeue_dead(NULL)$$);
+SELECT regress.err($$SELECT syncguard.enqueue(NULL, '{}')$$);
+SELECT regress.err($$SELECT syncguard.enqueue('', '{}')$$);
+SELECT regress.err($$SELECT syncguard.enqueue('q', NULL)$$);
+SELECT regress.err($$SELECT syncguard.enqueue('q', '{}', delay => '-1 s')$$);
+SELECT regress.err($$SELECT * FROM syncguard.dequeue('q', 0)$$);
+SELECT regress.err($$SELECT * FROM syncguard.dequeue('q', 1, '0')$$);
+SELECT regress.err($$SELECT * FROM syncguard.dequeue(NULL)$$);
+SELECT regress.err($$SELECT syncguard.ack(NULL)$$);
+SELECT regress.err($$SELECT syncguard.ack(-1)$$);
+SELECT regress.err($$SELECT * FROM syncguard.nack(-1, 'x')$$);
+SELECT regress.err($$SELECT * FROM syncguard.nack(1, 'x', retryable => NULL)$$);
+SELECT regress.err(format('SELECT * FROM syncguard.nack(%s, %L)', :j3, 'not leased'));
+SELECT regress.err($$SELECT syncguard.queue_configure('mail', max_attempts => 0)$$);
+SELECT regress.err($$SELECT syncguard.queue_configure('mail', jitter => 2)$$);
+SELECT regress.err($$SELECT syncguard.requeue_dead(NULL)$$);
 
 -- Plans: a session keeps the plans it made while the table was small; as the
 -- table grows, enqueue (dedupe lookup), dequeue, ack and nack still find jobs

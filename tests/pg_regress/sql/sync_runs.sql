@@ -3,18 +3,6 @@
 -- every error. Run ids and times vary from run to run: they are kept in psql
 -- variables and compared in SQL, never printed.
 
-CREATE FUNCTION pg_temp.err(q text) RETURNS text LANGUAGE plpgsql AS $$
-DECLARE st text; msg text; det text; hint text;
-BEGIN
-    EXECUTE q;
-    RETURN 'no error';
-EXCEPTION WHEN others THEN
-    GET STACKED DIAGNOSTICS st = RETURNED_SQLSTATE, msg = MESSAGE_TEXT,
-                            det = PG_EXCEPTION_DETAIL, hint = PG_EXCEPTION_HINT;
-    RETURN st || ': ' || regexp_replace(msg, '\d+', 'N', 'g')
-           || coalesce(' | hint: ' || nullif(hint, ''), '');
-END $$;
-
 -- The watermark of a source, as which run's start it is ('none' when NULL).
 CREATE FUNCTION pg_temp.watermark(src text) RETURNS text LANGUAGE sql AS $$
     SELECT coalesce((SELECT 'start of run ' || r.run_id
@@ -37,7 +25,7 @@ SELECT pg_temp.watermark('crm') AS after_r1;
 -- Finishing again changes nothing and answers the same.
 SELECT syncguard.sync_finish(:r1) AS r1_again;
 -- A finished run takes no more reports.
-SELECT pg_temp.err(format('SELECT syncguard.sync_part(%s, %L, true)', :r1, 'notes'));
+SELECT regress.err_masked(format('SELECT syncguard.sync_part(%s, %L, true)', :r1, 'notes'));
 
 -- Run 2: everything again from the start (since still NULL); a part fails
 -- first and succeeds on its retry inside the run: its last report counts.
@@ -58,9 +46,9 @@ SELECT run_id AS r3, since AS r3_since FROM syncguard.sync_begin('crm', ARRAY['c
 SELECT :'r3_since'::timestamptz = (SELECT started_at - interval '5 minutes' FROM syncguard.sync_runs WHERE run_id = :r2)
        AS since_is_r2_start_minus_overlap;
 -- One run per source at a time.
-SELECT pg_temp.err($$SELECT syncguard.sync_begin('crm')$$);
+SELECT regress.err_masked($$SELECT syncguard.sync_begin('crm')$$);
 -- Parts must be declared ones.
-SELECT pg_temp.err(format('SELECT syncguard.sync_part(%s, %L, true)', :r3, 'notes'));
+SELECT regress.err_masked(format('SELECT syncguard.sync_part(%s, %L, true)', :r3, 'notes'));
 SELECT syncguard.sync_part(:r3, 'contacts', true, records => 5, latency => '1 second');
 SELECT syncguard.sync_part(:r3, 'deals', false, 'HTTP 429', latency => '8 seconds');
 SELECT syncguard.sync_finish(:r3) AS r3_advanced;
@@ -85,7 +73,7 @@ SELECT run_id AS r6 FROM syncguard.sync_begin('crm') \gset
 SELECT status, advanced, error LIKE 'not finished within % (deadline %)' AS says_why
   FROM syncguard.sync_runs WHERE run_id = :r5;
 SELECT syncguard.sync_finish(:r5) AS r5_late_finish;
-SELECT pg_temp.err(format('SELECT syncguard.sync_part(%s, %L, true)', :r5, 'deals'));
+SELECT regress.err_masked(format('SELECT syncguard.sync_part(%s, %L, true)', :r5, 'deals'));
 SELECT pg_temp.watermark('crm') AS after_r5_still_r4;
 -- Run 6 has no declared parts: it succeeds when every reported part is ok.
 SELECT syncguard.sync_part(:r6, 'everything', true, records => 2, latency => '500 milliseconds');
@@ -128,24 +116,24 @@ SELECT syncguard.sync_abandon_stale() AS abandoned;
 SELECT status FROM syncguard.sync_runs WHERE run_id = :s1;
 
 -- Errors.
-SELECT pg_temp.err($$SELECT syncguard.sync_begin(NULL)$$);
-SELECT pg_temp.err($$SELECT syncguard.sync_begin('')$$);
-SELECT pg_temp.err($$SELECT syncguard.sync_begin('x', ARRAY['a', 'a'])$$);
-SELECT pg_temp.err($$SELECT syncguard.sync_begin('x', ARRAY['a', NULL])$$);
-SELECT pg_temp.err($$SELECT syncguard.sync_begin('x', '{}')$$);
-SELECT pg_temp.err($$SELECT syncguard.sync_part(NULL, 'a', true)$$);
-SELECT pg_temp.err($$SELECT syncguard.sync_part(-1, 'a', true)$$);
-SELECT pg_temp.err($$SELECT syncguard.sync_part(-1, NULL, true)$$);
-SELECT pg_temp.err(format('SELECT syncguard.sync_part(%s, %L, true, records => -1)', :r6, 'a'));
-SELECT pg_temp.err($$SELECT syncguard.sync_finish(NULL)$$);
-SELECT pg_temp.err($$SELECT syncguard.sync_configure(NULL)$$);
+SELECT regress.err_masked($$SELECT syncguard.sync_begin(NULL)$$);
+SELECT regress.err_masked($$SELECT syncguard.sync_begin('')$$);
+SELECT regress.err_masked($$SELECT syncguard.sync_begin('x', ARRAY['a', 'a'])$$);
+SELECT regress.err_masked($$SELECT syncguard.sync_begin('x', ARRAY['a', NULL])$$);
+SELECT regress.err_masked($$SELECT syncguard.sync_begin('x', '{}')$$);
+SELECT regress.err_masked($$SELECT syncguard.sync_part(NULL, 'a', true)$$);
+SELECT regress.err_masked($$SELECT syncguard.sync_part(-1, 'a', true)$$);
+SELECT regress.err_masked($$SELECT syncguard.sync_part(-1, NULL, true)$$);
+SELECT regress.err_masked(format('SELECT syncguard.sync_part(%s, %L, true, records => -1)', :r6, 'a'));
+SELECT regress.err_masked($$SELECT syncguard.sync_finish(NULL)$$);
+SELECT regress.err_masked($$SELECT syncguard.sync_configure(NULL)$$);
 -- A run that reported no part (its job failed first, then called sync_finish
 -- in a finally block) fails and keeps the watermark.
 SELECT run_id AS r_empty FROM syncguard.sync_begin('empty_src') \gset
 SELECT syncguard.sync_finish(:r_empty) AS advanced;
 SELECT status, error, (SELECT watermark FROM syncguard.sync_sources WHERE source = 'empty_src') AS watermark
   FROM syncguard.sync_runs WHERE run_id = :r_empty;
-SELECT pg_temp.err($$SELECT syncguard.sync_finish(-1)$$);
-SELECT pg_temp.err($$SELECT syncguard.sync_configure('crm', overlap => '-1 minute')$$);
-SELECT pg_temp.err($$SELECT syncguard.sync_configure('crm', max_error_rate => 1.5)$$);
-SELECT pg_temp.err($$SELECT syncguard.sync_configure('crm', run_timeout => '0')$$);
+SELECT regress.err_masked($$SELECT syncguard.sync_finish(-1)$$);
+SELECT regress.err_masked($$SELECT syncguard.sync_configure('crm', overlap => '-1 minute')$$);
+SELECT regress.err_masked($$SELECT syncguard.sync_configure('crm', max_error_rate => 1.5)$$);
+SELECT regress.err_masked($$SELECT syncguard.sync_configure('crm', run_timeout => '0')$$);
