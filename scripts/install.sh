@@ -9,8 +9,7 @@
 # sql/syncguard--A--B.sql into $(pg_config --sharedir)/extension.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export PGRX_HOME=${PGRX_HOME:-$PWD/pgrx-config}
-source scripts/pgversion.sh   # PG, PG_CONFIG
+source scripts/env.sh   # PGRX_HOME, PG, PG_CONFIG
 
 args=(--pg-config "$PG_CONFIG" --no-default-features --features "pg$PG")
 case "${1:-release}" in

@@ -16,8 +16,7 @@
 # `package` of scripts/test.sh runs test for $PG.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export PGRX_HOME=${PGRX_HOME:-$PWD/pgrx-config}
-source scripts/pgversion.sh
+source scripts/env.sh
 version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
 out=$PWD/target/packages
 mkdir -p "$out"

@@ -14,7 +14,7 @@
 # directory is under the chroot's /tmp), so it loads the extension that
 # `cargo pgrx install` put into that server's pkglibdir.
 
-source "$(dirname "${BASH_SOURCE[0]}")/pgversion.sh"
+source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 PG_BINDIR=$("$PG_CONFIG" --bindir)
 
 # Run a command as the postgres user from a directory it can read (sudo keeps

@@ -9,8 +9,8 @@ cd "$(dirname "$0")/.."
 
 PGRX_VERSION=0.18.0             # must match pgrx in Cargo.toml; 0.19 needs rustc 1.96
 PG_MAJOR=15
-PG_CONFIG=${PG_CONFIG:-/usr/bin/pg_config}
-export PGRX_HOME=${PGRX_HOME:-$PWD/pgrx-config}
+source scripts/env.sh   # PGRX_HOME, PATH, PG and its chroot (pgversion_setup)
+HOST_PG_CONFIG=/usr/bin/pg_config   # PostgreSQL 15, the host's: what pgrx init registers
 
 # Root runs commands directly; anybody else goes through sudo.
 if [ "$(id -u)" -eq 0 ]; then SUDO=(); else SUDO=(sudo); fi
@@ -99,10 +99,9 @@ fi
 # The repository's own PGRX_HOME; config.toml is committed, so this only runs
 # when somebody deleted it.
 if [ ! -f "$PGRX_HOME/config.toml" ]; then
-    echo "setup: cargo pgrx init --pg$PG_MAJOR $PG_CONFIG"
-    cargo pgrx init --pg$PG_MAJOR "$PG_CONFIG" >/dev/null
+    echo "setup: cargo pgrx init --pg$PG_MAJOR $HOST_PG_CONFIG"
+    cargo pgrx init --pg$PG_MAJOR "$HOST_PG_CONFIG" >/dev/null
 fi
 
 # PostgreSQL 17 or 18 (PG=17, PG=18): that version's chroot and pg_config.
-source scripts/pgversion.sh
 pgversion_setup

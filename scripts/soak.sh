@@ -6,8 +6,7 @@
 #   SOAK_CASES   cases per property (default 120000: about ten minutes on 2 CPUs)
 set -uo pipefail
 cd "$(dirname "$0")/.."
-export PGRX_HOME=${PGRX_HOME:-$PWD/pgrx-config}
-export PG_CONFIG=${PG_CONFIG:-/usr/bin/pg_config}
+source scripts/env.sh
 cases=${SOAK_CASES:-120000}
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT

@@ -18,9 +18,7 @@
 # Each tier prints a header and its counts; the last line is the total.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export PGRX_HOME=${PGRX_HOME:-$PWD/pgrx-config}
-export PG_CONFIG=${PG_CONFIG:-/usr/bin/pg_config}
-source scripts/pgcluster.sh   # PG, PG_ROOT, PG_CONFIG; as_postgres
+source scripts/pgcluster.sh   # scripts/env.sh; as_postgres
 
 if [ -z "$PG_ROOT" ]; then
     all_tiers=(unit pgrx regress isolation client package)
