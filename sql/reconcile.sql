@@ -289,6 +289,34 @@ BEGIN
 END
 $$;
 
+-- The condition selecting the rows of some segments (numbers into `bounds`,
+-- as reconcile_segment counts them), as SQL text. Runs of consecutive
+-- segments become one key range each, which an index on the key serves;
+-- past 500 ranges, the segment number of every row is tested instead.
+CREATE FUNCTION syncguard.reconcile_where(cols text[], types regtype[], bounds jsonb, segs integer[])
+RETURNS text
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    ranges jsonb;
+BEGIN
+    SELECT coalesce(jsonb_agg(jsonb_build_array(
+                        CASE WHEN i.first > 0 THEN bounds -> (i.first - 1) ELSE 'null' END,
+                        coalesce(bounds -> i.last, 'null')) ORDER BY i.first), '[]')
+      INTO ranges
+      FROM (SELECT min(s) AS first, max(s) AS last
+              FROM (SELECT s, s - row_number() OVER (ORDER BY s) AS island
+                      FROM (SELECT DISTINCT s FROM unnest(segs) AS u(s)) AS d) AS n
+             GROUP BY island) AS i;
+    IF jsonb_array_length(ranges) <= 500 THEN
+        RETURN syncguard.reconcile_ranges(cols, types, ranges);
+    END IF;
+    RETURN format('%s OPERATOR(pg_catalog.=) ANY (%L::pg_catalog.int4[])',
+                  syncguard.reconcile_segment(cols, types, bounds), segs);
+END
+$$;
+
 -- Every difference between local and remote: one row per key that is
 -- missing on one side or whose compared columns differ.
 --   key   the key columns and values, {"id": 42}
@@ -298,13 +326,20 @@ $$;
 --         column; for a jsonb (or json) column whose both values are not
 --         NULL {"column": {"patch": …}}, the RFC 7396 patch that turns the
 --         local value into the remote one (jsonb_merge_diff). missing_*:
---         the compared columns of the row the other side lacks.
+--         the compared columns of the row the other side has.
+--
+-- Each pass reads the keys of the pending key ranges of the local table in
+-- key order and cuts them into segments of threshold/2 local rows (fewer,
+-- larger ones when that would make more than `segments`); then one grouped
+-- query per side sums the row hashes of each segment, the remote one
+-- computed by the remote server. A differing segment of at most `threshold` rows on both
+-- sides has its rows compared; a larger one is the next pass's.
 CREATE FUNCTION syncguard.reconcile(
     local regclass,
     remote regclass,
     key_columns text[] DEFAULT NULL,
     columns text[] DEFAULT NULL,
-    segments integer DEFAULT 64,
+    segments integer DEFAULT 10000,
     threshold integer DEFAULT 1000
 ) RETURNS TABLE(key jsonb, kind text, diff jsonb)
 LANGUAGE plpgsql VOLATILE
@@ -314,95 +349,258 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     kcols text[];        -- t.<key column>, quoted
-    knames text[];
     ktypes regtype[];
+    korder text;
     rowhash text;
-    key_json text;       -- jsonb_build_array of the key columns' text
-    prev_bounds jsonb := '[]';
-    bounds jsonb;
-    pending jsonb := '[{"seg": 0, "lo": null, "hi": null}]';
-    next_pending jsonb;
-    leaves jsonb;
-    splits jsonb;
-    differing jsonb;
-    p jsonb;
-    d jsonb;
-    cond text;
+    key_json text;       -- jsonb_build_array of the key columns' text: a bound
+    bounds jsonb := '[]';
     seg_expr text;
-    lo jsonb;
-    hi jsonb;
+    cond text := 'true';
+    pending_rows numeric;
+    step bigint;
+    local_sums jsonb;
+    remote_sums jsonb;
+    leaves integer[];
+    pending integer[];
     level integer := 0;
 BEGIN
-    IF segments IS NULL OR segments NOT BETWEEN 2 AND 10000 OR threshold IS NULL OR threshold < 1 THEN
+    IF segments IS NULL OR segments NOT BETWEEN 2 AND 100000 OR threshold IS NULL OR threshold < 2 THEN
         RAISE EXCEPTION USING ERRCODE = '22023',
-            MESSAGE = format('reconcile: segments must be 2 … 10000 and threshold at least 1, got %s and %s',
+            MESSAGE = format('reconcile: segments must be 2 … 100000 and threshold at least 2, got %s and %s',
                              coalesce(segments::text, 'NULL'), coalesce(threshold::text, 'NULL')),
-            HINT = 'Leave them out to take the defaults (64 segments, 1000 rows).';
+            HINT = 'Leave them out to take the defaults (10000 segments, 1000 rows).';
     END IF;
-    SELECT array_agg(format('t.%I', c.name)), array_agg(c.name), array_agg(c.typ),
+    SELECT array_agg(format('t.%I', c.name)), array_agg(c.typ),
+           string_agg(format('t.%I', c.name), ', '),
            format('pg_catalog.jsonb_build_array(%s)', string_agg(format('t.%I::pg_catalog.text', c.name), ', '))
-      INTO kcols, knames, ktypes, key_json
+      INTO kcols, ktypes, korder, key_json
       FROM syncguard.reconcile_columns(local, remote, key_columns, columns) AS c
      WHERE c.is_key;
     SELECT string_agg(syncguard.reconcile_hash(format('t.%I', c.name), c.typ, (o - 1)::integer), ' OPERATOR(pg_catalog.#) ' ORDER BY o)
       INTO rowhash
       FROM syncguard.reconcile_columns(local, remote, key_columns, columns) WITH ORDINALITY AS c(name, typ, is_key, o);
+    -- The planner's row count is enough to size the first pass's segments.
+    SELECT CASE WHEN c.reltuples > 0 THEN c.reltuples END INTO pending_rows FROM pg_class c WHERE c.oid = local;
+    IF pending_rows IS NULL THEN
+        EXECUTE format('SELECT count(*) FROM %s', local) INTO pending_rows;
+    END IF;
 
-    WHILE jsonb_array_length(pending) > 0 LOOP
+    LOOP
         level := level + 1;
-        cond := (SELECT syncguard.reconcile_ranges(kcols, ktypes, coalesce(jsonb_agg(jsonb_build_array(e->'lo', e->'hi')), '[]'))
-                   FROM jsonb_array_elements(pending) AS e);
-        -- Cut every pending segment at every (n / segments)-th local key.
-        EXECUTE format(
-            'SELECT coalesce(jsonb_object_agg(s, b), ''{}'') FROM ('
-            ' SELECT s, jsonb_agg(b ORDER BY rn) AS b FROM ('
-            '  SELECT %1$s AS s, %2$s AS b, row_number() OVER w AS rn, count(*) OVER (PARTITION BY %1$s) AS n'
-            '    FROM %3$s AS t WHERE %4$s WINDOW w AS (PARTITION BY %1$s ORDER BY %5$s)) AS x'
-            '  WHERE rn > 1 AND (rn - 1) %% greatest(1, ceil(n::numeric / %6$s))::bigint = 0'
-            '  GROUP BY s) AS y',
-            syncguard.reconcile_segment(kcols, ktypes, prev_bounds), key_json, local, cond,
-            array_to_string(kcols, ', '), segments)
-          INTO splits;
-        -- This level's bounds: each pending segment's own bounds and its cuts, in key order.
-        bounds := '[]';
-        FOR p IN SELECT e FROM jsonb_array_elements(pending) AS e ORDER BY (e->>'seg')::integer LOOP
-            IF jsonb_typeof(p->'lo') = 'array' AND bounds->-1 IS DISTINCT FROM p->'lo' THEN
-                bounds := bounds || jsonb_build_array(p->'lo');
-            END IF;
-            bounds := bounds || coalesce(splits->(p->>'seg'), '[]');
-            IF jsonb_typeof(p->'hi') = 'array' THEN
-                bounds := bounds || jsonb_build_array(p->'hi');
-            END IF;
-        END LOOP;
+        step := greatest(ceil(threshold / 2.0), ceil(pending_rows / segments));
+        -- Local, keys only: every step-th key (in key order, within each
+        -- pending segment) starts a new segment. The bounds: the old ones
+        -- and these, in key order.
+        EXECUTE format($q$
+            SELECT coalesce(jsonb_agg(u.b ORDER BY u.ps, u.rn), '[]')
+              FROM (SELECT e.o::integer AS ps, 0::bigint AS rn, e.b
+                      FROM jsonb_array_elements($1) WITH ORDINALITY AS e(b, o)
+                    UNION ALL
+                    SELECT t.ps, t.rn, %1$s
+                      FROM (SELECT %2$s AS ps, %3$s, row_number() OVER (PARTITION BY %2$s ORDER BY %4$s) AS rn
+                              FROM %5$s AS t WHERE %6$s) AS t
+                     WHERE t.rn > 1 AND (t.rn - 1) %% %7$s = 0) AS u$q$,
+            key_json, syncguard.reconcile_segment(kcols, ktypes, bounds),
+            array_to_string(kcols, ', '), korder, local, cond, step)
+          INTO bounds
+          USING bounds;
+        -- Both sides' count and hash sum per segment, the remote's in one
+        -- grouped query that postgres_fdw sends whole (one row per segment
+        -- comes back). One statement: with the foreign server's
+        -- async_capable option the two sides run at the same time.
         seg_expr := syncguard.reconcile_segment(kcols, ktypes, bounds);
-        -- One grouped query per side, the remote one computed remotely.
         EXECUTE format(
-            'WITH l AS MATERIALIZED (SELECT %1$s AS s, count(*) AS n, sum(%2$s) AS h FROM %3$s AS t WHERE %5$s GROUP BY 1),'
-            '     r AS MATERIALIZED (SELECT %1$s AS s, count(*) AS n, sum(%2$s) AS h FROM %4$s AS t WHERE %5$s GROUP BY 1)'
-            ' SELECT coalesce(jsonb_agg(jsonb_build_array(coalesce(l.s, r.s), coalesce(l.n, 0), coalesce(r.n, 0))'
-            '                           ORDER BY coalesce(l.s, r.s)), ''[]'')'
-            '   FROM l FULL JOIN r ON l.s = r.s'
-            '  WHERE l.n IS DISTINCT FROM r.n OR l.h IS DISTINCT FROM r.h',
+            'SELECT coalesce(jsonb_object_agg(u.s, jsonb_build_array(u.n, u.h::text)) FILTER (WHERE u.side), ''{}''),'
+            '       coalesce(jsonb_object_agg(u.s, jsonb_build_array(u.n, u.h::text)) FILTER (WHERE NOT u.side), ''{}'')'
+            '  FROM (SELECT false AS side, %1$s AS s, count(*) AS n, sum(%2$s) AS h FROM %4$s AS t WHERE %5$s GROUP BY 2'
+            '        UNION ALL'
+            '        SELECT true, %1$s, count(*), sum(%2$s) FROM %3$s AS t WHERE %5$s GROUP BY 2) AS u',
             seg_expr, rowhash, local, remote, cond)
-          INTO differing;
-        leaves := '[]';
-        next_pending := '[]';
-        FOR d IN SELECT e FROM jsonb_array_elements(differing) AS e LOOP
-            lo := CASE WHEN (d->>0)::integer > 0 THEN bounds->((d->>0)::integer - 1) ELSE 'null' END;
-            hi := coalesce(bounds->((d->>0)::integer), 'null');
-            -- Small enough, or not to be cut by local keys (at most one here): compare its rows.
-            IF greatest((d->>1)::bigint, (d->>2)::bigint) <= threshold OR (d->>1)::bigint < 2 OR level >= 40 THEN
-                leaves := leaves || jsonb_build_array(jsonb_build_array(lo, hi));
-            ELSE
-                next_pending := next_pending || jsonb_build_object('seg', (d->>0)::integer, 'lo', lo, 'hi', hi);
-            END IF;
-        END LOOP;
-        IF jsonb_array_length(leaves) > 0 THEN
+          INTO local_sums, remote_sums;
+        -- Differing segments: small ones (or ones the local keys cannot cut
+        -- further) are compared row by row, the others go to the next pass.
+        SELECT coalesce(array_agg(d.s) FILTER (WHERE d.leaf), '{}'),
+               coalesce(array_agg(d.s) FILTER (WHERE NOT d.leaf), '{}'),
+               coalesce(sum(d.nl) FILTER (WHERE NOT d.leaf), 0)
+          INTO leaves, pending, pending_rows
+          FROM (SELECT k.s::integer AS s, coalesce((local_sums -> k.s ->> 0)::bigint, 0) AS nl,
+                       greatest(coalesce((local_sums -> k.s ->> 0)::bigint, 0),
+                                coalesce((remote_sums -> k.s ->> 0)::bigint, 0)) <= threshold
+                       OR coalesce((local_sums -> k.s ->> 0)::bigint, 0) < 2 OR level >= 40 AS leaf
+                  FROM (SELECT jsonb_object_keys(local_sums) UNION SELECT jsonb_object_keys(remote_sums)) AS k(s)
+                 WHERE local_sums -> k.s IS DISTINCT FROM remote_sums -> k.s) AS d;
+        IF cardinality(leaves) > 0 THEN
             RETURN QUERY EXECUTE syncguard.reconcile_rows_query(local, remote, key_columns, columns,
-                                                                syncguard.reconcile_ranges(kcols, ktypes, leaves));
+                                     syncguard.reconcile_where(kcols, ktypes, bounds, leaves));
         END IF;
-        prev_bounds := bounds;
-        pending := next_pending;
+        EXIT WHEN cardinality(pending) = 0;
+        cond := syncguard.reconcile_where(kcols, ktypes, bounds, pending);
     END LOOP;
 END
 $$;
+
+-- Repair: merges the remote's values into the local rows, one merge_upsert
+-- per row (a protected table's guards hold: a last_write_wins timestamp or
+-- a version refuses an older remote row), at most batch_size rows per call,
+-- each call one transaction: call again until no row comes back inserted or
+-- updated. A row only local is reported (skipped), never deleted.
+--   action  inserted, updated, unchanged (the table's policy or a guard kept
+--           the local row as it was), refused (SG003/SG004: the guard's
+--           error is in detail), skipped (missing_remote)
+--   detail  the data written (a jsonb column as its patch), or the error
+-- The default policy lets a remote NULL (also one inside a patch) replace or
+-- delete the local value, so the row becomes the remote one; NULL: the
+-- table's own merge policy (a NULL never overwrites).
+CREATE FUNCTION syncguard.reconcile_apply(
+    local regclass,
+    remote regclass,
+    key_columns text[] DEFAULT NULL,
+    columns text[] DEFAULT NULL,
+    segments integer DEFAULT 64,
+    threshold integer DEFAULT 1000,
+    batch_size integer DEFAULT 1000,
+    policy jsonb DEFAULT '{"nulls": "delete"}'
+) RETURNS TABLE(key jsonb, kind text, action text, detail jsonb)
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    d record;
+    data jsonb;
+    before jsonb;
+    after jsonb;
+    find_row text;
+    jsonb_cols text[];
+    written integer := 0;
+BEGIN
+    IF batch_size IS NULL OR batch_size < 1 THEN
+        RAISE EXCEPTION USING ERRCODE = '22023',
+            MESSAGE = format('reconcile_apply: batch_size must be at least 1, got %s', coalesce(batch_size::text, 'NULL')),
+            HINT = 'Leave it out to take the default (1000 rows per call).';
+    END IF;
+    SELECT format('SELECT pg_catalog.to_jsonb(t) FROM %s AS t WHERE %s', local,
+                  string_agg(format('t.%I OPERATOR(pg_catalog.=) ($1 OPERATOR(pg_catalog.->>) %L)::%s', c.name, c.name, c.typ), ' AND ')
+                      FILTER (WHERE c.is_key)),
+           coalesce(array_agg(c.name) FILTER (WHERE c.typ IN ('jsonb'::regtype, 'json'::regtype)), '{}')
+      INTO find_row, jsonb_cols
+      FROM syncguard.reconcile_columns(local, remote, key_columns, columns) AS c;
+    FOR d IN SELECT r.key, r.kind, r.diff
+               FROM syncguard.reconcile(local, remote, key_columns, columns, segments, threshold) AS r LOOP
+        key := d.key;
+        kind := d.kind;
+        IF d.kind = 'missing_remote' THEN
+            action := 'skipped';
+            detail := NULL;
+            RETURN NEXT;
+            CONTINUE;
+        END IF;
+        CONTINUE WHEN written >= batch_size;
+        IF d.kind = 'missing_local' THEN
+            data := d.diff;
+            before := NULL;
+        ELSE
+            -- The remote value of each differing column; a jsonb column's
+            -- patch, or a tombstone where the remote value is NULL.
+            SELECT jsonb_object_agg(f.key,
+                       CASE WHEN f.value ? 'patch' THEN f.value -> 'patch'
+                            WHEN f.key = ANY (jsonb_cols) AND jsonb_typeof(f.value -> 'remote') = 'null' THEN syncguard.tombstone()
+                            ELSE f.value -> 'remote' END)
+              INTO data
+              FROM jsonb_each(d.diff) AS f;
+            EXECUTE find_row INTO before USING d.key;
+        END IF;
+        BEGIN
+            after := syncguard.merge_upsert(local, d.key, data, policy);
+        EXCEPTION WHEN SQLSTATE 'SG003' OR SQLSTATE 'SG004' THEN
+            action := 'refused';
+            detail := jsonb_build_object('sqlstate', SQLSTATE, 'message', SQLERRM);
+            RETURN NEXT;
+            CONTINUE;
+        END;
+        written := written + 1;
+        action := CASE WHEN d.kind = 'missing_local' THEN 'inserted'
+                       WHEN after = before THEN 'unchanged' ELSE 'updated' END;
+        detail := data;
+        RETURN NEXT;
+    END LOOP;
+END
+$$;
+
+-- Invariant template: a reconciliation on a schedule. Each differing key is
+-- a violation (entity: the key as JSON text, e.g. {"id": 42}), so a drift
+-- opens an episode and alerts once; the view shows kind and diff too.
+-- The comparison reads both tables' checksums: give it a long schedule.
+CREATE FUNCTION syncguard.invariant_reconcile(
+    name text,
+    local regclass,
+    remote regclass,
+    key_columns text[] DEFAULT NULL,
+    columns text[] DEFAULT NULL,
+    segments integer DEFAULT 64,
+    threshold integer DEFAULT 1000,
+    grace interval DEFAULT '0',
+    severity text DEFAULT 'error',
+    remediation text DEFAULT NULL,
+    schedule interval DEFAULT '1 hour',
+    statement_timeout interval DEFAULT '10 minutes'
+) RETURNS regclass
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    -- The columns' errors now rather than at the first check.
+    PERFORM FROM syncguard.reconcile_columns(local, remote, key_columns, columns);
+    IF segments IS NULL OR segments NOT BETWEEN 2 AND 10000 OR threshold IS NULL OR threshold < 1 THEN
+        RAISE EXCEPTION USING ERRCODE = '22023',
+            MESSAGE = format('invariant %L: segments must be 2 … 10000 and threshold at least 1, got %s and %s',
+                             name, coalesce(segments::text, 'NULL'), coalesce(threshold::text, 'NULL')),
+            HINT = 'Leave them out to take the defaults (64 segments, 1000 rows).';
+    END IF;
+    RETURN syncguard.define_invariant(
+        name,
+        format('SELECT r.key::text AS entity, ''-infinity''::timestamptz AS since, r.kind, r.diff '
+               'FROM syncguard.reconcile(%L::regclass, %L::regclass, %L::text[], %L::text[], %s, %s) AS r',
+               local, remote, key_columns, columns, segments, threshold),
+        grace => grace, severity => severity,
+        remediation => coalesce(remediation, format(
+            'See the differences with SELECT * FROM syncguard.reconcile(%L, %L); merge the remote values into %s with '
+            'syncguard.reconcile_apply(%1$L, %2$L) (rows missing in %2$s are reported, delete them yourself).',
+            local, remote, local)),
+        description => format('rows of %s that differ from %s', local, remote),
+        schedule => schedule, statement_timeout => statement_timeout, search_path => 'pg_catalog, pg_temp');
+END
+$$;
+
+GRANT EXECUTE ON FUNCTION
+    syncguard.reconcile_columns(regclass, regclass, text[], text[]),
+    syncguard.reconcile_hash(text, regtype, integer),
+    syncguard.reconcile_compare(text[], regtype[], jsonb, text),
+    syncguard.reconcile_segment(text[], regtype[], jsonb, integer, integer),
+    syncguard.reconcile_ranges(text[], regtype[], jsonb),
+    syncguard.reconcile_where(text[], regtype[], jsonb, integer[]),
+    syncguard.reconcile_rows_query(regclass, regclass, text[], text[], text),
+    syncguard.reconcile(regclass, regclass, text[], text[], integer, integer),
+    syncguard.reconcile_apply(regclass, regclass, text[], text[], integer, integer, integer, jsonb),
+    syncguard.invariant_reconcile(text, regclass, regclass, text[], text[], integer, integer, interval, text, text, interval, interval)
+    TO PUBLIC;
+
+COMMENT ON FUNCTION syncguard.reconcile_columns(regclass, regclass, text[], text[]) IS
+    'internal: the columns reconcile compares, checked on both sides';
+COMMENT ON FUNCTION syncguard.reconcile_hash(text, regtype, integer) IS
+    'internal: the SQL of a column''s 64-bit hash, the same on every server';
+COMMENT ON FUNCTION syncguard.reconcile_compare(text[], regtype[], jsonb, text) IS
+    'internal: the SQL comparing a key with a bound, column by column';
+COMMENT ON FUNCTION syncguard.reconcile_segment(text[], regtype[], jsonb, integer, integer) IS
+    'internal: the SQL of a row''s segment number among sorted key bounds';
+COMMENT ON FUNCTION syncguard.reconcile_ranges(text[], regtype[], jsonb) IS
+    'internal: the SQL selecting the rows of a list of key ranges';
+COMMENT ON FUNCTION syncguard.reconcile_where(text[], regtype[], jsonb, integer[]) IS
+    'internal: the SQL selecting the rows of some segments';
+COMMENT ON FUNCTION syncguard.reconcile_rows_query(regclass, regclass, text[], text[], text) IS
+    'internal: the query comparing the rows of key ranges field by field';
+COMMENT ON FUNCTION syncguard.reconcile(regclass, regclass, text[], text[], integer, integer) IS
+    'every row and field in which a table differs from another (e.g. a postgres_fdw foreign table), by checksums of key ranges computed on each side';
+COMMENT ON FUNCTION syncguard.reconcile_apply(regclass, regclass, text[], text[], integer, integer, integer, jsonb) IS
+    'merge the remote values of the rows reconcile reports into the local table through merge_upsert, a batch per call';
+COMMENT ON FUNCTION syncguard.invariant_reconcile(text, regclass, regclass, text[], text[], integer, integer, interval, text, text, interval, interval) IS
+    'define an invariant: rows of a table that differ from another table (reconcile on a schedule)';
