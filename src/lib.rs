@@ -11,6 +11,7 @@ mod jsonb_arg;
 pub mod merge;
 mod merge_sql;
 mod protect;
+mod reconcile;
 mod regclass;
 mod retired;
 mod roles;
