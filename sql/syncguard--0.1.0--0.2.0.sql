@@ -1666,7 +1666,8 @@ $$;
 --   action  inserted, updated, unchanged (the table's policy or a guard kept
 --           the local row as it was), refused (SG003/SG004: the guard's
 --           error is in detail), skipped (missing_remote)
---   detail  the data written (a jsonb column as its patch), or the error
+--   detail  the differences (as reconcile's diff) or the inserted row, or
+--           the guard's error
 -- The default policy lets a remote NULL (also one inside a patch) replace or
 -- delete the local value, so the row becomes the remote one; NULL: the
 -- table's own merge policy (a NULL never overwrites).
@@ -1675,7 +1676,7 @@ CREATE FUNCTION syncguard.reconcile_apply(
     remote regclass,
     key_columns text[] DEFAULT NULL,
     columns text[] DEFAULT NULL,
-    segments integer DEFAULT 64,
+    segments integer DEFAULT 10000,
     threshold integer DEFAULT 1000,
     batch_size integer DEFAULT 1000,
     policy jsonb DEFAULT '{"nulls": "delete"}'
@@ -1688,7 +1689,9 @@ DECLARE
     data jsonb;
     before jsonb;
     after jsonb;
-    find_row text;
+    by_key text;         -- WHERE clause: the row whose key is $1
+    find_local text;
+    find_remote text;
     jsonb_cols text[];
     written integer := 0;
 BEGIN
@@ -1697,12 +1700,17 @@ BEGIN
             MESSAGE = format('reconcile_apply: batch_size must be at least 1, got %s', coalesce(batch_size::text, 'NULL')),
             HINT = 'Leave it out to take the default (1000 rows per call).';
     END IF;
-    SELECT format('SELECT pg_catalog.to_jsonb(t) FROM %s AS t WHERE %s', local,
-                  string_agg(format('t.%I OPERATOR(pg_catalog.=) ($1 OPERATOR(pg_catalog.->>) %L)::%s', c.name, c.name, c.typ), ' AND ')
-                      FILTER (WHERE c.is_key)),
+    SELECT string_agg(format('t.%I OPERATOR(pg_catalog.=) ($1 OPERATOR(pg_catalog.->>) %L)::%s', c.name, c.name, c.typ), ' AND ')
+               FILTER (WHERE c.is_key),
+           format('pg_catalog.jsonb_build_object(%s)',
+                  string_agg(format('%L, t.%I', c.name, c.name), ', ') FILTER (WHERE NOT c.is_key)),
            coalesce(array_agg(c.name) FILTER (WHERE c.typ IN ('jsonb'::regtype, 'json'::regtype)), '{}')
-      INTO find_row, jsonb_cols
+      INTO by_key, find_remote, jsonb_cols
       FROM syncguard.reconcile_columns(local, remote, key_columns, columns) AS c;
+    find_local := format('SELECT pg_catalog.to_jsonb(t) FROM %s AS t WHERE %s', local, by_key);
+    -- Every compared column: an INSERT … ON CONFLICT needs the NOT NULL ones
+    -- even when the row exists.
+    find_remote := format('SELECT %s FROM %s AS t WHERE %s', find_remote, remote, by_key);
     FOR d IN SELECT r.key, r.kind, r.diff
                FROM syncguard.reconcile(local, remote, key_columns, columns, segments, threshold) AS r LOOP
         key := d.key;
@@ -1718,15 +1726,15 @@ BEGIN
             data := d.diff;
             before := NULL;
         ELSE
-            -- The remote value of each differing column; a jsonb column's
-            -- patch, or a tombstone where the remote value is NULL.
-            SELECT jsonb_object_agg(f.key,
-                       CASE WHEN f.value ? 'patch' THEN f.value -> 'patch'
-                            WHEN f.key = ANY (jsonb_cols) AND jsonb_typeof(f.value -> 'remote') = 'null' THEN syncguard.tombstone()
-                            ELSE f.value -> 'remote' END)
-              INTO data
-              FROM jsonb_each(d.diff) AS f;
-            EXECUTE find_row INTO before USING d.key;
+            -- The remote row, a differing jsonb column as its patch (a
+            -- tombstone where the remote value is NULL): merged, the
+            -- patch gives the remote document.
+            EXECUTE find_remote INTO data USING d.key;
+            EXECUTE find_local INTO before USING d.key;
+            data := data || coalesce((
+                SELECT jsonb_object_agg(f.key, CASE WHEN f.value ? 'patch' THEN f.value -> 'patch' ELSE syncguard.tombstone() END)
+                  FROM jsonb_each(d.diff) AS f
+                 WHERE f.value ? 'patch' OR (f.key = ANY (jsonb_cols) AND jsonb_typeof(f.value -> 'remote') = 'null')), '{}');
         END IF;
         BEGIN
             after := syncguard.merge_upsert(local, d.key, data, policy);
@@ -1739,7 +1747,7 @@ BEGIN
         written := written + 1;
         action := CASE WHEN d.kind = 'missing_local' THEN 'inserted'
                        WHEN after = before THEN 'unchanged' ELSE 'updated' END;
-        detail := data;
+        detail := CASE WHEN d.kind = 'missing_local' THEN data ELSE d.diff END;
         RETURN NEXT;
     END LOOP;
 END
