@@ -466,6 +466,49 @@ fn a_scheduled_reconciliation_opens_an_episode_per_drifted_row() {
     assert_eq!(run(&mut p), ("ok".into(), 0, 0));
 }
 
+/// A role that is not a superuser: it needs only what the two tables need
+/// (SELECT on both, INSERT and UPDATE on the local one for the repair, a
+/// user mapping).
+#[test]
+fn a_role_that_is_not_superuser_reconciles_and_repairs() {
+    let mut p = Pair::new();
+    p.both("CREATE TABLE stock (sku text PRIMARY KEY, qty int); INSERT INTO stock VALUES ('a', 1), ('b', 2)");
+    p.remote
+        .batch_execute("UPDATE stock SET qty = 5 WHERE sku = 'b'")
+        .unwrap();
+    p.import("stock");
+    p.local
+        .batch_execute(
+            "CREATE ROLE app LOGIN;
+             GRANT USAGE ON SCHEMA supplier TO app;
+             GRANT SELECT ON supplier.stock TO app;
+             GRANT SELECT, INSERT, UPDATE ON stock TO app;
+             GRANT USAGE ON FOREIGN SERVER supplier TO app;
+             CREATE USER MAPPING FOR app SERVER supplier OPTIONS (user 'postgres', password_required 'false');
+             SET ROLE app;",
+        )
+        .unwrap();
+    assert_eq!(
+        p.reconcile("stock", ""),
+        vec![(json!({"sku": "b"}), "differs".into(), json!({"qty": {"local": 2, "remote": 5}}))]
+    );
+    let applied = p
+        .local
+        .query("SELECT * FROM syncguard.reconcile_apply('stock', 'supplier.stock')", &[])
+        .unwrap();
+    assert_eq!(applied.len(), 1);
+    assert_eq!(p.reconcile("stock", ""), vec![]);
+    // Without SELECT on the foreign table: PostgreSQL's own permission error.
+    p.local
+        .batch_execute("RESET ROLE; REVOKE SELECT ON supplier.stock FROM app; SET ROLE app")
+        .unwrap();
+    let e = p
+        .local
+        .query("SELECT * FROM syncguard.reconcile('stock', 'supplier.stock')", &[])
+        .unwrap_err();
+    assert_eq!(sqlstate(&e), "42501", "{e}");
+}
+
 /// A million rows, a hundred of them different: the remote computes the
 /// checksums and sends back only them and the rows of the differing
 /// segments.

@@ -23,7 +23,7 @@ SELECT g, 'product ' || g, 10 + g % 90,
 VACUUM ANALYZE rc_products;"
 
 psql_q -c "DROP DATABASE IF EXISTS $REMOTE_DB" -c "CREATE DATABASE $REMOTE_DB" 2>/dev/null
-psql_q -d "$REMOTE_DB" -c "$table_sql"
+psql_q -d "$REMOTE_DB" <<< "$table_sql"
 psql_q <<SQL
 SET client_min_messages = warning;
 DROP TABLE IF EXISTS rc_products;
