@@ -1398,3 +1398,619 @@ END
 $$;
 GRANT EXECUTE ON FUNCTION syncguard.events_prune(interval, text) TO PUBLIC;
 COMMENT ON FUNCTION syncguard.events_prune(interval, text) IS 'delete entity events older than an interval; returns how many';
+
+-- Reconciliation (sql/reconcile.sql, docs/reconcile.md)
+-- Reconciliation (docs/reconcile.md): every row and field in which a local
+-- table differs from another table, typically a postgres_fdw foreign table
+-- on the source system's server, without pulling that table across the
+-- network when few rows differ.
+--
+-- The key space is cut into segments at key values taken from the local
+-- table. For each segment both sides compute count(*) and the sum of a 64-bit
+-- row hash in ONE grouped query per side; every expression in it is a
+-- built-in IMMUTABLE function, so postgres_fdw sends the whole aggregate to
+-- the remote server and only one row per segment comes back. Segments whose
+-- (count, sum) differ are cut again, until a segment holds at most
+-- `threshold` rows; only those rows are fetched from both sides and compared
+-- field by field.
+--
+-- The row hash is built from each column type's own extended hash function
+-- (its default hash operator class), which hashes the value, not its text:
+-- 1.0 and 1.00, jsonb documents in any key order, a timestamptz in any time
+-- zone hash alike, exactly when `=` calls them equal, so the checksums and
+-- the final comparison agree and no session setting (TimeZone, DateStyle,
+-- extra_float_digits, which postgres_fdw sets differently on the remote
+-- session) enters the checksum.
+
+-- The columns compared, key columns first: name, type, whether part of the
+-- key, and whether its value is jsonb-like (a difference shown as a patch).
+-- Checks that every column exists on both sides with the same type.
+CREATE FUNCTION syncguard.reconcile_columns(
+    local regclass, remote regclass, key_columns text[], columns text[]
+) RETURNS TABLE(name text, typ regtype, is_key boolean)
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    keys text[] := key_columns;
+    cols text[] := columns;
+    c text;
+    lt regtype;
+    rt regtype;
+BEGIN
+    IF local IS NULL OR remote IS NULL THEN
+        RAISE EXCEPTION USING ERRCODE = '22004',
+            MESSAGE = 'reconcile: local and remote must not be NULL',
+            HINT = 'Pass the two tables, e.g. ''products''::regclass, ''supplier.products''::regclass.';
+    END IF;
+    IF keys IS NULL THEN
+        SELECT array_agg(a.attname::text ORDER BY k.ord) INTO keys
+          FROM pg_index i
+          CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord)
+          JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+         WHERE i.indrelid = local AND i.indisprimary;
+        IF keys IS NULL THEN
+            RAISE EXCEPTION USING ERRCODE = '42P10',
+                MESSAGE = format('reconcile: %s has no primary key to match rows by', local),
+                HINT = 'Pass key_columns: the columns that identify a row on both sides.';
+        END IF;
+    END IF;
+    IF cardinality(keys) = 0 OR array_position(keys, NULL) IS NOT NULL
+       OR cardinality(cols) = 0 OR array_position(cols, NULL) IS NOT NULL THEN
+        RAISE EXCEPTION USING ERRCODE = '22023',
+            MESSAGE = 'reconcile: key_columns and columns must not be empty or hold a NULL',
+            HINT = 'Leave columns NULL to compare every column of the local table.';
+    END IF;
+    IF cols IS NULL THEN
+        SELECT coalesce(array_agg(a.attname::text ORDER BY a.attnum), '{}') INTO cols
+          FROM pg_attribute a
+         WHERE a.attrelid = local AND a.attnum > 0 AND NOT a.attisdropped
+           AND a.attname <> ALL (keys);
+    END IF;
+    FOREACH c IN ARRAY keys || cols LOOP
+        SELECT a.atttypid::regtype INTO lt FROM pg_attribute a
+         WHERE a.attrelid = local AND a.attname = c AND a.attnum > 0 AND NOT a.attisdropped;
+        IF NOT FOUND THEN
+            RAISE EXCEPTION USING ERRCODE = '42703',
+                MESSAGE = format('reconcile: column %I of %s does not exist', c, local),
+                HINT = 'Column names are case-sensitive here: pass them as stored (\d shows them).';
+        END IF;
+        SELECT a.atttypid::regtype INTO rt FROM pg_attribute a
+         WHERE a.attrelid = remote AND a.attname = c AND a.attnum > 0 AND NOT a.attisdropped;
+        IF NOT FOUND THEN
+            RAISE EXCEPTION USING ERRCODE = '42703',
+                MESSAGE = format('reconcile: column %I of %s does not exist in %s', c, local, remote),
+                HINT = 'Pass columns: the columns both tables have.';
+        END IF;
+        IF lt <> rt THEN
+            RAISE EXCEPTION USING ERRCODE = '42804',
+                MESSAGE = format('reconcile: column %I is %s in %s but %s in %s', c, lt, local, rt, remote),
+                HINT = 'Declare the column with the same type on both sides (for a foreign table: ALTER FOREIGN TABLE … ALTER COLUMN … TYPE), or leave it out of columns.';
+        END IF;
+        IF array_position(keys, c) IS NOT NULL AND array_position(cols, c) IS NOT NULL THEN
+            CONTINUE;  -- a key column named in columns too is compared as part of the key
+        END IF;
+        name := c;
+        typ := lt;
+        is_key := c = ANY (keys);
+        RETURN NEXT;
+    END LOOP;
+END
+$$;
+
+-- The 64-bit hash of column `col` (a quoted expression) of type `typ`, seeded
+-- with `seed`, as SQL text; a NULL hashes to a constant of its own. Uses the
+-- extended hash function of the type's default hash operator class where it
+-- is a built-in function that hashes the value the same way on every server
+-- (not enums: those hash their OID, which differs between databases);
+-- timestamptz, date and boolean, whose hash functions take another type,
+-- go through an immutable conversion. Other types hash their text through the
+-- type's output function when it is immutable (still computed remotely), or
+-- their cast to text (computed locally: the foreign table's rows are fetched).
+CREATE FUNCTION syncguard.reconcile_hash(col text, typ regtype, seed integer)
+RETURNS text
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    fn regproc;
+    argtype oid;
+    expr text;
+    base oid;
+    kind "char";
+    output regproc;
+BEGIN
+    SELECT coalesce(nullif(t.typbasetype, 0), t.oid) INTO base FROM pg_type t WHERE t.oid = typ;
+    SELECT t.typtype, t.typoutput INTO kind, output FROM pg_type t WHERE t.oid = base;
+    expr := CASE base
+        -- (its opclass's function takes timestamp; the array's hash calls it for
+        -- timestamptz. Not timezone('UTC', …): postgres_fdw keeps a function
+        -- with a text constant argument local.)
+        WHEN 'timestamptz'::regtype THEN format('pg_catalog.hash_array_extended(ARRAY[%s], %s)', col, seed)
+        WHEN 'date'::regtype THEN format('pg_catalog.timestamp_hash_extended(pg_catalog."timestamp"(%s), %s)', col, seed)
+        WHEN 'bool'::regtype THEN format('pg_catalog.hashint4extended(pg_catalog.int4(%s), %s)', col, seed)
+        END;
+    IF expr IS NULL AND kind IN ('b', 'r', 'm') THEN
+        SELECT p.amproc, p.amproclefttype INTO fn, argtype
+          FROM pg_opclass oc
+          JOIN pg_amproc p ON p.amprocfamily = oc.opcfamily AND p.amprocnum = 2
+                          AND p.amproclefttype = oc.opcintype AND p.amprocrighttype = oc.opcintype
+         WHERE oc.opcmethod = (SELECT a.oid FROM pg_am a WHERE a.amname = 'hash')
+           AND oc.opcdefault
+           AND (oc.opcintype = base
+                OR EXISTS (SELECT 1 FROM pg_cast pc WHERE pc.castsource = base AND pc.casttarget = oc.opcintype
+                                                      AND pc.castmethod = 'b' AND pc.castcontext = 'i')
+                -- arrays and ranges: the polymorphic hash walks the elements
+                OR (oc.opcintype = 'anyarray'::regtype AND kind = 'b'
+                    AND (SELECT t.typelem FROM pg_type t WHERE t.oid = base) <> 0
+                    AND (SELECT e.typtype FROM pg_type e JOIN pg_type t ON t.typelem = e.oid WHERE t.oid = base) = 'b')
+                OR (oc.opcintype = 'anyrange'::regtype AND kind = 'r'))
+         ORDER BY oc.opcintype = base DESC
+         LIMIT 1;
+        IF fn IS NOT NULL AND fn::oid < 16384 THEN
+            expr := format('pg_catalog.%I(%s, %s)', fn::text, col, seed);
+        END IF;
+    END IF;
+    IF expr IS NULL THEN
+        IF (SELECT p.provolatile FROM pg_proc p WHERE p.oid = output) = 'i' AND output::oid < 16384 THEN
+            expr := format('pg_catalog.hashtextextended(pg_catalog.textin(pg_catalog.%I(%s)), %s)', output::text, col, seed);
+        ELSE
+            expr := format('pg_catalog.hashtextextended(%s::pg_catalog.text, %s)', col, seed);
+        END IF;
+    END IF;
+    -- A NULL gets a constant of its own per column (so NULL and the text 'NULL' differ).
+    -- (CASE, not COALESCE: postgres_fdw does not send a COALESCE to the remote.)
+    RETURN format('CASE WHEN %s IS NULL THEN %s::pg_catalog.int8 ELSE %s END', col, -1000003 * (seed + 1), expr);
+END
+$$;
+
+-- `key OP bound` for a (possibly composite) key, written as comparisons of
+-- single columns (a < x OR (a = x AND b < y)), which postgres_fdw sends to
+-- the remote server and an index on the key serves. op: '<' or '>='.
+CREATE FUNCTION syncguard.reconcile_compare(cols text[], types regtype[], bound jsonb, op text)
+RETURNS text
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    n integer := cardinality(cols);
+    strict_op text := CASE op WHEN '<' THEN '<' ELSE '>' END;
+    expr text;
+BEGIN
+    expr := format('%s OPERATOR(pg_catalog.%s) %L::%s', cols[n], op, bound->>(n - 1), types[n]);
+    FOR i IN REVERSE n - 1 .. 1 LOOP
+        expr := format('(%1$s OPERATOR(pg_catalog.%2$s) %3$L::%4$s OR (%1$s OPERATOR(pg_catalog.=) %3$L::%4$s AND %5$s))',
+                       cols[i], strict_op, bound->>(i - 1), types[i], expr);
+    END LOOP;
+    RETURN expr;
+END
+$$;
+
+-- The segment of a row: the number of bounds (sorted key values) at or
+-- below its key, 0 … cardinality. One key column: width_bucket over an
+-- array of the bounds; several: a balanced CASE tree of row comparisons.
+CREATE FUNCTION syncguard.reconcile_segment(cols text[], types regtype[], bounds jsonb, lo integer DEFAULT 0, hi integer DEFAULT NULL)
+RETURNS text
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    top integer := coalesce(hi, jsonb_array_length(bounds));
+    mid integer;
+BEGIN
+    IF jsonb_array_length(bounds) = 0 THEN
+        RETURN '0';
+    END IF;
+    IF hi IS NULL AND cardinality(cols) = 1 THEN
+        RETURN format('pg_catalog.width_bucket(%s, ARRAY[%s]::%s[])', cols[1],
+                      (SELECT string_agg(format('%L', b->>0), ', ' ORDER BY o)
+                         FROM jsonb_array_elements(bounds) WITH ORDINALITY AS e(b, o)),
+                      types[1]);
+    END IF;
+    IF lo = top THEN
+        RETURN lo::text;
+    END IF;
+    mid := (lo + top + 1) / 2;   -- the segment is >= mid exactly when key >= bounds[mid - 1]
+    RETURN format('CASE WHEN %s THEN %s ELSE %s END',
+                  syncguard.reconcile_compare(cols, types, bounds->(mid - 1), '<'),
+                  syncguard.reconcile_segment(cols, types, bounds, lo, mid - 1),
+                  syncguard.reconcile_segment(cols, types, bounds, mid, top));
+END
+$$;
+
+-- The condition selecting the rows of a list of key ranges [lo, hi) (a NULL
+-- bound is open), as SQL text.
+CREATE FUNCTION syncguard.reconcile_ranges(cols text[], types regtype[], ranges jsonb)
+RETURNS text
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+BEGIN ATOMIC
+    SELECT coalesce(string_agg(
+               '(' || concat_ws(' AND ',
+                   CASE WHEN jsonb_typeof(r->0) = 'array' THEN syncguard.reconcile_compare(cols, types, r->0, '>=') END,
+                   CASE WHEN jsonb_typeof(r->1) = 'array' THEN syncguard.reconcile_compare(cols, types, r->1, '<') END,
+                   'true') || ')',
+               ' OR ' ORDER BY o), 'false')
+      FROM jsonb_array_elements(ranges) WITH ORDINALITY AS e(r, o);
+END;
+
+-- The query comparing the rows of local and remote that `cond` selects
+-- (key columns as t.<name>): the rows reconcile returns, in key order.
+CREATE FUNCTION syncguard.reconcile_rows_query(
+    local regclass, remote regclass, key_columns text[], columns text[], cond text
+) RETURNS text
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    sel text;
+    keyobj text;
+    joinon text;
+    rowdiff text;
+    lrow text;
+    rrow text;
+    k1 text;
+    order_by text;
+BEGIN
+    SELECT string_agg(format('t.%I', c.name), ', '),
+           string_agg(format('%L, COALESCE(l.%I, r.%I)', c.name, c.name, c.name), ', ') FILTER (WHERE c.is_key),
+           string_agg(format('l.%1$I OPERATOR(pg_catalog.=) r.%1$I', c.name), ' AND ') FILTER (WHERE c.is_key),
+           string_agg(format('COALESCE(l.%1$I, r.%1$I)', c.name), ', ') FILTER (WHERE c.is_key),
+           coalesce(string_agg(
+               CASE WHEN c.typ IN ('jsonb'::regtype, 'json'::regtype) THEN
+                   format('CASE WHEN l.%1$I::pg_catalog.jsonb IS DISTINCT FROM r.%1$I::pg_catalog.jsonb THEN pg_catalog.jsonb_build_object(%2$L, '
+                          'CASE WHEN l.%1$I IS NOT NULL AND r.%1$I IS NOT NULL'
+                          ' THEN pg_catalog.jsonb_build_object(''patch'', syncguard.jsonb_merge_diff(l.%1$I::pg_catalog.jsonb, r.%1$I::pg_catalog.jsonb))'
+                          ' ELSE pg_catalog.jsonb_build_object(''local'', l.%1$I, ''remote'', r.%1$I) END) ELSE ''{}''::pg_catalog.jsonb END',
+                          c.name, c.name)
+               ELSE
+                   format('CASE WHEN l.%1$I IS DISTINCT FROM r.%1$I THEN pg_catalog.jsonb_build_object(%2$L, '
+                          'pg_catalog.jsonb_build_object(''local'', l.%1$I, ''remote'', r.%1$I)) ELSE ''{}''::pg_catalog.jsonb END',
+                          c.name, c.name)
+               END, ' OPERATOR(pg_catalog.||) ') FILTER (WHERE NOT c.is_key), '''{}''::pg_catalog.jsonb'),
+           coalesce(string_agg(format('%L, l.%I', c.name, c.name), ', ') FILTER (WHERE NOT c.is_key), ''),
+           coalesce(string_agg(format('%L, r.%I', c.name, c.name), ', ') FILTER (WHERE NOT c.is_key), '')
+      INTO sel, keyobj, joinon, order_by, rowdiff, lrow, rrow
+      FROM syncguard.reconcile_columns(local, remote, key_columns, columns) AS c;
+    -- Any key column tells a missing side: key values are never NULL.
+    SELECT format('%I', c.name) INTO k1
+      FROM syncguard.reconcile_columns(local, remote, key_columns, columns) AS c WHERE c.is_key LIMIT 1;
+    RETURN format(
+        'WITH l AS (SELECT %1$s FROM %2$s AS t WHERE %4$s),'
+        '     r AS (SELECT %1$s FROM %3$s AS t WHERE %4$s)'
+        ' SELECT pg_catalog.jsonb_build_object(%5$s) AS key,'
+        '        CASE WHEN l.%6$s IS NULL THEN ''missing_local'' WHEN r.%6$s IS NULL THEN ''missing_remote'' ELSE ''differs'' END AS kind,'
+        '        CASE WHEN l.%6$s IS NULL THEN pg_catalog.jsonb_build_object(%9$s)'
+        '             WHEN r.%6$s IS NULL THEN pg_catalog.jsonb_build_object(%8$s)'
+        '             ELSE d.diff END AS diff'
+        '   FROM l FULL JOIN r ON %7$s'
+        '  CROSS JOIN LATERAL (SELECT %10$s AS diff) AS d'
+        '  WHERE l.%6$s IS NULL OR r.%6$s IS NULL OR d.diff OPERATOR(pg_catalog.<>) ''{}''::pg_catalog.jsonb'
+        '  ORDER BY %11$s',
+        sel, local, remote, cond, keyobj, k1, joinon, lrow, rrow, rowdiff, order_by);
+END
+$$;
+
+-- The condition selecting the rows of some segments (numbers into `bounds`,
+-- as reconcile_segment counts them), as SQL text. Runs of consecutive
+-- segments become one key range each, which an index on the key serves;
+-- past 500 ranges, the segment number of every row is tested instead.
+CREATE FUNCTION syncguard.reconcile_where(cols text[], types regtype[], bounds jsonb, segs integer[])
+RETURNS text
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    ranges jsonb;
+BEGIN
+    SELECT coalesce(jsonb_agg(jsonb_build_array(
+                        CASE WHEN i.first > 0 THEN bounds -> (i.first - 1) ELSE 'null' END,
+                        coalesce(bounds -> i.last, 'null')) ORDER BY i.first), '[]')
+      INTO ranges
+      FROM (SELECT min(s) AS first, max(s) AS last
+              FROM (SELECT s, s - row_number() OVER (ORDER BY s) AS island
+                      FROM (SELECT DISTINCT s FROM unnest(segs) AS u(s)) AS d) AS n
+             GROUP BY island) AS i;
+    IF jsonb_array_length(ranges) <= 500 THEN
+        RETURN syncguard.reconcile_ranges(cols, types, ranges);
+    END IF;
+    RETURN format('%s OPERATOR(pg_catalog.=) ANY (%L::pg_catalog.int4[])',
+                  syncguard.reconcile_segment(cols, types, bounds), segs);
+END
+$$;
+
+-- Every difference between local and remote: one row per key that is
+-- missing on one side or whose compared columns differ.
+--   key   the key columns and values, {"id": 42}
+--   kind  missing_local (only remote has the key), missing_remote (only
+--         local has it) or differs
+--   diff  differs: {"column": {"local": …, "remote": …}} per differing
+--         column; for a jsonb (or json) column whose both values are not
+--         NULL {"column": {"patch": …}}, the RFC 7396 patch that turns the
+--         local value into the remote one (jsonb_merge_diff). missing_*:
+--         the compared columns of the row the other side has.
+--
+-- Each pass reads the keys of the pending key ranges of the local table in
+-- key order and cuts them into segments of threshold/2 local rows (fewer,
+-- larger ones when that would make more than `segments`); then one grouped
+-- query per side sums the row hashes of each segment, the remote one
+-- computed by the remote server. A differing segment of at most `threshold` rows on both
+-- sides has its rows compared; a larger one is the next pass's.
+CREATE FUNCTION syncguard.reconcile(
+    local regclass,
+    remote regclass,
+    key_columns text[] DEFAULT NULL,
+    columns text[] DEFAULT NULL,
+    segments integer DEFAULT 10000,
+    threshold integer DEFAULT 1000
+) RETURNS TABLE(key jsonb, kind text, diff jsonb)
+LANGUAGE plpgsql VOLATILE
+-- key bounds travel as text; 3 digits keep a float key's text exact
+SET extra_float_digits = 3
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    kcols text[];        -- t.<key column>, quoted
+    ktypes regtype[];
+    korder text;
+    rowhash text;
+    key_json text;       -- jsonb_build_array of the key columns' text: a bound
+    bounds jsonb := '[]';
+    seg_expr text;
+    cond text := 'true';
+    pending_rows numeric;
+    step bigint;
+    local_sums jsonb;
+    remote_sums jsonb;
+    leaves integer[];
+    pending integer[];
+    level integer := 0;
+BEGIN
+    IF segments IS NULL OR segments NOT BETWEEN 2 AND 100000 OR threshold IS NULL OR threshold < 2 THEN
+        RAISE EXCEPTION USING ERRCODE = '22023',
+            MESSAGE = format('reconcile: segments must be 2 … 100000 and threshold at least 2, got %s and %s',
+                             coalesce(segments::text, 'NULL'), coalesce(threshold::text, 'NULL')),
+            HINT = 'Leave them out to take the defaults (10000 segments, 1000 rows).';
+    END IF;
+    SELECT array_agg(format('t.%I', c.name)), array_agg(c.typ),
+           string_agg(format('t.%I', c.name), ', '),
+           format('pg_catalog.jsonb_build_array(%s)', string_agg(format('t.%I::pg_catalog.text', c.name), ', '))
+      INTO kcols, ktypes, korder, key_json
+      FROM syncguard.reconcile_columns(local, remote, key_columns, columns) AS c
+     WHERE c.is_key;
+    SELECT string_agg(syncguard.reconcile_hash(format('t.%I', c.name), c.typ, (o - 1)::integer), ' OPERATOR(pg_catalog.#) ' ORDER BY o)
+      INTO rowhash
+      FROM syncguard.reconcile_columns(local, remote, key_columns, columns) WITH ORDINALITY AS c(name, typ, is_key, o);
+    -- The planner's row count is enough to size the first pass's segments.
+    SELECT CASE WHEN c.reltuples > 0 THEN c.reltuples END INTO pending_rows FROM pg_class c WHERE c.oid = local;
+    IF pending_rows IS NULL THEN
+        EXECUTE format('SELECT count(*) FROM %s', local) INTO pending_rows;
+    END IF;
+
+    LOOP
+        level := level + 1;
+        step := greatest(ceil(threshold / 2.0), ceil(pending_rows / segments));
+        -- Local, keys only: every step-th key (in key order, within each
+        -- pending segment) starts a new segment. The bounds: the old ones
+        -- and these, in key order.
+        EXECUTE format($q$
+            SELECT coalesce(jsonb_agg(u.b ORDER BY u.ps, u.rn), '[]')
+              FROM (SELECT e.o::integer AS ps, 0::bigint AS rn, e.b
+                      FROM jsonb_array_elements($1) WITH ORDINALITY AS e(b, o)
+                    UNION ALL
+                    SELECT t.ps, t.rn, %1$s
+                      FROM (SELECT %2$s AS ps, %3$s, row_number() OVER (PARTITION BY %2$s ORDER BY %4$s) AS rn
+                              FROM %5$s AS t WHERE %6$s) AS t
+                     WHERE t.rn > 1 AND (t.rn - 1) %% %7$s = 0) AS u$q$,
+            key_json, syncguard.reconcile_segment(kcols, ktypes, bounds),
+            array_to_string(kcols, ', '), korder, local, cond, step)
+          INTO bounds
+          USING bounds;
+        -- Both sides' count and hash sum per segment, the remote's in one
+        -- grouped query that postgres_fdw sends whole (one row per segment
+        -- comes back). One statement: with the foreign server's
+        -- async_capable option the two sides run at the same time.
+        seg_expr := syncguard.reconcile_segment(kcols, ktypes, bounds);
+        EXECUTE format(
+            'SELECT coalesce(jsonb_object_agg(u.s, jsonb_build_array(u.n, u.h::text)) FILTER (WHERE u.side), ''{}''),'
+            '       coalesce(jsonb_object_agg(u.s, jsonb_build_array(u.n, u.h::text)) FILTER (WHERE NOT u.side), ''{}'')'
+            '  FROM (SELECT false AS side, %1$s AS s, count(*) AS n, sum(%2$s) AS h FROM %4$s AS t WHERE %5$s GROUP BY 2'
+            '        UNION ALL'
+            '        SELECT true, %1$s, count(*), sum(%2$s) FROM %3$s AS t WHERE %5$s GROUP BY 2) AS u',
+            seg_expr, rowhash, local, remote, cond)
+          INTO local_sums, remote_sums;
+        -- Differing segments: small ones (or ones the local keys cannot cut
+        -- further) are compared row by row, the others go to the next pass.
+        SELECT coalesce(array_agg(d.s) FILTER (WHERE d.leaf), '{}'),
+               coalesce(array_agg(d.s) FILTER (WHERE NOT d.leaf), '{}'),
+               coalesce(sum(d.nl) FILTER (WHERE NOT d.leaf), 0)
+          INTO leaves, pending, pending_rows
+          FROM (SELECT k.s::integer AS s, coalesce((local_sums -> k.s ->> 0)::bigint, 0) AS nl,
+                       greatest(coalesce((local_sums -> k.s ->> 0)::bigint, 0),
+                                coalesce((remote_sums -> k.s ->> 0)::bigint, 0)) <= threshold
+                       OR coalesce((local_sums -> k.s ->> 0)::bigint, 0) < 2 OR level >= 40 AS leaf
+                  FROM (SELECT jsonb_object_keys(local_sums) UNION SELECT jsonb_object_keys(remote_sums)) AS k(s)
+                 WHERE local_sums -> k.s IS DISTINCT FROM remote_sums -> k.s) AS d;
+        IF cardinality(leaves) > 0 THEN
+            RETURN QUERY EXECUTE syncguard.reconcile_rows_query(local, remote, key_columns, columns,
+                                     syncguard.reconcile_where(kcols, ktypes, bounds, leaves));
+        END IF;
+        EXIT WHEN cardinality(pending) = 0;
+        cond := syncguard.reconcile_where(kcols, ktypes, bounds, pending);
+    END LOOP;
+END
+$$;
+
+-- Repair: merges the remote's values into the local rows, one merge_upsert
+-- per row (a protected table's guards hold: a last_write_wins timestamp or
+-- a version refuses an older remote row), at most batch_size rows per call,
+-- each call one transaction: call again until no row comes back inserted or
+-- updated. A row only local is reported (skipped), never deleted.
+--   action  inserted, updated, unchanged (the table's policy or a guard kept
+--           the local row as it was), refused (SG003/SG004: the guard's
+--           error is in detail), skipped (missing_remote)
+--   detail  the differences (as reconcile's diff) or the inserted row, or
+--           the guard's error
+-- The default policy lets a remote NULL (also one inside a patch) replace or
+-- delete the local value, so the row becomes the remote one; NULL: the
+-- table's own merge policy (a NULL never overwrites).
+CREATE FUNCTION syncguard.reconcile_apply(
+    local regclass,
+    remote regclass,
+    key_columns text[] DEFAULT NULL,
+    columns text[] DEFAULT NULL,
+    segments integer DEFAULT 10000,
+    threshold integer DEFAULT 1000,
+    batch_size integer DEFAULT 1000,
+    policy jsonb DEFAULT '{"nulls": "delete"}'
+) RETURNS TABLE(key jsonb, kind text, action text, detail jsonb)
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    d record;
+    data jsonb;
+    before jsonb;
+    after jsonb;
+    by_key text;         -- WHERE clause: the row whose key is $1
+    find_local text;
+    find_remote text;
+    jsonb_cols text[];
+    written integer := 0;
+BEGIN
+    IF batch_size IS NULL OR batch_size < 1 THEN
+        RAISE EXCEPTION USING ERRCODE = '22023',
+            MESSAGE = format('reconcile_apply: batch_size must be at least 1, got %s', coalesce(batch_size::text, 'NULL')),
+            HINT = 'Leave it out to take the default (1000 rows per call).';
+    END IF;
+    SELECT string_agg(format('t.%I OPERATOR(pg_catalog.=) ($1 OPERATOR(pg_catalog.->>) %L)::%s', c.name, c.name, c.typ), ' AND ')
+               FILTER (WHERE c.is_key),
+           format('pg_catalog.jsonb_build_object(%s)',
+                  string_agg(format('%L, t.%I', c.name, c.name), ', ') FILTER (WHERE NOT c.is_key)),
+           coalesce(array_agg(c.name) FILTER (WHERE c.typ IN ('jsonb'::regtype, 'json'::regtype)), '{}')
+      INTO by_key, find_remote, jsonb_cols
+      FROM syncguard.reconcile_columns(local, remote, key_columns, columns) AS c;
+    find_local := format('SELECT pg_catalog.to_jsonb(t) FROM %s AS t WHERE %s', local, by_key);
+    -- Every compared column: an INSERT … ON CONFLICT needs the NOT NULL ones
+    -- even when the row exists.
+    find_remote := format('SELECT %s FROM %s AS t WHERE %s', find_remote, remote, by_key);
+    FOR d IN SELECT r.key, r.kind, r.diff
+               FROM syncguard.reconcile(local, remote, key_columns, columns, segments, threshold) AS r LOOP
+        key := d.key;
+        kind := d.kind;
+        IF d.kind = 'missing_remote' THEN
+            action := 'skipped';
+            detail := NULL;
+            RETURN NEXT;
+            CONTINUE;
+        END IF;
+        CONTINUE WHEN written >= batch_size;
+        IF d.kind = 'missing_local' THEN
+            data := d.diff;
+            before := NULL;
+        ELSE
+            -- The remote row, a differing jsonb column as its patch (a
+            -- tombstone where the remote value is NULL): merged, the
+            -- patch gives the remote document.
+            EXECUTE find_remote INTO data USING d.key;
+            EXECUTE find_local INTO before USING d.key;
+            data := data || coalesce((
+                SELECT jsonb_object_agg(f.key, CASE WHEN f.value ? 'patch' THEN f.value -> 'patch' ELSE syncguard.tombstone() END)
+                  FROM jsonb_each(d.diff) AS f
+                 WHERE f.value ? 'patch' OR (f.key = ANY (jsonb_cols) AND jsonb_typeof(f.value -> 'remote') = 'null')), '{}');
+        END IF;
+        BEGIN
+            after := syncguard.merge_upsert(local, d.key, data, policy);
+        EXCEPTION WHEN SQLSTATE 'SG003' OR SQLSTATE 'SG004' THEN
+            action := 'refused';
+            detail := jsonb_build_object('sqlstate', SQLSTATE, 'message', SQLERRM);
+            RETURN NEXT;
+            CONTINUE;
+        END;
+        written := written + 1;
+        action := CASE WHEN d.kind = 'missing_local' THEN 'inserted'
+                       WHEN after = before THEN 'unchanged' ELSE 'updated' END;
+        detail := CASE WHEN d.kind = 'missing_local' THEN data ELSE d.diff END;
+        RETURN NEXT;
+    END LOOP;
+END
+$$;
+
+-- Invariant template: a reconciliation on a schedule. Each differing key is
+-- a violation (entity: the key as JSON text, e.g. {"id": 42}), so a drift
+-- opens an episode and alerts once; the view shows kind and diff too.
+-- The comparison reads both tables' checksums: give it a long schedule.
+CREATE FUNCTION syncguard.invariant_reconcile(
+    name text,
+    local regclass,
+    remote regclass,
+    key_columns text[] DEFAULT NULL,
+    columns text[] DEFAULT NULL,
+    segments integer DEFAULT 64,
+    threshold integer DEFAULT 1000,
+    grace interval DEFAULT '0',
+    severity text DEFAULT 'error',
+    remediation text DEFAULT NULL,
+    schedule interval DEFAULT '1 hour',
+    statement_timeout interval DEFAULT '10 minutes'
+) RETURNS regclass
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    -- The columns' errors now rather than at the first check.
+    PERFORM FROM syncguard.reconcile_columns(local, remote, key_columns, columns);
+    IF segments IS NULL OR segments NOT BETWEEN 2 AND 10000 OR threshold IS NULL OR threshold < 1 THEN
+        RAISE EXCEPTION USING ERRCODE = '22023',
+            MESSAGE = format('invariant %L: segments must be 2 … 10000 and threshold at least 1, got %s and %s',
+                             name, coalesce(segments::text, 'NULL'), coalesce(threshold::text, 'NULL')),
+            HINT = 'Leave them out to take the defaults (64 segments, 1000 rows).';
+    END IF;
+    RETURN syncguard.define_invariant(
+        name,
+        format('SELECT r.key::text AS entity, ''-infinity''::timestamptz AS since, r.kind, r.diff '
+               'FROM syncguard.reconcile(%L::regclass, %L::regclass, %L::text[], %L::text[], %s, %s) AS r',
+               local, remote, key_columns, columns, segments, threshold),
+        grace => grace, severity => severity,
+        remediation => coalesce(remediation, format(
+            'See the differences with SELECT * FROM syncguard.reconcile(%L, %L); merge the remote values into %s with '
+            'syncguard.reconcile_apply(%1$L, %2$L) (rows missing in %2$s are reported, delete them yourself).',
+            local, remote, local)),
+        description => format('rows of %s that differ from %s', local, remote),
+        schedule => schedule, statement_timeout => statement_timeout, search_path => 'pg_catalog, pg_temp');
+END
+$$;
+
+GRANT EXECUTE ON FUNCTION
+    syncguard.reconcile_columns(regclass, regclass, text[], text[]),
+    syncguard.reconcile_hash(text, regtype, integer),
+    syncguard.reconcile_compare(text[], regtype[], jsonb, text),
+    syncguard.reconcile_segment(text[], regtype[], jsonb, integer, integer),
+    syncguard.reconcile_ranges(text[], regtype[], jsonb),
+    syncguard.reconcile_where(text[], regtype[], jsonb, integer[]),
+    syncguard.reconcile_rows_query(regclass, regclass, text[], text[], text),
+    syncguard.reconcile(regclass, regclass, text[], text[], integer, integer),
+    syncguard.reconcile_apply(regclass, regclass, text[], text[], integer, integer, integer, jsonb),
+    syncguard.invariant_reconcile(text, regclass, regclass, text[], text[], integer, integer, interval, text, text, interval, interval)
+    TO PUBLIC;
+
+COMMENT ON FUNCTION syncguard.reconcile_columns(regclass, regclass, text[], text[]) IS
+    'internal: the columns reconcile compares, checked on both sides';
+COMMENT ON FUNCTION syncguard.reconcile_hash(text, regtype, integer) IS
+    'internal: the SQL of a column''s 64-bit hash, the same on every server';
+COMMENT ON FUNCTION syncguard.reconcile_compare(text[], regtype[], jsonb, text) IS
+    'internal: the SQL comparing a key with a bound, column by column';
+COMMENT ON FUNCTION syncguard.reconcile_segment(text[], regtype[], jsonb, integer, integer) IS
+    'internal: the SQL of a row''s segment number among sorted key bounds';
+COMMENT ON FUNCTION syncguard.reconcile_ranges(text[], regtype[], jsonb) IS
+    'internal: the SQL selecting the rows of a list of key ranges';
+COMMENT ON FUNCTION syncguard.reconcile_where(text[], regtype[], jsonb, integer[]) IS
+    'internal: the SQL selecting the rows of some segments';
+COMMENT ON FUNCTION syncguard.reconcile_rows_query(regclass, regclass, text[], text[], text) IS
+    'internal: the query comparing the rows of key ranges field by field';
+COMMENT ON FUNCTION syncguard.reconcile(regclass, regclass, text[], text[], integer, integer) IS
+    'every row and field in which a table differs from another (e.g. a postgres_fdw foreign table), by checksums of key ranges computed on each side';
+COMMENT ON FUNCTION syncguard.reconcile_apply(regclass, regclass, text[], text[], integer, integer, integer, jsonb) IS
+    'merge the remote values of the rows reconcile reports into the local table through merge_upsert, a batch per call';
+COMMENT ON FUNCTION syncguard.invariant_reconcile(text, regclass, regclass, text[], text[], integer, integer, interval, text, text, interval, interval) IS
+    'define an invariant: rows of a table that differ from another table (reconcile on a schedule)';

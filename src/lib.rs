@@ -12,6 +12,7 @@ mod jsonb_arg;
 pub use syncguard_core as merge;
 mod merge_sql;
 mod protect;
+mod reconcile;
 mod regclass;
 mod retired;
 mod roles;

@@ -550,4 +550,18 @@ const ALLOWED: &[&str] = &[
     "syncguard.alert_payload(text,text,bigint)",
     // internal: SECURITY DEFINER; folds the counters of exited backends, changes no total
     "syncguard.fold_stale_writes()",
+    // reconciliation: SECURITY INVOKER, reads and writes only what the caller
+    // may (both tables, merge_upsert as the caller); the template defines
+    // the caller's own invariant
+    "syncguard.reconcile(regclass,regclass,text[],text[],integer,integer)",
+    "syncguard.reconcile_apply(regclass,regclass,text[],text[],integer,integer,integer,jsonb)",
+    "syncguard.invariant_reconcile(text,regclass,regclass,text[],text[],integer,integer,interval,text,text,interval,interval)",
+    // internal, reconciliation: build SQL text from the catalog, run nothing
+    "syncguard.reconcile_columns(regclass,regclass,text[],text[])",
+    "syncguard.reconcile_hash(text,regtype,integer)",
+    "syncguard.reconcile_compare(text[],regtype[],jsonb,text)",
+    "syncguard.reconcile_segment(text[],regtype[],jsonb,integer,integer)",
+    "syncguard.reconcile_ranges(text[],regtype[],jsonb)",
+    "syncguard.reconcile_where(text[],regtype[],jsonb,integer[])",
+    "syncguard.reconcile_rows_query(regclass,regclass,text[],text[],text)",
 ];
