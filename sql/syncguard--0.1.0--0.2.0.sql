@@ -1493,8 +1493,8 @@ BEGIN
     SELECT format('%I', c.name) INTO k1
       FROM syncguard.reconcile_columns(local, remote, key_columns, columns) AS c WHERE c.is_key LIMIT 1;
     RETURN format(
-        'WITH l AS MATERIALIZED (SELECT %1$s FROM %2$s AS t WHERE %4$s),'
-        '     r AS MATERIALIZED (SELECT %1$s FROM %3$s AS t WHERE %4$s)'
+        'WITH l AS (SELECT %1$s FROM %2$s AS t WHERE %4$s),'
+        '     r AS (SELECT %1$s FROM %3$s AS t WHERE %4$s)'
         ' SELECT pg_catalog.jsonb_build_object(%5$s) AS key,'
         '        CASE WHEN l.%6$s IS NULL THEN ''missing_local'' WHEN r.%6$s IS NULL THEN ''missing_remote'' ELSE ''differs'' END AS kind,'
         '        CASE WHEN l.%6$s IS NULL THEN pg_catalog.jsonb_build_object(%9$s)'
