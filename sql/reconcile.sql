@@ -20,9 +20,9 @@
 -- extra_float_digits, which postgres_fdw sets differently on the remote
 -- session) enters the checksum.
 
--- The columns compared, key columns first: name, type, whether part of the
--- key, and whether its value is jsonb-like (a difference shown as a patch).
--- Checks that every column exists on both sides with the same type.
+-- The columns compared, key columns first, each once: name, type, whether
+-- part of the key. Checks that every column exists on both sides with the
+-- same type.
 CREATE FUNCTION syncguard.reconcile_columns(
     local regclass, remote regclass, key_columns text[], columns text[]
 ) RETURNS TABLE(name text, typ regtype, is_key boolean)
@@ -32,6 +32,7 @@ AS $$
 DECLARE
     keys text[] := key_columns;
     cols text[] := columns;
+    all_cols text[];
     c text;
     lt regtype;
     rt regtype;
@@ -65,7 +66,12 @@ BEGIN
          WHERE a.attrelid = local AND a.attnum > 0 AND NOT a.attisdropped
            AND a.attname <> ALL (keys);
     END IF;
-    FOREACH c IN ARRAY keys || cols LOOP
+    all_cols := keys || cols;
+    FOR i IN 1 .. cardinality(all_cols) LOOP
+        c := all_cols[i];
+        -- Each column once: a key column named in columns too is compared
+        -- as part of the key.
+        CONTINUE WHEN array_position(all_cols, c) < i;
         SELECT a.atttypid::regtype INTO lt FROM pg_attribute a
          WHERE a.attrelid = local AND a.attname = c AND a.attnum > 0 AND NOT a.attisdropped;
         IF NOT FOUND THEN
@@ -85,12 +91,9 @@ BEGIN
                 MESSAGE = format('reconcile: column %I is %s in %s but %s in %s', c, lt, local, rt, remote),
                 HINT = 'Declare the column with the same type on both sides (for a foreign table: ALTER FOREIGN TABLE … ALTER COLUMN … TYPE), or leave it out of columns.';
         END IF;
-        IF array_position(keys, c) IS NOT NULL AND array_position(cols, c) IS NOT NULL THEN
-            CONTINUE;  -- a key column named in columns too is compared as part of the key
-        END IF;
         name := c;
         typ := lt;
-        is_key := c = ANY (keys);
+        is_key := i <= cardinality(keys);
         RETURN NEXT;
     END LOOP;
 END
@@ -112,7 +115,6 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     fn regproc;
-    argtype oid;
     expr text;
     base oid;
     kind "char";
@@ -129,7 +131,7 @@ BEGIN
         WHEN 'bool'::regtype THEN format('pg_catalog.hashint4extended(pg_catalog.int4(%s), %s)', col, seed)
         END;
     IF expr IS NULL AND kind IN ('b', 'r', 'm') THEN
-        SELECT p.amproc, p.amproclefttype INTO fn, argtype
+        SELECT p.amproc INTO fn
           FROM pg_opclass oc
           JOIN pg_amproc p ON p.amprocfamily = oc.opcfamily AND p.amprocnum = 2
                           AND p.amproclefttype = oc.opcintype AND p.amprocrighttype = oc.opcintype
@@ -167,7 +169,7 @@ $$;
 -- the remote server and an index on the key serves. op: '<' or '>='.
 CREATE FUNCTION syncguard.reconcile_compare(cols text[], types regtype[], bound jsonb, op text)
 RETURNS text
-LANGUAGE plpgsql IMMUTABLE
+LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
@@ -189,7 +191,7 @@ $$;
 -- array of the bounds; several: a balanced CASE tree of row comparisons.
 CREATE FUNCTION syncguard.reconcile_segment(cols text[], types regtype[], bounds jsonb, lo integer DEFAULT 0, hi integer DEFAULT NULL)
 RETURNS text
-LANGUAGE plpgsql IMMUTABLE
+LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
@@ -220,7 +222,7 @@ $$;
 -- bound is open), as SQL text.
 CREATE FUNCTION syncguard.reconcile_ranges(cols text[], types regtype[], ranges jsonb)
 RETURNS text
-LANGUAGE sql IMMUTABLE
+LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 BEGIN ATOMIC
     SELECT coalesce(string_agg(
@@ -274,8 +276,8 @@ BEGIN
     SELECT format('%I', c.name) INTO k1
       FROM syncguard.reconcile_columns(local, remote, key_columns, columns) AS c WHERE c.is_key LIMIT 1;
     RETURN format(
-        'WITH l AS MATERIALIZED (SELECT %1$s FROM %2$s AS t WHERE %4$s),'
-        '     r AS MATERIALIZED (SELECT %1$s FROM %3$s AS t WHERE %4$s)'
+        'WITH l AS (SELECT %1$s FROM %2$s AS t WHERE %4$s),'
+        '     r AS (SELECT %1$s FROM %3$s AS t WHERE %4$s)'
         ' SELECT pg_catalog.jsonb_build_object(%5$s) AS key,'
         '        CASE WHEN l.%6$s IS NULL THEN ''missing_local'' WHEN r.%6$s IS NULL THEN ''missing_remote'' ELSE ''differs'' END AS kind,'
         '        CASE WHEN l.%6$s IS NULL THEN pg_catalog.jsonb_build_object(%9$s)'
@@ -295,7 +297,7 @@ $$;
 -- past 500 ranges, the segment number of every row is tested instead.
 CREATE FUNCTION syncguard.reconcile_where(cols text[], types regtype[], bounds jsonb, segs integer[])
 RETURNS text
-LANGUAGE plpgsql IMMUTABLE
+LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE

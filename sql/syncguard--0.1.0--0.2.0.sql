@@ -1422,9 +1422,9 @@ COMMENT ON FUNCTION syncguard.events_prune(interval, text) IS 'delete entity eve
 -- extra_float_digits, which postgres_fdw sets differently on the remote
 -- session) enters the checksum.
 
--- The columns compared, key columns first: name, type, whether part of the
--- key, and whether its value is jsonb-like (a difference shown as a patch).
--- Checks that every column exists on both sides with the same type.
+-- The columns compared, key columns first, each once: name, type, whether
+-- part of the key. Checks that every column exists on both sides with the
+-- same type.
 CREATE FUNCTION syncguard.reconcile_columns(
     local regclass, remote regclass, key_columns text[], columns text[]
 ) RETURNS TABLE(name text, typ regtype, is_key boolean)
@@ -1434,6 +1434,7 @@ AS $$
 DECLARE
     keys text[] := key_columns;
     cols text[] := columns;
+    all_cols text[];
     c text;
     lt regtype;
     rt regtype;
@@ -1467,7 +1468,12 @@ BEGIN
          WHERE a.attrelid = local AND a.attnum > 0 AND NOT a.attisdropped
            AND a.attname <> ALL (keys);
     END IF;
-    FOREACH c IN ARRAY keys || cols LOOP
+    all_cols := keys || cols;
+    FOR i IN 1 .. cardinality(all_cols) LOOP
+        c := all_cols[i];
+        -- Each column once: a key column named in columns too is compared
+        -- as part of the key.
+        CONTINUE WHEN array_position(all_cols, c) < i;
         SELECT a.atttypid::regtype INTO lt FROM pg_attribute a
          WHERE a.attrelid = local AND a.attname = c AND a.attnum > 0 AND NOT a.attisdropped;
         IF NOT FOUND THEN
@@ -1487,12 +1493,9 @@ BEGIN
                 MESSAGE = format('reconcile: column %I is %s in %s but %s in %s', c, lt, local, rt, remote),
                 HINT = 'Declare the column with the same type on both sides (for a foreign table: ALTER FOREIGN TABLE … ALTER COLUMN … TYPE), or leave it out of columns.';
         END IF;
-        IF array_position(keys, c) IS NOT NULL AND array_position(cols, c) IS NOT NULL THEN
-            CONTINUE;  -- a key column named in columns too is compared as part of the key
-        END IF;
         name := c;
         typ := lt;
-        is_key := c = ANY (keys);
+        is_key := i <= cardinality(keys);
         RETURN NEXT;
     END LOOP;
 END
@@ -1514,7 +1517,6 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     fn regproc;
-    argtype oid;
     expr text;
     base oid;
     kind "char";
@@ -1531,7 +1533,7 @@ BEGIN
         WHEN 'bool'::regtype THEN format('pg_catalog.hashint4extended(pg_catalog.int4(%s), %s)', col, seed)
         END;
     IF expr IS NULL AND kind IN ('b', 'r', 'm') THEN
-        SELECT p.amproc, p.amproclefttype INTO fn, argtype
+        SELECT p.amproc INTO fn
           FROM pg_opclass oc
           JOIN pg_amproc p ON p.amprocfamily = oc.opcfamily AND p.amprocnum = 2
                           AND p.amproclefttype = oc.opcintype AND p.amprocrighttype = oc.opcintype
@@ -1569,7 +1571,7 @@ $$;
 -- the remote server and an index on the key serves. op: '<' or '>='.
 CREATE FUNCTION syncguard.reconcile_compare(cols text[], types regtype[], bound jsonb, op text)
 RETURNS text
-LANGUAGE plpgsql IMMUTABLE
+LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
@@ -1591,7 +1593,7 @@ $$;
 -- array of the bounds; several: a balanced CASE tree of row comparisons.
 CREATE FUNCTION syncguard.reconcile_segment(cols text[], types regtype[], bounds jsonb, lo integer DEFAULT 0, hi integer DEFAULT NULL)
 RETURNS text
-LANGUAGE plpgsql IMMUTABLE
+LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
@@ -1622,7 +1624,7 @@ $$;
 -- bound is open), as SQL text.
 CREATE FUNCTION syncguard.reconcile_ranges(cols text[], types regtype[], ranges jsonb)
 RETURNS text
-LANGUAGE sql IMMUTABLE
+LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 BEGIN ATOMIC
     SELECT coalesce(string_agg(
@@ -1697,7 +1699,7 @@ $$;
 -- past 500 ranges, the segment number of every row is tested instead.
 CREATE FUNCTION syncguard.reconcile_where(cols text[], types regtype[], bounds jsonb, segs integer[])
 RETURNS text
-LANGUAGE plpgsql IMMUTABLE
+LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
