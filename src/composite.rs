@@ -4,8 +4,8 @@
 //! `merge_upsert` and on protected tables alike (one level: a NULL field
 //! keeps the stored field, a non-NULL one replaces it whole).
 
+use crate::errors::corrupt;
 use crate::merge::jsonb::{Item, Kind as JKind};
-use crate::upsert::corrupt;
 use pgrx::prelude::*;
 use pgrx::PgTupleDesc;
 

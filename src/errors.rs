@@ -106,3 +106,12 @@ pub unsafe fn spi_execute_plan(
 ) -> c_int {
     unsafe { unguarded::SPI_execute_plan(plan, values, nulls, false, 0) }
 }
+
+/// A stored jsonb value that does not decode.
+pub fn corrupt() -> ! {
+    raise(
+        PgSqlErrorCode::ERRCODE_DATA_CORRUPTED,
+        "jsonb value is corrupted".into(),
+        None,
+    )
+}

@@ -3,15 +3,21 @@
 //! This file stays thin: the module list, the module magic and `_PG_init`.
 use pgrx::prelude::*;
 
+mod column_merge;
 mod composite;
+mod conflict;
 mod errors;
+mod freshness;
 mod idempotency;
 mod invariants;
 mod jsonb_arg;
 /// The merge engine and jsonb codec: the pure core crate (core/).
 pub use syncguard_core as merge;
 mod merge_sql;
+mod merging;
+mod policy_args;
 mod protect;
+mod protect_config;
 mod reconcile;
 mod regclass;
 mod retired;
@@ -38,8 +44,9 @@ pub extern "C-unwind" fn _PG_init() {
     merge_sql::init_gucs();
     invariants::init_gucs();
     protect::init_gucs();
+    conflict::init_gucs();
     table_info::init();
-    upsert::init();
+    merging::init();
     worker::init_gucs();
     worker::register();
 }

@@ -9,10 +9,13 @@
 //! quoted and schema-qualified, operators included, so the caller's
 //! search_path cannot redirect it.
 
-use crate::errors::{self, raise, raise_own, OwnError};
+use crate::conflict;
+use crate::errors::{self, corrupt, raise, raise_own, OwnError};
 use crate::jsonb_arg::JsonbRaw;
 use crate::merge::jsonb::{Container, Item, Kind as JKind, Value, Writer};
 use crate::merge::{numeric, text};
+use crate::merging;
+use crate::policy_args::{check_policy_columns, config_policy, parse_policy};
 use crate::regclass::RegClass;
 use crate::table_info::{self, Column, Kind, TableInfo};
 use crate::write_policy::{ColumnRule, WritePolicy};
@@ -54,65 +57,14 @@ impl Drop for UpsertPlan {
 
 thread_local! {
     static PLANS: RefCell<HashMap<(pg_sys::Oid, Vec<u8>), Rc<UpsertPlan>>> = RefCell::new(HashMap::new());
-    /// Tables `merge_upsert` is writing right now, with the subtransaction
-    /// each write runs in: the protection trigger leaves those rows alone.
-    static ACTIVE: RefCell<Vec<(pg_sys::Oid, pg_sys::SubTransactionId)>> = const { RefCell::new(Vec::new()) };
     /// The column being converted, for the error message.
     static CONVERTING: Cell<usize> = const { Cell::new(usize::MAX) };
-}
-
-/// Whether the row being updated in `relid` comes from a `merge_upsert`
-/// that already merged it.
-pub fn upsert_active(relid: pg_sys::Oid) -> bool {
-    ACTIVE.with_borrow(|a| a.last().is_some_and(|(r, _)| *r == relid))
-}
-
-#[pg_guard]
-unsafe extern "C-unwind" fn on_xact(event: pg_sys::XactEvent::Type, _arg: *mut std::ffi::c_void) {
-    if event == pg_sys::XactEvent::XACT_EVENT_ABORT
-        || event == pg_sys::XactEvent::XACT_EVENT_PARALLEL_ABORT
-    {
-        ACTIVE.with(|a| a.try_borrow_mut().map(|mut a| a.clear()).ok());
-    }
-}
-
-#[pg_guard]
-unsafe extern "C-unwind" fn on_subxact(
-    event: pg_sys::SubXactEvent::Type,
-    my_subid: pg_sys::SubTransactionId,
-    _parent: pg_sys::SubTransactionId,
-    _arg: *mut std::ffi::c_void,
-) {
-    if event == pg_sys::SubXactEvent::SUBXACT_EVENT_ABORT_SUB {
-        ACTIVE.with(|a| {
-            a.try_borrow_mut()
-                .map(|mut a| a.retain(|(_, s)| *s < my_subid))
-                .ok()
-        });
-    }
-}
-
-pub fn init() {
-    // SAFETY: called once from _PG_init; the callbacks only trim ACTIVE,
-    // which an error may have left behind (see errors::spi_execute_plan).
-    unsafe {
-        pg_sys::RegisterXactCallback(Some(on_xact), std::ptr::null_mut());
-        pg_sys::RegisterSubXactCallback(Some(on_subxact), std::ptr::null_mut());
-    }
 }
 
 fn bad_input(message: String) -> ! {
     raise(
         PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
         message,
-        None,
-    )
-}
-
-pub(crate) fn corrupt() -> ! {
-    raise(
-        PgSqlErrorCode::ERRCODE_DATA_CORRUPTED,
-        "jsonb value is corrupted".into(),
         None,
     )
 }
@@ -228,7 +180,7 @@ fn plan_for(
     let wp = match (policy, &info.protection) {
         (Some(p), None) => parse_policy(p),
         (Some(p), Some(cfg)) => parse_policy(p)
-            .under(&crate::protect::config_policy(cfg))
+            .under(&config_policy(cfg))
             .unwrap_or_else(|e| {
                 raise(
                     PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
@@ -236,97 +188,12 @@ fn plan_for(
                     Some(&e.hint),
                 )
             }),
-        (None, Some(cfg)) => crate::protect::config_policy(cfg),
+        (None, Some(cfg)) => config_policy(cfg),
         (None, None) => WritePolicy::default(),
     };
     let plan = Rc::new(prepare(info, keys, cols, &wp));
     PLANS.with_borrow_mut(|p| p.insert(ck, plan.clone()));
     plan
-}
-
-pub fn parse_policy(p: &JsonbRaw) -> WritePolicy {
-    let text = text::to_text(p.container()).unwrap_or_else(|_| corrupt());
-    let doc: serde_json::Value = serde_json::from_str(&text).unwrap_or_else(|_| corrupt());
-    WritePolicy::parse(&doc).unwrap_or_else(|e| {
-        raise(
-            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
-            e.message,
-            Some(&e.hint),
-        )
-    })
-}
-
-/// Checks the policy's named columns against the table (shared with `protect`).
-pub fn check_policy_columns(info: &TableInfo, wp: &WritePolicy) {
-    for name in wp.merge_rule_columns() {
-        let c = info.require(name);
-        if !c.kind.is_document() {
-            raise(
-                PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
-                format!(
-                    "invalid write policy: column \"{name}\" of {} is {}, and arrays and paths merge jsonb only",
-                    info.qualified, c.type_name
-                ),
-                Some("Give it \"merge\" or \"replace\", or {\"nulls\": …}."),
-            );
-        }
-    }
-    for (at, name) in wp.named_columns() {
-        let c = info.require(name);
-        let ok = match at {
-            "last_write_wins" => c.typid == pg_sys::TIMESTAMPTZOID,
-            "version" => matches!(c.typid, pg_sys::INT2OID | pg_sys::INT4OID | pg_sys::INT8OID),
-            "freshness" => c.kind == Kind::Jsonb,
-            _ => true,
-        };
-        if !ok {
-            let want = match at {
-                "last_write_wins" => "timestamptz",
-                "version" => "smallint, integer or bigint",
-                _ => "jsonb",
-            };
-            raise(
-                PgSqlErrorCode::ERRCODE_DATATYPE_MISMATCH,
-                format!(
-                    "write policy \"{at}\" names column \"{name}\" of {}, which is {}, not {want}",
-                    info.qualified, c.type_name
-                ),
-                None,
-            );
-        }
-    }
-}
-
-/// `max_clock_skew` of the policy (interval text) or the setting, in µs.
-pub fn skew_micros(wp: &WritePolicy) -> i64 {
-    match &wp.max_clock_skew {
-        None => crate::protect::MAX_CLOCK_SKEW.get() as i64 * 1000,
-        Some(text) => {
-            let c = CString::new(text.as_str()).unwrap_or_default();
-            // SAFETY: interval_in is the interval type's input function; it
-            // raises 22007 on bad text. It returns a palloc'd Interval.
-            unsafe {
-                let d = pg_sys::OidInputFunctionCall(
-                    pg_sys::Oid::from(pg_sys::F_INTERVAL_IN),
-                    c.as_ptr() as *mut _,
-                    pg_sys::INTERVALOID,
-                    -1,
-                );
-                let iv = &*(d.cast_mut_ptr::<pg_sys::Interval>());
-                let micros = iv.time.saturating_add(
-                    (iv.day as i64 + iv.month as i64 * 30).saturating_mul(86_400_000_000),
-                );
-                if micros < 0 {
-                    raise(
-                        PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
-                        format!("invalid write policy: \"max_clock_skew\" must not be negative, got {text}"),
-                        Some("It is how far in the future a last_write_wins timestamp may lie, e.g. \"2 minutes\"."),
-                    );
-                }
-                micros
-            }
-        }
-    }
 }
 
 fn prepare(
@@ -392,7 +259,7 @@ fn prepare(
         .last_write_wins
         .as_deref()
         .and_then(param_of)
-        .map(|p| (p, skew_micros(wp)));
+        .map(|p| (p, conflict::skew_micros(wp)));
 
     let mut insert_cols: Vec<String> = params.iter().map(|&i| qi(i)).collect();
     let mut values: Vec<String> = (1..=params.len()).map(|n| format!("${n}")).collect();
@@ -741,20 +608,6 @@ fn convert(
     .execute()
 }
 
-/// A timestamptz datum as microseconds (its representation).
-fn micros(d: pg_sys::Datum) -> i64 {
-    d.value() as i64
-}
-
-/// The version datum of a smallint/integer/bigint column as i64.
-pub fn version_value(d: pg_sys::Datum, typid: pg_sys::Oid) -> i64 {
-    match typid {
-        pg_sys::INT2OID => d.value() as i16 as i64,
-        pg_sys::INT4OID => d.value() as i32 as i64,
-        _ => d.value() as i64,
-    }
-}
-
 fn execute(
     plan: &Rc<UpsertPlan>,
     keys: &[(&str, Item)],
@@ -763,8 +616,8 @@ fn execute(
     let (mut values, nulls) = convert(plan, keys, cols);
     if let Some((p, skew)) = plan.lww {
         if nulls[p] == b' ' as std::ffi::c_char {
-            crate::protect::check_skew(
-                micros(values[p]),
+            conflict::check_skew(
+                conflict::micros(values[p]),
                 skew,
                 &plan.table.qualified,
                 &plan.table.columns[plan.params[p]].name,
@@ -785,10 +638,9 @@ fn execute(
     // callbacks trim ACTIVE.
     let (ok, row) = unsafe {
         pg_sys::SPI_connect();
-        let subxid = pg_sys::GetCurrentSubTransactionId();
-        ACTIVE.with_borrow_mut(|a| a.push((relid, subxid)));
+        merging::begin(relid);
         let rc = errors::spi_execute_plan(plan.plan, vals, nls);
-        ACTIVE.with_borrow_mut(|a| a.pop());
+        merging::end();
         if rc != pg_sys::SPI_OK_INSERT_RETURNING as i32 {
             pg_sys::SPI_finish();
             raise(
@@ -819,13 +671,13 @@ fn execute(
         (first_value(0), text_value(1))
     };
     if let Some((p, typid)) = plan.version {
-        let incoming =
-            (nulls[p] == b' ' as std::ffi::c_char).then(|| version_value(values[p], typid));
+        let incoming = (nulls[p] == b' ' as std::ffi::c_char)
+            .then(|| conflict::version_value(values[p], typid));
         let stored_v: Option<i64> = ver.as_deref().and_then(|s| s.parse().ok());
-        if stored_v.is_some() && (incoming.is_none() || incoming <= stored_v) {
+        if conflict::version_refused(incoming, stored_v) {
             unsafe { pg_sys::SPI_finish() };
             let col = &plan.table.columns[plan.params[p]].name;
-            return Err(crate::protect::version_error(
+            return Err(conflict::version_error(
                 &plan.table.qualified,
                 col,
                 stored_v,
@@ -833,7 +685,7 @@ fn execute(
             ));
         }
     }
-    crate::protect::note_stale(&plan.table.qualified);
+    conflict::note_stale(&plan.table.qualified);
     unsafe { pg_sys::SPI_finish() };
     Ok(stored.map(|d| unsafe { JsonbRaw::from_datum(d, false).unwrap() }))
 }

@@ -72,7 +72,10 @@ fn every_sql_example_runs_as_written() {
         }
         let doc = name(&path);
         if let Some((_, test)) = RUN_ELSEWHERE.iter().find(|(d, _)| *d == doc) {
-            assert!(repo().join(test).exists(), "{doc}: its examples' test {test} is missing");
+            assert!(
+                repo().join(test).exists(),
+                "{doc}: its examples' test {test} is missing"
+            );
             continue;
         }
         let db = if doc == "docs/operations.md" {

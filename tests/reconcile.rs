@@ -151,8 +151,16 @@ fn identical_tables_and_values_equal_in_another_form_have_no_differences() {
     assert_eq!(
         p.reconcile("products", ""),
         vec![
-            (json!({"id": 10}), "differs".into(), json!({"name": {"local": null, "remote": "NULL"}})),
-            (json!({"id": 11}), "differs".into(), json!({"name": {"local": null, "remote": ""}})),
+            (
+                json!({"id": 10}),
+                "differs".into(),
+                json!({"name": {"local": null, "remote": "NULL"}})
+            ),
+            (
+                json!({"id": 11}),
+                "differs".into(),
+                json!({"name": {"local": null, "remote": ""}})
+            ),
         ]
     );
 }
@@ -176,17 +184,37 @@ fn a_changed_field_a_missing_row_on_each_side_and_a_deep_jsonb_difference() {
     assert_eq!(
         got,
         vec![
-            (json!({"id": 7}), "missing_remote".into(), json!({
+            (
+                json!({"id": 7}),
+                "missing_remote".into(),
+                json!({
                 "name": "product 7", "price": 10.5,
                 "attrs": {"color": "red", "size": {"w": 7, "h": 2, "box": {"layers": [1, 2, {"foil": true}]}}},
-                "weight": 2.3333333333333335, "updated_at": "2026-01-01T07:00:00+00:00"})),
-            (json!({"id": 1500}), "differs".into(), json!({"price": {"local": 2250.0, "remote": 99.99}})),
-            (json!({"id": 2222}), "differs".into(), json!({"attrs": {"patch": {"size": {"box": {"layers": [1, 2, {"foil": false, "glue": "hot"}]}}}}})),
-            (json!({"id": 2999}), "differs".into(), json!({
+                "weight": 2.3333333333333335, "updated_at": "2026-01-01T07:00:00+00:00"})
+            ),
+            (
+                json!({"id": 1500}),
+                "differs".into(),
+                json!({"price": {"local": 2250.0, "remote": 99.99}})
+            ),
+            (
+                json!({"id": 2222}),
+                "differs".into(),
+                json!({"attrs": {"patch": {"size": {"box": {"layers": [1, 2, {"foil": false, "glue": "hot"}]}}}}})
+            ),
+            (
+                json!({"id": 2999}),
+                "differs".into(),
+                json!({
                 "attrs": {"patch": {"color": null}},
-                "weight": {"local": 999.6666666666666, "remote": null}})),
-            (json!({"id": 5000}), "missing_local".into(), json!({
-                "name": "new", "price": 1, "attrs": null, "weight": null, "updated_at": null})),
+                "weight": {"local": 999.6666666666666, "remote": null}})
+            ),
+            (
+                json!({"id": 5000}),
+                "missing_local".into(),
+                json!({
+                "name": "new", "price": 1, "attrs": null, "weight": null, "updated_at": null})
+            ),
         ]
     );
     // The patch turns the local document into the remote one.
@@ -203,7 +231,10 @@ fn a_changed_field_a_missing_row_on_each_side_and_a_deep_jsonb_difference() {
     assert!(applied);
     // columns narrows the comparison: only price is compared.
     let only_price = p.reconcile("products", ", columns => ARRAY['price']");
-    let kinds: Vec<(Value, String)> = only_price.iter().map(|(k, kind, _)| (k.clone(), kind.clone())).collect();
+    let kinds: Vec<(Value, String)> = only_price
+        .iter()
+        .map(|(k, kind, _)| (k.clone(), kind.clone()))
+        .collect();
     assert_eq!(
         kinds,
         vec![
@@ -246,9 +277,21 @@ fn keys_of_several_types_over_several_passes() {
         assert_eq!(
             p.reconcile("by_text", args),
             vec![
-                (json!({"code": "sku-00001"}), "missing_remote".into(), json!({"qty": 1})),
-                (json!({"code": "sku-01234"}), "differs".into(), json!({"qty": {"local": 1234, "remote": -1}})),
-                (json!({"code": "sku-99999"}), "missing_local".into(), json!({"qty": 5})),
+                (
+                    json!({"code": "sku-00001"}),
+                    "missing_remote".into(),
+                    json!({"qty": 1})
+                ),
+                (
+                    json!({"code": "sku-01234"}),
+                    "differs".into(),
+                    json!({"qty": {"local": 1234, "remote": -1}})
+                ),
+                (
+                    json!({"code": "sku-99999"}),
+                    "missing_local".into(),
+                    json!({"qty": 5})
+                ),
             ],
             "{args}"
         );
@@ -257,8 +300,16 @@ fn keys_of_several_types_over_several_passes() {
         assert_eq!(
             uuid,
             vec![
-                (json!({"id": "f1c15925-8841-1002-af34-0cbaedd6fc33"}), "differs".into(), json!({"qty": {"local": 777, "remote": -1}})),
-                (json!({"id": "5ec829de-be54-b19a-5f78-d9a65b900a39"}), "missing_remote".into(), json!({"qty": 1999})),
+                (
+                    json!({"id": "f1c15925-8841-1002-af34-0cbaedd6fc33"}),
+                    "differs".into(),
+                    json!({"qty": {"local": 777, "remote": -1}})
+                ),
+                (
+                    json!({"id": "5ec829de-be54-b19a-5f78-d9a65b900a39"}),
+                    "missing_remote".into(),
+                    json!({"qty": 1999})
+                ),
             ],
             "{args}"
         );
@@ -266,9 +317,21 @@ fn keys_of_several_types_over_several_passes() {
             p.reconcile("by_pair", args),
             vec![
                 // (jsonb orders an object by its shorter key first: sku, then shop)
-                (json!({"shop": 6, "sku": "sku-0"}), "missing_local".into(), json!({"qty": 0})),
-                (json!({"shop": 6, "sku": "sku-1000"}), "differs".into(), json!({"qty": {"local": 1000, "remote": -1}})),
-                (json!({"shop": 0, "sku": "sku-7"}), "missing_remote".into(), json!({"qty": 7})),
+                (
+                    json!({"shop": 6, "sku": "sku-0"}),
+                    "missing_local".into(),
+                    json!({"qty": 0})
+                ),
+                (
+                    json!({"shop": 6, "sku": "sku-1000"}),
+                    "differs".into(),
+                    json!({"qty": {"local": 1000, "remote": -1}})
+                ),
+                (
+                    json!({"shop": 0, "sku": "sku-7"}),
+                    "missing_remote".into(),
+                    json!({"qty": 7})
+                ),
             ],
             "{args}"
         );
@@ -276,7 +339,11 @@ fn keys_of_several_types_over_several_passes() {
     // The key named explicitly, in another order; a key column and a
     // repeated one in columns are compared once.
     assert_eq!(
-        p.reconcile("by_pair", ", key_columns => ARRAY['sku', 'shop'], columns => ARRAY['qty', 'shop', 'qty']").len(),
+        p.reconcile(
+            "by_pair",
+            ", key_columns => ARRAY['sku', 'shop'], columns => ARRAY['qty', 'shop', 'qty']"
+        )
+        .len(),
         3
     );
 }
@@ -336,7 +403,9 @@ fn reconcile_apply_merges_through_the_protection_of_the_table() {
     p.import("stock");
     // Older rows never overwrite newer ones.
     p.local
-        .batch_execute("SELECT syncguard.protect('stock', policy => '{\"last_write_wins\": \"updated_at\"}')")
+        .batch_execute(
+            "SELECT syncguard.protect('stock', policy => '{\"last_write_wins\": \"updated_at\"}')",
+        )
         .unwrap();
     let apply = "SELECT key->>'sku', kind, action FROM syncguard.reconcile_apply('stock', 'supplier.stock', batch_size => $1)";
     let rows = |p: &mut Pair, batch: i32| -> Vec<(String, String, String)> {
@@ -352,7 +421,11 @@ fn reconcile_apply_merges_through_the_protection_of_the_table() {
         rows(&mut p, 1),
         vec![
             ("a".into(), "differs".into(), "updated".into()),
-            ("only-here".into(), "missing_remote".into(), "skipped".into()),
+            (
+                "only-here".into(),
+                "missing_remote".into(),
+                "skipped".into()
+            ),
         ]
     );
     assert_eq!(
@@ -361,7 +434,11 @@ fn reconcile_apply_merges_through_the_protection_of_the_table() {
             ("b".into(), "differs".into(), "unchanged".into()),
             ("c".into(), "differs".into(), "updated".into()),
             ("new".into(), "missing_local".into(), "inserted".into()),
-            ("only-here".into(), "missing_remote".into(), "skipped".into()),
+            (
+                "only-here".into(),
+                "missing_remote".into(),
+                "skipped".into()
+            ),
         ]
     );
     let stored: Vec<(String, Option<i32>, Option<String>, String)> = p
@@ -375,26 +452,53 @@ fn reconcile_apply_merges_through_the_protection_of_the_table() {
         .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
         .collect();
     let row = |sku: &str, qty: Option<i32>, attrs: Option<&str>, at: &str| {
-        (sku.to_string(), qty, attrs.map(str::to_string), at.to_string())
+        (
+            sku.to_string(),
+            qty,
+            attrs.map(str::to_string),
+            at.to_string(),
+        )
     };
     assert_eq!(
         stored,
         vec![
             // The remote values, jsonb included (its key deleted, its array replaced).
-            row("a", Some(10), Some("{\"tags\": [\"x\", \"y\"]}"), "2026-03-02 10:00:00"),
+            row(
+                "a",
+                Some(10),
+                Some("{\"tags\": [\"x\", \"y\"]}"),
+                "2026-03-02 10:00:00"
+            ),
             // The remote row is older: the protection kept the local one.
-            row("b", Some(2), Some("{\"bin\": \"B1\"}"), "2026-03-01 10:00:00"),
+            row(
+                "b",
+                Some(2),
+                Some("{\"bin\": \"B1\"}"),
+                "2026-03-01 10:00:00"
+            ),
             // A remote NULL replaces the local value.
             row("c", None, None, "2026-03-02 10:00:00"),
-            row("new", Some(5), Some("{\"bin\": \"N\"}"), "2026-03-02 10:00:00"),
+            row(
+                "new",
+                Some(5),
+                Some("{\"bin\": \"N\"}"),
+                "2026-03-02 10:00:00"
+            ),
             row("only-here", Some(4), None, "2026-03-01 10:00:00"),
         ]
     );
     // What remains: the row the guard kept, and the one only here.
-    let left: Vec<(Value, String)> = p.reconcile("stock", "").into_iter().map(|(k, kind, _)| (k, kind)).collect();
+    let left: Vec<(Value, String)> = p
+        .reconcile("stock", "")
+        .into_iter()
+        .map(|(k, kind, _)| (k, kind))
+        .collect();
     assert_eq!(
         left,
-        vec![(json!({"sku": "b"}), "differs".into()), (json!({"sku": "only-here"}), "missing_remote".into())]
+        vec![
+            (json!({"sku": "b"}), "differs".into()),
+            (json!({"sku": "only-here"}), "missing_remote".into())
+        ]
     );
 }
 
@@ -422,7 +526,9 @@ fn a_scheduled_reconciliation_opens_an_episode_per_drifted_row() {
     };
     assert_eq!(run(&mut p), ("ok".into(), 0, 0));
     p.remote
-        .batch_execute("UPDATE prices SET amount = 0 WHERE id IN (3, 300); DELETE FROM prices WHERE id = 42")
+        .batch_execute(
+            "UPDATE prices SET amount = 0 WHERE id IN (3, 300); DELETE FROM prices WHERE id = 42",
+        )
         .unwrap();
     assert_eq!(run(&mut p), ("violating".into(), 3, 3));
     // The same drift on the next check: no new episode (no new alert).
@@ -438,7 +544,10 @@ fn a_scheduled_reconciliation_opens_an_episode_per_drifted_row() {
         .map(|r| r.get(0))
         .collect();
     // (in text order)
-    assert_eq!(entities, vec!["{\"id\": 300}", "{\"id\": 3}", "{\"id\": 42}"]);
+    assert_eq!(
+        entities,
+        vec!["{\"id\": 300}", "{\"id\": 3}", "{\"id\": 42}"]
+    );
     let (status, open, remediation): (String, i64, String) = {
         let r = p
             .local
@@ -450,11 +559,17 @@ fn a_scheduled_reconciliation_opens_an_episode_per_drifted_row() {
         (r.get(0), r.get(1), r.get(2))
     };
     assert_eq!((status.as_str(), open), ("violating", 3));
-    assert!(remediation.contains("syncguard.reconcile_apply('public.prices', 'supplier.prices')"), "{remediation}");
+    assert!(
+        remediation.contains("syncguard.reconcile_apply('public.prices', 'supplier.prices')"),
+        "{remediation}"
+    );
     // The view shows what differs.
     let kinds: Vec<String> = p
         .local
-        .query("SELECT kind FROM syncguard_invariants.prices_match_supplier ORDER BY entity", &[])
+        .query(
+            "SELECT kind FROM syncguard_invariants.prices_match_supplier ORDER BY entity",
+            &[],
+        )
         .unwrap()
         .iter()
         .map(|r| r.get(0))
@@ -480,7 +595,9 @@ fn scattered_differences_are_all_found() {
     for args in ["", ", threshold => 2"] {
         let found = p.reconcile("products", args);
         assert_eq!(found.len(), 1500, "{args}");
-        assert!(found.iter().all(|(k, kind, _)| kind == "differs" && k["id"].as_i64().unwrap() % 2 == 0));
+        assert!(found
+            .iter()
+            .all(|(k, kind, _)| kind == "differs" && k["id"].as_i64().unwrap() % 2 == 0));
     }
 }
 
@@ -550,11 +667,18 @@ fn a_role_that_is_not_superuser_reconciles_and_repairs() {
         .unwrap();
     assert_eq!(
         p.reconcile("stock", ""),
-        vec![(json!({"sku": "b"}), "differs".into(), json!({"qty": {"local": 2, "remote": 5}}))]
+        vec![(
+            json!({"sku": "b"}),
+            "differs".into(),
+            json!({"qty": {"local": 2, "remote": 5}})
+        )]
     );
     let applied = p
         .local
-        .query("SELECT * FROM syncguard.reconcile_apply('stock', 'supplier.stock')", &[])
+        .query(
+            "SELECT * FROM syncguard.reconcile_apply('stock', 'supplier.stock')",
+            &[],
+        )
         .unwrap();
     assert_eq!(applied.len(), 1);
     assert_eq!(p.reconcile("stock", ""), vec![]);
@@ -564,7 +688,10 @@ fn a_role_that_is_not_superuser_reconciles_and_repairs() {
         .unwrap();
     let e = p
         .local
-        .query("SELECT * FROM syncguard.reconcile('stock', 'supplier.stock')", &[])
+        .query(
+            "SELECT * FROM syncguard.reconcile('stock', 'supplier.stock')",
+            &[],
+        )
         .unwrap_err();
     assert_eq!(sqlstate(&e), "42501", "{e}");
 }
@@ -602,7 +729,11 @@ fn a_million_rows_with_a_hundred_differences_cross_the_network_as_few_rows() {
     let found = p.reconcile("big", "");
     let count = |kind: &str| found.iter().filter(|(_, k, _)| k == kind).count();
     assert_eq!(
-        (count("differs"), count("missing_remote"), count("missing_local")),
+        (
+            count("differs"),
+            count("missing_remote"),
+            count("missing_local")
+        ),
         (100, 25, 25)
     );
     // The checksums were computed by the remote: a grouped query with the
@@ -622,10 +753,7 @@ fn a_million_rows_with_a_hundred_differences_cross_the_network_as_few_rows() {
     // and the remote rows of the differing segments: the 150 differences
     // lie in 51 of them (ids 7, 9 and 11 of every 20,000 share one; the new
     // ids are in the last), some 500 rows each.
-    assert!(
-        sent <= 2_000 + 51 * 510,
-        "{sent} rows crossed the network"
-    );
+    assert!(sent <= 2_000 + 51 * 510, "{sent} rows crossed the network");
     eprintln!("reconcile of 1M rows with 150 differences: {sent} rows crossed the network");
     let _ = &p.remote_cluster;
 }
@@ -637,7 +765,8 @@ fn a_million_rows_with_a_hundred_differences_cross_the_network_as_few_rows() {
 fn the_guide_runs_as_written() {
     let remote = TestCluster::new();
     let local = TestCluster::new();
-    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/reconcile.md")).unwrap();
+    let doc =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/reconcile.md")).unwrap();
     let port = format!("port '{}'", remote.port());
     let mut blocks = doc.split("```").skip(1).step_by(2).peekable();
     let mut ran = 0;
@@ -648,14 +777,30 @@ fn the_guide_runs_as_written() {
         let on_remote = sql.starts_with("-- on the supplier's server");
         let sql = sql.replace("port '5433'", &port);
         let cluster = if on_remote { &remote } else { &local };
-        let out = cluster.run_tool("psql", &["-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", "postgres", "-c", &sql]);
+        let out = cluster.run_tool(
+            "psql",
+            &[
+                "-X",
+                "-q",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-d",
+                "postgres",
+                "-c",
+                &sql,
+            ],
+        );
         let out: Vec<&str> = out.trim_end().lines().map(str::trim_end).collect();
         if let Some(shown) = blocks.peek().and_then(|b| b.strip_prefix("text\n")) {
             let shown: Vec<&str> = shown.trim_end().lines().collect();
             assert_eq!(out, shown, "psql's output of\n{sql}");
             blocks.next();
         } else {
-            assert_eq!(out, Vec::<&str>::new(), "output of\n{sql}\nnot shown in the guide");
+            assert_eq!(
+                out,
+                Vec::<&str>::new(),
+                "output of\n{sql}\nnot shown in the guide"
+            );
         }
         ran += 1;
     }
