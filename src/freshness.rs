@@ -3,12 +3,10 @@
 
 use crate::jsonb_arg::JsonbRaw;
 use crate::merge::engine;
-use crate::merge::jsonb::{Container, Kind as JKind, EMPTY_OBJECT};
+use crate::merge::jsonb::{Container, Kind as JKind, WriteError, Writer, EMPTY_OBJECT};
 use crate::merge::policy::Policy;
-use crate::merge::text;
 use crate::merge_sql::{finish, limits};
 use pgrx::prelude::*;
-use serde_json::Value as Json;
 
 /// The stored freshness object with every top-level key of `patch` that
 /// carries a value stamped `at`, and every key it deletes removed; `old`
@@ -31,17 +29,33 @@ pub fn stamp(old: Option<JsonbRaw>, patch: &[u8], at: i64) -> Option<JsonbRaw> {
         );
         std::ffi::CStr::from_ptr(s).to_string_lossy().into_owned()
     };
-    let mut doc = serde_json::Map::new();
+    // The stamps object is written straight in jsonb's binary form: the
+    // patch's keys come sorted as jsonb stores them, and a subset keeps that
+    // order. A tombstone is copied as it is; every other value is `when`.
+    let mut picked = Vec::new();
     let mut pairs = p.pairs();
     while let Some((k, v)) = pairs.next_pair() {
-        let k = String::from_utf8_lossy(k).into_owned();
         if engine::is_tombstone(v) {
-            doc.insert(k, serde_json::json!({"$delete": true}));
+            picked.push((k, Some(v)));
         } else if !v.is_null() && !matches!(v.container_kind(), Some((JKind::Object, 0))) {
-            doc.insert(k, Json::String(when.clone()));
+            picked.push((k, None));
         }
     }
-    let Ok(stamps) = text::parse(&Json::Object(doc).to_string()) else {
+    let built = (|| -> Result<Vec<u8>, WriteError> {
+        let mut w = Writer::with_capacity(picked.len() * (when.len() + 16) + 16);
+        let mut o = w.open(JKind::Object, picked.len())?;
+        for (k, _) in &picked {
+            w.push_string(&mut o, k)?;
+        }
+        for (_, v) in &picked {
+            match v {
+                Some(tombstone) => w.push_item(&mut o, *tombstone)?,
+                None => w.push_string(&mut o, when.as_bytes())?,
+            }
+        }
+        Ok(w.into_inner())
+    })();
+    let Ok(stamps) = built else {
         return old;
     };
     let stamps = JsonbRaw::from_built(&stamps);

@@ -31,6 +31,8 @@ mod worker;
 pub mod write_policy;
 
 #[cfg(any(test, feature = "pg_test"))]
+mod codec_corpus;
+#[cfg(any(test, feature = "pg_test"))]
 mod codec_tests;
 
 ::pgrx::pg_module_magic!(name, version);

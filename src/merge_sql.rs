@@ -91,11 +91,16 @@ fn raise_policy_error(e: PolicyError) -> ! {
     unreachable!("ERROR does not return")
 }
 
+/// How many policies `policy_of` keeps parsed: a statement merges a few
+/// columns, each under its own policy, row after row.
+const POLICY_SLOTS: usize = 8;
+
 thread_local! {
-    /// The last policy parsed, by its binary form. An aggregate or a bulk
-    /// UPDATE passes the same policy on every row; this keeps parsing out
-    /// of the per-row cost.
-    static POLICY_CACHE: RefCell<Option<(Vec<u8>, Rc<Policy>)>> = const { RefCell::new(None) };
+    /// The last policies parsed, by their binary form, most recent first. An
+    /// aggregate, a bulk UPDATE or a `merge_upsert` of several jsonb columns
+    /// passes the same few policies on every row; this keeps parsing out of
+    /// the per-row cost without one column's policy evicting another's.
+    static POLICY_CACHE: RefCell<Vec<(Vec<u8>, Rc<Policy>)>> = const { RefCell::new(Vec::new()) };
     /// Built once: the default policy is used on every call without one.
     static DEFAULT_POLICY: Rc<Policy> = Rc::new(Policy::default());
 }
@@ -105,16 +110,21 @@ fn policy_of(policy: Option<&JsonbRaw>) -> Rc<Policy> {
         return DEFAULT_POLICY.with(Rc::clone);
     };
     let bytes = policy.container();
-    if let Some(hit) = POLICY_CACHE.with_borrow(|c| {
-        c.as_ref()
-            .filter(|(b, _)| b == bytes)
-            .map(|(_, p)| p.clone())
+    if let Some(hit) = POLICY_CACHE.with_borrow_mut(|c| {
+        let i = c.iter().position(|(b, _)| b == bytes)?;
+        let entry = c.remove(i);
+        let hit = entry.1.clone();
+        c.insert(0, entry);
+        Some(hit)
     }) {
         return hit;
     }
     let text = text::to_text(bytes).unwrap_or_else(|_| raise_merge_error(MergeError::Format));
     let parsed = Rc::new(Policy::parse_str(&text).unwrap_or_else(|e| raise_policy_error(e)));
-    POLICY_CACHE.with_borrow_mut(|c| *c = Some((bytes.to_vec(), parsed.clone())));
+    POLICY_CACHE.with_borrow_mut(|c| {
+        c.truncate(POLICY_SLOTS - 1);
+        c.insert(0, (bytes.to_vec(), parsed.clone()));
+    });
     parsed
 }
 
