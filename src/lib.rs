@@ -26,6 +26,7 @@ mod row_delete;
 mod schema_guard;
 mod sync;
 mod table_info;
+mod updated_row;
 mod upsert;
 mod worker;
 pub mod write_policy;

@@ -7,16 +7,17 @@
 //! configuration, so it reads no table (on a Citus shard `TG_RELID` names
 //! the shard) and `pg_dump` keeps the configuration with the trigger.
 
-use crate::column_merge::{json_to_jsonb, jsonb_to_json, merge_value, raw_bytes, MergeOutcome};
-use crate::conflict::{self, check_skew, note_stale, version_error};
+use crate::conflict::{check_skew, note_stale};
 use crate::errors::{raise, raise_own, OwnError};
 use crate::freshness::stamp;
 use crate::jsonb_arg::JsonbRaw;
 use crate::merging;
-use crate::protect_config::{resolved, Protected, Resolved};
+use crate::protect_config::{resolved, Resolved};
 use crate::table_info;
+use crate::updated_row::UpdatedRow;
 use pgrx::prelude::*;
 use pgrx::{GucContext, GucFlags, GucRegistry, GucSetting, PgTupleDesc};
+use std::borrow::Cow;
 
 pub static BYPASS_PROTECTION: GucSetting<bool> = GucSetting::<bool>::new(false);
 pub fn init_gucs() {
@@ -130,7 +131,7 @@ unsafe fn inserted_row<'a>(
 ///
 /// # Safety
 /// `tuple` is a tuple of `tupdesc`, which lives for the trigger call.
-unsafe fn with_columns<'a>(
+pub unsafe fn with_columns<'a>(
     tuple: pg_sys::HeapTuple,
     tupdesc: pg_sys::TupleDesc,
     cols: &[i32],
@@ -240,19 +241,41 @@ fn protect_row<'a>(
         );
     }
     let is_insert = op == pg_sys::TRIGGER_EVENT_INSERT;
-    // SAFETY: a BEFORE UPDATE row trigger: relation, both tuples and the
-    // trigger's arguments are valid for this call.
+    let rel = td.tg_relation;
+    // SAFETY: a row trigger's relation is open for the call.
+    let relid = unsafe { (*rel).rd_id };
+    let new = trigger.new();
+    if merging::is_merging(relid) {
+        return Ok(new);
+    }
+    if BYPASS_PROTECTION.get() {
+        // SAFETY: as above.
+        unsafe { require_bypass_right(rel) };
+        return Ok(new);
+    }
+    let (table, cfg) = trigger_arguments(td);
+    let r = resolved(relid, &cfg);
+    if is_insert {
+        // SAFETY: a BEFORE INSERT row trigger's call.
+        return unsafe { inserted_row(trigger, &r, &table, relid) };
+    }
+    let mut row = UpdatedRow::deform(td);
+    row.protect_columns(&r.columns);
+    if row.is_stale(&r, &table, relid)? {
+        note_stale(&counted_name(relid, &table));
+        // Kept: the row counts as written, as it is stored.
+        return Ok(if r.stale_skip { None } else { trigger.old() });
+    }
+    row.check_version(&r, &table, relid)?;
+    row.stamp_freshness(&r.freshness);
+    Ok(row.into_tuple(td).or(new))
+}
+
+/// The trigger's two arguments: the logical table name and the configuration
+/// (borrowed: read on every row, they are not copied).
+fn trigger_arguments(td: &pg_sys::TriggerData) -> (Cow<'_, str>, Cow<'_, str>) {
+    // SAFETY: a trigger call's Trigger and its tgnargs arguments, NUL-terminated.
     unsafe {
-        let rel = td.tg_relation;
-        let relid = (*rel).rd_id;
-        let new = trigger.new();
-        if merging::is_merging(relid) {
-            return Ok(new);
-        }
-        if BYPASS_PROTECTION.get() {
-            require_bypass_right(rel);
-            return Ok(new);
-        }
         let trig = &*td.tg_trigger;
         if trig.tgnargs != 2 {
             raise(
@@ -262,134 +285,11 @@ fn protect_row<'a>(
             );
         }
         let arg = |i: usize| std::ffi::CStr::from_ptr(*trig.tgargs.add(i)).to_string_lossy();
-        let (table, cfg) = (arg(0), arg(1));
-        let r = resolved(relid, &cfg);
-        if is_insert {
-            return inserted_row(trigger, &r, &table, relid);
-        }
-
-        let tupdesc = (*rel).rd_att;
-        let natts = (*tupdesc).natts as usize;
-        let (mut nv, mut nn) = (vec![pg_sys::Datum::from(0); natts], vec![false; natts]);
-        let (mut ov, mut on) = (vec![pg_sys::Datum::from(0); natts], vec![false; natts]);
-        pg_sys::heap_deform_tuple(td.tg_newtuple, tupdesc, nv.as_mut_ptr(), nn.as_mut_ptr());
-        pg_sys::heap_deform_tuple(td.tg_trigtuple, tupdesc, ov.as_mut_ptr(), on.as_mut_ptr());
-        let mut changed = vec![false; natts];
-        // The application's values, before protection changes them.
-        let (pv, pn) = (nv.clone(), nn.clone());
-
-        for p in &r.columns {
-            match p {
-                Protected::KeepNonNull { attnum } => {
-                    let i = attnum - 1;
-                    if nn[i] && !on[i] {
-                        (nv[i], nn[i], changed[i]) = (ov[i], false, true);
-                    }
-                }
-                Protected::Record { attnum } => {
-                    let i = attnum - 1;
-                    if nn[i] && !on[i] {
-                        (nv[i], nn[i], changed[i]) = (ov[i], false, true);
-                    } else if !nn[i] && !on[i] {
-                        if let Some(d) = crate::composite::keep_stored_fields(nv[i], ov[i]) {
-                            (nv[i], changed[i]) = (d, true);
-                        }
-                    }
-                }
-                Protected::Merge {
-                    attnum,
-                    policy,
-                    nulls_overwrite,
-                    json,
-                } => {
-                    let i = attnum - 1;
-                    if nn[i] {
-                        if !on[i] && !nulls_overwrite {
-                            (nv[i], nn[i], changed[i]) = (ov[i], false, true);
-                        }
-                        continue;
-                    }
-                    if !on[i] && raw_bytes(nv[i]) == raw_bytes(ov[i]) {
-                        continue;
-                    }
-                    let doc = |d: pg_sys::Datum| if *json { json_to_jsonb(d) } else { d };
-                    let stored = (!on[i]).then(|| doc(ov[i]));
-                    match merge_value(doc(nv[i]), stored, policy) {
-                        MergeOutcome::AsWritten => continue,
-                        // The stored datum as it is (a TOAST pointer stays one).
-                        MergeOutcome::Stored => (nv[i], changed[i]) = (ov[i], true),
-                        MergeOutcome::Value(Some(d)) => {
-                            let d = if *json { jsonb_to_json(d) } else { d };
-                            (nv[i], nn[i], changed[i]) = (d, false, true);
-                        }
-                        MergeOutcome::Value(None) => (nn[i], changed[i]) = (true, true),
-                    }
-                }
-            }
-        }
-
-        if let Some((attnum, skew)) = r.lww {
-            let i = attnum - 1;
-            if !nn[i] {
-                check_skew(
-                    nv[i].value() as i64,
-                    skew,
-                    &table,
-                    &column_name(relid, attnum),
-                )?;
-                if !on[i] && conflict::is_stale(nv[i].value() as i64, ov[i].value() as i64) {
-                    note_stale(&counted_name(relid, &table));
-                    // Kept: the row counts as written, as it is stored.
-                    return Ok(if r.stale_skip { None } else { trigger.old() });
-                }
-            }
-        }
-        if let Some((attnum, typid)) = r.version {
-            let i = attnum - 1;
-            // What the application wrote, before NULL keeping restored it.
-            let incoming = (!pn[i]).then(|| conflict::version_value(pv[i], typid));
-            let stored = (!on[i]).then(|| conflict::version_value(ov[i], typid));
-            if conflict::version_refused(incoming, stored) {
-                return Err(version_error(
-                    &table,
-                    &column_name(relid, attnum),
-                    stored,
-                    incoming,
-                ));
-            }
-        }
-        for &(doc, companion) in &r.freshness {
-            let (d, f) = (doc - 1, companion - 1);
-            // The stamps are the trigger's to write: a direct write of the
-            // companion (an ORM sends every column) is ignored.
-            (nv[f], nn[f], changed[f]) = (ov[f], on[f], true);
-            if pn[d] || (!on[d] && raw_bytes(pv[d]) == raw_bytes(ov[d])) {
-                continue;
-            }
-            let patch = JsonbRaw::from_datum(pv[d], false).unwrap();
-            let old = if on[f] {
-                None
-            } else {
-                JsonbRaw::from_datum(ov[f], false)
-            };
-            let at = pg_sys::GetCurrentTransactionStartTimestamp();
-            if let Some(d) = stamp(old, patch.container(), at).and_then(JsonbRaw::into_datum) {
-                (nv[f], nn[f], changed[f]) = (d, false, true);
-            }
-        }
-
-        let cols: Vec<i32> = (0..natts)
-            .filter(|&i| changed[i])
-            .map(|i| i as i32 + 1)
-            .collect();
-        if cols.is_empty() {
-            return Ok(new);
-        }
-        Ok(Some(with_columns(td.tg_newtuple, tupdesc, &cols, &nv, &nn)))
+        (arg(0), arg(1))
     }
 }
 
-fn column_name(relid: pg_sys::Oid, attnum: usize) -> String {
+pub fn column_name(relid: pg_sys::Oid, attnum: usize) -> String {
     let info = table_info::table_info(relid);
     info.columns
         .iter()
