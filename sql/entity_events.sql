@@ -91,7 +91,7 @@ BEGIN
             HINT = 'Pass how old an event must be, e.g. interval ''1 year''.';
     END IF;
     RETURN syncguard._delete_visible('syncguard.entity_events', ARRAY(
-        SELECT e.ctid FROM syncguard.entity_events e
+        SELECT jsonb_build_object('entity', e.entity, 'id', e.id) FROM syncguard.entity_events e
          WHERE e.at < now() - older_than
            AND (events_prune.entity IS NULL OR e.entity = events_prune.entity)));
 END

@@ -68,7 +68,7 @@ BEGIN
     -- Runs older than keep_runs (the episodes stay: they are the history).
     task := 'invariant runs pruned';
     affected := syncguard._delete_visible('syncguard.invariant_runs', ARRAY(
-        SELECT o.ctid FROM syncguard.invariant_runs o
+        SELECT jsonb_build_object('id', o.id) FROM syncguard.invariant_runs o
          WHERE o.started_at < now() - keep_runs
          LIMIT max_batches * batch));
     RETURN NEXT;

@@ -401,7 +401,7 @@ BEGIN
             HINT = 'Call idem_prune repeatedly with a moderate batch (e.g. 1000).';
     END IF;
     RETURN syncguard._delete_visible('syncguard.idempotency_keys', ARRAY(
-            SELECT e.ctid
+            SELECT jsonb_build_object('scope', e.scope, 'key', e.key, 'owner_role', e.owner_role)
               FROM syncguard.idempotency_keys AS e
              WHERE e.expires_at < t
                AND NOT (e.status = 'running' AND e.lease_expires_at > t)

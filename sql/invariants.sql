@@ -284,7 +284,8 @@ BEGIN
     -- The row lock orders it with a check or redefinition; no advisory
     -- lock, which any role could take first.
     IF syncguard._delete_visible('syncguard.invariants', ARRAY(
-           SELECT i.ctid FROM syncguard.invariants i WHERE i.name = drop_invariant.name FOR UPDATE)) = 0 THEN
+           SELECT jsonb_build_object('name', i.name) FROM syncguard.invariants i
+            WHERE i.name = drop_invariant.name FOR UPDATE)) = 0 THEN
         RETURN false;
     END IF;
     EXECUTE format('DROP VIEW IF EXISTS syncguard_invariants.%I', name);
@@ -293,9 +294,9 @@ BEGIN
          WHERE v.invariant = drop_invariant.name AND v.resolved_at IS NULL;
     ELSE
         PERFORM syncguard._delete_visible('syncguard.violations', ARRAY(
-            SELECT v.ctid FROM syncguard.violations v WHERE v.invariant = drop_invariant.name));
+            SELECT jsonb_build_object('id', v.id) FROM syncguard.violations v WHERE v.invariant = drop_invariant.name));
         PERFORM syncguard._delete_visible('syncguard.invariant_runs', ARRAY(
-            SELECT r.ctid FROM syncguard.invariant_runs r WHERE r.invariant = drop_invariant.name));
+            SELECT jsonb_build_object('id', r.id) FROM syncguard.invariant_runs r WHERE r.invariant = drop_invariant.name));
     END IF;
     RETURN true;
 END
@@ -314,9 +315,10 @@ BEGIN
             HINT = 'Pass how long ago an episode must have been resolved, e.g. interval ''1 year''.';
     END IF;
     RETURN syncguard._delete_visible('syncguard.violations', ARRAY(
-        SELECT v.ctid FROM syncguard.violations v
+        SELECT jsonb_build_object('id', v.id) FROM syncguard.violations v
          WHERE v.resolved_at < now() - older_than
-           AND (violations_prune.invariant IS NULL OR v.invariant = violations_prune.invariant)));
+           AND (violations_prune.invariant IS NULL OR v.invariant = violations_prune.invariant)
+           FOR UPDATE));
 END
 $$;
 

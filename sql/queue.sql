@@ -284,9 +284,10 @@ SET enable_bitmapscan = off
 AS $$
 BEGIN
     IF syncguard._delete_visible('syncguard.queue_jobs', ARRAY(
-           SELECT j.ctid FROM syncguard.queue_jobs AS j
+           SELECT jsonb_build_object('job_id', j.job_id, 'queue', j.queue) FROM syncguard.queue_jobs AS j
             WHERE j.job_id = ack.job_id AND j.state = 'leased'
-              AND (ack.attempt IS NULL OR j.attempts = ack.attempt))) = 0 THEN
+              AND (ack.attempt IS NULL OR j.attempts = ack.attempt)
+              FOR UPDATE)) = 0 THEN
         PERFORM syncguard.queue_leased_job(job_id, attempt, 'ack');
     END IF;
 END
@@ -368,8 +369,9 @@ BEGIN
         RAISE EXCEPTION USING ERRCODE = '22004', MESSAGE = 'purge_dead: queue and older_than must not be NULL';
     END IF;
     RETURN syncguard._delete_visible('syncguard.queue_jobs', ARRAY(
-        SELECT j.ctid FROM syncguard.queue_jobs AS j
-         WHERE j.queue = purge_dead.queue AND j.state = 'dead' AND j.dead_at <= clock_timestamp() - older_than));
+        SELECT jsonb_build_object('job_id', j.job_id, 'queue', j.queue) FROM syncguard.queue_jobs AS j
+         WHERE j.queue = purge_dead.queue AND j.state = 'dead' AND j.dead_at <= clock_timestamp() - older_than
+         FOR UPDATE));
 END
 $$;
 
@@ -388,9 +390,10 @@ BEGIN
         RAISE EXCEPTION USING ERRCODE = '22004', MESSAGE = 'queue_drop: queue must not be NULL';
     END IF;
     n := syncguard._delete_visible('syncguard.queue_jobs', ARRAY(
-        SELECT j.ctid FROM syncguard.queue_jobs AS j WHERE j.queue = queue_drop.queue));
+        SELECT jsonb_build_object('job_id', j.job_id, 'queue', j.queue) FROM syncguard.queue_jobs AS j
+         WHERE j.queue = queue_drop.queue FOR UPDATE));
     PERFORM syncguard._delete_visible('syncguard.queues', ARRAY(
-        SELECT q.ctid FROM syncguard.queues AS q WHERE q.queue = queue_drop.queue));
+        SELECT jsonb_build_object('queue', q.queue) FROM syncguard.queues AS q WHERE q.queue = queue_drop.queue));
     RETURN n;
 END
 $$;

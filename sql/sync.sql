@@ -410,9 +410,10 @@ BEGIN
             HINT = 'Pass how old a finished run must be, e.g. interval ''90 days''.';
     END IF;
     RETURN syncguard._delete_visible('syncguard.sync_runs', ARRAY(
-        SELECT r.ctid FROM syncguard.sync_runs AS r
+        SELECT jsonb_build_object('run_id', r.run_id, 'source', r.source) FROM syncguard.sync_runs AS r
          WHERE r.status <> 'running' AND r.finished_at < clock_timestamp() - older_than
-           AND (sync_prune.source IS NULL OR r.source = sync_prune.source)));
+           AND (sync_prune.source IS NULL OR r.source = sync_prune.source)
+           FOR UPDATE));
 END
 $$;
 
@@ -428,7 +429,8 @@ BEGIN
         RAISE EXCEPTION USING ERRCODE = '22004', MESSAGE = 'sync_drop: source must not be NULL';
     END IF;
     RETURN syncguard._delete_visible('syncguard.sync_sources', ARRAY(
-        SELECT s.ctid FROM syncguard.sync_sources AS s WHERE s.source = sync_drop.source)) > 0;
+        SELECT jsonb_build_object('source', s.source) FROM syncguard.sync_sources AS s
+         WHERE s.source = sync_drop.source FOR UPDATE)) > 0;
 END
 $$;
 

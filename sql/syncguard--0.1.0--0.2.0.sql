@@ -574,7 +574,7 @@ BEGIN
             HINT = 'Call idem_prune repeatedly with a moderate batch (e.g. 1000).';
     END IF;
     RETURN syncguard._delete_visible('syncguard.idempotency_keys', ARRAY(
-            SELECT e.ctid
+            SELECT jsonb_build_object('scope', e.scope, 'key', e.key, 'owner_role', e.owner_role)
               FROM syncguard.idempotency_keys AS e
              WHERE e.expires_at < t
                AND NOT (e.status = 'running' AND e.lease_expires_at > t)
@@ -754,7 +754,8 @@ BEGIN
     -- The row lock orders it with a check or redefinition; no advisory
     -- lock, which any role could take first.
     IF syncguard._delete_visible('syncguard.invariants', ARRAY(
-           SELECT i.ctid FROM syncguard.invariants i WHERE i.name = drop_invariant.name FOR UPDATE)) = 0 THEN
+           SELECT jsonb_build_object('name', i.name) FROM syncguard.invariants i
+            WHERE i.name = drop_invariant.name FOR UPDATE)) = 0 THEN
         RETURN false;
     END IF;
     EXECUTE format('DROP VIEW IF EXISTS syncguard_invariants.%I', name);
@@ -763,9 +764,9 @@ BEGIN
          WHERE v.invariant = drop_invariant.name AND v.resolved_at IS NULL;
     ELSE
         PERFORM syncguard._delete_visible('syncguard.violations', ARRAY(
-            SELECT v.ctid FROM syncguard.violations v WHERE v.invariant = drop_invariant.name));
+            SELECT jsonb_build_object('id', v.id) FROM syncguard.violations v WHERE v.invariant = drop_invariant.name));
         PERFORM syncguard._delete_visible('syncguard.invariant_runs', ARRAY(
-            SELECT r.ctid FROM syncguard.invariant_runs r WHERE r.invariant = drop_invariant.name));
+            SELECT jsonb_build_object('id', r.id) FROM syncguard.invariant_runs r WHERE r.invariant = drop_invariant.name));
     END IF;
     RETURN true;
 END
@@ -1217,7 +1218,7 @@ $upgrade$;
 -- Shared tables without table-level UPDATE or DELETE for PUBLIC: either let a
 -- role LOCK a table against every other role. Functions delete through
 -- _delete_visible (src/row_delete.rs).
-CREATE FUNCTION syncguard."_delete_visible"("target" regclass, "ctids" tid[]) RETURNS bigint
+CREATE FUNCTION syncguard."_delete_visible"("target" regclass, "keys" jsonb[]) RETURNS bigint
 STRICT VOLATILE
 LANGUAGE c AS 'MODULE_PATHNAME', 'delete_visible_wrapper';
 REVOKE UPDATE, DELETE ON syncguard.idempotency_keys, syncguard.queues, syncguard.queue_jobs,
@@ -1244,9 +1245,10 @@ SET enable_bitmapscan = off
 AS $$
 BEGIN
     IF syncguard._delete_visible('syncguard.queue_jobs', ARRAY(
-           SELECT j.ctid FROM syncguard.queue_jobs AS j
+           SELECT jsonb_build_object('job_id', j.job_id, 'queue', j.queue) FROM syncguard.queue_jobs AS j
             WHERE j.job_id = ack.job_id AND j.state = 'leased'
-              AND (ack.attempt IS NULL OR j.attempts = ack.attempt))) = 0 THEN
+              AND (ack.attempt IS NULL OR j.attempts = ack.attempt)
+              FOR UPDATE)) = 0 THEN
         PERFORM syncguard.queue_leased_job(job_id, attempt, 'ack');
     END IF;
 END
@@ -1261,8 +1263,9 @@ BEGIN
         RAISE EXCEPTION USING ERRCODE = '22004', MESSAGE = 'purge_dead: queue and older_than must not be NULL';
     END IF;
     RETURN syncguard._delete_visible('syncguard.queue_jobs', ARRAY(
-        SELECT j.ctid FROM syncguard.queue_jobs AS j
-         WHERE j.queue = purge_dead.queue AND j.state = 'dead' AND j.dead_at <= clock_timestamp() - older_than));
+        SELECT jsonb_build_object('job_id', j.job_id, 'queue', j.queue) FROM syncguard.queue_jobs AS j
+         WHERE j.queue = purge_dead.queue AND j.state = 'dead' AND j.dead_at <= clock_timestamp() - older_than
+         FOR UPDATE));
 END
 $$;
 CREATE OR REPLACE FUNCTION syncguard.housekeeping(
@@ -1302,7 +1305,7 @@ BEGIN
     -- Runs older than keep_runs (the episodes stay: they are the history).
     task := 'invariant runs pruned';
     affected := syncguard._delete_visible('syncguard.invariant_runs', ARRAY(
-        SELECT o.ctid FROM syncguard.invariant_runs o
+        SELECT jsonb_build_object('id', o.id) FROM syncguard.invariant_runs o
          WHERE o.started_at < now() - keep_runs
          LIMIT max_batches * batch));
     RETURN NEXT;
@@ -1320,9 +1323,10 @@ BEGIN
         RAISE EXCEPTION USING ERRCODE = '22004', MESSAGE = 'queue_drop: queue must not be NULL';
     END IF;
     n := syncguard._delete_visible('syncguard.queue_jobs', ARRAY(
-        SELECT j.ctid FROM syncguard.queue_jobs AS j WHERE j.queue = queue_drop.queue));
+        SELECT jsonb_build_object('job_id', j.job_id, 'queue', j.queue) FROM syncguard.queue_jobs AS j
+         WHERE j.queue = queue_drop.queue FOR UPDATE));
     PERFORM syncguard._delete_visible('syncguard.queues', ARRAY(
-        SELECT q.ctid FROM syncguard.queues AS q WHERE q.queue = queue_drop.queue));
+        SELECT jsonb_build_object('queue', q.queue) FROM syncguard.queues AS q WHERE q.queue = queue_drop.queue));
     RETURN n;
 END
 $$;
@@ -1339,9 +1343,10 @@ BEGIN
             HINT = 'Pass how old a finished run must be, e.g. interval ''90 days''.';
     END IF;
     RETURN syncguard._delete_visible('syncguard.sync_runs', ARRAY(
-        SELECT r.ctid FROM syncguard.sync_runs AS r
+        SELECT jsonb_build_object('run_id', r.run_id, 'source', r.source) FROM syncguard.sync_runs AS r
          WHERE r.status <> 'running' AND r.finished_at < clock_timestamp() - older_than
-           AND (sync_prune.source IS NULL OR r.source = sync_prune.source)));
+           AND (sync_prune.source IS NULL OR r.source = sync_prune.source)
+           FOR UPDATE));
 END
 $$;
 CREATE FUNCTION syncguard.sync_drop(source text)
@@ -1354,7 +1359,8 @@ BEGIN
         RAISE EXCEPTION USING ERRCODE = '22004', MESSAGE = 'sync_drop: source must not be NULL';
     END IF;
     RETURN syncguard._delete_visible('syncguard.sync_sources', ARRAY(
-        SELECT s.ctid FROM syncguard.sync_sources AS s WHERE s.source = sync_drop.source)) > 0;
+        SELECT jsonb_build_object('source', s.source) FROM syncguard.sync_sources AS s
+         WHERE s.source = sync_drop.source FOR UPDATE)) > 0;
 END
 $$;
 GRANT EXECUTE ON FUNCTION syncguard.sync_prune(interval, text), syncguard.sync_drop(text) TO PUBLIC;
@@ -1372,9 +1378,10 @@ BEGIN
             HINT = 'Pass how long ago an episode must have been resolved, e.g. interval ''1 year''.';
     END IF;
     RETURN syncguard._delete_visible('syncguard.violations', ARRAY(
-        SELECT v.ctid FROM syncguard.violations v
+        SELECT jsonb_build_object('id', v.id) FROM syncguard.violations v
          WHERE v.resolved_at < now() - older_than
-           AND (violations_prune.invariant IS NULL OR v.invariant = violations_prune.invariant)));
+           AND (violations_prune.invariant IS NULL OR v.invariant = violations_prune.invariant)
+           FOR UPDATE));
 END
 $$;
 GRANT EXECUTE ON FUNCTION syncguard.violations_prune(interval, text) TO PUBLIC;
@@ -1391,7 +1398,7 @@ BEGIN
             HINT = 'Pass how old an event must be, e.g. interval ''1 year''.';
     END IF;
     RETURN syncguard._delete_visible('syncguard.entity_events', ARRAY(
-        SELECT e.ctid FROM syncguard.entity_events e
+        SELECT jsonb_build_object('entity', e.entity, 'id', e.id) FROM syncguard.entity_events e
          WHERE e.at < now() - older_than
            AND (events_prune.entity IS NULL OR e.entity = events_prune.entity)));
 END

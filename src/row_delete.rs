@@ -4,9 +4,9 @@
 //! `LOCK TABLE … IN ACCESS EXCLUSIVE MODE`, which would stall every other
 //! role's claims, jobs and sync runs. So PUBLIC holds neither on these tables
 //! (only INSERT, SELECT and column UPDATEs, which allow no such lock), and the
-//! functions that delete call `_delete_visible` with the row versions they
-//! mean: it keeps those the *caller* can see (row-level security, as a DELETE
-//! would have) and deletes exactly them as the table's owner.
+//! functions that delete call `_delete_visible` with the keys of the rows
+//! they mean: it keeps those the *caller* can see (row-level security, as a
+//! DELETE would have) and deletes exactly them as the table's owner.
 
 use crate::errors::raise;
 use crate::regclass::RegClass;
@@ -27,37 +27,63 @@ const TABLES: &[&str] = &[
     "entity_events",
 ];
 
-/// Deletes the row versions `ctids` of `target` (one of `TABLES`) that the
-/// caller can see, and returns how many it deleted. A version updated or
-/// deleted since the caller read it is no longer deleted here: the DELETE
-/// rechecks the ctid against the newest version, as a plain DELETE would
-/// skip a row that no longer matches.
+/// Deletes the rows of `target` (one of `TABLES`) whose primary keys
+/// `keys` holds (each an object with at least the key's columns) and that
+/// the caller can see, and returns how many it deleted. Callers lock the
+/// rows first where a concurrent change would matter (`FOR UPDATE`), so the
+/// row found by its key is the row they chose. One statement per row, each
+/// naming the whole primary key: under Citus every key holds the
+/// distribution column, so each goes to one shard.
 #[pg_extern(volatile, strict, name = "_delete_visible")]
-fn delete_visible(target: RegClass, ctids: Vec<pg_sys::ItemPointerData>) -> i64 {
+fn delete_visible(target: RegClass, keys: Vec<pgrx::JsonB>) -> i64 {
     let RegClass(target) = target;
     let table = shared_table(target);
-    let visible = Spi::get_one_with_args::<Vec<pg_sys::ItemPointerData>>(
-        &format!(
-            "SELECT pg_catalog.array_agg(t.ctid) FROM syncguard.{table} AS t
-              WHERE t.ctid OPERATOR(pg_catalog.=) ANY ($1)"
-        ),
-        &[ctids.into()],
-    )
-    .unwrap_or_else(|e| raise(PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, e.to_string(), None));
-    let Some(visible) = visible else { return 0 };
+    let cond = key_condition(target);
+    let visible = format!("SELECT pg_catalog.count(*) FROM syncguard.{table} AS t WHERE {cond}");
+    let delete = format!(
+        "WITH d AS (DELETE FROM syncguard.{table} AS t WHERE {cond} RETURNING 1)
+         SELECT pg_catalog.count(*) FROM d"
+    );
     // SAFETY: the relation exists (shared_table found it).
     let owner = unsafe { (*pgrx::PgRelation::open(target).rd_rel).relowner };
-    crate::roles::as_role(owner, || {
-        Spi::get_one_with_args::<i64>(
-            &format!(
-                "WITH d AS (DELETE FROM syncguard.{table} AS t
-                             WHERE t.ctid OPERATOR(pg_catalog.=) ANY ($1) RETURNING 1)
-                 SELECT pg_catalog.count(*) FROM d"
-            ),
-            &[visible.into()],
+    let count = |sql: &str, key: &pgrx::JsonB| {
+        Spi::get_one_with_args::<i64>(sql, &[pgrx::JsonB(key.0.clone()).into()])
+            .unwrap_or_else(|e| raise(PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, e.to_string(), None))
+            .unwrap_or(0)
+    };
+    let mut deleted = 0;
+    for key in &keys {
+        // As the caller: row-level security decides what it may delete.
+        if count(&visible, key) > 0 {
+            deleted += crate::roles::as_role(owner, || count(&delete, key));
+        }
+    }
+    deleted
+}
+
+/// `t.<col> = ($1 ->> '<col>')::<type>` for each primary key column of
+/// `target`, joined by AND; every name qualified or quoted.
+fn key_condition(target: pg_sys::Oid) -> String {
+    Spi::get_one_with_args::<String>(
+        "SELECT pg_catalog.string_agg(pg_catalog.format('t.%I OPERATOR(pg_catalog.=) ($1 OPERATOR(pg_catalog.->>) %L)::%s',
+                                                      a.attname, a.attname,
+                                                      pg_catalog.format_type(a.atttypid, a.atttypmod)),
+                                      ' AND ' ORDER BY k.n)
+           FROM pg_catalog.pg_index AS i
+          CROSS JOIN LATERAL pg_catalog.unnest(i.indkey::pg_catalog.int2[]) WITH ORDINALITY AS k(attnum, n)
+           JOIN pg_catalog.pg_attribute AS a
+             ON a.attrelid OPERATOR(pg_catalog.=) i.indrelid AND a.attnum OPERATOR(pg_catalog.=) k.attnum
+          WHERE i.indrelid OPERATOR(pg_catalog.=) $1 AND i.indisprimary",
+        &[target.into()],
+    )
+    .ok()
+    .flatten()
+    .unwrap_or_else(|| {
+        raise(
+            PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
+            format!("_delete_visible: {} has no primary key", name_of(target)),
+            Some("Reinstall the extension: its tables are made with primary keys."),
         )
-        .unwrap_or_else(|e| raise(PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, e.to_string(), None))
-        .unwrap_or(0)
     })
 }
 

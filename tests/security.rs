@@ -516,9 +516,9 @@ const ALLOWED: &[&str] = &[
     "syncguard.queue_leased_job(bigint,integer,text)",
     // internal: retries or kills a visible job only once its lease ran out
     "syncguard.queue_lease_expired(bigint,text)",
-    // internal: deletes, as the table's owner, only row versions of the
-    // shared tables that the caller's row-level security lets it see
-    "syncguard._delete_visible(regclass,tid[])",
+    // internal: deletes, as the table's owner, only rows of the shared
+    // tables that the caller's row-level security lets it see
+    "syncguard._delete_visible(regclass,jsonb[])",
     // internal: the row-level security policies call it for every role
     "syncguard.has_privs_of(text)",
     // invariants: the caller's own (row-level security)

@@ -151,13 +151,10 @@ SELECT regress.err_masked($$UPDATE syncguard.sync_sources SET watermark = now() 
 SELECT syncguard.sync_drop('ps_src') AS source_dropped, syncguard.sync_prune('0') AS runs_pruned,
        syncguard.queue_drop('ps_q') AS jobs_dropped, syncguard.violations_prune('0') AS episodes_pruned,
        syncguard.events_prune('-1 day') AS events_pruned;
--- nor does the deleting primitive, given the producer's row versions
-RESET ROLE;
-SELECT ctid AS src_ctid FROM syncguard.sync_sources WHERE source = 'ps_src' \gset
-SET ROLE ps_intruder;
-SELECT syncguard._delete_visible('syncguard.sync_sources', ARRAY[:'src_ctid'::tid]) AS forged_ctid,
-       regress.err_masked($$SELECT syncguard._delete_visible('pg_catalog.pg_class', '{"(0,1)"}')$$) AS other_table,
-       regress.err_masked($$SELECT syncguard._delete_visible('syncguard.stale_writes', '{"(0,1)"}')$$) AS owners_table;
+-- nor does the deleting primitive, given the keys of the producer's rows
+SELECT syncguard._delete_visible('syncguard.sync_sources', ARRAY['{"source": "ps_src"}'::jsonb]) AS forged_key,
+       regress.err_masked($$SELECT syncguard._delete_visible('pg_catalog.pg_class', ARRAY['{"oid": 1259}'::jsonb])$$) AS other_table,
+       regress.err_masked($$SELECT syncguard._delete_visible('syncguard.stale_writes', ARRAY['{}'::jsonb])$$) AS owners_table;
 -- no table can be locked against the producer: no table-level UPDATE or DELETE
 SELECT c.relname, regress.err_masked(format('LOCK TABLE syncguard.%I IN SHARE MODE NOWAIT', c.relname)) AS share_lock
   FROM pg_class c
