@@ -3,6 +3,7 @@
 //! This file stays thin: the module list, the module magic and `_PG_init`.
 use pgrx::prelude::*;
 
+mod citus;
 mod composite;
 mod errors;
 mod idempotency;

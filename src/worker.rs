@@ -178,7 +178,7 @@ fn tick() {
                 AND pg_catalog.to_regprocedure('syncguard.due_invariants()') IS NOT NULL",
         )
     });
-    if installed != Some(Some(true)) {
+    if installed != Some(Some(true)) || !citus_coordinator() {
         return;
     }
     let due = step("listing due invariants", || {
@@ -214,6 +214,23 @@ fn tick() {
     step("housekeeping", || {
         Spi::run("SELECT count(*) FROM syncguard.housekeeping()")
     });
+}
+
+/// False on a Citus worker node: the checks and housekeeping run on the
+/// coordinator, where every syncguard function is called (docs/citus.md); a
+/// worker's copies of the extension's tables are unused.
+fn citus_coordinator() -> bool {
+    let has_citus = step("looking for Citus", || {
+        Spi::get_one::<bool>(
+            "SELECT pg_catalog.to_regprocedure('pg_catalog.citus_is_coordinator()') IS NOT NULL",
+        )
+    });
+    if has_citus != Some(Some(true)) {
+        return true;
+    }
+    step("asking Citus whether this is the coordinator", || {
+        Spi::get_one::<bool>("SELECT pg_catalog.citus_is_coordinator()")
+    }) == Some(Some(true))
 }
 
 /// `(name, owner)` pairs reordered so that owners take turns: every
