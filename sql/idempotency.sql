@@ -421,15 +421,21 @@ BEGIN
             HINT = 'Call idem_prune repeatedly with a moderate batch (e.g. 1000).';
     END IF;
     IF idem_prune.scope IS NOT NULL THEN
-        -- scope = $n on both sides: under Citus, one shard's statement.
-        DELETE FROM syncguard.idempotency_keys AS k
-         WHERE k.scope = idem_prune.scope AND (k.scope, k.key, k.owner_role) IN (
+        -- scope = $n on both sides: under Citus, one shard's statement. The
+        -- batch is taken once (MATERIALIZED): a semi-join may rescan a LIMIT
+        -- subquery, whose SKIP LOCKED then passes over the rows this DELETE
+        -- already removed and hands out more than `batch`.
+        WITH victims AS MATERIALIZED (
                 SELECT e.scope, e.key, e.owner_role
                   FROM syncguard.idempotency_keys AS e
                  WHERE e.scope = idem_prune.scope AND e.expires_at < t
                    AND NOT (e.status = 'running' AND e.lease_expires_at > t)
                  LIMIT batch
-                   FOR UPDATE SKIP LOCKED);
+                   FOR UPDATE SKIP LOCKED)
+        DELETE FROM syncguard.idempotency_keys AS k
+         USING victims AS v
+         WHERE k.scope = idem_prune.scope AND k.scope = v.scope AND k.key = v.key
+           AND k.owner_role = v.owner_role;
         GET DIAGNOSTICS n = ROW_COUNT;
         RETURN n;
     END IF;

@@ -517,12 +517,19 @@ fn prepare(
             .collect();
         let _ = write!(sql, " RETURNING {}", all.join(", "));
         let types: Vec<pg_sys::Oid> = info.columns.iter().map(|c| c.typid).collect();
-        Some(keep_plan(&returned_object(&info, |n| format!("${}", n + 1)), &types))
+        let select = format!(
+            "SELECT {}",
+            returned_object(&info, |n| format!("${}", n + 1))
+        );
+        Some(keep_plan(&select, &types))
     } else {
         let _ = write!(
             sql,
             " RETURNING {}",
-            returned_object(&info, |n| format!("sg_t.{}", quote_ident(&info.columns[n].name)))
+            returned_object(&info, |n| format!(
+                "sg_t.{}",
+                quote_ident(&info.columns[n].name)
+            ))
         );
         None
     };
@@ -573,7 +580,10 @@ fn returned_object(info: &TableInfo, value: impl Fn(usize) -> String) -> String 
             scalars.push(format!("{}, {}", quote_literal(&c.name), value(n)));
         }
     }
-    format!("pg_catalog.jsonb_build_object({}){docs}", scalars.join(", "))
+    format!(
+        "pg_catalog.jsonb_build_object({}){docs}",
+        scalars.join(", ")
+    )
 }
 
 /// Whether Citus manages the table (distributed, reference or Citus local).

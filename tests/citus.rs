@@ -30,12 +30,20 @@ impl Citus {
             ("max_prepared_transactions", "20"),
             // Few shards: quicker to make, still spread over both workers.
             ("citus.shard_count", "4"),
+            // Node-to-node connections over localhost, without TLS: libpq
+            // would otherwise look for client certificates in the HOME of
+            // whoever started the test.
+            ("citus.node_conninfo", "sslmode=disable"),
         ];
         settings.extend_from_slice(extra);
         let coordinator = TestCluster::with_settings(&settings);
-        let workers: Vec<TestCluster> = (0..2).map(|_| TestCluster::with_settings(&settings)).collect();
+        let workers: Vec<TestCluster> = (0..2)
+            .map(|_| TestCluster::with_settings(&settings))
+            .collect();
         for node in std::iter::once(&coordinator).chain(&workers) {
-            node.connect().batch_execute("CREATE EXTENSION citus").unwrap();
+            node.connect()
+                .batch_execute("CREATE EXTENSION citus")
+                .unwrap();
         }
         let mut c = coordinator.connect();
         c.batch_execute(&format!(
@@ -76,13 +84,17 @@ fn count(c: &mut Client, sql: &str) -> i64 {
 /// The SQLSTATE of a failed statement.
 fn sqlstate(r: Result<impl std::fmt::Debug, postgres::Error>) -> String {
     let e = r.expect_err("the statement should fail");
-    e.code().map(|c| c.code().to_string()).unwrap_or_else(|| panic!("{e}"))
+    e.code()
+        .map(|c| c.code().to_string())
+        .unwrap_or_else(|| panic!("{e}"))
 }
 
 /// The worker ports that hold shards of `table`.
 fn shard_ports(c: &mut Client, table: &str) -> BTreeSet<i32> {
     c.query(
-        "SELECT DISTINCT nodeport FROM citus_shards WHERE table_name = $1::text::regclass",
+        "SELECT DISTINCT n.nodeport FROM pg_dist_shard s
+           JOIN pg_dist_placement p USING (shardid) JOIN pg_dist_node n USING (groupid)
+          WHERE s.logicalrelid = $1::text::regclass",
         &[&table],
     )
     .unwrap()
@@ -98,17 +110,36 @@ fn citus_distribute_places_tables_and_undistribute_leaves_no_shard() {
 
     // The documented placement, applied once: a second call changes nothing.
     let placed: Vec<(String, String, bool)> = c
-        .query("SELECT table_name::text, placement, changed FROM syncguard.distribute()", &[])
+        .query(
+            "SELECT table_name::text, placement, changed FROM syncguard.distribute()",
+            &[],
+        )
         .unwrap()
         .iter()
         .map(|r| (r.get(0), r.get(1), r.get(2)))
         .collect();
-    assert_eq!(placed[0], ("syncguard.idempotency_keys".into(), "distributed by scope".into(), true));
-    let local: BTreeSet<&str> = placed[1..].iter().map(|(t, p, _)| {
-        assert_eq!(p, "coordinator-local");
-        t.as_str()
-    }).collect();
-    for t in ["syncguard.queue_jobs", "syncguard.sync_runs", "syncguard.invariants", "syncguard.stale_writes", "syncguard.entity_events"] {
+    assert_eq!(
+        placed[0],
+        (
+            "syncguard.idempotency_keys".into(),
+            "distributed by scope".into(),
+            true
+        )
+    );
+    let local: BTreeSet<&str> = placed[1..]
+        .iter()
+        .map(|(t, p, _)| {
+            assert_eq!(p, "coordinator-local");
+            t.as_str()
+        })
+        .collect();
+    for t in [
+        "syncguard.queue_jobs",
+        "syncguard.sync_runs",
+        "syncguard.invariants",
+        "syncguard.stale_writes",
+        "syncguard.entity_events",
+    ] {
         assert!(local.contains(t), "{t} in {local:?}");
     }
     let again: Vec<bool> = c
@@ -118,7 +149,13 @@ fn citus_distribute_places_tables_and_undistribute_leaves_no_shard() {
         .map(|r| r.get(0))
         .collect();
     assert!(again.iter().all(|changed| !changed));
-    assert_eq!(count(&mut c, "SELECT count(*) FROM pg_dist_partition WHERE logicalrelid::text LIKE 'syncguard.%'"), 1);
+    assert_eq!(
+        count(
+            &mut c,
+            "SELECT count(*) FROM pg_dist_partition WHERE logicalrelid::text LIKE 'syncguard.%'"
+        ),
+        1
+    );
 
     // Keys of many scopes spread over both workers and read back whole.
     c.batch_execute(
@@ -127,8 +164,17 @@ fn citus_distribute_places_tables_and_undistribute_leaves_no_shard() {
     )
     .unwrap();
     assert_eq!(shard_ports(&mut c, "syncguard.idempotency_keys").len(), 2);
-    assert_eq!(count(&mut c, "SELECT count(*) FROM syncguard.idempotency_keys"), 40);
-    assert_eq!(count(&mut c, "SELECT sum(keys)::bigint FROM syncguard.idempotency_summary"), 40);
+    assert_eq!(
+        count(&mut c, "SELECT count(*) FROM syncguard.idempotency_keys"),
+        40
+    );
+    assert_eq!(
+        count(
+            &mut c,
+            "SELECT sum(keys)::bigint FROM syncguard.idempotency_summary"
+        ),
+        40
+    );
 
     // Co-location with a user's table distributed by a text column.
     c.batch_execute(
@@ -153,17 +199,38 @@ fn citus_distribute_places_tables_and_undistribute_leaves_no_shard() {
         config.user("app");
         config.connect(NoTls).unwrap()
     };
-    assert_eq!(sqlstate(app.query("SELECT * FROM syncguard.distribute()", &[])), "42501");
-    assert_eq!(sqlstate(app.query("SELECT * FROM syncguard.undistribute()", &[])), "42501");
+    assert_eq!(
+        sqlstate(app.query("SELECT * FROM syncguard.distribute()", &[])),
+        "42501"
+    );
+    assert_eq!(
+        sqlstate(app.query("SELECT * FROM syncguard.undistribute()", &[])),
+        "42501"
+    );
     let mut w = cluster.workers[0].connect();
-    assert_eq!(sqlstate(w.query("SELECT * FROM syncguard.distribute()", &[])), "55000");
+    assert_eq!(
+        sqlstate(w.query("SELECT * FROM syncguard.distribute()", &[])),
+        "55000"
+    );
 
     // The way back: the keys return to the coordinator with their rows and
     // their place in the extension; no shard is left.
-    let back: bool = c.query_one("SELECT changed FROM syncguard.undistribute()", &[]).unwrap().get(0);
+    let back: bool = c
+        .query_one("SELECT changed FROM syncguard.undistribute()", &[])
+        .unwrap()
+        .get(0);
     assert!(back);
-    assert_eq!(count(&mut c, "SELECT count(*) FROM syncguard.idempotency_keys"), 40);
-    assert_eq!(count(&mut c, "SELECT count(*) FROM pg_dist_partition WHERE logicalrelid::text LIKE 'syncguard.%'"), 0);
+    assert_eq!(
+        count(&mut c, "SELECT count(*) FROM syncguard.idempotency_keys"),
+        40
+    );
+    assert_eq!(
+        count(
+            &mut c,
+            "SELECT count(*) FROM pg_dist_partition WHERE logicalrelid::text LIKE 'syncguard.%'"
+        ),
+        0
+    );
     assert_eq!(
         count(&mut c, "SELECT count(*) FROM pg_depend d JOIN pg_extension e ON e.oid = d.refobjid
                         WHERE e.extname = 'syncguard' AND d.deptype = 'e'
@@ -171,31 +238,62 @@ fn citus_distribute_places_tables_and_undistribute_leaves_no_shard() {
         2
     );
     assert_eq!(
-        count(&mut c, "SELECT count(*) FROM pg_extension WHERE extname = 'syncguard'
-                          AND 'syncguard.idempotency_keys'::regclass = ANY (extconfig)"),
+        count(
+            &mut c,
+            "SELECT count(*) FROM pg_extension WHERE extname = 'syncguard'
+                          AND 'syncguard.idempotency_keys'::regclass = ANY (extconfig)"
+        ),
         1
     );
-    assert_eq!(count(&mut app, "SELECT count(*) FROM syncguard.idempotency_summary"), 0);
-    let unchanged: bool = c.query_one("SELECT changed FROM syncguard.undistribute()", &[]).unwrap().get(0);
+    assert_eq!(
+        count(
+            &mut app,
+            "SELECT count(*) FROM syncguard.idempotency_summary"
+        ),
+        0
+    );
+    let unchanged: bool = c
+        .query_one("SELECT changed FROM syncguard.undistribute()", &[])
+        .unwrap()
+        .get(0);
     assert!(!unchanged);
 
     // And there again, and back, then uninstalled: nothing of it on any node.
-    c.batch_execute("SELECT count(*) FROM syncguard.distribute()").unwrap();
-    assert_eq!(count(&mut c, "SELECT count(*) FROM syncguard.idempotency_keys"), 40);
-    assert_eq!(shard_ports(&mut c, "syncguard.idempotency_keys").len(), 2);
-    c.batch_execute("SELECT count(*) FROM syncguard.undistribute(); DROP TABLE orders; DROP EXTENSION syncguard")
+    c.batch_execute("SELECT count(*) FROM syncguard.distribute()")
         .unwrap();
+    assert_eq!(
+        count(&mut c, "SELECT count(*) FROM syncguard.idempotency_keys"),
+        40
+    );
+    assert_eq!(shard_ports(&mut c, "syncguard.idempotency_keys").len(), 2);
+    // Each in a transaction of its own: Citus runs an extension command only
+    // in a transaction that did not yet work on shards in parallel.
+    for step in [
+        "SELECT count(*) FROM syncguard.undistribute()",
+        "DROP TABLE orders",
+        "DROP EXTENSION syncguard",
+    ] {
+        c.batch_execute(step).unwrap();
+    }
     assert_eq!(count(&mut c, "SELECT count(*) FROM pg_dist_shard"), 0);
     for worker in &cluster.workers {
         let mut w = worker.connect();
-        assert_eq!(count(&mut w, "SELECT count(*) FROM pg_extension WHERE extname = 'syncguard'"), 0);
+        assert_eq!(
+            count(
+                &mut w,
+                "SELECT count(*) FROM pg_extension WHERE extname = 'syncguard'"
+            ),
+            0
+        );
         assert_eq!(
             count(&mut w, "SELECT count(*) FROM pg_class WHERE relname LIKE 'idempotency_keys%' OR relname LIKE 'orders%'"),
             0
         );
     }
     // A clean slate: the extension installs again.
-    c.batch_execute("CREATE EXTENSION syncguard; SELECT count(*) FROM syncguard.distribute()").unwrap();
+    c.batch_execute("CREATE EXTENSION syncguard").unwrap();
+    c.batch_execute("SELECT count(*) FROM syncguard.distribute()")
+        .unwrap();
 }
 
 #[test]
@@ -210,9 +308,15 @@ fn citus_merge_upsert_on_one_shard_with_the_row_built_on_the_coordinator() {
     .unwrap();
 
     // A deep merge, as on one server.
-    let upsert = "SELECT syncguard.merge_upsert('docs', jsonb_build_object('tenant', $1::text, 'id', 1), $2::jsonb)::text";
-    c.query_one(upsert, &[&"t1", &r#"{"doc": {"a": {"x": 1}}, "n": 1, "seen_at": "2026-01-01T00:00:00Z"}"#])
-        .unwrap();
+    let upsert = "SELECT syncguard.merge_upsert('docs', jsonb_build_object('tenant', $1::text, 'id', 1), $2::text::jsonb)::text";
+    c.query_one(
+        upsert,
+        &[
+            &"t1",
+            &r#"{"doc": {"a": {"x": 1}}, "n": 1, "seen_at": "2026-01-01T00:00:00Z"}"#,
+        ],
+    )
+    .unwrap();
     // The returned row is built in this session's TimeZone, which the
     // workers do not have: on the coordinator.
     c.batch_execute("SET TimeZone = 'Asia/Tokyo'; SET citus.log_remote_commands = on; SET client_min_messages = log")
@@ -235,11 +339,19 @@ fn citus_merge_upsert_on_one_shard_with_the_row_built_on_the_coordinator() {
         .filter(|m| m.starts_with("issuing"))
         .cloned()
         .collect();
-    let shard_writes: Vec<&String> = sent.iter().filter(|m| m.contains("INSERT INTO public.docs_")).collect();
+    let shard_writes: Vec<&String> = sent
+        .iter()
+        .filter(|m| m.contains("INSERT INTO public.docs_"))
+        .collect();
     assert_eq!(shard_writes.len(), 1, "{sent:#?}");
-    assert!(!shard_writes[0].contains("jsonb_build_object"), "{}", shard_writes[0]);
+    assert!(
+        !shard_writes[0].contains("jsonb_build_object"),
+        "{}",
+        shard_writes[0]
+    );
     assert!(!shard_writes[0].contains("now()"), "{}", shard_writes[0]);
-    c.batch_execute("RESET citus.log_remote_commands; RESET client_min_messages").unwrap();
+    c.batch_execute("RESET citus.log_remote_commands; RESET client_min_messages")
+        .unwrap();
 
     // In a transaction, and one call per row of a query, over every shard.
     c.batch_execute(
@@ -271,7 +383,13 @@ fn citus_merge_upsert_on_one_shard_with_the_row_built_on_the_coordinator() {
         .unwrap()
         .get(0);
     assert!(stale.is_some());
-    assert_eq!(count(&mut c, "SELECT count(*) FROM docs WHERE tenant = 't1' AND doc ? 'z'"), 0);
+    assert_eq!(
+        count(
+            &mut c,
+            "SELECT count(*) FROM docs WHERE tenant = 't1' AND doc ? 'z'"
+        ),
+        0
+    );
 }
 
 /// Protection of a distributed table: the trigger on the shards, the
@@ -289,7 +407,15 @@ fn citus_protection_on_shards_with_settings_and_counts_from_every_node() {
     let refused = c.batch_execute(
         "SELECT syncguard.protect('items', policy => '{\"last_write_wins\": \"updated_at\"}')",
     );
-    assert!(refused.unwrap_err().to_string().contains("triggers are not supported on distributed tables"));
+    let refused = refused.unwrap_err();
+    let message = refused
+        .as_db_error()
+        .map(|e| e.message().to_string())
+        .unwrap_or_default();
+    assert!(
+        message.contains("triggers are not supported on distributed tables"),
+        "{refused:?}"
+    );
     c.batch_execute(
         "SET citus.enable_unsafe_triggers = on;
          SELECT syncguard.protect('items', policy => '{\"last_write_wins\": \"updated_at\"}');
@@ -301,8 +427,14 @@ fn citus_protection_on_shards_with_settings_and_counts_from_every_node() {
     // A stale UPDATE is ignored on the shard, and counted there.
     c.batch_execute("UPDATE items SET doc = '{\"v\": 2}', updated_at = now() - interval '1 hour'")
         .unwrap();
-    assert_eq!(count(&mut c, "SELECT count(*) FROM items WHERE doc->>'v' = '1'"), 8);
-    assert_eq!(count(&mut c, "SELECT count(*) FROM syncguard.conflict_stats"), 0);
+    assert_eq!(
+        count(&mut c, "SELECT count(*) FROM items WHERE doc->>'v' = '1'"),
+        8
+    );
+    assert_eq!(
+        count(&mut c, "SELECT count(*) FROM syncguard.conflict_stats"),
+        0
+    );
     let stats = c
         .query_one(
             "SELECT table_name, stale_ignored FROM syncguard.cluster_conflict_stats()",
@@ -312,25 +444,57 @@ fn citus_protection_on_shards_with_settings_and_counts_from_every_node() {
     assert_eq!(stats.get::<_, String>(0), "public.items");
     assert_eq!(stats.get::<_, i64>(1), 8);
 
-    // SET LOCAL reaches the shards only with citus.propagate_set_commands = 'local'.
-    let bypass = "BEGIN; SET LOCAL syncguard.bypass_protection = on;
-                  UPDATE items SET doc = '{\"v\": 3}', updated_at = now() - interval '2 hours' WHERE id = 1;
-                  COMMIT;";
-    c.batch_execute(bypass).unwrap();
-    assert_eq!(count(&mut c, "SELECT count(*) FROM items WHERE id = 1 AND doc->>'v' = '3'"), 0);
-    c.batch_execute("SET citus.propagate_set_commands = 'local'").unwrap();
-    c.batch_execute(bypass).unwrap();
-    assert_eq!(count(&mut c, "SELECT count(*) FROM items WHERE id = 1 AND doc->>'v' = '3'"), 1);
+    // SET LOCAL reaches the shards only with citus.propagate_set_commands =
+    // 'local'. Each statement on its own, as psql sends them: Citus does not
+    // propagate a SET LOCAL inside a multi-statement query string (it fails
+    // with "cannot execute a distributed query from a query on a shard").
+    let in_transaction = |c: &mut Client, set: &str, write: &str| -> Result<u64, postgres::Error> {
+        let mut tx = c.transaction()?;
+        tx.batch_execute(set)?;
+        let n = tx.execute(write, &[])?;
+        tx.commit()?;
+        Ok(n)
+    };
+    let bypass = "SET LOCAL syncguard.bypass_protection = on";
+    let stale =
+        "UPDATE items SET doc = '{\"v\": 3}', updated_at = now() - interval '2 hours' WHERE id = 1";
+    in_transaction(&mut c, bypass, stale).unwrap();
+    assert_eq!(
+        count(
+            &mut c,
+            "SELECT count(*) FROM items WHERE id = 1 AND doc->>'v' = '3'"
+        ),
+        0
+    );
+    c.batch_execute("SET citus.propagate_set_commands = 'local'")
+        .unwrap();
+    in_transaction(&mut c, bypass, stale).unwrap();
+    assert_eq!(
+        count(
+            &mut c,
+            "SELECT count(*) FROM items WHERE id = 1 AND doc->>'v' = '3'"
+        ),
+        1
+    );
 
     // max_clock_skew: the shard refuses a write from the future (SG004)
     // unless the transaction's own limit, propagated, allows it.
-    let future = "UPDATE items SET doc = '{\"v\": 4}', updated_at = now() + interval '1 hour' WHERE id = 2";
+    let future =
+        "UPDATE items SET doc = '{\"v\": 4}', updated_at = now() + interval '1 hour' WHERE id = 2";
     assert_eq!(sqlstate(c.execute(future, &[])), "SG004");
-    c.batch_execute(&format!(
-        "BEGIN; SET LOCAL syncguard.max_clock_skew = 7200000; {future}; COMMIT;"
-    ))
+    in_transaction(
+        &mut c,
+        "SET LOCAL syncguard.max_clock_skew = 7200000",
+        future,
+    )
     .unwrap();
-    assert_eq!(count(&mut c, "SELECT count(*) FROM items WHERE id = 2 AND doc->>'v' = '4'"), 1);
+    assert_eq!(
+        count(
+            &mut c,
+            "SELECT count(*) FROM items WHERE id = 2 AND doc->>'v' = '4'"
+        ),
+        1
+    );
 }
 
 /// Claim + effect + complete in one single-shard transaction: two clients
@@ -353,8 +517,8 @@ fn citus_idempotency_keys_colocated_two_clients_one_effect_per_key() {
         .iter()
         .map(|t| {
             c.query_one(
-                "SELECT nodeport FROM citus_shards
-                  WHERE shardid = get_shard_id_for_distribution_column('orders', $1::text)",
+                "SELECT n.nodeport FROM pg_dist_placement p JOIN pg_dist_node n USING (groupid)
+                  WHERE p.shardid = get_shard_id_for_distribution_column('orders', $1::text)",
                 &[t],
             )
             .unwrap()
@@ -363,6 +527,8 @@ fn citus_idempotency_keys_colocated_two_clients_one_effect_per_key() {
         .collect();
     assert_eq!(ports.len(), 2, "the tenants' shards are on both workers");
 
+    // (distribute() itself committed in two phases.)
+    let two_phase_before = count(&mut c, "SELECT count(*) FROM pg_dist_transaction");
     let keys: Vec<(String, String)> = (0..120)
         .map(|i| (tenants[i % tenants.len()].clone(), format!("order-{i}")))
         .collect();
@@ -413,19 +579,32 @@ fn citus_idempotency_keys_colocated_two_clients_one_effect_per_key() {
     let claimed = claimed.lock().unwrap();
     assert_eq!(claimed.len(), keys.len());
     assert!(claimed.values().all(|n| *n == 1));
-    assert_eq!(count(&mut c, "SELECT count(*) FROM orders"), keys.len() as i64);
     assert_eq!(
-        count(&mut c, "SELECT count(*) FROM syncguard.idempotency_keys WHERE status = 'succeeded'"),
+        count(&mut c, "SELECT count(*) FROM orders"),
         keys.len() as i64
     );
-    assert_eq!(count(&mut c, "SELECT count(*) FROM pg_dist_transaction"), 0);
+    assert_eq!(
+        count(
+            &mut c,
+            "SELECT count(*) FROM syncguard.idempotency_keys WHERE status = 'succeeded'"
+        ),
+        keys.len() as i64
+    );
+    assert_eq!(
+        count(&mut c, "SELECT count(*) FROM pg_dist_transaction"),
+        two_phase_before
+    );
 
     // A completed key is replayed, also after its lease would have expired.
     let token: String = c
         .query_one("SELECT token::text FROM syncguard.idem_claim('tenant-1', 'short', '{}', lease => '1 second')", &[])
         .unwrap()
         .get(0);
-    c.execute("SELECT syncguard.idem_complete($1::text::uuid, '{\"done\": 1}')", &[&token]).unwrap();
+    c.execute(
+        "SELECT syncguard.idem_complete($1::text::uuid, '{\"done\": 1}')",
+        &[&token],
+    )
+    .unwrap();
     thread::sleep(Duration::from_millis(1500));
     let again: String = c
         .query_one("SELECT outcome FROM syncguard.idem_claim('tenant-1', 'short', '{}', lease => '1 second')", &[])
@@ -436,15 +615,27 @@ fn citus_idempotency_keys_colocated_two_clients_one_effect_per_key() {
     // idem_fail, with and without scope, and the lease-lost error.
     for scope in [Some("tenant-2"), None] {
         let token: String = c
-            .query_one("SELECT token::text FROM syncguard.idem_claim('tenant-2', $1, '{}')", &[&format!("fail-{scope:?}")])
+            .query_one(
+                "SELECT token::text FROM syncguard.idem_claim('tenant-2', $1, '{}')",
+                &[&format!("fail-{scope:?}")],
+            )
             .unwrap()
             .get(0);
         let status: String = c
-            .query_one("SELECT status FROM syncguard.idem_fail($1::text::uuid, 'boom', scope => $2)", &[&token, &scope])
+            .query_one(
+                "SELECT status FROM syncguard.idem_fail($1::text::uuid, 'boom', scope => $2)",
+                &[&token, &scope],
+            )
             .unwrap()
             .get(0);
         assert_eq!(status, "failed");
-        assert_eq!(sqlstate(c.execute("SELECT syncguard.idem_complete($1::text::uuid, NULL, $2)", &[&token, &scope])), "SG002");
+        assert_eq!(
+            sqlstate(c.execute(
+                "SELECT syncguard.idem_complete($1::text::uuid, NULL, $2)",
+                &[&token, &scope]
+            )),
+            "SG002"
+        );
     }
 }
 
@@ -465,8 +656,15 @@ fn citus_queue_sync_health_invariants_housekeeping_and_the_worker() {
     .unwrap();
 
     // Queue.
-    let job: i64 = c.query_one("SELECT syncguard.enqueue('mail', '{\"to\": \"a\"}')", &[]).unwrap().get(0);
-    c.query_one("SELECT syncguard.enqueue('mail', '{\"to\": \"b\"}', dedupe_key => 'b')", &[]).unwrap();
+    let job: i64 = c
+        .query_one("SELECT syncguard.enqueue('mail', '{\"to\": \"a\"}')", &[])
+        .unwrap()
+        .get(0);
+    c.query_one(
+        "SELECT syncguard.enqueue('mail', '{\"to\": \"b\"}', dedupe_key => 'b')",
+        &[],
+    )
+    .unwrap();
     let got: Vec<i64> = c
         .query("SELECT job_id FROM syncguard.dequeue('mail', 2)", &[])
         .unwrap()
@@ -477,19 +675,49 @@ fn citus_queue_sync_health_invariants_housekeeping_and_the_worker() {
     c.execute("SELECT syncguard.ack($1)", &[&job]).unwrap();
     let other = got.iter().find(|j| **j != job).unwrap();
     let state: String = c
-        .query_one("SELECT state FROM syncguard.nack($1, 'smtp down', retryable => false)", &[other])
+        .query_one(
+            "SELECT state FROM syncguard.nack($1, 'smtp down', retryable => false)",
+            &[other],
+        )
         .unwrap()
         .get(0);
     assert_eq!(state, "dead");
-    assert_eq!(count(&mut c, "SELECT dead FROM syncguard.queue_stats WHERE queue = 'mail'"), 1);
+    assert_eq!(
+        count(
+            &mut c,
+            "SELECT dead FROM syncguard.queue_stats WHERE queue = 'mail'"
+        ),
+        1
+    );
     assert_eq!(count(&mut c, "SELECT syncguard.purge_dead('mail')"), 1);
 
     // Sync runs and their health.
-    let run: i64 = c.query_one("SELECT run_id FROM syncguard.sync_begin('crm', ARRAY['a', 'b'])", &[]).unwrap().get(0);
-    c.execute("SELECT syncguard.sync_part($1, 'a', true, records => 3)", &[&run]).unwrap();
-    c.execute("SELECT syncguard.sync_part($1, 'b', false, 'timeout')", &[&run]).unwrap();
-    c.execute("SELECT syncguard.sync_finish($1)", &[&run]).unwrap();
-    assert_eq!(count(&mut c, "SELECT runs FROM syncguard.sync_health WHERE source = 'crm'"), 1);
+    let run: i64 = c
+        .query_one(
+            "SELECT run_id FROM syncguard.sync_begin('crm', ARRAY['a', 'b'])",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    c.execute(
+        "SELECT syncguard.sync_part($1, 'a', true, records => 3)",
+        &[&run],
+    )
+    .unwrap();
+    c.execute(
+        "SELECT syncguard.sync_part($1, 'b', false, 'timeout')",
+        &[&run],
+    )
+    .unwrap();
+    c.execute("SELECT syncguard.sync_finish($1)", &[&run])
+        .unwrap();
+    assert_eq!(
+        count(
+            &mut c,
+            "SELECT runs FROM syncguard.sync_health WHERE source = 'crm'"
+        ),
+        1
+    );
     c.query("SELECT * FROM syncguard.sync_alerts", &[]).unwrap();
 
     // An invariant over the distributed table, checked by the worker.
@@ -500,7 +728,10 @@ fn citus_queue_sync_health_invariants_housekeeping_and_the_worker() {
     )
     .unwrap();
     let checked = c
-        .query_one("SELECT status, violations FROM syncguard.check_invariants('no_negative_balance')", &[])
+        .query_one(
+            "SELECT status, violations FROM syncguard.check_invariants('no_negative_balance')",
+            &[],
+        )
         .unwrap();
     assert_eq!(checked.get::<_, String>(0), "violating");
     assert_eq!(checked.get::<_, i32>(1), 5);
@@ -518,12 +749,23 @@ fn citus_queue_sync_health_invariants_housekeeping_and_the_worker() {
         "SELECT affected FROM syncguard.housekeeping() WHERE task = 'idempotency keys pruned'",
     );
     assert_eq!(pruned, 21);
-    assert_eq!(count(&mut c, "SELECT count(*) FROM syncguard.idempotency_keys"), 0);
+    assert_eq!(
+        count(&mut c, "SELECT count(*) FROM syncguard.idempotency_keys"),
+        0
+    );
 
     // The background worker runs the checks on the coordinator ...
     let deadline = Instant::now() + Duration::from_secs(60);
-    while count(&mut c, "SELECT count(*) FROM syncguard.invariant_runs WHERE invariant = 'no_negative_balance'") < 3 {
-        assert!(Instant::now() < deadline, "the worker ran no check\n{}", cluster.coordinator.log_tail());
+    while count(
+        &mut c,
+        "SELECT count(*) FROM syncguard.invariant_runs WHERE invariant = 'no_negative_balance'",
+    ) < 3
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the worker ran no check\n{}",
+            cluster.coordinator.log_tail()
+        );
         thread::sleep(Duration::from_millis(200));
     }
     // ... and, after several of its intervals, has logged no failure anywhere.
@@ -596,7 +838,11 @@ fn citus_worker_restarted_under_load_loses_no_acknowledged_write() {
     let wait_for = |n: usize| {
         let deadline = Instant::now() + Duration::from_secs(120);
         while acked_now() < n {
-            assert!(Instant::now() < deadline, "writes stalled at {}", acked_now());
+            assert!(
+                Instant::now() < deadline,
+                "writes stalled at {}",
+                acked_now()
+            );
             thread::sleep(Duration::from_millis(50));
         }
     };
@@ -623,12 +869,18 @@ fn citus_worker_restarted_under_load_loses_no_acknowledged_write() {
     // Effect and key commit together: a write whose answer the restart
     // lost may be there, but then with its completed key.
     assert_eq!(
-        count(&mut c, "SELECT count(*) FROM syncguard.idempotency_keys WHERE status = 'succeeded'"),
+        count(
+            &mut c,
+            "SELECT count(*) FROM syncguard.idempotency_keys WHERE status = 'succeeded'"
+        ),
         stored.len() as i64
     );
     assert_eq!(
-        count(&mut c, "SELECT count(*) FROM ledger l JOIN syncguard.idempotency_keys k
-                        ON k.scope = l.tenant AND k.key = l.key AND k.status = 'succeeded'"),
+        count(
+            &mut c,
+            "SELECT count(*) FROM ledger l JOIN syncguard.idempotency_keys k
+                        ON k.scope = l.tenant AND k.key = l.key AND k.status = 'succeeded'"
+        ),
         stored.len() as i64
     );
 }
