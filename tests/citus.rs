@@ -468,6 +468,19 @@ fn citus_protection_on_shards_with_settings_and_counts_from_every_node() {
     );
     c.batch_execute("SET citus.propagate_set_commands = 'local'")
         .unwrap();
+    // A session's SET does not reach them either.
+    c.batch_execute("SET syncguard.bypass_protection = on")
+        .unwrap();
+    c.execute(stale, &[]).unwrap();
+    assert_eq!(
+        count(
+            &mut c,
+            "SELECT count(*) FROM items WHERE id = 1 AND doc->>'v' = '3'"
+        ),
+        0
+    );
+    c.batch_execute("RESET syncguard.bypass_protection")
+        .unwrap();
     in_transaction(&mut c, bypass, stale).unwrap();
     assert_eq!(
         count(
@@ -882,5 +895,72 @@ fn citus_worker_restarted_under_load_loses_no_acknowledged_write() {
                         ON k.scope = l.tenant AND k.key = l.key AND k.status = 'succeeded'"
         ),
         stored.len() as i64
+    );
+}
+
+/// The SQL statements of the ```sql blocks of a Markdown file, in order.
+fn sql_examples(markdown: &str) -> Vec<String> {
+    let (mut out, mut current) = (Vec::new(), String::new());
+    let (mut in_block, mut in_dollar) = (false, false);
+    for line in markdown.lines() {
+        let trimmed = line.trim();
+        if !in_block {
+            in_block = trimmed == "```sql";
+            continue;
+        }
+        if trimmed == "```" {
+            in_block = false;
+            continue;
+        }
+        current.push_str(trimmed);
+        current.push('\n');
+        if trimmed.matches("$$").count() % 2 == 1 {
+            in_dollar = !in_dollar;
+        }
+        let code = trimmed.split("--").next().unwrap_or("").trim_end();
+        if !in_dollar && code.ends_with(';') {
+            out.push(std::mem::take(&mut current));
+        }
+    }
+    assert!(
+        current.trim().is_empty(),
+        "unterminated statement: {current}"
+    );
+    out
+}
+
+/// Every SQL example of docs/citus.md, run as written, statement by
+/// statement in one session (as psql sends them), on a new cluster.
+#[test]
+fn citus_docs_examples_run_as_written() {
+    let cluster = Citus::start(&[]);
+    let mut c = cluster.connect();
+    // The guide starts with CREATE EXTENSION syncguard.
+    c.batch_execute("DROP EXTENSION syncguard").unwrap();
+    let doc =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/citus.md")).unwrap();
+    let statements = sql_examples(&doc);
+    assert!(statements.len() >= 12, "{statements:#?}");
+    for statement in &statements {
+        c.batch_execute(statement)
+            .unwrap_or_else(|e| panic!("{statement}\nfailed: {e:?}"));
+    }
+    // What the examples did: one order, the bypassed stale write, and the
+    // extension gone with nothing of it left in Citus's metadata.
+    assert_eq!(count(&mut c, "SELECT count(*) FROM orders"), 1);
+    assert_eq!(
+        count(&mut c, "SELECT count(*) FROM items WHERE doc->>'v' = '3'"),
+        1
+    );
+    assert_eq!(
+        count(
+            &mut c,
+            "SELECT count(*) FROM pg_extension WHERE extname = 'syncguard'"
+        ),
+        0
+    );
+    assert_eq!(
+        count(&mut c, "SELECT count(*) FROM pg_dist_partition WHERE logicalrelid::text NOT IN ('orders', 'items')"),
+        0
     );
 }
