@@ -38,56 +38,6 @@ SELECT k.scope,
 GRANT SELECT ON syncguard.idempotency_summary TO PUBLIC;
 
 
-CREATE OR REPLACE FUNCTION syncguard.idem_fail(
-    token uuid,
-    error text,
-    retryable boolean DEFAULT true,
-    max_attempts integer DEFAULT 5,
-    base interval DEFAULT '2 seconds',
-    cap interval DEFAULT '10 minutes',
-    scope text DEFAULT NULL,
-    OUT status text,
-    OUT attempt integer,
-    OUT retry_at timestamptz
-)
-LANGUAGE plpgsql VOLATILE
-SET search_path = pg_catalog, pg_temp
-SET enable_seqscan = off
-SET enable_bitmapscan = off
-AS $$
-DECLARE
-    t timestamptz := clock_timestamp();
-BEGIN
-    IF token IS NULL OR retryable IS NULL OR max_attempts IS NULL OR base IS NULL OR cap IS NULL THEN
-        RAISE EXCEPTION USING ERRCODE = '22004',
-            MESSAGE = 'idem_fail: token, retryable, max_attempts, base and cap must not be NULL',
-            HINT = 'Pass the token idem_claim returned with outcome claimed.';
-    END IF;
-    IF max_attempts < 1 THEN
-        RAISE EXCEPTION USING ERRCODE = '22023',
-            MESSAGE = format('idem_fail: max_attempts must be at least 1, got %s', max_attempts),
-            HINT = 'max_attempts counts every attempt, the first included.';
-    END IF;
-    IF base < interval '0' OR cap < interval '0' THEN
-        RAISE EXCEPTION USING ERRCODE = '22023',
-            MESSAGE = format('idem_fail: base and cap must not be negative, got base %s and cap %s', base, cap),
-            HINT = 'Pass intervals such as ''2 seconds'' and ''10 minutes''.';
-    END IF;
-    UPDATE syncguard.idempotency_keys AS k
-       SET status = CASE WHEN retryable AND k.attempts < max_attempts
-                         THEN 'failed'::syncguard.idem_status ELSE 'dead' END,
-           next_attempt_at = CASE WHEN retryable AND k.attempts < max_attempts
-                                  THEN t + syncguard.backoff_delay(k.attempts, base, cap) END,
-           last_error = error, lease_expires_at = NULL, updated_at = t
-     WHERE k.lease_token = idem_fail.token AND k.status = 'running'
-       AND k.owner_role = current_user
-       AND (idem_fail.scope IS NULL OR k.scope = idem_fail.scope)
-    RETURNING k.status, k.attempts, k.next_attempt_at INTO status, attempt, retry_at;
-    IF NOT FOUND THEN
-        PERFORM syncguard.idem_lease_lost(token, 'idem_fail', scope);
-    END IF;
-END
-$$;
 
 -- Retry queue.
 CREATE TYPE syncguard.job_state AS ENUM ('ready', 'leased', 'dead');
@@ -558,33 +508,6 @@ BEGIN
         outcome := 'dead';
         response := jsonb_build_object('error', cur.last_error);
     END CASE;
-END
-$$;
-CREATE OR REPLACE FUNCTION syncguard.idem_prune(batch integer DEFAULT 1000, scope text DEFAULT NULL)
-RETURNS bigint
-LANGUAGE plpgsql VOLATILE
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    t timestamptz := clock_timestamp();
-    n bigint;
-BEGIN
-    IF batch IS NULL OR batch < 1 THEN
-        RAISE EXCEPTION USING ERRCODE = '22023',
-            MESSAGE = format('idem_prune: batch must be at least 1, got %s', coalesce(batch::text, 'NULL')),
-            HINT = 'Call idem_prune repeatedly with a moderate batch (e.g. 1000).';
-    END IF;
-    DELETE FROM syncguard.idempotency_keys AS k
-     WHERE (k.scope, k.key, k.owner_role) IN (
-            SELECT e.scope, e.key, e.owner_role
-              FROM syncguard.idempotency_keys AS e
-             WHERE e.expires_at < t
-               AND NOT (e.status = 'running' AND e.lease_expires_at > t)
-               AND (idem_prune.scope IS NULL OR e.scope = idem_prune.scope)
-             LIMIT batch
-               FOR UPDATE SKIP LOCKED);
-    GET DIAGNOSTICS n = ROW_COUNT;
-    RETURN n;
 END
 $$;
 CREATE OR REPLACE FUNCTION syncguard.audit()
