@@ -748,6 +748,41 @@ fn citus_queue_sync_health_invariants_housekeeping_and_the_worker() {
         .unwrap();
     assert_eq!(checked.get::<_, String>(0), "violating");
     assert_eq!(checked.get::<_, i32>(1), 5);
+    // A role that is not a superuser defines one with the grants of the
+    // coordinator alone: the invariant's view is not made on the workers.
+    c.batch_execute(
+        "CREATE ROLE app LOGIN;
+         GRANT SELECT ON accounts TO app;
+         GRANT CREATE ON SCHEMA syncguard_invariants TO app;",
+    )
+    .unwrap();
+    let mut app = {
+        let mut config = cluster.coordinator.config("postgres");
+        config.user("app");
+        config.connect(NoTls).unwrap()
+    };
+    app.batch_execute(
+        "SELECT syncguard.define_invariant('app_negative',
+            'SELECT id AS entity, changed_at AS since FROM public.accounts WHERE balance < 0')",
+    )
+    .unwrap();
+    let checked = app
+        .query_one(
+            "SELECT status, violations FROM syncguard.check_invariants('app_negative')",
+            &[],
+        )
+        .unwrap();
+    assert_eq!(
+        (checked.get::<_, String>(0), checked.get::<_, i32>(1)),
+        ("violating".into(), 5)
+    );
+    for worker in &cluster.workers {
+        let mut w = worker.connect();
+        assert_eq!(
+            count(&mut w, "SELECT count(*) FROM pg_class WHERE relnamespace = 'syncguard_invariants'::regnamespace"),
+            0
+        );
+    }
 
     // Expired keys on every shard: housekeeping prunes them, idem_prune in batches.
     c.batch_execute(
@@ -960,7 +995,7 @@ fn citus_docs_examples_run_as_written() {
         0
     );
     assert_eq!(
-        count(&mut c, "SELECT count(*) FROM pg_dist_partition WHERE logicalrelid::text NOT IN ('orders', 'items')"),
+        count(&mut c, "SELECT count(*) FROM pg_dist_partition WHERE logicalrelid::text NOT IN ('orders', 'items', 'docs_by_id')"),
         0
     );
 }
