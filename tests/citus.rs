@@ -508,6 +508,29 @@ fn citus_protection_on_shards_with_settings_and_counts_from_every_node() {
         ),
         1
     );
+
+    // merge_upsert on the protected table: its write also passes through
+    // the trigger on the shard, which merges it once more into the stored
+    // row; a deep merge of objects comes out the same.
+    let merged: String = c
+        .query_one(
+            "SELECT syncguard.merge_upsert('items', '{\"id\": 3}',
+                     jsonb_build_object('doc', '{\"w\": {\"x\": 1}}'::jsonb, 'updated_at', now()))->>'doc'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&merged).unwrap(),
+        serde_json::json!({"v": 1, "w": {"x": 1}})
+    );
+    assert_eq!(
+        count(
+            &mut c,
+            "SELECT count(*) FROM items WHERE id = 3 AND doc = '{\"v\": 1, \"w\": {\"x\": 1}}'"
+        ),
+        1
+    );
 }
 
 /// Claim + effect + complete in one single-shard transaction: two clients
