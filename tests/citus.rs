@@ -396,7 +396,7 @@ fn citus_merge_upsert_on_one_shard_with_the_row_built_on_the_coordinator() {
 /// settings that reach them, the counters of every node.
 #[test]
 fn citus_protection_on_shards_with_settings_and_counts_from_every_node() {
-    let cluster = Citus::start(&[]);
+    let cluster = Citus::start(&[("syncguard.worker_interval", "1")]);
     let mut c = cluster.connect();
     c.batch_execute(
         "CREATE TABLE items (id int PRIMARY KEY, doc jsonb, updated_at timestamptz);
@@ -443,6 +443,35 @@ fn citus_protection_on_shards_with_settings_and_counts_from_every_node() {
         .unwrap();
     assert_eq!(stats.get::<_, String>(0), "public.items");
     assert_eq!(stats.get::<_, i64>(1), 8);
+    // Once the worker backends that counted are gone (they are the
+    // coordinator session's connections), each worker node's background
+    // worker folds their counters; the totals stay.
+    drop(c);
+    let mut c = cluster.connect();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for worker in &cluster.workers {
+        let mut w = worker.connect();
+        while count(
+            &mut w,
+            "SELECT count(*) FROM syncguard.stale_writes WHERE backend_pid <> 0",
+        ) > 0
+        {
+            assert!(
+                Instant::now() < deadline,
+                "not folded\n{}",
+                worker.log_tail()
+            );
+            thread::sleep(Duration::from_millis(200));
+        }
+    }
+    let total: i64 = c
+        .query_one(
+            "SELECT stale_ignored FROM syncguard.cluster_conflict_stats()",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(total, 8);
 
     // SET LOCAL reaches the shards only with citus.propagate_set_commands =
     // 'local'. Each statement on its own, as psql sends them: Citus does not
