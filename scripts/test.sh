@@ -14,6 +14,9 @@
 #   isolation  pg_isolation_regress tests/isolation/specs   concurrency
 #   client     cargo test --test '*'               tests/*.rs against real servers
 #   package    scripts/package.sh test             the .deb installed into a new chroot
+#   citus      cargo test --test citus             a Citus coordinator and two workers
+#                                                  (PostgreSQL 15; when CITUS_SRC is set or
+#                                                  Citus is installed: scripts/citus.sh)
 #
 # Each tier prints a header and its counts; the last line is the total.
 set -euo pipefail
@@ -22,6 +25,7 @@ source scripts/pgcluster.sh   # scripts/env.sh; as_postgres
 
 if [ -z "$PG_ROOT" ]; then
     all_tiers=(unit pgrx regress isolation client package)
+    if scripts/citus.sh available; then all_tiers+=(citus); fi
 else
     # The pure-Rust tier is the same for every version; pgrx's runs a
     # server of its own, outside any chroot.
@@ -173,7 +177,15 @@ for t in "${tiers[@]}"; do
     client)
         header client "client tests against real servers (cargo test --test '*')"
         install_for_tests
-        cargo test --test '*' 2>&1 | tee "$log"
+        # tests/citus.rs needs a Citus: the citus tier runs it.
+        cargo test --test '*' -- --skip citus_ 2>&1 | tee "$log"
+        n=$(cargo_count); passed "$n"
+        ;;
+    citus)
+        header citus "a Citus coordinator and two workers (tests/citus.rs)"
+        scripts/citus.sh install
+        install_for_tests
+        cargo test --test citus 2>&1 | tee "$log"
         n=$(cargo_count); passed "$n"
         ;;
     package)

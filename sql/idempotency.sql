@@ -311,18 +311,30 @@ SET search_path = pg_catalog, pg_temp
 SET enable_seqscan = off
 SET enable_bitmapscan = off
 AS $$
+DECLARE
+    t  timestamptz := clock_timestamp();
+    me text := current_user;
 BEGIN
     IF token IS NULL THEN
         RAISE EXCEPTION USING ERRCODE = '22004',
             MESSAGE = 'idem_complete: token must not be NULL',
             HINT = 'Pass the token idem_claim returned with outcome claimed.';
     END IF;
-    UPDATE syncguard.idempotency_keys AS k
-       SET status = 'succeeded', response = idem_complete.response, last_error = NULL,
-           lease_expires_at = NULL, updated_at = clock_timestamp()
-     WHERE k.lease_token = idem_complete.token AND k.status = 'running'
-       AND k.owner_role = current_user
-       AND (idem_complete.scope IS NULL OR k.scope = idem_complete.scope);
+    -- Citus (docs/citus.md): an UPDATE of a distributed table evaluates no
+    -- volatile function (the clock and the user are values here), and the
+    -- one with scope = $n is planned for the scope's shard alone.
+    IF idem_complete.scope IS NULL THEN
+        UPDATE syncguard.idempotency_keys AS k
+           SET status = 'succeeded', response = idem_complete.response, last_error = NULL,
+               lease_expires_at = NULL, updated_at = t
+         WHERE k.lease_token = idem_complete.token AND k.status = 'running' AND k.owner_role = me;
+    ELSE
+        UPDATE syncguard.idempotency_keys AS k
+           SET status = 'succeeded', response = idem_complete.response, last_error = NULL,
+               lease_expires_at = NULL, updated_at = t
+         WHERE k.scope = idem_complete.scope AND k.lease_token = idem_complete.token
+           AND k.status = 'running' AND k.owner_role = me;
+    END IF;
     IF NOT FOUND THEN
         PERFORM syncguard.idem_lease_lost(token, 'idem_complete', scope);
     END IF;
@@ -351,6 +363,14 @@ SET enable_bitmapscan = off
 AS $$
 DECLARE
     t timestamptz := clock_timestamp();
+    me text := current_user;
+    -- t + backoff_delay(attempts, base, cap) of the row, written out in the
+    -- UPDATE in epoch seconds, its random jitter drawn here: Citus runs an
+    -- UPDATE of a distributed table only with immutable functions in a CASE.
+    t_s double precision := extract(epoch FROM t);
+    base_s double precision := extract(epoch FROM base);
+    cap_s double precision := extract(epoch FROM cap);
+    spread double precision := 1 + 0.2 * (2 * random() - 1);
 BEGIN
     IF token IS NULL OR retryable IS NULL OR max_attempts IS NULL OR base IS NULL OR cap IS NULL THEN
         RAISE EXCEPTION USING ERRCODE = '22004',
@@ -371,10 +391,11 @@ BEGIN
        SET status = CASE WHEN retryable AND k.attempts < max_attempts
                          THEN 'failed'::syncguard.idem_status ELSE 'dead' END,
            next_attempt_at = CASE WHEN retryable AND k.attempts < max_attempts
-                                  THEN t + syncguard.backoff_delay(k.attempts, base, cap) END,
+                                  THEN to_timestamp(t_s + least(3155760000, spread *
+                                           least(cap_s, base_s * power(2::double precision, least(k.attempts - 1, 1000))))) END,
            last_error = error, lease_expires_at = NULL, updated_at = t
      WHERE k.lease_token = idem_fail.token AND k.status = 'running'
-       AND k.owner_role = current_user
+       AND k.owner_role = me
        AND (idem_fail.scope IS NULL OR k.scope = idem_fail.scope)
     RETURNING k.status, k.attempts, k.next_attempt_at INTO status, attempt, retry_at;
     IF NOT FOUND THEN
@@ -394,18 +415,46 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     t timestamptz := clock_timestamp();
+    n bigint;
+    s text;
+    distributed boolean := false;
 BEGIN
     IF batch IS NULL OR batch < 1 THEN
         RAISE EXCEPTION USING ERRCODE = '22023',
             MESSAGE = format('idem_prune: batch must be at least 1, got %s', coalesce(batch::text, 'NULL')),
             HINT = 'Call idem_prune repeatedly with a moderate batch (e.g. 1000).';
     END IF;
+    IF idem_prune.scope IS NOT NULL THEN
+        -- scope = $n: under Citus, the lock and every delete are one
+        -- shard's statements.
+        RETURN syncguard._delete_visible('syncguard.idempotency_keys', ARRAY(
+            SELECT jsonb_build_object('scope', e.scope, 'key', e.key, 'owner_role', e.owner_role)
+              FROM syncguard.idempotency_keys AS e
+             WHERE e.scope = idem_prune.scope AND e.expires_at < t
+               AND NOT (e.status = 'running' AND e.lease_expires_at > t)
+             LIMIT batch
+               FOR UPDATE SKIP LOCKED));
+    END IF;
+    IF pg_catalog.to_regclass('pg_catalog.pg_dist_partition') IS NOT NULL THEN
+        EXECUTE 'SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_dist_partition
+                                 WHERE logicalrelid = ''syncguard.idempotency_keys''::pg_catalog.regclass)'
+           INTO distributed;
+    END IF;
+    IF distributed THEN
+        -- Citus runs no FOR UPDATE across shards: a scope at a time, each
+        -- batch on its shard.
+        n := 0;
+        FOR s IN SELECT DISTINCT e.scope FROM syncguard.idempotency_keys AS e WHERE e.expires_at < t LOOP
+            n := n + syncguard.idem_prune(batch - n::integer, s);
+            EXIT WHEN n >= batch;
+        END LOOP;
+        RETURN n;
+    END IF;
     RETURN syncguard._delete_visible('syncguard.idempotency_keys', ARRAY(
             SELECT jsonb_build_object('scope', e.scope, 'key', e.key, 'owner_role', e.owner_role)
               FROM syncguard.idempotency_keys AS e
              WHERE e.expires_at < t
                AND NOT (e.status = 'running' AND e.lease_expires_at > t)
-               AND (idem_prune.scope IS NULL OR e.scope = idem_prune.scope)
              LIMIT batch
                FOR UPDATE SKIP LOCKED));
 END

@@ -162,6 +162,7 @@ DECLARE
     since_type regtype;
     st text;
     msg text;
+    citus_ddl text := current_setting('citus.enable_ddl_propagation', true);
 BEGIN
     IF name IS NULL OR query IS NULL OR grace IS NULL OR severity IS NULL OR schedule IS NULL
        OR statement_timeout IS NULL OR enabled IS NULL THEN
@@ -209,6 +210,12 @@ BEGIN
     END IF;
 
     stmt := syncguard.invariant_query_text(query);
+    -- Citus (docs/citus.md): the view stays on the coordinator, where the
+    -- checks run; Citus would make a view over distributed tables on every
+    -- worker too, where the caller may have no CREATE on the schema.
+    IF citus_ddl IS NOT NULL THEN
+        PERFORM set_config('citus.enable_ddl_propagation', 'off', true);
+    END IF;
     -- First the query alone, to check its columns; then with the grace
     -- period, written so that the planner pushes `since < now() - grace`
     -- into the query (an index on the column behind since serves it). Both
@@ -252,6 +259,9 @@ BEGIN
     END IF;
     EXECUTE format('COMMENT ON VIEW %s IS %L', view_name,
                    coalesce(description, 'violations of invariant ' || name) || ' (syncguard invariant)');
+    IF citus_ddl IS NOT NULL THEN
+        PERFORM set_config('citus.enable_ddl_propagation', citus_ddl, true);
+    END IF;
 
     INSERT INTO syncguard.invariants AS i
            (name, owner_role, query, grace, severity, remediation, description, schedule,

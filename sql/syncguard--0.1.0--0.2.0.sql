@@ -38,56 +38,6 @@ SELECT k.scope,
 GRANT SELECT ON syncguard.idempotency_summary TO PUBLIC;
 
 
-CREATE OR REPLACE FUNCTION syncguard.idem_fail(
-    token uuid,
-    error text,
-    retryable boolean DEFAULT true,
-    max_attempts integer DEFAULT 5,
-    base interval DEFAULT '2 seconds',
-    cap interval DEFAULT '10 minutes',
-    scope text DEFAULT NULL,
-    OUT status text,
-    OUT attempt integer,
-    OUT retry_at timestamptz
-)
-LANGUAGE plpgsql VOLATILE
-SET search_path = pg_catalog, pg_temp
-SET enable_seqscan = off
-SET enable_bitmapscan = off
-AS $$
-DECLARE
-    t timestamptz := clock_timestamp();
-BEGIN
-    IF token IS NULL OR retryable IS NULL OR max_attempts IS NULL OR base IS NULL OR cap IS NULL THEN
-        RAISE EXCEPTION USING ERRCODE = '22004',
-            MESSAGE = 'idem_fail: token, retryable, max_attempts, base and cap must not be NULL',
-            HINT = 'Pass the token idem_claim returned with outcome claimed.';
-    END IF;
-    IF max_attempts < 1 THEN
-        RAISE EXCEPTION USING ERRCODE = '22023',
-            MESSAGE = format('idem_fail: max_attempts must be at least 1, got %s', max_attempts),
-            HINT = 'max_attempts counts every attempt, the first included.';
-    END IF;
-    IF base < interval '0' OR cap < interval '0' THEN
-        RAISE EXCEPTION USING ERRCODE = '22023',
-            MESSAGE = format('idem_fail: base and cap must not be negative, got base %s and cap %s', base, cap),
-            HINT = 'Pass intervals such as ''2 seconds'' and ''10 minutes''.';
-    END IF;
-    UPDATE syncguard.idempotency_keys AS k
-       SET status = CASE WHEN retryable AND k.attempts < max_attempts
-                         THEN 'failed'::syncguard.idem_status ELSE 'dead' END,
-           next_attempt_at = CASE WHEN retryable AND k.attempts < max_attempts
-                                  THEN t + syncguard.backoff_delay(k.attempts, base, cap) END,
-           last_error = error, lease_expires_at = NULL, updated_at = t
-     WHERE k.lease_token = idem_fail.token AND k.status = 'running'
-       AND k.owner_role = current_user
-       AND (idem_fail.scope IS NULL OR k.scope = idem_fail.scope)
-    RETURNING k.status, k.attempts, k.next_attempt_at INTO status, attempt, retry_at;
-    IF NOT FOUND THEN
-        PERFORM syncguard.idem_lease_lost(token, 'idem_fail', scope);
-    END IF;
-END
-$$;
 
 -- Retry queue.
 CREATE TYPE syncguard.job_state AS ENUM ('ready', 'leased', 'dead');
@@ -560,29 +510,6 @@ BEGIN
     END CASE;
 END
 $$;
-CREATE OR REPLACE FUNCTION syncguard.idem_prune(batch integer DEFAULT 1000, scope text DEFAULT NULL)
-RETURNS bigint
-LANGUAGE plpgsql VOLATILE
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    t timestamptz := clock_timestamp();
-BEGIN
-    IF batch IS NULL OR batch < 1 THEN
-        RAISE EXCEPTION USING ERRCODE = '22023',
-            MESSAGE = format('idem_prune: batch must be at least 1, got %s', coalesce(batch::text, 'NULL')),
-            HINT = 'Call idem_prune repeatedly with a moderate batch (e.g. 1000).';
-    END IF;
-    RETURN syncguard._delete_visible('syncguard.idempotency_keys', ARRAY(
-            SELECT jsonb_build_object('scope', e.scope, 'key', e.key, 'owner_role', e.owner_role)
-              FROM syncguard.idempotency_keys AS e
-             WHERE e.expires_at < t
-               AND NOT (e.status = 'running' AND e.lease_expires_at > t)
-               AND (idem_prune.scope IS NULL OR e.scope = idem_prune.scope)
-             LIMIT batch
-               FOR UPDATE SKIP LOCKED));
-END
-$$;
 CREATE OR REPLACE FUNCTION syncguard.audit()
 RETURNS TABLE (invariant text, status text, severity text, open_violations bigint,
                oldest_violation_age interval, last_run timestamptz, last_error text,
@@ -635,6 +562,7 @@ DECLARE
     since_type regtype;
     st text;
     msg text;
+    citus_ddl text := current_setting('citus.enable_ddl_propagation', true);
 BEGIN
     IF name IS NULL OR query IS NULL OR grace IS NULL OR severity IS NULL OR schedule IS NULL
        OR statement_timeout IS NULL OR enabled IS NULL THEN
@@ -682,6 +610,12 @@ BEGIN
     END IF;
 
     stmt := syncguard.invariant_query_text(query);
+    -- Citus (docs/citus.md): the view stays on the coordinator, where the
+    -- checks run; Citus would make a view over distributed tables on every
+    -- worker too, where the caller may have no CREATE on the schema.
+    IF citus_ddl IS NOT NULL THEN
+        PERFORM set_config('citus.enable_ddl_propagation', 'off', true);
+    END IF;
     -- First the query alone, to check its columns; then with the grace
     -- period, written so that the planner pushes `since < now() - grace`
     -- into the query (an index on the column behind since serves it). Both
@@ -725,6 +659,9 @@ BEGIN
     END IF;
     EXECUTE format('COMMENT ON VIEW %s IS %L', view_name,
                    coalesce(description, 'violations of invariant ' || name) || ' (syncguard invariant)');
+    IF citus_ddl IS NOT NULL THEN
+        PERFORM set_config('citus.enable_ddl_propagation', citus_ddl, true);
+    END IF;
 
     INSERT INTO syncguard.invariants AS i
            (name, owner_role, query, grace, severity, remediation, description, schedule,
@@ -2023,3 +1960,372 @@ COMMENT ON FUNCTION syncguard.reconcile_apply(regclass, regclass, text[], text[]
     'merge the remote values of the rows reconcile reports into the local table through merge_upsert, a batch per call';
 COMMENT ON FUNCTION syncguard.invariant_reconcile(text, regclass, regclass, text[], text[], integer, integer, interval, text, text, interval, interval) IS
     'define an invariant: rows of a table that differ from another table (reconcile on a schedule)';
+-- Citus (docs/citus.md): idem_complete, idem_fail and idem_prune as
+-- sql/idempotency.sql defines them (no volatile function in an UPDATE of a
+-- distributed table; idem_prune a scope at a time there), then sql/citus.sql.
+
+CREATE OR REPLACE FUNCTION syncguard.idem_complete(token uuid, response jsonb, scope text DEFAULT NULL)
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+SET enable_seqscan = off
+SET enable_bitmapscan = off
+AS $$
+DECLARE
+    t  timestamptz := clock_timestamp();
+    me text := current_user;
+BEGIN
+    IF token IS NULL THEN
+        RAISE EXCEPTION USING ERRCODE = '22004',
+            MESSAGE = 'idem_complete: token must not be NULL',
+            HINT = 'Pass the token idem_claim returned with outcome claimed.';
+    END IF;
+    -- Citus (docs/citus.md): an UPDATE of a distributed table evaluates no
+    -- volatile function (the clock and the user are values here), and the
+    -- one with scope = $n is planned for the scope's shard alone.
+    IF idem_complete.scope IS NULL THEN
+        UPDATE syncguard.idempotency_keys AS k
+           SET status = 'succeeded', response = idem_complete.response, last_error = NULL,
+               lease_expires_at = NULL, updated_at = t
+         WHERE k.lease_token = idem_complete.token AND k.status = 'running' AND k.owner_role = me;
+    ELSE
+        UPDATE syncguard.idempotency_keys AS k
+           SET status = 'succeeded', response = idem_complete.response, last_error = NULL,
+               lease_expires_at = NULL, updated_at = t
+         WHERE k.scope = idem_complete.scope AND k.lease_token = idem_complete.token
+           AND k.status = 'running' AND k.owner_role = me;
+    END IF;
+    IF NOT FOUND THEN
+        PERFORM syncguard.idem_lease_lost(token, 'idem_complete', scope);
+    END IF;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION syncguard.idem_fail(
+    token uuid,
+    error text,
+    retryable boolean DEFAULT true,
+    max_attempts integer DEFAULT 5,
+    base interval DEFAULT '2 seconds',
+    cap interval DEFAULT '10 minutes',
+    scope text DEFAULT NULL,
+    OUT status text,
+    OUT attempt integer,
+    OUT retry_at timestamptz
+)
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+SET enable_seqscan = off
+SET enable_bitmapscan = off
+AS $$
+DECLARE
+    t timestamptz := clock_timestamp();
+    me text := current_user;
+    -- t + backoff_delay(attempts, base, cap) of the row, written out in the
+    -- UPDATE in epoch seconds, its random jitter drawn here: Citus runs an
+    -- UPDATE of a distributed table only with immutable functions in a CASE.
+    t_s double precision := extract(epoch FROM t);
+    base_s double precision := extract(epoch FROM base);
+    cap_s double precision := extract(epoch FROM cap);
+    spread double precision := 1 + 0.2 * (2 * random() - 1);
+BEGIN
+    IF token IS NULL OR retryable IS NULL OR max_attempts IS NULL OR base IS NULL OR cap IS NULL THEN
+        RAISE EXCEPTION USING ERRCODE = '22004',
+            MESSAGE = 'idem_fail: token, retryable, max_attempts, base and cap must not be NULL',
+            HINT = 'Pass the token idem_claim returned with outcome claimed.';
+    END IF;
+    IF max_attempts < 1 THEN
+        RAISE EXCEPTION USING ERRCODE = '22023',
+            MESSAGE = format('idem_fail: max_attempts must be at least 1, got %s', max_attempts),
+            HINT = 'max_attempts counts every attempt, the first included.';
+    END IF;
+    IF base < interval '0' OR cap < interval '0' THEN
+        RAISE EXCEPTION USING ERRCODE = '22023',
+            MESSAGE = format('idem_fail: base and cap must not be negative, got base %s and cap %s', base, cap),
+            HINT = 'Pass intervals such as ''2 seconds'' and ''10 minutes''.';
+    END IF;
+    UPDATE syncguard.idempotency_keys AS k
+       SET status = CASE WHEN retryable AND k.attempts < max_attempts
+                         THEN 'failed'::syncguard.idem_status ELSE 'dead' END,
+           next_attempt_at = CASE WHEN retryable AND k.attempts < max_attempts
+                                  THEN to_timestamp(t_s + least(3155760000, spread *
+                                           least(cap_s, base_s * power(2::double precision, least(k.attempts - 1, 1000))))) END,
+           last_error = error, lease_expires_at = NULL, updated_at = t
+     WHERE k.lease_token = idem_fail.token AND k.status = 'running'
+       AND k.owner_role = me
+       AND (idem_fail.scope IS NULL OR k.scope = idem_fail.scope)
+    RETURNING k.status, k.attempts, k.next_attempt_at INTO status, attempt, retry_at;
+    IF NOT FOUND THEN
+        PERFORM syncguard.idem_lease_lost(token, 'idem_fail', scope);
+    END IF;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION syncguard.idem_prune(batch integer DEFAULT 1000, scope text DEFAULT NULL)
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    t timestamptz := clock_timestamp();
+    n bigint;
+    s text;
+    distributed boolean := false;
+BEGIN
+    IF batch IS NULL OR batch < 1 THEN
+        RAISE EXCEPTION USING ERRCODE = '22023',
+            MESSAGE = format('idem_prune: batch must be at least 1, got %s', coalesce(batch::text, 'NULL')),
+            HINT = 'Call idem_prune repeatedly with a moderate batch (e.g. 1000).';
+    END IF;
+    IF idem_prune.scope IS NOT NULL THEN
+        -- scope = $n: under Citus, the lock and every delete are one
+        -- shard's statements.
+        RETURN syncguard._delete_visible('syncguard.idempotency_keys', ARRAY(
+            SELECT jsonb_build_object('scope', e.scope, 'key', e.key, 'owner_role', e.owner_role)
+              FROM syncguard.idempotency_keys AS e
+             WHERE e.scope = idem_prune.scope AND e.expires_at < t
+               AND NOT (e.status = 'running' AND e.lease_expires_at > t)
+             LIMIT batch
+               FOR UPDATE SKIP LOCKED));
+    END IF;
+    IF pg_catalog.to_regclass('pg_catalog.pg_dist_partition') IS NOT NULL THEN
+        EXECUTE 'SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_dist_partition
+                                 WHERE logicalrelid = ''syncguard.idempotency_keys''::pg_catalog.regclass)'
+           INTO distributed;
+    END IF;
+    IF distributed THEN
+        -- Citus runs no FOR UPDATE across shards: a scope at a time, each
+        -- batch on its shard.
+        n := 0;
+        FOR s IN SELECT DISTINCT e.scope FROM syncguard.idempotency_keys AS e WHERE e.expires_at < t LOOP
+            n := n + syncguard.idem_prune(batch - n::integer, s);
+            EXIT WHEN n >= batch;
+        END LOOP;
+        RETURN n;
+    END IF;
+    RETURN syncguard._delete_visible('syncguard.idempotency_keys', ARRAY(
+            SELECT jsonb_build_object('scope', e.scope, 'key', e.key, 'owner_role', e.owner_role)
+              FROM syncguard.idempotency_keys AS e
+             WHERE e.expires_at < t
+               AND NOT (e.status = 'running' AND e.lease_expires_at > t)
+             LIMIT batch
+               FOR UPDATE SKIP LOCKED));
+END
+$$;
+
+
+-- Scale-out on Citus (docs/citus.md): the placement of the extension's own
+-- tables, applied by distribute() and taken back by undistribute(), and the
+-- stale-write counters of every node. Loaded by src/citus.rs.
+--
+-- Placement. syncguard.idempotency_keys is hash-distributed by scope: a key
+-- lives on the shard that holds the user's rows with the same distribution
+-- value (colocate_with), so claim + effect + complete are one single-shard
+-- transaction. Every other table stays a plain table on the coordinator:
+-- they are small, joined with one another (health views, policies with
+-- subqueries, foreign keys) and written through the coordinator, which is
+-- where every syncguard function is called.
+--
+-- Citus is reached through EXECUTE only: this script, and every function
+-- but these three, works without it.
+
+CREATE FUNCTION syncguard.distribute(colocate_with regclass DEFAULT NULL)
+RETURNS TABLE (table_name regclass, placement text, changed boolean)
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    keys constant regclass := 'syncguard.idempotency_keys';
+    is_coordinator boolean;
+    distributed boolean;
+    colocated boolean;
+    on_workers boolean;
+    moved boolean := false;
+BEGIN
+    IF pg_catalog.to_regclass('pg_catalog.pg_dist_partition') IS NULL THEN
+        RAISE EXCEPTION USING ERRCODE = '55000',
+            MESSAGE = 'distribute: the citus extension is not installed in this database',
+            HINT = 'Run CREATE EXTENSION citus on the coordinator first (docs/citus.md).';
+    END IF;
+    EXECUTE 'SELECT pg_catalog.citus_is_coordinator()' INTO is_coordinator;
+    IF NOT is_coordinator THEN
+        RAISE EXCEPTION USING ERRCODE = '55000',
+            MESSAGE = 'distribute: this node is a Citus worker',
+            HINT = 'Call syncguard.distribute() on the coordinator.';
+    END IF;
+    EXECUTE 'SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_dist_partition WHERE logicalrelid = $1)'
+       INTO distributed USING keys;
+    IF NOT distributed THEN
+        -- Citus takes the workers' copies of an extension's table (CREATE
+        -- EXTENSION made them there) for the distributed table's shell; after
+        -- undistribute() they are gone, and Citus makes the shell of a table
+        -- that no extension owns: the table (and its view) leave the extension
+        -- for the call and rejoin it afterwards.
+        EXECUTE $run$SELECT bool_and(w.result = 't') FROM pg_catalog.run_command_on_workers(
+                    'SELECT pg_catalog.to_regclass(''syncguard.idempotency_keys'') IS NOT NULL') AS w$run$
+           INTO on_workers;
+        IF on_workers IS DISTINCT FROM true THEN
+            ALTER EXTENSION syncguard DROP VIEW syncguard.idempotency_summary;
+            ALTER EXTENSION syncguard DROP TABLE syncguard.idempotency_keys;
+        END IF;
+        EXECUTE 'SELECT pg_catalog.create_distributed_table($1, ''scope'', colocate_with => $2)'
+          USING keys, coalesce(colocate_with::text, 'default');
+        -- The keys were copied into the shards; the coordinator's own copy
+        -- of them is no longer read.
+        EXECUTE 'SELECT pg_catalog.truncate_local_data_after_distributing_table($1)' USING keys;
+        IF on_workers IS DISTINCT FROM true THEN
+            ALTER EXTENSION syncguard ADD TABLE syncguard.idempotency_keys;
+            ALTER EXTENSION syncguard ADD VIEW syncguard.idempotency_summary;
+            UPDATE pg_catalog.pg_extension
+               SET extconfig = extconfig || keys::oid, extcondition = extcondition || ''::text
+             WHERE extname = 'syncguard' AND NOT keys::oid = ANY (extconfig);
+        END IF;
+        moved := true;
+    ELSIF colocate_with IS NOT NULL THEN
+        EXECUTE 'SELECT coalesce((SELECT a.colocationid = b.colocationid
+                                    FROM pg_catalog.pg_dist_partition a, pg_catalog.pg_dist_partition b
+                                   WHERE a.logicalrelid = $1 AND b.logicalrelid = $2), false)'
+           INTO colocated USING keys, colocate_with;
+        IF NOT colocated THEN
+            EXECUTE 'SELECT pg_catalog.update_distributed_table_colocation($1, colocate_with => $2)'
+              USING keys, colocate_with::text;
+            moved := true;
+        END IF;
+    END IF;
+    RETURN QUERY
+    SELECT c.oid::regclass,
+           CASE WHEN c.oid = keys::oid THEN 'distributed by scope' ELSE 'coordinator-local' END,
+           c.oid = keys::oid AND moved
+      FROM pg_catalog.pg_depend d
+      JOIN pg_catalog.pg_class c ON c.oid = d.objid
+     WHERE d.classid = 'pg_catalog.pg_class'::regclass
+       AND d.refclassid = 'pg_catalog.pg_extension'::regclass
+       AND d.refobjid = (SELECT e.oid FROM pg_catalog.pg_extension e WHERE e.extname = 'syncguard')
+       AND d.deptype = 'e' AND c.relkind IN ('r', 'p')
+     ORDER BY c.oid = keys::oid DESC, c.relname;
+END
+$$;
+
+-- The way back: syncguard.idempotency_keys becomes a plain coordinator table
+-- again, with its rows, and no shard of it is left on any worker; DROP
+-- EXTENSION is then clean.
+--
+-- Citus drops a worker's copy of a distributed table together with the
+-- extension that owns it, so on the workers the table and the view over it
+-- leave the extension first (the workers' copies were the shell of the
+-- distributed table and go with it). undistribute_table() makes a new table
+-- on the coordinator and makes the view again: both rejoin the extension,
+-- with the grant and the pg_dump registration the install script gave them.
+CREATE FUNCTION syncguard.undistribute()
+RETURNS TABLE (table_name regclass, changed boolean)
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    keys regclass := 'syncguard.idempotency_keys';
+    distributed boolean := false;
+    failed text;
+BEGIN
+    IF pg_catalog.to_regclass('pg_catalog.pg_dist_partition') IS NOT NULL THEN
+        EXECUTE 'SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_dist_partition WHERE logicalrelid = $1)'
+           INTO distributed USING keys;
+    END IF;
+    IF NOT distributed THEN
+        table_name := keys; changed := false;
+        RETURN NEXT;
+        RETURN;
+    END IF;
+    EXECUTE $run$
+        SELECT string_agg(format('%s:%s: %s', w.nodename, w.nodeport, w.result), '; ')
+          FROM pg_catalog.run_command_on_workers($cmd$DO $do$
+                BEGIN
+                    IF EXISTS (SELECT 1 FROM pg_catalog.pg_depend
+                                WHERE objid = pg_catalog.to_regclass('syncguard.idempotency_summary') AND deptype = 'e') THEN
+                        ALTER EXTENSION syncguard DROP VIEW syncguard.idempotency_summary;
+                    END IF;
+                    IF EXISTS (SELECT 1 FROM pg_catalog.pg_depend
+                                WHERE objid = pg_catalog.to_regclass('syncguard.idempotency_keys') AND deptype = 'e') THEN
+                        ALTER EXTENSION syncguard DROP TABLE syncguard.idempotency_keys;
+                    END IF;
+                END $do$ $cmd$) AS w
+         WHERE NOT w.success
+    $run$ INTO failed;
+    IF failed IS NOT NULL THEN
+        RAISE EXCEPTION USING ERRCODE = '55000',
+            MESSAGE = 'undistribute: could not take the idempotency keys out of the extension on every worker',
+            DETAIL = failed,
+            HINT = 'Start every worker (citus_check_cluster_node_health()), then call undistribute() again.';
+    END IF;
+    -- Citus converts no table that an extension owns or whose drop would
+    -- cascade to an extension's object (the view). Undone if anything fails.
+    ALTER EXTENSION syncguard DROP VIEW syncguard.idempotency_summary;
+    ALTER EXTENSION syncguard DROP TABLE syncguard.idempotency_keys;
+    EXECUTE 'SELECT pg_catalog.undistribute_table($1)' USING keys;
+    keys := 'syncguard.idempotency_keys';
+    ALTER EXTENSION syncguard ADD TABLE syncguard.idempotency_keys;
+    ALTER EXTENSION syncguard ADD VIEW syncguard.idempotency_summary;
+    GRANT SELECT ON syncguard.idempotency_summary TO PUBLIC;
+    -- What pg_extension_config_dump('syncguard.idempotency_keys', '') did at
+    -- CREATE EXTENSION (ALTER EXTENSION ... DROP TABLE took it out).
+    UPDATE pg_catalog.pg_extension
+       SET extconfig = extconfig || keys::oid, extcondition = extcondition || ''::text
+     WHERE extname = 'syncguard' AND NOT keys::oid = ANY (extconfig);
+    table_name := keys; changed := true;
+    RETURN NEXT;
+END
+$$;
+
+-- Writes ignored by last_write_wins, per table, summed over every node: the
+-- protection trigger fires on the shards, so each worker counts the writes
+-- its shards ignored (under the distributed table's name), and merge_upsert
+-- counts on the coordinator. Without Citus, the local conflict_stats.
+CREATE FUNCTION syncguard.cluster_conflict_stats()
+RETURNS TABLE (table_name text, stale_ignored bigint, last_ignored_at timestamptz)
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    failed text;
+BEGIN
+    IF pg_catalog.to_regproc('pg_catalog.run_command_on_all_nodes') IS NULL THEN
+        RETURN QUERY SELECT s.table_name, s.stale_ignored, s.last_ignored_at FROM syncguard.conflict_stats s;
+        RETURN;
+    END IF;
+    CREATE TEMP TABLE IF NOT EXISTS sg_node_stats (node int, success boolean, result text) ON COMMIT DROP;
+    TRUNCATE sg_node_stats;
+    EXECUTE $run$
+        INSERT INTO sg_node_stats
+        SELECT n.nodeid, n.success, n.result
+          FROM pg_catalog.run_command_on_all_nodes(
+                 'SELECT coalesce(pg_catalog.json_agg(s), ''[]'') FROM syncguard.conflict_stats s') AS n
+    $run$;
+    SELECT string_agg(format('node %s: %s', n.node, n.result), '; ') INTO failed
+      FROM sg_node_stats n WHERE NOT n.success;
+    IF failed IS NOT NULL THEN
+        RAISE EXCEPTION USING ERRCODE = '55000',
+            MESSAGE = 'cluster_conflict_stats: a node did not answer',
+            DETAIL = failed,
+            HINT = 'Check the nodes with citus_check_cluster_node_health().';
+    END IF;
+    RETURN QUERY
+    SELECT r.table_name, sum(r.stale_ignored)::bigint, max(r.last_ignored_at)
+      FROM sg_node_stats n,
+           pg_catalog.json_to_recordset(n.result::json)
+             AS r(table_name text, stale_ignored bigint, last_ignored_at timestamptz)
+     GROUP BY r.table_name
+     ORDER BY r.table_name;
+END
+$$;
+
+-- Placement changes belong to the extension's owner (a superuser); the
+-- counters are as public as conflict_stats, but their query runs on every
+-- node through run_command_on_all_nodes, which is the owner's too.
+REVOKE ALL ON FUNCTION syncguard.distribute(regclass) FROM PUBLIC;
+REVOKE ALL ON FUNCTION syncguard.undistribute() FROM PUBLIC;
+REVOKE ALL ON FUNCTION syncguard.cluster_conflict_stats() FROM PUBLIC;
+COMMENT ON FUNCTION syncguard.distribute(regclass) IS
+    'Citus: distribute syncguard.idempotency_keys by scope (co-located with colocate_with); the other tables stay on the coordinator';
+COMMENT ON FUNCTION syncguard.undistribute() IS
+    'Citus: make syncguard.idempotency_keys a coordinator table again, leaving no shard behind';
+COMMENT ON FUNCTION syncguard.cluster_conflict_stats() IS
+    'writes ignored by last_write_wins, per table, summed over every Citus node';

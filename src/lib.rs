@@ -3,6 +3,7 @@
 //! This file stays thin: the module list, the module magic and `_PG_init`.
 use pgrx::prelude::*;
 
+mod citus;
 mod column_merge;
 mod composite;
 mod conflict;

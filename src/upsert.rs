@@ -41,6 +41,10 @@ struct UpsertPlan {
     lww: Option<(usize, i64)>,
     /// Parameter index and type of the version column.
     version: Option<(usize, pg_sys::Oid)>,
+    /// A Citus table: the upsert returns the stored columns as they are and
+    /// this statement, run on the coordinator, builds the returned object
+    /// from them (see `citus_table`).
+    build: Option<pg_sys::SPIPlanPtr>,
 }
 
 impl Drop for UpsertPlan {
@@ -48,8 +52,8 @@ impl Drop for UpsertPlan {
         // SAFETY: both plans were kept by this struct and are used nowhere else.
         unsafe {
             pg_sys::SPI_freeplan(self.plan);
-            if let Some(l) = self.lookup {
-                pg_sys::SPI_freeplan(l);
+            for p in [self.lookup, self.build].into_iter().flatten() {
+                pg_sys::SPI_freeplan(p);
             }
         }
     }
@@ -372,20 +376,30 @@ fn prepare(
     }
     // The stored row: to_jsonb(row) would decode and re-encode every jsonb
     // column; they are returned as they are and spliced in by `row_json`.
-    let scalars: Vec<String> = info
-        .columns
-        .iter()
-        .filter(|c| c.kind != Kind::Jsonb)
-        .map(|c| format!("{}, sg_t.{}", quote_literal(&c.name), quote_ident(&c.name)))
-        .collect();
-    let _ = write!(
-        sql,
-        " RETURNING pg_catalog.jsonb_build_object({})",
-        scalars.join(", ")
-    );
-    for c in info.columns.iter().filter(|c| c.kind == Kind::Jsonb) {
-        let _ = write!(sql, ", sg_t.{}", quote_ident(&c.name));
-    }
+    let build = if citus_table(info.relid) {
+        let all: Vec<String> = info
+            .columns
+            .iter()
+            .map(|c| format!("sg_t.{}", quote_ident(&c.name)))
+            .collect();
+        let _ = write!(sql, " RETURNING {}", all.join(", "));
+        let types: Vec<pg_sys::Oid> = info.columns.iter().map(|c| c.typid).collect();
+        let select = format!(
+            "SELECT {}",
+            returned_object(&info, |n| format!("${}", n + 1))
+        );
+        Some(keep_plan(&select, &types))
+    } else {
+        let _ = write!(
+            sql,
+            " RETURNING {}",
+            returned_object(&info, |n| format!(
+                "sg_t.{}",
+                quote_ident(&info.columns[n].name)
+            ))
+        );
+        None
+    };
 
     let types: Vec<pg_sys::Oid> = params.iter().map(|&i| param_type(col(i))).collect();
     let plan = keep_plan(&sql, &types);
@@ -417,7 +431,47 @@ fn prepare(
         n_key: keys.len(),
         lww,
         version,
+        build,
     }
+}
+
+/// The list `row_json` reads: an object of the non-jsonb columns, then each
+/// jsonb column; `value(n)` is the SQL for column n.
+fn returned_object(info: &TableInfo, value: impl Fn(usize) -> String) -> String {
+    let mut scalars = Vec::new();
+    let mut docs = String::new();
+    for (n, c) in info.columns.iter().enumerate() {
+        if c.kind == Kind::Jsonb {
+            let _ = write!(docs, ", {}", value(n));
+        } else {
+            scalars.push(format!("{}, {}", quote_literal(&c.name), value(n)));
+        }
+    }
+    format!(
+        "pg_catalog.jsonb_build_object({}){docs}",
+        scalars.join(", ")
+    )
+}
+
+/// Whether Citus manages the table (distributed, reference or Citus local).
+/// Citus refuses a non-immutable function in the RETURNING list of a write
+/// to such a table, and jsonb_build_object is stable (the text of a
+/// timestamptz depends on TimeZone): the object is built on the coordinator,
+/// in this session's settings, from the columns the shard returned. The
+/// rest of the statement names the key columns by equality, so Citus routes
+/// it to the one shard that holds the key.
+fn citus_table(relid: pg_sys::Oid) -> bool {
+    let present = Spi::get_one::<bool>(
+        "SELECT pg_catalog.to_regclass('pg_catalog.pg_dist_partition') IS NOT NULL",
+    );
+    if present != Ok(Some(true)) {
+        return false;
+    }
+    Spi::get_one_with_args::<bool>(
+        "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_dist_partition
+                         WHERE logicalrelid OPERATOR(pg_catalog.=) $1)",
+        &[relid.into()],
+    ) == Ok(Some(true))
 }
 
 /// jsonb-based columns take a jsonb parameter (the assignment applies any
@@ -650,6 +704,9 @@ fn execute(
             );
         }
         if pg_sys::SPI_processed == 1 {
+            if let Some(build) = plan.build {
+                build_on_coordinator(build, plan.table.columns.len());
+            }
             (true, Some(row_json(&plan.table)))
         } else {
             (false, None)
@@ -688,6 +745,30 @@ fn execute(
     conflict::note_stale(&plan.table.qualified);
     unsafe { pg_sys::SPI_finish() };
     Ok(stored.map(|d| unsafe { JsonbRaw::from_datum(d, false).unwrap() }))
+}
+
+/// Runs `build` over the row the upsert returned (every column, in
+/// order); its result is then the SPI tuple table `row_json` reads.
+unsafe fn build_on_coordinator(build: pg_sys::SPIPlanPtr, ncols: usize) {
+    unsafe {
+        let tt = &*pg_sys::SPI_tuptable;
+        let vals = pg_sys::palloc(ncols.max(1) * 8) as *mut pg_sys::Datum;
+        let nls = pg_sys::palloc(ncols.max(1)) as *mut std::ffi::c_char;
+        for i in 0..ncols {
+            let mut isnull = false;
+            *vals.add(i) = pg_sys::SPI_getbinval(*tt.vals, tt.tupdesc, i as i32 + 1, &mut isnull);
+            *nls.add(i) = if isnull { b'n' } else { b' ' } as std::ffi::c_char;
+        }
+        let rc = errors::spi_execute_plan(build, vals, nls);
+        if rc != pg_sys::SPI_OK_SELECT as i32 || pg_sys::SPI_processed != 1 {
+            pg_sys::SPI_finish();
+            raise(
+                PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
+                format!("merge_upsert: SPI returned {rc} building the stored row"),
+                None,
+            );
+        }
+    }
 }
 
 /// The returned row as one jsonb object (a [`Writer`] buffer) from the

@@ -3,7 +3,8 @@
 //! `syncguard.worker_database`, and there runs the invariant checks that are
 //! due (`syncguard.due_invariants()`), each in a transaction of its own, then
 //! `syncguard.housekeeping()`. A database without the extension is left
-//! alone. The SQL it runs is the same a pg_cron job would call.
+//! alone. The SQL it runs is the same a pg_cron job would call. On a Citus
+//! worker node it only folds the node's stale-write counters.
 //!
 //! Many roles, one worker: it waits for no lock longer than
 //! [`LOCK_TIMEOUT`], skips an invariant whose row another transaction holds,
@@ -181,6 +182,14 @@ fn tick() {
     if installed != Some(Some(true)) {
         return;
     }
+    if !citus_coordinator() {
+        // A Citus worker node: the protection trigger counts stale writes
+        // in this node's own syncguard.stale_writes, for its shards.
+        step("folding stale write counters", || {
+            Spi::run("SELECT syncguard.fold_stale_writes()")
+        });
+        return;
+    }
     let due = step("listing due invariants", || {
         Spi::connect(|client| {
             client
@@ -214,6 +223,24 @@ fn tick() {
     step("housekeeping", || {
         Spi::run("SELECT count(*) FROM syncguard.housekeeping()")
     });
+}
+
+/// False on a Citus worker node: the checks and housekeeping run on the
+/// coordinator, where every syncguard function is called (docs/citus.md); a
+/// worker's copies of the extension's tables are unused but for the
+/// stale-write counters of its shards.
+fn citus_coordinator() -> bool {
+    let has_citus = step("looking for Citus", || {
+        Spi::get_one::<bool>(
+            "SELECT pg_catalog.to_regprocedure('pg_catalog.citus_is_coordinator()') IS NOT NULL",
+        )
+    });
+    if has_citus != Some(Some(true)) {
+        return true;
+    }
+    step("asking Citus whether this is the coordinator", || {
+        Spi::get_one::<bool>("SELECT pg_catalog.citus_is_coordinator()")
+    }) == Some(Some(true))
 }
 
 /// `(name, owner)` pairs reordered so that owners take turns: every

@@ -6,16 +6,18 @@
 -- membership (GRANT producer TO consumer) where the model says so; an
 -- invariant's check reads only what its owner may read, whoever runs it.
 SET client_min_messages = warning;
--- What CREATE EXTENSION leaves for every role: EXECUTE on every function,
+-- What CREATE EXTENSION leaves for every role: EXECUTE on every function
+-- but the three Citus functions of the extension's owner (docs/citus.md),
 -- SELECT on every view; on the tables, the grants to PUBLIC below (column
 -- lists where a role must not choose an id or rename a row). Only two
 -- functions run as their owner, and they only count or fold counters.
-SELECT count(*) AS functions_without_execute
+SELECT p.proname AS functions_without_execute
   FROM pg_depend d JOIN pg_proc p ON d.classid = 'pg_proc'::regclass AND d.objid = p.oid
  WHERE d.refclassid = 'pg_extension'::regclass AND d.deptype = 'e'
    AND d.refobjid = (SELECT oid FROM pg_extension WHERE extname = 'syncguard')
    AND NOT EXISTS (SELECT FROM aclexplode(coalesce(p.proacl, acldefault('f', p.proowner))) a
-                    WHERE a.grantee = 0 AND a.privilege_type = 'EXECUTE');
+                    WHERE a.grantee = 0 AND a.privilege_type = 'EXECUTE')
+ ORDER BY 1;
 SELECT p.proname AS security_definer
   FROM pg_depend d JOIN pg_proc p ON d.classid = 'pg_proc'::regclass AND d.objid = p.oid
  WHERE d.refclassid = 'pg_extension'::regclass AND d.deptype = 'e'

@@ -1,0 +1,7 @@
+-- pgbench, benches/sections/citus.sh: the write of benches/upsert_plain.sql
+-- with the patch deep-merged by syncguard.jsonb_deep_merge (immutable, so
+-- Citus evaluates it on the shard) instead of shallow-merged with `||`.
+\set id case when random(1, 10) = 1 then 100000 + random(1, 1000000000) else random(1, 100000) end
+\set v random(1, 1000000)
+INSERT INTO upsert_bench AS t (id, data) VALUES (:id, upsert_bench_patch(:id, :v))
+    ON CONFLICT (id) DO UPDATE SET data = syncguard.jsonb_deep_merge(t.data, excluded.data);

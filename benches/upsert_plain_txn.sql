@@ -1,0 +1,8 @@
+-- pgbench, benches/sections/citus.sh: benches/upsert_plain.sql inside an
+-- explicit transaction, as a write among others of one request is.
+\set id case when random(1, 10) = 1 then 100000 + random(1, 1000000000) else random(1, 100000) end
+\set v random(1, 1000000)
+BEGIN;
+INSERT INTO upsert_bench AS t (id, data) VALUES (:id, upsert_bench_patch(:id, :v))
+    ON CONFLICT (id) DO UPDATE SET data = t.data || excluded.data;
+COMMIT;
