@@ -111,9 +111,9 @@ BEGIN
     IF queue = '' THEN
         RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = 'enqueue: queue must be a non-empty name';
     END IF;
-    IF delay < interval '0' THEN
+    IF delay < interval '0' OR delay > interval '1 year' THEN
         RAISE EXCEPTION USING ERRCODE = '22023',
-            MESSAGE = format('enqueue: delay must not be negative, got %s', delay);
+            MESSAGE = format('enqueue: delay must be between 0 and 1 year, got %s', delay);
     END IF;
     IF dedupe_key IS NULL THEN
         INSERT INTO syncguard.queue_jobs AS j (queue, payload, visible_at, enqueued_at)

@@ -432,9 +432,12 @@ BEGIN
                              octet_length(key), octet_length(scope)),
             HINT = 'Pass a digest of a longer key, e.g. encode(sha256(convert_to(key, ''UTF8'')), ''hex'').';
     END IF;
-    IF lease IS NULL OR lease <= interval '0' OR ttl IS NULL OR ttl <= interval '0' THEN
+    -- Bounded: a key remembered for ever, or a lease that never runs out,
+    -- is a mistake, not a setting.
+    IF lease IS NULL OR lease <= interval '0' OR lease > interval '1 day'
+       OR ttl IS NULL OR ttl <= interval '0' OR ttl > interval '1 year' THEN
         RAISE EXCEPTION USING ERRCODE = '22023',
-            MESSAGE = format('idem_claim: lease and ttl must be positive, got lease %s and ttl %s',
+            MESSAGE = format('idem_claim: lease must be positive and at most 1 day, ttl positive and at most 1 year, got lease %s and ttl %s',
                              coalesce(lease::text, 'NULL'), coalesce(ttl::text, 'NULL')),
             HINT = 'The lease covers one attempt (e.g. ''30 seconds''); the ttl how long the key is remembered (e.g. ''24 hours'').';
     END IF;
@@ -769,9 +772,9 @@ BEGIN
     IF queue = '' THEN
         RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = 'enqueue: queue must be a non-empty name';
     END IF;
-    IF delay < interval '0' THEN
+    IF delay < interval '0' OR delay > interval '1 year' THEN
         RAISE EXCEPTION USING ERRCODE = '22023',
-            MESSAGE = format('enqueue: delay must not be negative, got %s', delay);
+            MESSAGE = format('enqueue: delay must be between 0 and 1 year, got %s', delay);
     END IF;
     IF dedupe_key IS NULL THEN
         INSERT INTO syncguard.queue_jobs AS j (queue, payload, visible_at, enqueued_at)

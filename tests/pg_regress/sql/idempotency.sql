@@ -149,6 +149,9 @@ SELECT regress.err($$SELECT syncguard.idem_claim('s', 'k', NULL)$$);
 SELECT regress.err($$SELECT syncguard.idem_claim('s', '', '{}')$$);
 SELECT regress.err($$SELECT syncguard.idem_claim('s', 'k', '{}', lease => '-5 seconds')$$);
 SELECT regress.err($$SELECT syncguard.idem_claim('s', 'k', '{}', ttl => '0')$$);
+-- bounded: no key remembered for ever, no lease that never runs out
+SELECT regress.err($$SELECT syncguard.idem_claim('s', 'k', '{}', ttl => '1000 years')$$);
+SELECT regress.err($$SELECT syncguard.idem_claim('s', 'k', '{}', lease => '2 days')$$);
 SELECT regress.err($$SELECT syncguard.idem_complete(NULL, '{}')$$);
 SELECT regress.err($$SELECT syncguard.idem_fail(NULL, 'x')$$);
 SELECT regress.err(format('SELECT syncguard.idem_fail(%L, %L, max_attempts => 0)', pg_temp.tok('s1'), 'x'));

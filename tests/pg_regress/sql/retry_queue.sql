@@ -101,6 +101,7 @@ SELECT regress.err($$SELECT syncguard.enqueue(NULL, '{}')$$);
 SELECT regress.err($$SELECT syncguard.enqueue('', '{}')$$);
 SELECT regress.err($$SELECT syncguard.enqueue('q', NULL)$$);
 SELECT regress.err($$SELECT syncguard.enqueue('q', '{}', delay => '-1 s')$$);
+SELECT regress.err($$SELECT syncguard.enqueue('q', '{}', delay => '1000 years')$$);
 SELECT regress.err($$SELECT * FROM syncguard.dequeue('q', 0)$$);
 SELECT regress.err($$SELECT * FROM syncguard.dequeue('q', 1, '0')$$);
 SELECT regress.err($$SELECT * FROM syncguard.dequeue(NULL)$$);
