@@ -115,3 +115,12 @@ pub fn corrupt() -> ! {
         None,
     )
 }
+
+/// An invalid argument of a call (22023).
+pub fn bad_input(message: String) -> ! {
+    raise(
+        PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+        message,
+        None,
+    )
+}

@@ -29,6 +29,9 @@ mod sync;
 mod table_info;
 mod updated_row;
 mod upsert;
+mod upsert_row;
+mod upsert_statement;
+mod upsert_values;
 mod worker;
 pub mod write_policy;
 
