@@ -1,7 +1,7 @@
 -- Entity events (docs/invariants.md, "Events"): for stores that keep no
 -- timestamps, the application (or a trigger) appends what happened to an
 -- entity, and event_intervals coalesces start/stop events into intervals, so
--- an invariant query gets its `since`. Loaded by src/invariants.rs.
+-- an invariant query gets its `since`. Loaded in the order of src/install_order.rs.
 --
 -- Privileges as for the idempotency keys: the table is granted to PUBLIC
 -- under row-level security, a role sees and deletes only the events it

@@ -1,4 +1,4 @@
--- Sync health views (docs/sync.md, "Health views"). Loaded by src/sync.rs after
+-- Sync health views (docs/sync.md, "Health views"). Loaded (src/install_order.rs) after
 -- sql/sync.sql and sql/queue.sql.
 --
 -- The views are security_invoker: row-level security of the tables applies

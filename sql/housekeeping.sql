@@ -1,6 +1,6 @@
 -- Housekeeping (docs/invariants.md, "housekeeping"): the periodic chores of every
 -- capability, in one function the background worker (or a pg_cron job)
--- calls. Loaded by src/invariants.rs after the tables it tidies.
+-- calls. Loaded (src/install_order.rs) after the tables it tidies.
 
 -- Fold the last_write_wins counters of backends that have exited into one
 -- row per table (backend_pid 0), so syncguard.stale_writes stays as small as

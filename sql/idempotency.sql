@@ -1,5 +1,5 @@
 -- Idempotency log: syncguard.idempotency_keys and the claim / complete / fail
--- protocol (docs/idempotency.md). Loaded by src/idempotency.rs.
+-- protocol (docs/idempotency.md). Loaded in the order of src/install_order.rs.
 --
 -- Every object is schema-qualified and every function pins
 -- search_path = pg_catalog, pg_temp: this script assumes no search_path.

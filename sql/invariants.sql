@@ -1,7 +1,7 @@
 -- Invariant checks (docs/invariants.md): the registry, one view per
 -- invariant in schema syncguard_invariants, check_invariants with its runs,
--- violation episodes and alerts, drop_invariant and audit. Loaded by
--- src/invariants.rs after the Rust functions it calls. Every object is
+-- violation episodes and alerts, drop_invariant and audit. Loaded (src/install_order.rs)
+-- after the Rust functions it calls. Every object is
 -- schema-qualified and every function pins search_path = pg_catalog, pg_temp.
 --
 -- Privileges. Defining an invariant creates its view, so it takes CREATE on

@@ -1,6 +1,6 @@
 -- Merge upserts and protection (docs/protection.md):
 -- protect / unprotect, the protected_tables view, and the counters of writes
--- ignored by last-write-wins. Loaded by src/protect.rs after the Rust
+-- ignored by last-write-wins. Loaded (src/install_order.rs) after the Rust
 -- functions it calls. Every object is schema-qualified and every function
 -- pins search_path = pg_catalog, pg_temp.
 

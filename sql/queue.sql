@@ -1,4 +1,4 @@
--- Retry queue with dead letters (docs/sync.md, "Retry queue with dead letters"). Loaded by src/sync.rs.
+-- Retry queue with dead letters (docs/sync.md, "Retry queue with dead letters"). Loaded in the order of src/install_order.rs.
 --
 -- A job is `ready` (waiting, possibly delayed until visible_at), `leased`
 -- (handed out by dequeue until visible_at; after that it is handed out again)

@@ -1,4 +1,4 @@
--- Sync runs with honest watermarks (docs/sync.md). Loaded by src/sync.rs.
+-- Sync runs with honest watermarks (docs/sync.md). Loaded in the order of src/install_order.rs.
 --
 -- A source's watermark is the start time of its last run in which every
 -- expected part succeeded. A run hands out `since` = watermark - overlap at

@@ -2119,7 +2119,7 @@ $$;
 
 -- Scale-out on Citus (docs/citus.md): the placement of the extension's own
 -- tables, applied by distribute() and taken back by undistribute(), and the
--- stale-write counters of every node. Loaded by src/citus.rs.
+-- stale-write counters of every node. Loaded in the order of src/install_order.rs.
 --
 -- Placement. syncguard.idempotency_keys is hash-distributed by scope: a key
 -- lives on the shard that holds the user's rows with the same distribution

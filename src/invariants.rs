@@ -314,20 +314,3 @@ fn invariant_query_text(query: &str) -> String {
         query.get(..end).unwrap_or(query).trim().to_string()
     }
 }
-
-extension_sql_file!(
-    "../sql/invariants.sql",
-    name = "invariants",
-    requires = [invariant_check_run, invariant_query_text]
-);
-extension_sql_file!(
-    "../sql/invariant_templates.sql",
-    name = "invariant_templates",
-    requires = ["invariants"]
-);
-extension_sql_file!("../sql/entity_events.sql", name = "entity_events");
-extension_sql_file!(
-    "../sql/housekeeping.sql",
-    name = "housekeeping",
-    requires = ["idempotency", "protect", "invariants", "sync"]
-);

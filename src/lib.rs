@@ -3,13 +3,12 @@
 //! This file stays thin: the module list, the module magic and `_PG_init`.
 use pgrx::prelude::*;
 
-mod citus;
 mod column_merge;
 mod composite;
 mod conflict;
 mod errors;
 mod freshness;
-mod idempotency;
+mod install_order;
 mod invariants;
 mod jsonb_arg;
 /// The merge engine and jsonb codec: the pure core crate (core/).
@@ -19,13 +18,11 @@ mod merging;
 mod policy_args;
 mod protect;
 mod protect_config;
-mod reconcile;
 mod regclass;
 mod retired;
 mod roles;
 mod row_delete;
 mod schema_guard;
-mod sync;
 mod table_info;
 mod updated_row;
 mod upsert;

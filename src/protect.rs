@@ -296,14 +296,3 @@ pub fn column_name(relid: pg_sys::Oid, attnum: usize) -> String {
         .find(|c| c.attnum as usize == attnum)
         .map_or_else(|| format!("column {attnum}"), |c| c.name.clone())
 }
-
-extension_sql_file!(
-    "../sql/protect.sql",
-    name = "protect",
-    requires = [
-        "protect_trigger",
-        protect_config,
-        freshness_stamp,
-        merge_upsert
-    ]
-);
