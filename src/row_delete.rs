@@ -61,18 +61,21 @@ fn delete_visible(target: RegClass, keys: Vec<pgrx::JsonB>) -> i64 {
     deleted
 }
 
-/// `t.<col> = ($1 ->> '<col>')::<type>` for each primary key column of
-/// `target`, joined by AND; every name qualified or quoted.
+/// `t.<col> = ($1 ->> '<col>')::<schema>.<type>` for each primary key
+/// column of `target`, joined by AND; every name qualified and quoted, the
+/// type too: the statement runs under the caller's search_path, and as the
+/// table's owner.
 fn key_condition(target: pg_sys::Oid) -> String {
     Spi::get_one_with_args::<String>(
-        "SELECT pg_catalog.string_agg(pg_catalog.format('t.%I OPERATOR(pg_catalog.=) ($1 OPERATOR(pg_catalog.->>) %L)::%s',
-                                                      a.attname, a.attname,
-                                                      pg_catalog.format_type(a.atttypid, a.atttypmod)),
+        "SELECT pg_catalog.string_agg(pg_catalog.format('t.%I OPERATOR(pg_catalog.=) ($1 OPERATOR(pg_catalog.->>) %L)::%I.%I',
+                                                      a.attname, a.attname, tn.nspname, ty.typname),
                                       ' AND ' ORDER BY k.n)
            FROM pg_catalog.pg_index AS i
           CROSS JOIN LATERAL pg_catalog.unnest(i.indkey::pg_catalog.int2[]) WITH ORDINALITY AS k(attnum, n)
            JOIN pg_catalog.pg_attribute AS a
              ON a.attrelid OPERATOR(pg_catalog.=) i.indrelid AND a.attnum OPERATOR(pg_catalog.=) k.attnum
+           JOIN pg_catalog.pg_type AS ty ON ty.oid OPERATOR(pg_catalog.=) a.atttypid
+           JOIN pg_catalog.pg_namespace AS tn ON tn.oid OPERATOR(pg_catalog.=) ty.typnamespace
           WHERE i.indrelid OPERATOR(pg_catalog.=) $1 AND i.indisprimary",
         &[target.into()],
     )

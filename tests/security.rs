@@ -398,6 +398,53 @@ fn counters_and_bypass_belong_to_the_owner() {
     assert_eq!(data, "{}");
 }
 
+/// The delete functions delete as the table's owner (`_delete_visible`):
+/// nothing in those statements may resolve through the caller's
+/// search_path. mallory puts a schema of hers first, with types and
+/// functions named like the built-in ones a key lookup uses, each a trap
+/// that would make her superuser; then she prunes her own keys, drops her
+/// own queue and source, and calls the primitive directly.
+#[test]
+fn deleting_as_the_owner_resolves_nothing_through_the_callers_search_path() {
+    let (cluster, mut admin) = cluster();
+    let mut mallory = connect_as(&cluster, "mallory", "postgres");
+    mallory
+        .batch_execute(
+            "CREATE FUNCTION mschema.trap() RETURNS boolean LANGUAGE plpgsql AS $$
+             BEGIN
+                 IF current_user <> 'mallory' THEN EXECUTE 'ALTER ROLE mallory SUPERUSER'; END IF;
+                 RETURN true;
+             END $$;
+             CREATE DOMAIN mschema.text AS pg_catalog.text CHECK (mschema.trap());
+             CREATE DOMAIN mschema.int8 AS pg_catalog.int8 CHECK (mschema.trap());
+             CREATE DOMAIN mschema.bigint AS pg_catalog.int8 CHECK (mschema.trap());
+             CREATE FUNCTION mschema.count(anyelement) RETURNS bigint LANGUAGE sql AS 'SELECT 1::bigint WHERE mschema.trap()';
+             SELECT syncguard.idem_complete(token, '{}') FROM syncguard.idem_claim('m', 'k1', '{}', ttl => '1 ms');
+             SELECT syncguard.enqueue('m_q', '{}');
+             SELECT syncguard.sync_begin('m_src');
+             SELECT syncguard.queue_configure('m_q2', max_attempts => 3);
+             SELECT pg_sleep(0.01);
+             SET search_path = mschema, pg_catalog;
+             SELECT syncguard.idem_prune();
+             SELECT syncguard.queue_drop('m_q');
+             SELECT syncguard.sync_drop('m_src');
+             SELECT syncguard._delete_visible('syncguard.queues', ARRAY['{\"queue\": \"m_q2\"}'::jsonb]);",
+        )
+        .unwrap();
+    assert!(!is_superuser(&mut admin, "mallory"));
+    let left: i64 = admin
+        .query_one(
+            "SELECT (SELECT count(*) FROM syncguard.idempotency_keys WHERE scope = 'm')
+                  + (SELECT count(*) FROM syncguard.queue_jobs WHERE queue = 'm_q')
+                  + (SELECT count(*) FROM syncguard.sync_sources WHERE source = 'm_src')
+                  + (SELECT count(*) FROM syncguard.queues WHERE queue = 'm_q2')",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(left, 0, "her own rows are deleted all the same");
+}
+
 /// Errors from hostile arguments carry a proper SQLSTATE and no Rust
 /// backtrace or source path.
 #[test]
