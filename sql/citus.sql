@@ -108,6 +108,7 @@ AS $$
 DECLARE
     keys regclass := 'syncguard.idempotency_keys';
     distributed boolean := false;
+    is_coordinator boolean;
     failed text;
 BEGIN
     IF pg_catalog.to_regclass('pg_catalog.pg_dist_partition') IS NOT NULL THEN
@@ -118,6 +119,12 @@ BEGIN
         table_name := keys; changed := false;
         RETURN NEXT;
         RETURN;
+    END IF;
+    EXECUTE 'SELECT pg_catalog.citus_is_coordinator()' INTO is_coordinator;
+    IF NOT is_coordinator THEN
+        RAISE EXCEPTION USING ERRCODE = '55000',
+            MESSAGE = 'undistribute: this node is a Citus worker',
+            HINT = 'Call syncguard.undistribute() on the coordinator.';
     END IF;
     EXECUTE $run$
         SELECT string_agg(format('%s:%s: %s', w.nodename, w.nodeport, w.result), '; ')

@@ -176,6 +176,21 @@ fn citus_distribute_places_tables_and_undistribute_leaves_no_shard() {
         40
     );
 
+    // Without colocate_with: Citus's default group of tables distributed by text.
+    c.batch_execute(
+        "CREATE TABLE by_text (k text PRIMARY KEY);
+         SELECT create_distributed_table('by_text', 'k');",
+    )
+    .unwrap();
+    assert!(c
+        .query_one(
+            "SELECT (SELECT colocationid FROM pg_dist_partition WHERE logicalrelid = 'by_text'::regclass)
+                  = (SELECT colocationid FROM pg_dist_partition WHERE logicalrelid = 'syncguard.idempotency_keys'::regclass)",
+            &[],
+        )
+        .unwrap()
+        .get::<_, bool>(0));
+
     // Co-location with a user's table distributed by a text column.
     c.batch_execute(
         "CREATE TABLE orders (tenant text, id int, PRIMARY KEY (tenant, id));
@@ -210,6 +225,10 @@ fn citus_distribute_places_tables_and_undistribute_leaves_no_shard() {
     let mut w = cluster.workers[0].connect();
     assert_eq!(
         sqlstate(w.query("SELECT * FROM syncguard.distribute()", &[])),
+        "55000"
+    );
+    assert_eq!(
+        sqlstate(w.query("SELECT * FROM syncguard.undistribute()", &[])),
         "55000"
     );
 
@@ -270,7 +289,7 @@ fn citus_distribute_places_tables_and_undistribute_leaves_no_shard() {
     // in a transaction that did not yet work on shards in parallel.
     for step in [
         "SELECT count(*) FROM syncguard.undistribute()",
-        "DROP TABLE orders",
+        "DROP TABLE orders, by_text",
         "DROP EXTENSION syncguard",
     ] {
         c.batch_execute(step).unwrap();
