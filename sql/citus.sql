@@ -99,7 +99,7 @@ $$;
 -- leave the extension first (the workers' copies were the shell of the
 -- distributed table and go with it). undistribute_table() makes a new table
 -- on the coordinator and makes the view again: both rejoin the extension,
--- with the grant and the pg_dump registration the install script gave them.
+-- with the grant, comment and pg_dump registration the install script gave them.
 CREATE FUNCTION syncguard.undistribute()
 RETURNS TABLE (table_name regclass, changed boolean)
 LANGUAGE plpgsql VOLATILE
@@ -110,6 +110,7 @@ DECLARE
     distributed boolean := false;
     is_coordinator boolean;
     failed text;
+    note text := pg_catalog.obj_description('syncguard.idempotency_keys'::regclass, 'pg_class');
 BEGIN
     IF pg_catalog.to_regclass('pg_catalog.pg_dist_partition') IS NOT NULL THEN
         EXECUTE 'SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_dist_partition WHERE logicalrelid = $1)'
@@ -156,6 +157,7 @@ BEGIN
     ALTER EXTENSION syncguard ADD TABLE syncguard.idempotency_keys;
     ALTER EXTENSION syncguard ADD VIEW syncguard.idempotency_summary;
     GRANT SELECT ON syncguard.idempotency_summary TO PUBLIC;
+    EXECUTE format('COMMENT ON TABLE syncguard.idempotency_keys IS %L', note);
     -- What pg_extension_config_dump('syncguard.idempotency_keys', '') did at
     -- CREATE EXTENSION (ALTER EXTENSION ... DROP TABLE took it out).
     UPDATE pg_catalog.pg_extension

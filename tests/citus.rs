@@ -271,6 +271,29 @@ fn citus_distribute_places_tables_and_undistribute_leaves_no_shard() {
         ),
         0
     );
+    // ... and as it was made: row-level security, the comment, a role's own keys.
+    let (rls, comment): (bool, Option<String>) = c
+        .query_one(
+            "SELECT relrowsecurity, obj_description(oid, 'pg_class') FROM pg_class
+              WHERE oid = 'syncguard.idempotency_keys'::regclass",
+            &[],
+        )
+        .map(|r| (r.get(0), r.get(1)))
+        .unwrap();
+    assert!(rls);
+    assert!(comment.is_some_and(|t| t.starts_with("syncguard idempotency log")));
+    let outcome: String = app
+        .query_one(
+            "SELECT outcome FROM syncguard.idem_claim('app', 'k', '{}')",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(outcome, "claimed");
+    assert_eq!(
+        count(&mut app, "SELECT count(*) FROM syncguard.idempotency_keys"),
+        1
+    );
     let unchanged: bool = c
         .query_one("SELECT changed FROM syncguard.undistribute()", &[])
         .unwrap()
@@ -282,7 +305,7 @@ fn citus_distribute_places_tables_and_undistribute_leaves_no_shard() {
         .unwrap();
     assert_eq!(
         count(&mut c, "SELECT count(*) FROM syncguard.idempotency_keys"),
-        40
+        41
     );
     assert_eq!(shard_ports(&mut c, "syncguard.idempotency_keys").len(), 2);
     // Each in a transaction of its own: Citus runs an extension command only
