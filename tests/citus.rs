@@ -392,6 +392,16 @@ fn citus_merge_upsert_on_one_shard_with_the_row_built_on_the_coordinator() {
         shard_writes[0]
     );
     assert!(!shard_writes[0].contains("now()"), "{}", shard_writes[0]);
+    // Made from inside a function, the write runs in a transaction Citus
+    // opens on the worker, even in autocommit (docs/citus.md, "Cost").
+    assert!(
+        sent.first().is_some_and(|m| m.contains("BEGIN")),
+        "{sent:#?}"
+    );
+    assert!(
+        sent.last().is_some_and(|m| m.contains("COMMIT")),
+        "{sent:#?}"
+    );
     c.batch_execute("RESET citus.log_remote_commands; RESET client_min_messages")
         .unwrap();
 
@@ -413,6 +423,32 @@ fn citus_merge_upsert_on_one_shard_with_the_row_built_on_the_coordinator() {
     assert_eq!(t2, serde_json::json!({"b": 1, "c": 1}));
     assert_eq!(count(&mut c, "SELECT count(*) FROM docs"), 22);
     assert_eq!(shard_ports(&mut c, "docs").len(), 2);
+
+    // A reference table and a Citus local table.
+    c.batch_execute(
+        "CREATE TABLE settings (name text PRIMARY KEY, doc jsonb);
+         SELECT create_reference_table('settings');
+         CREATE TABLE local_docs (id int PRIMARY KEY, doc jsonb);
+         SELECT citus_add_local_table_to_metadata('local_docs');",
+    )
+    .unwrap();
+    for (table, key) in [
+        ("settings", r#"{"name": "a"}"#),
+        ("local_docs", r#"{"id": 1}"#),
+    ] {
+        for patch in [r#"{"doc": {"x": 1}}"#, r#"{"doc": {"y": 2}}"#] {
+            c.execute(
+                "SELECT syncguard.merge_upsert($1::text::regclass, $2::text::jsonb, $3::text::jsonb)",
+                &[&table, &key, &patch],
+            )
+            .unwrap();
+        }
+        let doc: String = c
+            .query_one(&format!("SELECT doc::text FROM {table}"), &[])
+            .unwrap()
+            .get(0);
+        assert_eq!(doc, r#"{"x": 1, "y": 2}"#, "{table}");
+    }
 
     // A write policy (last_write_wins) refuses a stale write on the shard.
     let stale: Option<String> = c
