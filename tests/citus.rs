@@ -424,6 +424,29 @@ fn citus_merge_upsert_on_one_shard_with_the_row_built_on_the_coordinator() {
     assert_eq!(count(&mut c, "SELECT count(*) FROM docs"), 22);
     assert_eq!(shard_ports(&mut c, "docs").len(), 2);
 
+    // A version policy: a write not newer than the stored row is refused (SG003).
+    c.batch_execute(
+        "CREATE TABLE vdocs (id int PRIMARY KEY, v int, doc jsonb);
+         SELECT create_distributed_table('vdocs', 'id');",
+    )
+    .unwrap();
+    let versioned = "SELECT syncguard.merge_upsert('vdocs', '{\"id\": 1}', $1::text::jsonb, '{\"version\": \"v\"}')";
+    c.execute(versioned, &[&r#"{"v": 1, "doc": {"a": 1}}"#])
+        .unwrap();
+    c.execute(versioned, &[&r#"{"v": 2, "doc": {"b": 1}}"#])
+        .unwrap();
+    assert_eq!(
+        sqlstate(c.execute(versioned, &[&r#"{"v": 2, "doc": {"c": 1}}"#])),
+        "SG003"
+    );
+    assert_eq!(
+        count(
+            &mut c,
+            "SELECT count(*) FROM vdocs WHERE v = 2 AND doc = '{\"a\": 1, \"b\": 1}'"
+        ),
+        1
+    );
+
     // A reference table and a Citus local table.
     c.batch_execute(
         "CREATE TABLE settings (name text PRIMARY KEY, doc jsonb);
