@@ -491,6 +491,14 @@ fn citus_merge_upsert_on_one_shard_with_the_row_built_on_the_coordinator() {
         ),
         0
     );
+    // merge_upsert counts the write it ignored on the coordinator.
+    assert_eq!(
+        count(
+            &mut c,
+            "SELECT stale_ignored FROM syncguard.conflict_stats WHERE table_name = 'public.docs'"
+        ),
+        1
+    );
 }
 
 /// Protection of a distributed table: the trigger on the shards, the
