@@ -66,6 +66,13 @@ impl Citus {
         self.coordinator.connect()
     }
 
+    /// A coordinator session as `role`.
+    fn connect_as(&self, role: &str) -> Client {
+        let mut config = self.coordinator.config("postgres");
+        config.user(role);
+        config.connect(NoTls).unwrap()
+    }
+
     /// A coordinator session whose notices (e.g. Citus's remote commands
     /// under `citus.log_remote_commands`) are collected in the returned list.
     fn connect_logging(&self) -> (Client, Arc<Mutex<Vec<String>>>) {
@@ -209,11 +216,7 @@ fn citus_distribute_places_tables_and_undistribute_leaves_no_shard() {
 
     // Only the extension's owner changes the placement; never on a worker.
     c.batch_execute("CREATE ROLE app LOGIN").unwrap();
-    let mut app = {
-        let mut config = cluster.coordinator.config("postgres");
-        config.user("app");
-        config.connect(NoTls).unwrap()
-    };
+    let mut app = cluster.connect_as("app");
     assert_eq!(
         sqlstate(app.query("SELECT * FROM syncguard.distribute()", &[])),
         "42501"
@@ -917,11 +920,7 @@ fn citus_queue_sync_health_invariants_housekeeping_and_the_worker() {
          GRANT CREATE ON SCHEMA syncguard_invariants TO app;",
     )
     .unwrap();
-    let mut app = {
-        let mut config = cluster.coordinator.config("postgres");
-        config.user("app");
-        config.connect(NoTls).unwrap()
-    };
+    let mut app = cluster.connect_as("app");
     app.batch_execute(
         "SELECT syncguard.define_invariant('app_negative',
             'SELECT id AS entity, changed_at AS since FROM public.accounts WHERE balance < 0')",
