@@ -1326,8 +1326,8 @@ $$;
 -- subqueries, foreign keys) and written through the coordinator, which is
 -- where every syncguard function is called.
 --
--- Citus is reached through EXECUTE only: this script, and every function
--- but these three, works without it.
+-- Citus is reached through EXECUTE only: this script loads, and every other
+-- function works, without it.
 
 -- Raises 55000 unless this database runs on the Citus coordinator.
 CREATE FUNCTION syncguard.citus_coordinator_only(caller text) RETURNS void
