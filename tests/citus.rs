@@ -1059,7 +1059,35 @@ fn citus_worker_restarted_under_load_loses_no_acknowledged_write() {
     let during = acked_now();
     thread::sleep(Duration::from_millis(500));
     cluster.workers[1].start();
-    // Writes go on to both workers after the restart.
+    // Writes go on to both workers after the restart: wait for some to the
+    // restarted one (the tenants on its shards), then for 200 more in all.
+    let restarted = cluster.workers[1].port() as i32;
+    let restarted_tenants: BTreeSet<String> = (0..16)
+        .map(|t| format!("t{t}"))
+        .filter(|t| {
+            c.query_one(
+                "SELECT n.nodeport FROM pg_dist_placement p JOIN pg_dist_node n USING (groupid)
+                  WHERE p.shardid = get_shard_id_for_distribution_column('ledger', $1::text)",
+                &[t],
+            )
+            .unwrap()
+            .get::<_, i32>(0)
+                == restarted
+        })
+        .collect();
+    assert!(!restarted_tenants.is_empty());
+    let after = acked_now();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !acked.lock().unwrap()[after..]
+        .iter()
+        .any(|(t, _)| restarted_tenants.contains(t))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no write reached the restarted worker"
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
     wait_for(during + 200);
     stop.store(true, Ordering::Relaxed);
     let failures: u64 = writers.into_iter().map(|h| h.join().unwrap()).sum();
