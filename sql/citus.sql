@@ -10,8 +10,30 @@
 -- subqueries, foreign keys) and written through the coordinator, which is
 -- where every syncguard function is called.
 --
--- Citus is reached through EXECUTE only: this script, and every function
--- but these three, works without it.
+-- Citus is reached through EXECUTE only: this script loads, and every other
+-- function works, without it.
+
+-- Raises 55000 unless this database runs on the Citus coordinator.
+CREATE FUNCTION syncguard.citus_coordinator_only(caller text) RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    is_coordinator boolean;
+BEGIN
+    IF pg_catalog.to_regprocedure('pg_catalog.citus_is_coordinator()') IS NULL THEN
+        RAISE EXCEPTION USING ERRCODE = '55000',
+            MESSAGE = format('%s: the citus extension is not installed in this database', caller),
+            HINT = 'Run CREATE EXTENSION citus on the coordinator first (docs/citus.md).';
+    END IF;
+    EXECUTE 'SELECT pg_catalog.citus_is_coordinator()' INTO is_coordinator;
+    IF NOT is_coordinator THEN
+        RAISE EXCEPTION USING ERRCODE = '55000',
+            MESSAGE = format('%s: this node is a Citus worker', caller),
+            HINT = format('Call syncguard.%s() on the coordinator.', caller);
+    END IF;
+END
+$$;
 
 CREATE FUNCTION syncguard.distribute(colocate_with regclass DEFAULT NULL)
 RETURNS TABLE (table_name regclass, placement text, changed boolean)
@@ -20,23 +42,12 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     keys constant regclass := 'syncguard.idempotency_keys';
-    is_coordinator boolean;
     distributed boolean;
     colocated boolean;
     on_workers boolean;
     moved boolean := false;
 BEGIN
-    IF pg_catalog.to_regclass('pg_catalog.pg_dist_partition') IS NULL THEN
-        RAISE EXCEPTION USING ERRCODE = '55000',
-            MESSAGE = 'distribute: the citus extension is not installed in this database',
-            HINT = 'Run CREATE EXTENSION citus on the coordinator first (docs/citus.md).';
-    END IF;
-    EXECUTE 'SELECT pg_catalog.citus_is_coordinator()' INTO is_coordinator;
-    IF NOT is_coordinator THEN
-        RAISE EXCEPTION USING ERRCODE = '55000',
-            MESSAGE = 'distribute: this node is a Citus worker',
-            HINT = 'Call syncguard.distribute() on the coordinator.';
-    END IF;
+    PERFORM syncguard.citus_coordinator_only('distribute');
     EXECUTE 'SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_dist_partition WHERE logicalrelid = $1)'
        INTO distributed USING keys;
     IF NOT distributed THEN
@@ -99,7 +110,7 @@ $$;
 -- leave the extension first (the workers' copies were the shell of the
 -- distributed table and go with it). undistribute_table() makes a new table
 -- on the coordinator and makes the view again: both rejoin the extension,
--- with the grant and the pg_dump registration the install script gave them.
+-- with the grant, comment and pg_dump registration the install script gave them.
 CREATE FUNCTION syncguard.undistribute()
 RETURNS TABLE (table_name regclass, changed boolean)
 LANGUAGE plpgsql VOLATILE
@@ -109,6 +120,7 @@ DECLARE
     keys regclass := 'syncguard.idempotency_keys';
     distributed boolean := false;
     failed text;
+    note text := pg_catalog.obj_description('syncguard.idempotency_keys'::regclass, 'pg_class');
 BEGIN
     IF pg_catalog.to_regclass('pg_catalog.pg_dist_partition') IS NOT NULL THEN
         EXECUTE 'SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_dist_partition WHERE logicalrelid = $1)'
@@ -119,6 +131,7 @@ BEGIN
         RETURN NEXT;
         RETURN;
     END IF;
+    PERFORM syncguard.citus_coordinator_only('undistribute');
     EXECUTE $run$
         SELECT string_agg(format('%s:%s: %s', w.nodename, w.nodeport, w.result), '; ')
           FROM pg_catalog.run_command_on_workers($cmd$DO $do$
@@ -149,6 +162,7 @@ BEGIN
     ALTER EXTENSION syncguard ADD TABLE syncguard.idempotency_keys;
     ALTER EXTENSION syncguard ADD VIEW syncguard.idempotency_summary;
     GRANT SELECT ON syncguard.idempotency_summary TO PUBLIC;
+    EXECUTE format('COMMENT ON TABLE syncguard.idempotency_keys IS %L', note);
     -- What pg_extension_config_dump('syncguard.idempotency_keys', '') did at
     -- CREATE EXTENSION (ALTER EXTENSION ... DROP TABLE took it out).
     UPDATE pg_catalog.pg_extension
@@ -204,9 +218,12 @@ $$;
 -- Placement changes belong to the extension's owner (a superuser); the
 -- counters are as public as conflict_stats, but their query runs on every
 -- node through run_command_on_all_nodes, which is the owner's too.
+REVOKE ALL ON FUNCTION syncguard.citus_coordinator_only(text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION syncguard.distribute(regclass) FROM PUBLIC;
 REVOKE ALL ON FUNCTION syncguard.undistribute() FROM PUBLIC;
 REVOKE ALL ON FUNCTION syncguard.cluster_conflict_stats() FROM PUBLIC;
+COMMENT ON FUNCTION syncguard.citus_coordinator_only(text) IS
+    'internal: raises 55000 unless this is the Citus coordinator';
 COMMENT ON FUNCTION syncguard.distribute(regclass) IS
     'Citus: distribute syncguard.idempotency_keys by scope (co-located with colocate_with); the other tables stay on the coordinator';
 COMMENT ON FUNCTION syncguard.undistribute() IS

@@ -66,6 +66,13 @@ impl Citus {
         self.coordinator.connect()
     }
 
+    /// A coordinator session as `role`.
+    fn connect_as(&self, role: &str) -> Client {
+        let mut config = self.coordinator.config("postgres");
+        config.user(role);
+        config.connect(NoTls).unwrap()
+    }
+
     /// A coordinator session whose notices (e.g. Citus's remote commands
     /// under `citus.log_remote_commands`) are collected in the returned list.
     fn connect_logging(&self) -> (Client, Arc<Mutex<Vec<String>>>) {
@@ -176,6 +183,21 @@ fn citus_distribute_places_tables_and_undistribute_leaves_no_shard() {
         40
     );
 
+    // Without colocate_with: Citus's default group of tables distributed by text.
+    c.batch_execute(
+        "CREATE TABLE by_text (k text PRIMARY KEY);
+         SELECT create_distributed_table('by_text', 'k');",
+    )
+    .unwrap();
+    assert!(c
+        .query_one(
+            "SELECT (SELECT colocationid FROM pg_dist_partition WHERE logicalrelid = 'by_text'::regclass)
+                  = (SELECT colocationid FROM pg_dist_partition WHERE logicalrelid = 'syncguard.idempotency_keys'::regclass)",
+            &[],
+        )
+        .unwrap()
+        .get::<_, bool>(0));
+
     // Co-location with a user's table distributed by a text column.
     c.batch_execute(
         "CREATE TABLE orders (tenant text, id int, PRIMARY KEY (tenant, id));
@@ -194,11 +216,7 @@ fn citus_distribute_places_tables_and_undistribute_leaves_no_shard() {
 
     // Only the extension's owner changes the placement; never on a worker.
     c.batch_execute("CREATE ROLE app LOGIN").unwrap();
-    let mut app = {
-        let mut config = cluster.coordinator.config("postgres");
-        config.user("app");
-        config.connect(NoTls).unwrap()
-    };
+    let mut app = cluster.connect_as("app");
     assert_eq!(
         sqlstate(app.query("SELECT * FROM syncguard.distribute()", &[])),
         "42501"
@@ -210,6 +228,10 @@ fn citus_distribute_places_tables_and_undistribute_leaves_no_shard() {
     let mut w = cluster.workers[0].connect();
     assert_eq!(
         sqlstate(w.query("SELECT * FROM syncguard.distribute()", &[])),
+        "55000"
+    );
+    assert_eq!(
+        sqlstate(w.query("SELECT * FROM syncguard.undistribute()", &[])),
         "55000"
     );
 
@@ -252,6 +274,29 @@ fn citus_distribute_places_tables_and_undistribute_leaves_no_shard() {
         ),
         0
     );
+    // ... and as it was made: row-level security, the comment, a role's own keys.
+    let (rls, comment): (bool, Option<String>) = c
+        .query_one(
+            "SELECT relrowsecurity, obj_description(oid, 'pg_class') FROM pg_class
+              WHERE oid = 'syncguard.idempotency_keys'::regclass",
+            &[],
+        )
+        .map(|r| (r.get(0), r.get(1)))
+        .unwrap();
+    assert!(rls);
+    assert!(comment.is_some_and(|t| t.starts_with("syncguard idempotency log")));
+    let outcome: String = app
+        .query_one(
+            "SELECT outcome FROM syncguard.idem_claim('app', 'k', '{}')",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(outcome, "claimed");
+    assert_eq!(
+        count(&mut app, "SELECT count(*) FROM syncguard.idempotency_keys"),
+        1
+    );
     let unchanged: bool = c
         .query_one("SELECT changed FROM syncguard.undistribute()", &[])
         .unwrap()
@@ -263,14 +308,14 @@ fn citus_distribute_places_tables_and_undistribute_leaves_no_shard() {
         .unwrap();
     assert_eq!(
         count(&mut c, "SELECT count(*) FROM syncguard.idempotency_keys"),
-        40
+        41
     );
     assert_eq!(shard_ports(&mut c, "syncguard.idempotency_keys").len(), 2);
     // Each in a transaction of its own: Citus runs an extension command only
     // in a transaction that did not yet work on shards in parallel.
     for step in [
         "SELECT count(*) FROM syncguard.undistribute()",
-        "DROP TABLE orders",
+        "DROP TABLE orders, by_text",
         "DROP EXTENSION syncguard",
     ] {
         c.batch_execute(step).unwrap();
@@ -350,6 +395,16 @@ fn citus_merge_upsert_on_one_shard_with_the_row_built_on_the_coordinator() {
         shard_writes[0]
     );
     assert!(!shard_writes[0].contains("now()"), "{}", shard_writes[0]);
+    // Made from inside a function, the write runs in a transaction Citus
+    // opens on the worker, even in autocommit (docs/citus.md, "Cost").
+    assert!(
+        sent.first().is_some_and(|m| m.contains("BEGIN")),
+        "{sent:#?}"
+    );
+    assert!(
+        sent.last().is_some_and(|m| m.contains("COMMIT")),
+        "{sent:#?}"
+    );
     c.batch_execute("RESET citus.log_remote_commands; RESET client_min_messages")
         .unwrap();
 
@@ -372,6 +427,55 @@ fn citus_merge_upsert_on_one_shard_with_the_row_built_on_the_coordinator() {
     assert_eq!(count(&mut c, "SELECT count(*) FROM docs"), 22);
     assert_eq!(shard_ports(&mut c, "docs").len(), 2);
 
+    // A version policy: a write not newer than the stored row is refused (SG003).
+    c.batch_execute(
+        "CREATE TABLE vdocs (id int PRIMARY KEY, v int, doc jsonb);
+         SELECT create_distributed_table('vdocs', 'id');",
+    )
+    .unwrap();
+    let versioned = "SELECT syncguard.merge_upsert('vdocs', '{\"id\": 1}', $1::text::jsonb, '{\"version\": \"v\"}')";
+    c.execute(versioned, &[&r#"{"v": 1, "doc": {"a": 1}}"#])
+        .unwrap();
+    c.execute(versioned, &[&r#"{"v": 2, "doc": {"b": 1}}"#])
+        .unwrap();
+    assert_eq!(
+        sqlstate(c.execute(versioned, &[&r#"{"v": 2, "doc": {"c": 1}}"#])),
+        "SG003"
+    );
+    assert_eq!(
+        count(
+            &mut c,
+            "SELECT count(*) FROM vdocs WHERE v = 2 AND doc = '{\"a\": 1, \"b\": 1}'"
+        ),
+        1
+    );
+
+    // A reference table and a Citus local table.
+    c.batch_execute(
+        "CREATE TABLE settings (name text PRIMARY KEY, doc jsonb);
+         SELECT create_reference_table('settings');
+         CREATE TABLE local_docs (id int PRIMARY KEY, doc jsonb);
+         SELECT citus_add_local_table_to_metadata('local_docs');",
+    )
+    .unwrap();
+    for (table, key) in [
+        ("settings", r#"{"name": "a"}"#),
+        ("local_docs", r#"{"id": 1}"#),
+    ] {
+        for patch in [r#"{"doc": {"x": 1}}"#, r#"{"doc": {"y": 2}}"#] {
+            c.execute(
+                "SELECT syncguard.merge_upsert($1::text::regclass, $2::text::jsonb, $3::text::jsonb)",
+                &[&table, &key, &patch],
+            )
+            .unwrap();
+        }
+        let doc: String = c
+            .query_one(&format!("SELECT doc::text FROM {table}"), &[])
+            .unwrap()
+            .get(0);
+        assert_eq!(doc, r#"{"x": 1, "y": 2}"#, "{table}");
+    }
+
     // A write policy (last_write_wins) refuses a stale write on the shard.
     let stale: Option<String> = c
         .query_one(
@@ -389,6 +493,14 @@ fn citus_merge_upsert_on_one_shard_with_the_row_built_on_the_coordinator() {
             "SELECT count(*) FROM docs WHERE tenant = 't1' AND doc ? 'z'"
         ),
         0
+    );
+    // merge_upsert counts the write it ignored on the coordinator.
+    assert_eq!(
+        count(
+            &mut c,
+            "SELECT stale_ignored FROM syncguard.conflict_stats WHERE table_name = 'public.docs'"
+        ),
+        1
     );
 }
 
@@ -808,11 +920,7 @@ fn citus_queue_sync_health_invariants_housekeeping_and_the_worker() {
          GRANT CREATE ON SCHEMA syncguard_invariants TO app;",
     )
     .unwrap();
-    let mut app = {
-        let mut config = cluster.coordinator.config("postgres");
-        config.user("app");
-        config.connect(NoTls).unwrap()
-    };
+    let mut app = cluster.connect_as("app");
     app.batch_execute(
         "SELECT syncguard.define_invariant('app_negative',
             'SELECT id AS entity, changed_at AS since FROM public.accounts WHERE balance < 0')",
@@ -951,7 +1059,35 @@ fn citus_worker_restarted_under_load_loses_no_acknowledged_write() {
     let during = acked_now();
     thread::sleep(Duration::from_millis(500));
     cluster.workers[1].start();
-    // Writes go on to both workers after the restart.
+    // Writes go on to both workers after the restart: wait for some to the
+    // restarted one (the tenants on its shards), then for 200 more in all.
+    let restarted = cluster.workers[1].port() as i32;
+    let restarted_tenants: BTreeSet<String> = (0..16)
+        .map(|t| format!("t{t}"))
+        .filter(|t| {
+            c.query_one(
+                "SELECT n.nodeport FROM pg_dist_placement p JOIN pg_dist_node n USING (groupid)
+                  WHERE p.shardid = get_shard_id_for_distribution_column('ledger', $1::text)",
+                &[t],
+            )
+            .unwrap()
+            .get::<_, i32>(0)
+                == restarted
+        })
+        .collect();
+    assert!(!restarted_tenants.is_empty());
+    let after = acked_now();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !acked.lock().unwrap()[after..]
+        .iter()
+        .any(|(t, _)| restarted_tenants.contains(t))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no write reached the restarted worker"
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
     wait_for(during + 200);
     stop.store(true, Ordering::Relaxed);
     let failures: u64 = writers.into_iter().map(|h| h.join().unwrap()).sum();

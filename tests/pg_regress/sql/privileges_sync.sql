@@ -7,7 +7,7 @@
 -- invariant's check reads only what its owner may read, whoever runs it.
 SET client_min_messages = warning;
 -- What CREATE EXTENSION leaves for every role: EXECUTE on every function
--- but the three Citus functions of the extension's owner (docs/citus.md),
+-- but the Citus functions of the extension's owner (docs/citus.md),
 -- SELECT on every view; on the tables, the grants to PUBLIC below (column
 -- lists where a role must not choose an id or rename a row). Only two
 -- functions run as their owner, and they only count or fold counters.
