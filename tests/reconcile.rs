@@ -165,7 +165,7 @@ fn a_changed_field_a_missing_row_on_each_side_and_a_deep_jsonb_difference() {
         .batch_execute(
             "UPDATE products SET price = 99.99 WHERE id = 1500;
              DELETE FROM products WHERE id = 7;
-             INSERT INTO products (id, name, price) VALUES (5000, 'new', 1);
+             INSERT INTO products (id, name, price) VALUES (5000, 'new', 1), (-3, 'below', 2);
              UPDATE products SET attrs = jsonb_set(attrs, '{size,box,layers,2}', '{\"foil\": false, \"glue\": \"hot\"}') WHERE id = 2222;
              UPDATE products SET attrs = attrs - 'color', weight = NULL WHERE id = 2999;",
         )
@@ -176,6 +176,8 @@ fn a_changed_field_a_missing_row_on_each_side_and_a_deep_jsonb_difference() {
     assert_eq!(
         got,
         vec![
+            (json!({"id": -3}), "missing_local".into(), json!({
+                "name": "below", "price": 2, "attrs": null, "weight": null, "updated_at": null})),
             (json!({"id": 7}), "missing_remote".into(), json!({
                 "name": "product 7", "price": 10.5,
                 "attrs": {"color": "red", "size": {"w": 7, "h": 2, "box": {"layers": [1, 2, {"foil": true}]}}},
@@ -207,6 +209,7 @@ fn a_changed_field_a_missing_row_on_each_side_and_a_deep_jsonb_difference() {
     assert_eq!(
         kinds,
         vec![
+            (json!({"id": -3}), "missing_local".to_string()),
             (json!({"id": 7}), "missing_remote".to_string()),
             (json!({"id": 1500}), "differs".to_string()),
             (json!({"id": 5000}), "missing_local".to_string()),
@@ -481,6 +484,28 @@ fn scattered_differences_are_all_found() {
         let found = p.reconcile("products", args);
         assert_eq!(found.len(), 1500, "{args}");
         assert!(found.iter().all(|(k, kind, _)| kind == "differs" && k["id"].as_i64().unwrap() % 2 == 0));
+    }
+    // Integer keys spread unevenly (squares): the first pass's equal key
+    // widths hold very different row counts, the crowded ones are cut again.
+    p.both(
+        "CREATE TABLE sparse (id bigint PRIMARY KEY, v int);
+         INSERT INTO sparse SELECT g::bigint * g, g FROM generate_series(1, 3000) AS g;",
+    );
+    p.remote
+        .batch_execute("UPDATE sparse SET v = -1 WHERE id IN (100, 8994001); DELETE FROM sparse WHERE id = 4")
+        .unwrap();
+    p.import("sparse");
+    for args in ["", ", threshold => 2", ", threshold => 100, segments => 3"] {
+        let found: Vec<(Value, String)> = p.reconcile("sparse", args).into_iter().map(|(k, kind, _)| (k, kind)).collect();
+        assert_eq!(
+            found,
+            vec![
+                (json!({"id": 4}), "missing_remote".into()),
+                (json!({"id": 100}), "differs".into()),
+                (json!({"id": 8994001}), "differs".into()),
+            ],
+            "{args}"
+        );
     }
 }
 
