@@ -332,7 +332,8 @@ $$;
 --
 -- Each pass reads the keys of the pending key ranges of the local table in
 -- key order and cuts them into segments of threshold/2 local rows (fewer,
--- larger ones when that would make more than `segments`); then one grouped
+-- larger ones when that would make more than `segments`; an integer key's
+-- first pass cuts equal key widths instead); then one grouped
 -- query per side sums the row hashes of each segment, the remote one
 -- computed by the remote server. A differing segment of at most `threshold` rows on both
 -- sides has its rows compared; a larger one is the next pass's.

@@ -1551,7 +1551,8 @@ $$;
 --
 -- Each pass reads the keys of the pending key ranges of the local table in
 -- key order and cuts them into segments of threshold/2 local rows (fewer,
--- larger ones when that would make more than `segments`); then one grouped
+-- larger ones when that would make more than `segments`; an integer key's
+-- first pass cuts equal key widths instead); then one grouped
 -- query per side sums the row hashes of each segment, the remote one
 -- computed by the remote server. A differing segment of at most `threshold` rows on both
 -- sides has its rows compared; a larger one is the next pass's.
@@ -1584,6 +1585,10 @@ DECLARE
     leaves integer[];
     pending integer[];
     level integer := 0;
+    kmin numeric;        -- an integer key's range, width and segments in the first pass
+    kmax numeric;
+    width numeric;
+    nsegs numeric;
 BEGIN
     IF segments IS NULL OR segments NOT BETWEEN 2 AND 100000 OR threshold IS NULL OR threshold < 2 THEN
         RAISE EXCEPTION USING ERRCODE = '22023',
@@ -1609,27 +1614,51 @@ BEGIN
     LOOP
         level := level + 1;
         step := greatest(ceil(threshold / 2.0), ceil(pending_rows / segments));
-        -- Local, keys only: every step-th key (in key order, within each
-        -- pending segment) starts a new segment. The bounds: the old ones
-        -- and these, in key order.
-        EXECUTE format($q$
-            SELECT coalesce(jsonb_agg(u.b ORDER BY u.ps, u.rn), '[]')
-              FROM (SELECT e.o::integer AS ps, 0::bigint AS rn, e.b
-                      FROM jsonb_array_elements($1) WITH ORDINALITY AS e(b, o)
-                    UNION ALL
-                    SELECT t.ps, t.rn, %1$s
-                      FROM (SELECT %2$s AS ps, %3$s, row_number() OVER (PARTITION BY %2$s ORDER BY %4$s) AS rn
-                              FROM %5$s AS t WHERE %6$s) AS t
-                     WHERE t.rn > 1 AND (t.rn - 1) %% %7$s = 0) AS u$q$,
-            key_json, syncguard.reconcile_segment(kcols, ktypes, bounds),
-            array_to_string(kcols, ', '), korder, local, cond, step)
-          INTO bounds
-          USING bounds;
+        seg_expr := NULL;
+        IF level = 1 AND cardinality(kcols) = 1 AND ktypes[1] IN ('int2'::regtype, 'int4'::regtype, 'int8'::regtype) THEN
+            -- An integer key: the first pass cuts its range from min to max
+            -- into equal widths, which needs no pass over the keys and
+            -- numbers a row's segment by arithmetic (the numbering of
+            -- width_bucket over those bounds). Where the keys are not spread
+            -- evenly, a differing segment over threshold is cut exactly in
+            -- the next pass.
+            EXECUTE format('SELECT min(%1$s)::numeric, max(%1$s)::numeric FROM %2$s AS t', kcols[1], local)
+              INTO kmin, kmax;
+            width := ceil((kmax - kmin + 1) / greatest(1, ceil(pending_rows / step)));
+            nsegs := ceil((kmax - kmin + 1) / width);
+            -- (the last bound must fit the key's type)
+            kmax := kmin + nsegs * width;
+            IF kmax <= ('{"smallint": 32767, "integer": 2147483647, "bigint": 9223372036854775807}'::jsonb ->> ktypes[1]::text)::numeric THEN
+                bounds := (SELECT jsonb_agg(jsonb_build_array((kmin + i * width)::text) ORDER BY i)
+                             FROM generate_series(0, nsegs::integer) AS i);
+                seg_expr := format('CASE WHEN %1$s < %2$L::%5$s THEN 0 WHEN %1$s >= %3$L::%5$s THEN %4$s'
+                                   ' ELSE (%1$s - %2$L::%5$s) / %6$L::%5$s + 1 END',
+                                   kcols[1], kmin, kmax, nsegs + 1, ktypes[1], width);
+            END IF;
+        END IF;
+        IF seg_expr IS NULL THEN
+            -- Local, keys only: every step-th key (in key order, within each
+            -- pending segment) starts a new segment. The bounds: the old ones
+            -- and these, in key order.
+            EXECUTE format($q$
+                SELECT coalesce(jsonb_agg(u.b ORDER BY u.ps, u.rn), '[]')
+                  FROM (SELECT e.o::integer AS ps, 0::bigint AS rn, e.b
+                          FROM jsonb_array_elements($1) WITH ORDINALITY AS e(b, o)
+                        UNION ALL
+                        SELECT t.ps, t.rn, %1$s
+                          FROM (SELECT %2$s AS ps, %3$s, row_number() OVER (PARTITION BY %2$s ORDER BY %4$s) AS rn
+                                  FROM %5$s AS t WHERE %6$s) AS t
+                         WHERE t.rn > 1 AND (t.rn - 1) %% %7$s = 0) AS u$q$,
+                key_json, syncguard.reconcile_segment(kcols, ktypes, bounds),
+                array_to_string(kcols, ', '), korder, local, cond, step)
+              INTO bounds
+              USING bounds;
+            seg_expr := syncguard.reconcile_segment(kcols, ktypes, bounds);
+        END IF;
         -- Both sides' count and hash sum per segment, the remote's in one
         -- grouped query that postgres_fdw sends whole (one row per segment
         -- comes back). One statement: with the foreign server's
         -- async_capable option the two sides run at the same time.
-        seg_expr := syncguard.reconcile_segment(kcols, ktypes, bounds);
         EXECUTE format(
             'SELECT coalesce(jsonb_object_agg(u.s, jsonb_build_array(u.n, u.h::text)) FILTER (WHERE u.side), ''{}''),'
             '       coalesce(jsonb_object_agg(u.s, jsonb_build_array(u.n, u.h::text)) FILTER (WHERE NOT u.side), ''{}'')'

@@ -636,7 +636,7 @@ fn a_million_rows_with_a_hundred_differences_cross_the_network_as_few_rows() {
         .remote
         .query_one(
             "SELECT count(*) FROM pg_stat_statements
-              WHERE query LIKE 'DECLARE %width_bucket%hash%GROUP BY%'",
+              WHERE query LIKE 'DECLARE %count(*), sum(%hashint4extended(id,%jsonb_hash_extended(attrs,%GROUP BY%'",
             &[],
         )
         .unwrap()
