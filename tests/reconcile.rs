@@ -551,6 +551,57 @@ fn reconcile_apply_reports_a_refused_write() {
     assert_eq!(stored, vec![(5, 10), (6, 21)]);
 }
 
+/// Names that need quoting everywhere, and a staging table on the same
+/// server as the remote side.
+#[test]
+fn odd_names_and_a_local_staging_table() {
+    let mut p = Pair::new();
+    p.both(
+        "CREATE TABLE \"Odd Table\" (\"Key Col\" int PRIMARY KEY, \"we\"\"ird\" text, \"Doc\" jsonb);
+         INSERT INTO \"Odd Table\" SELECT g, 'x' || g, jsonb_build_object('n', g) FROM generate_series(1, 50) AS g;",
+    );
+    p.remote
+        .batch_execute("UPDATE \"Odd Table\" SET \"we\"\"ird\" = 'changed', \"Doc\" = '{\"n\": 0}' WHERE \"Key Col\" = 7")
+        .unwrap();
+    p.local
+        .batch_execute("IMPORT FOREIGN SCHEMA public LIMIT TO (\"Odd Table\") FROM SERVER supplier INTO supplier")
+        .unwrap();
+    let expected = vec![(
+        json!({"Key Col": 7}),
+        "differs".to_string(),
+        json!({"we\"ird": {"local": "x7", "remote": "changed"}, "Doc": {"patch": {"n": 0}}}),
+    )];
+    assert_eq!(p.reconcile("\"Odd Table\"", ""), expected);
+    // A staging table here: the remote side needs no foreign table.
+    p.local
+        .batch_execute(
+            "CREATE SCHEMA staging;
+             CREATE TABLE staging.\"Odd Table\" AS SELECT * FROM supplier.\"Odd Table\";",
+        )
+        .unwrap();
+    let staged: Vec<String> = p
+        .local
+        .query(
+            "SELECT kind || ' ' || diff::text FROM syncguard.reconcile('\"Odd Table\"', 'staging.\"Odd Table\"')",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(staged, vec!["differs {\"Doc\": {\"patch\": {\"n\": 0}}, \"we\\\"ird\": {\"local\": \"x7\", \"remote\": \"changed\"}}"]);
+    let applied: i64 = p
+        .local
+        .query_one(
+            "SELECT count(*) FROM syncguard.reconcile_apply('\"Odd Table\"', 'staging.\"Odd Table\"') WHERE action = 'updated'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(applied, 1);
+    assert_eq!(p.reconcile("\"Odd Table\"", ""), vec![]);
+}
+
 /// A role that is not a superuser: it needs only what the two tables need
 /// (SELECT on both, INSERT and UPDATE on the local one for the repair, a
 /// user mapping).
