@@ -348,6 +348,9 @@ CREATE FUNCTION syncguard.reconcile(
 LANGUAGE plpgsql VOLATILE
 -- key bounds travel as text; 3 digits keep a float key's text exact
 SET extra_float_digits = 3
+-- the segment numbers of a composite key are a large CASE expression, whose
+-- JIT compilation would take longer than the whole comparison
+SET jit = off
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
