@@ -166,14 +166,16 @@ $$;
 
 -- `key OP bound` for a (possibly composite) key, written as comparisons of
 -- single columns (a < x OR (a = x AND b < y)), which postgres_fdw sends to
--- the remote server and an index on the key serves. op: '<' or '>='.
+-- the remote server and an index on the key serves. op: '<' or '>='. A bound
+-- may give fewer columns than the key: the rest count as lower than any
+-- value (a bound [x] of key (a, b) lies before every row with a = x).
 CREATE FUNCTION syncguard.reconcile_compare(cols text[], types regtype[], bound jsonb, op text)
 RETURNS text
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    n integer := cardinality(cols);
+    n integer := jsonb_array_length(bound);
     strict_op text := CASE op WHEN '<' THEN '<' ELSE '>' END;
     expr text;
 BEGIN
@@ -186,35 +188,47 @@ BEGIN
 END
 $$;
 
--- The segment of a row: the number of bounds (sorted key values) at or
--- below its key, 0 … cardinality. One key column: width_bucket over an
--- array of the bounds; several: a balanced CASE tree of row comparisons.
-CREATE FUNCTION syncguard.reconcile_segment(cols text[], types regtype[], bounds jsonb, lo integer DEFAULT 0, hi integer DEFAULT NULL)
+-- The segment of a row: the number of bounds (sorted key values, possibly
+-- shorter than the key, see reconcile_compare) at or below its key,
+-- 0 … cardinality. width_bucket over the bounds' first column counts every
+-- bound whose first column is at or below the row's; for a row whose first
+-- column equals that of bounds with more columns, those count only where
+-- the rest of the key is at or above theirs (the same count, recursively,
+-- over the rest). Compact, so the remote's planner and JIT see a small
+-- expression: one CASE arm per first-column value that holds several
+-- segments, not one per bound.
+CREATE FUNCTION syncguard.reconcile_segment(cols text[], types regtype[], bounds jsonb)
 RETURNS text
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    top integer := coalesce(hi, jsonb_array_length(bounds));
-    mid integer;
+    expr text;
+    adjust text;
 BEGIN
     IF jsonb_array_length(bounds) = 0 THEN
         RETURN '0';
     END IF;
-    IF hi IS NULL AND cardinality(cols) = 1 THEN
-        RETURN format('pg_catalog.width_bucket(%s, ARRAY[%s]::%s[])', cols[1],
-                      (SELECT string_agg(format('%L', b->>0), ', ' ORDER BY o)
-                         FROM jsonb_array_elements(bounds) WITH ORDINALITY AS e(b, o)),
-                      types[1]);
+    expr := format('pg_catalog.width_bucket(%s, ARRAY[%s]::%s[])', cols[1],
+                   (SELECT string_agg(format('%L', e.b ->> 0), ', ' ORDER BY e.o)
+                      FROM jsonb_array_elements(bounds) WITH ORDINALITY AS e(b, o)),
+                   types[1]);
+    IF cardinality(cols) = 1 THEN
+        RETURN expr;
     END IF;
-    IF lo = top THEN
-        RETURN lo::text;
+    SELECT string_agg(format(' WHEN %s OPERATOR(pg_catalog.=) %L::%s THEN %s - %s',
+                             cols[1], g.v, types[1],
+                             syncguard.reconcile_segment(cols[2:], types[2:], g.rests),
+                             jsonb_array_length(g.rests)), '' ORDER BY g.first)
+      INTO adjust
+      FROM (SELECT e.b ->> 0 AS v, min(e.o) AS first, jsonb_agg(e.b - 0 ORDER BY e.o) AS rests
+              FROM jsonb_array_elements(bounds) WITH ORDINALITY AS e(b, o)
+             WHERE jsonb_array_length(e.b) > 1
+             GROUP BY e.b ->> 0) AS g;
+    IF adjust IS NULL THEN
+        RETURN expr;
     END IF;
-    mid := (lo + top + 1) / 2;   -- the segment is >= mid exactly when key >= bounds[mid - 1]
-    RETURN format('CASE WHEN %s THEN %s ELSE %s END',
-                  syncguard.reconcile_compare(cols, types, bounds->(mid - 1), '<'),
-                  syncguard.reconcile_segment(cols, types, bounds, lo, mid - 1),
-                  syncguard.reconcile_segment(cols, types, bounds, mid, top));
+    RETURN format('(%s + CASE%s ELSE 0 END)', expr, adjust);
 END
 $$;
 
@@ -437,6 +451,17 @@ BEGIN
                 array_to_string(kcols, ', '), korder, local, cond, step)
               INTO bounds
               USING bounds;
+            IF cardinality(kcols) > 1 THEN
+                -- A cut in a first-column value other than the previous
+                -- bound's moves to that value's start (only its first
+                -- column): a first column that changes at every cut then
+                -- needs no comparison of the other columns at all.
+                SELECT coalesce(jsonb_agg(CASE WHEN x.prev IS DISTINCT FROM x.b ->> 0 THEN jsonb_build_array(x.b -> 0)
+                                               ELSE x.b END ORDER BY x.o), '[]')
+                  INTO bounds
+                  FROM (SELECT e.b, e.o, lag(e.b ->> 0) OVER (ORDER BY e.o) AS prev
+                          FROM jsonb_array_elements(bounds) WITH ORDINALITY AS e(b, o)) AS x;
+            END IF;
             seg_expr := syncguard.reconcile_segment(kcols, ktypes, bounds);
         END IF;
         -- Both sides' count and hash sum per segment, the remote's in one
@@ -617,7 +642,7 @@ GRANT EXECUTE ON FUNCTION
     syncguard.reconcile_columns(regclass, regclass, text[], text[]),
     syncguard.reconcile_hash(text, regtype, integer),
     syncguard.reconcile_compare(text[], regtype[], jsonb, text),
-    syncguard.reconcile_segment(text[], regtype[], jsonb, integer, integer),
+    syncguard.reconcile_segment(text[], regtype[], jsonb),
     syncguard.reconcile_ranges(text[], regtype[], jsonb),
     syncguard.reconcile_where(text[], regtype[], jsonb, integer[]),
     syncguard.reconcile_rows_query(regclass, regclass, text[], text[], text),
@@ -632,7 +657,7 @@ COMMENT ON FUNCTION syncguard.reconcile_hash(text, regtype, integer) IS
     'internal: the SQL of a column''s 64-bit hash, the same on every server';
 COMMENT ON FUNCTION syncguard.reconcile_compare(text[], regtype[], jsonb, text) IS
     'internal: the SQL comparing a key with a bound, column by column';
-COMMENT ON FUNCTION syncguard.reconcile_segment(text[], regtype[], jsonb, integer, integer) IS
+COMMENT ON FUNCTION syncguard.reconcile_segment(text[], regtype[], jsonb) IS
     'internal: the SQL of a row''s segment number among sorted key bounds';
 COMMENT ON FUNCTION syncguard.reconcile_ranges(text[], regtype[], jsonb) IS
     'internal: the SQL selecting the rows of a list of key ranges';

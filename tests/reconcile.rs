@@ -276,6 +276,33 @@ fn keys_of_several_types_over_several_passes() {
             "{args}"
         );
     }
+    // Three key columns, the first two repeating.
+    p.both(
+        "CREATE TABLE tri (a int, b text, c int, v int, PRIMARY KEY (a, b, c));
+         INSERT INTO tri SELECT g % 3, 'b' || (g % 11), g, g FROM generate_series(1, 5000) AS g;",
+    );
+    p.remote
+        .batch_execute(
+            "UPDATE tri SET v = -1 WHERE c IN (17, 2500, 4999); DELETE FROM tri WHERE c = 100;
+             INSERT INTO tri VALUES (1, 'b0', 0, 0), (9, 'z', 1, 1);",
+        )
+        .unwrap();
+    p.import("tri");
+    for args in ["", ", segments => 2, threshold => 2", ", threshold => 20", ", segments => 3, threshold => 50"] {
+        let found: Vec<(Value, String)> = p.reconcile("tri", args).into_iter().map(|(k, kind, _)| (k, kind)).collect();
+        assert_eq!(
+            found,
+            vec![
+                (json!({"a": 1, "b": "b0", "c": 0}), "missing_local".into()),
+                (json!({"a": 1, "b": "b1", "c": 100}), "missing_remote".into()),
+                (json!({"a": 1, "b": "b3", "c": 2500}), "differs".into()),
+                (json!({"a": 1, "b": "b5", "c": 4999}), "differs".into()),
+                (json!({"a": 2, "b": "b6", "c": 17}), "differs".into()),
+                (json!({"a": 9, "b": "z", "c": 1}), "missing_local".into()),
+            ],
+            "{args}"
+        );
+    }
     // The key named explicitly, in another order; a key column and a
     // repeated one in columns are compared once.
     assert_eq!(
