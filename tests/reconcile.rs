@@ -245,7 +245,8 @@ fn keys_of_several_types_over_several_passes() {
     for t in ["by_text", "by_uuid", "by_pair"] {
         p.import(t);
     }
-    for args in ["", ", segments => 2, threshold => 2"] {
+    // threshold 20: 200 text bounds, counted in two steps (reconcile_bucket)
+    for args in ["", ", segments => 2, threshold => 2", ", threshold => 20"] {
         assert_eq!(
             p.reconcile("by_text", args),
             vec![

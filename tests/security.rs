@@ -552,6 +552,7 @@ const ALLOWED: &[&str] = &[
     "syncguard.reconcile_columns(regclass,regclass,text[],text[])",
     "syncguard.reconcile_hash(text,regtype,integer)",
     "syncguard.reconcile_compare(text[],regtype[],jsonb,text)",
+    "syncguard.reconcile_bucket(text,regtype,jsonb)",
     "syncguard.reconcile_segment(text[],regtype[],jsonb)",
     "syncguard.reconcile_ranges(text[],regtype[],jsonb)",
     "syncguard.reconcile_where(text[],regtype[],jsonb,integer[])",
