@@ -1515,14 +1515,16 @@ $$;
 
 -- `key OP bound` for a (possibly composite) key, written as comparisons of
 -- single columns (a < x OR (a = x AND b < y)), which postgres_fdw sends to
--- the remote server and an index on the key serves. op: '<' or '>='.
+-- the remote server and an index on the key serves. op: '<' or '>='. A bound
+-- may give fewer columns than the key: the rest count as lower than any
+-- value (a bound [x] of key (a, b) lies before every row with a = x).
 CREATE FUNCTION syncguard.reconcile_compare(cols text[], types regtype[], bound jsonb, op text)
 RETURNS text
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    n integer := cardinality(cols);
+    n integer := jsonb_array_length(bound);
     strict_op text := CASE op WHEN '<' THEN '<' ELSE '>' END;
     expr text;
 BEGIN
@@ -1535,35 +1537,79 @@ BEGIN
 END
 $$;
 
--- The segment of a row: the number of bounds (sorted key values) at or
--- below its key, 0 … cardinality. One key column: width_bucket over an
--- array of the bounds; several: a balanced CASE tree of row comparisons.
-CREATE FUNCTION syncguard.reconcile_segment(cols text[], types regtype[], bounds jsonb, lo integer DEFAULT 0, hi integer DEFAULT NULL)
+-- How many of `vals` (sorted values of type typ, as text) are at or below
+-- `col`, as SQL: width_bucket. Over a type of variable length width_bucket
+-- searches linearly (a few µs per row for 2000 text values), so past 64
+-- values it goes in two steps of about sqrt(n) values each: a coarse array
+-- of every k-th value, then the k - 1 values after the one found.
+CREATE FUNCTION syncguard.reconcile_bucket(col text, typ regtype, vals jsonb)
 RETURNS text
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    top integer := coalesce(hi, jsonb_array_length(bounds));
-    mid integer;
+    n integer := jsonb_array_length(vals);
+    k integer := ceil(sqrt(n));
+BEGIN
+    IF n <= 64 OR (SELECT t.typlen FROM pg_type t WHERE t.oid = typ) > 0 THEN
+        RETURN format('pg_catalog.width_bucket(%s, ARRAY[%s]::%s[])', col,
+                      (SELECT string_agg(format('%L', e.v), ', ' ORDER BY e.o)
+                         FROM jsonb_array_elements_text(vals) WITH ORDINALITY AS e(v, o)),
+                      typ);
+    END IF;
+    RETURN format('CASE %s%s END',
+                  syncguard.reconcile_bucket(col, typ,
+                      (SELECT jsonb_agg(e.v ORDER BY e.o) FROM jsonb_array_elements(vals) WITH ORDINALITY AS e(v, o)
+                        WHERE e.o % k = 0)),
+                  (SELECT string_agg(format(' WHEN %s THEN %s', j, CASE WHEN f.vals IS NULL THEN (j * k)::text
+                                     ELSE format('%s + %s', j * k, syncguard.reconcile_bucket(col, typ, f.vals)) END), '' ORDER BY j)
+                     FROM generate_series(0, n / k) AS j
+                     CROSS JOIN LATERAL (SELECT jsonb_agg(e.v ORDER BY e.o) AS vals
+                                           FROM jsonb_array_elements(vals) WITH ORDINALITY AS e(v, o)
+                                          WHERE e.o > j * k AND e.o < (j + 1) * k) AS f));
+END
+$$;
+
+-- The segment of a row: the number of bounds (sorted key values, possibly
+-- shorter than the key, see reconcile_compare) at or below its key,
+-- 0 … cardinality. width_bucket over the bounds' first column counts every
+-- bound whose first column is at or below the row's; for a row whose first
+-- column equals that of bounds with more columns, those count only where
+-- the rest of the key is at or above theirs (the same count, recursively,
+-- over the rest). Compact, so the remote's planner and JIT see a small
+-- expression: one CASE arm per first-column value that holds several
+-- segments, not one per bound.
+CREATE FUNCTION syncguard.reconcile_segment(cols text[], types regtype[], bounds jsonb)
+RETURNS text
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    expr text;
+    adjust text;
 BEGIN
     IF jsonb_array_length(bounds) = 0 THEN
         RETURN '0';
     END IF;
-    IF hi IS NULL AND cardinality(cols) = 1 THEN
-        RETURN format('pg_catalog.width_bucket(%s, ARRAY[%s]::%s[])', cols[1],
-                      (SELECT string_agg(format('%L', b->>0), ', ' ORDER BY o)
-                         FROM jsonb_array_elements(bounds) WITH ORDINALITY AS e(b, o)),
-                      types[1]);
+    expr := syncguard.reconcile_bucket(cols[1], types[1],
+                                       (SELECT jsonb_agg(e.b -> 0 ORDER BY e.o)
+                                          FROM jsonb_array_elements(bounds) WITH ORDINALITY AS e(b, o)));
+    IF cardinality(cols) = 1 THEN
+        RETURN expr;
     END IF;
-    IF lo = top THEN
-        RETURN lo::text;
+    SELECT string_agg(format(' WHEN %s OPERATOR(pg_catalog.=) %L::%s THEN %s - %s',
+                             cols[1], g.v, types[1],
+                             syncguard.reconcile_segment(cols[2:], types[2:], g.rests),
+                             jsonb_array_length(g.rests)), '' ORDER BY g.first)
+      INTO adjust
+      FROM (SELECT e.b ->> 0 AS v, min(e.o) AS first, jsonb_agg(e.b - 0 ORDER BY e.o) AS rests
+              FROM jsonb_array_elements(bounds) WITH ORDINALITY AS e(b, o)
+             WHERE jsonb_array_length(e.b) > 1
+             GROUP BY e.b ->> 0) AS g;
+    IF adjust IS NULL THEN
+        RETURN expr;
     END IF;
-    mid := (lo + top + 1) / 2;   -- the segment is >= mid exactly when key >= bounds[mid - 1]
-    RETURN format('CASE WHEN %s THEN %s ELSE %s END',
-                  syncguard.reconcile_compare(cols, types, bounds->(mid - 1), '<'),
-                  syncguard.reconcile_segment(cols, types, bounds, lo, mid - 1),
-                  syncguard.reconcile_segment(cols, types, bounds, mid, top));
+    RETURN format('(%s + CASE%s ELSE 0 END)', expr, adjust);
 END
 $$;
 
@@ -1681,7 +1727,8 @@ $$;
 --
 -- Each pass reads the keys of the pending key ranges of the local table in
 -- key order and cuts them into segments of threshold/2 local rows (fewer,
--- larger ones when that would make more than `segments`); then one grouped
+-- larger ones when that would make more than `segments`; an integer key's
+-- first pass cuts equal key widths instead); then one grouped
 -- query per side sums the row hashes of each segment, the remote one
 -- computed by the remote server. A differing segment of at most `threshold` rows on both
 -- sides has its rows compared; a larger one is the next pass's.
@@ -1696,6 +1743,9 @@ CREATE FUNCTION syncguard.reconcile(
 LANGUAGE plpgsql VOLATILE
 -- key bounds travel as text; 3 digits keep a float key's text exact
 SET extra_float_digits = 3
+-- the segment numbers of a composite key are a large CASE expression, whose
+-- JIT compilation would take longer than the whole comparison
+SET jit = off
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
@@ -1714,6 +1764,10 @@ DECLARE
     leaves integer[];
     pending integer[];
     level integer := 0;
+    kmin numeric;        -- an integer key's range, width and segments in the first pass
+    kmax numeric;
+    width numeric;
+    nsegs numeric;
 BEGIN
     IF segments IS NULL OR segments NOT BETWEEN 2 AND 100000 OR threshold IS NULL OR threshold < 2 THEN
         RAISE EXCEPTION USING ERRCODE = '22023',
@@ -1739,27 +1793,62 @@ BEGIN
     LOOP
         level := level + 1;
         step := greatest(ceil(threshold / 2.0), ceil(pending_rows / segments));
-        -- Local, keys only: every step-th key (in key order, within each
-        -- pending segment) starts a new segment. The bounds: the old ones
-        -- and these, in key order.
-        EXECUTE format($q$
-            SELECT coalesce(jsonb_agg(u.b ORDER BY u.ps, u.rn), '[]')
-              FROM (SELECT e.o::integer AS ps, 0::bigint AS rn, e.b
-                      FROM jsonb_array_elements($1) WITH ORDINALITY AS e(b, o)
-                    UNION ALL
-                    SELECT t.ps, t.rn, %1$s
-                      FROM (SELECT %2$s AS ps, %3$s, row_number() OVER (PARTITION BY %2$s ORDER BY %4$s) AS rn
-                              FROM %5$s AS t WHERE %6$s) AS t
-                     WHERE t.rn > 1 AND (t.rn - 1) %% %7$s = 0) AS u$q$,
-            key_json, syncguard.reconcile_segment(kcols, ktypes, bounds),
-            array_to_string(kcols, ', '), korder, local, cond, step)
-          INTO bounds
-          USING bounds;
+        seg_expr := NULL;
+        IF level = 1 AND cardinality(kcols) = 1 AND ktypes[1] IN ('int2'::regtype, 'int4'::regtype, 'int8'::regtype) THEN
+            -- An integer key: the first pass cuts its range from min to max
+            -- into equal widths, which needs no pass over the keys and
+            -- numbers a row's segment by arithmetic (the numbering of
+            -- width_bucket over those bounds). Where the keys are not spread
+            -- evenly, a differing segment over threshold is cut exactly in
+            -- the next pass.
+            EXECUTE format('SELECT min(%1$s)::numeric, max(%1$s)::numeric FROM %2$s AS t', kcols[1], local)
+              INTO kmin, kmax;
+            width := ceil((kmax - kmin + 1) / greatest(1, ceil(pending_rows / step)));
+            nsegs := ceil((kmax - kmin + 1) / width);
+            -- (the last bound must fit the key's type)
+            kmax := kmin + nsegs * width;
+            IF kmax <= ('{"smallint": 32767, "integer": 2147483647, "bigint": 9223372036854775807}'::jsonb ->> ktypes[1]::text)::numeric THEN
+                bounds := (SELECT jsonb_agg(jsonb_build_array((kmin + i * width)::text) ORDER BY i)
+                             FROM generate_series(0, nsegs::integer) AS i);
+                seg_expr := format('CASE WHEN %1$s < %2$L::%5$s THEN 0 WHEN %1$s >= %3$L::%5$s THEN %4$s'
+                                   ' ELSE (%1$s - %2$L::%5$s) / %6$L::%5$s + 1 END',
+                                   kcols[1], kmin, kmax, nsegs + 1, ktypes[1], width);
+            END IF;
+        END IF;
+        IF seg_expr IS NULL THEN
+            -- Local, keys only: every step-th key (in key order, within each
+            -- pending segment) starts a new segment. The bounds: the old ones
+            -- and these, in key order.
+            EXECUTE format($q$
+                SELECT coalesce(jsonb_agg(u.b ORDER BY u.ps, u.rn), '[]')
+                  FROM (SELECT e.o::integer AS ps, 0::bigint AS rn, e.b
+                          FROM jsonb_array_elements($1) WITH ORDINALITY AS e(b, o)
+                        UNION ALL
+                        SELECT t.ps, t.rn, %1$s
+                          FROM (SELECT %2$s AS ps, %3$s, row_number() OVER (PARTITION BY %2$s ORDER BY %4$s) AS rn
+                                  FROM %5$s AS t WHERE %6$s) AS t
+                         WHERE t.rn > 1 AND (t.rn - 1) %% %7$s = 0) AS u$q$,
+                key_json, syncguard.reconcile_segment(kcols, ktypes, bounds),
+                array_to_string(kcols, ', '), korder, local, cond, step)
+              INTO bounds
+              USING bounds;
+            IF cardinality(kcols) > 1 THEN
+                -- A cut in a first-column value other than the previous
+                -- bound's moves to that value's start (only its first
+                -- column): a first column that changes at every cut then
+                -- needs no comparison of the other columns at all.
+                SELECT coalesce(jsonb_agg(CASE WHEN x.prev IS DISTINCT FROM x.b ->> 0 THEN jsonb_build_array(x.b -> 0)
+                                               ELSE x.b END ORDER BY x.o), '[]')
+                  INTO bounds
+                  FROM (SELECT e.b, e.o, lag(e.b ->> 0) OVER (ORDER BY e.o) AS prev
+                          FROM jsonb_array_elements(bounds) WITH ORDINALITY AS e(b, o)) AS x;
+            END IF;
+            seg_expr := syncguard.reconcile_segment(kcols, ktypes, bounds);
+        END IF;
         -- Both sides' count and hash sum per segment, the remote's in one
         -- grouped query that postgres_fdw sends whole (one row per segment
         -- comes back). One statement: with the foreign server's
         -- async_capable option the two sides run at the same time.
-        seg_expr := syncguard.reconcile_segment(kcols, ktypes, bounds);
         EXECUTE format(
             'SELECT coalesce(jsonb_object_agg(u.s, jsonb_build_array(u.n, u.h::text)) FILTER (WHERE u.side), ''{}''),'
             '       coalesce(jsonb_object_agg(u.s, jsonb_build_array(u.n, u.h::text)) FILTER (WHERE NOT u.side), ''{}'')'
@@ -1934,7 +2023,8 @@ GRANT EXECUTE ON FUNCTION
     syncguard.reconcile_columns(regclass, regclass, text[], text[]),
     syncguard.reconcile_hash(text, regtype, integer),
     syncguard.reconcile_compare(text[], regtype[], jsonb, text),
-    syncguard.reconcile_segment(text[], regtype[], jsonb, integer, integer),
+    syncguard.reconcile_bucket(text, regtype, jsonb),
+    syncguard.reconcile_segment(text[], regtype[], jsonb),
     syncguard.reconcile_ranges(text[], regtype[], jsonb),
     syncguard.reconcile_where(text[], regtype[], jsonb, integer[]),
     syncguard.reconcile_rows_query(regclass, regclass, text[], text[], text),
@@ -1949,7 +2039,9 @@ COMMENT ON FUNCTION syncguard.reconcile_hash(text, regtype, integer) IS
     'internal: the SQL of a column''s 64-bit hash, the same on every server';
 COMMENT ON FUNCTION syncguard.reconcile_compare(text[], regtype[], jsonb, text) IS
     'internal: the SQL comparing a key with a bound, column by column';
-COMMENT ON FUNCTION syncguard.reconcile_segment(text[], regtype[], jsonb, integer, integer) IS
+COMMENT ON FUNCTION syncguard.reconcile_bucket(text, regtype, jsonb) IS
+    'internal: the SQL counting the sorted values at or below a column''s';
+COMMENT ON FUNCTION syncguard.reconcile_segment(text[], regtype[], jsonb) IS
     'internal: the SQL of a row''s segment number among sorted key bounds';
 COMMENT ON FUNCTION syncguard.reconcile_ranges(text[], regtype[], jsonb) IS
     'internal: the SQL selecting the rows of a list of key ranges';

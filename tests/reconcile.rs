@@ -173,7 +173,7 @@ fn a_changed_field_a_missing_row_on_each_side_and_a_deep_jsonb_difference() {
         .batch_execute(
             "UPDATE products SET price = 99.99 WHERE id = 1500;
              DELETE FROM products WHERE id = 7;
-             INSERT INTO products (id, name, price) VALUES (5000, 'new', 1);
+             INSERT INTO products (id, name, price) VALUES (5000, 'new', 1), (-3, 'below', 2);
              UPDATE products SET attrs = jsonb_set(attrs, '{size,box,layers,2}', '{\"foil\": false, \"glue\": \"hot\"}') WHERE id = 2222;
              UPDATE products SET attrs = attrs - 'color', weight = NULL WHERE id = 2999;",
         )
@@ -184,6 +184,12 @@ fn a_changed_field_a_missing_row_on_each_side_and_a_deep_jsonb_difference() {
     assert_eq!(
         got,
         vec![
+            (
+                json!({"id": -3}),
+                "missing_local".into(),
+                json!({
+                "name": "below", "price": 2, "attrs": null, "weight": null, "updated_at": null})
+            ),
             (
                 json!({"id": 7}),
                 "missing_remote".into(),
@@ -238,6 +244,7 @@ fn a_changed_field_a_missing_row_on_each_side_and_a_deep_jsonb_difference() {
     assert_eq!(
         kinds,
         vec![
+            (json!({"id": -3}), "missing_local".to_string()),
             (json!({"id": 7}), "missing_remote".to_string()),
             (json!({"id": 1500}), "differs".to_string()),
             (json!({"id": 5000}), "missing_local".to_string()),
@@ -273,7 +280,8 @@ fn keys_of_several_types_over_several_passes() {
     for t in ["by_text", "by_uuid", "by_pair"] {
         p.import(t);
     }
-    for args in ["", ", segments => 2, threshold => 2"] {
+    // threshold 20: 200 text bounds, counted in two steps (reconcile_bucket)
+    for args in ["", ", segments => 2, threshold => 2", ", threshold => 20"] {
         assert_eq!(
             p.reconcile("by_text", args),
             vec![
@@ -332,6 +340,45 @@ fn keys_of_several_types_over_several_passes() {
                     "missing_remote".into(),
                     json!({"qty": 7})
                 ),
+            ],
+            "{args}"
+        );
+    }
+    // Three key columns, the first two repeating.
+    p.both(
+        "CREATE TABLE tri (a int, b text, c int, v int, PRIMARY KEY (a, b, c));
+         INSERT INTO tri SELECT g % 3, 'b' || (g % 11), g, g FROM generate_series(1, 5000) AS g;",
+    );
+    p.remote
+        .batch_execute(
+            "UPDATE tri SET v = -1 WHERE c IN (17, 2500, 4999); DELETE FROM tri WHERE c = 100;
+             INSERT INTO tri VALUES (1, 'b0', 0, 0), (9, 'z', 1, 1);",
+        )
+        .unwrap();
+    p.import("tri");
+    for args in [
+        "",
+        ", segments => 2, threshold => 2",
+        ", threshold => 20",
+        ", segments => 3, threshold => 50",
+    ] {
+        let found: Vec<(Value, String)> = p
+            .reconcile("tri", args)
+            .into_iter()
+            .map(|(k, kind, _)| (k, kind))
+            .collect();
+        assert_eq!(
+            found,
+            vec![
+                (json!({"a": 1, "b": "b0", "c": 0}), "missing_local".into()),
+                (
+                    json!({"a": 1, "b": "b1", "c": 100}),
+                    "missing_remote".into()
+                ),
+                (json!({"a": 1, "b": "b3", "c": 2500}), "differs".into()),
+                (json!({"a": 1, "b": "b5", "c": 4999}), "differs".into()),
+                (json!({"a": 2, "b": "b6", "c": 17}), "differs".into()),
+                (json!({"a": 9, "b": "z", "c": 1}), "missing_local".into()),
             ],
             "{args}"
         );
@@ -599,6 +646,34 @@ fn scattered_differences_are_all_found() {
             .iter()
             .all(|(k, kind, _)| kind == "differs" && k["id"].as_i64().unwrap() % 2 == 0));
     }
+    // Integer keys spread unevenly (squares): the first pass's equal key
+    // widths hold very different row counts, the crowded ones are cut again.
+    p.both(
+        "CREATE TABLE sparse (id bigint PRIMARY KEY, v int);
+         INSERT INTO sparse SELECT g::bigint * g, g FROM generate_series(1, 3000) AS g;",
+    );
+    p.remote
+        .batch_execute(
+            "UPDATE sparse SET v = -1 WHERE id IN (100, 8994001); DELETE FROM sparse WHERE id = 4",
+        )
+        .unwrap();
+    p.import("sparse");
+    for args in ["", ", threshold => 2", ", threshold => 100, segments => 3"] {
+        let found: Vec<(Value, String)> = p
+            .reconcile("sparse", args)
+            .into_iter()
+            .map(|(k, kind, _)| (k, kind))
+            .collect();
+        assert_eq!(
+            found,
+            vec![
+                (json!({"id": 4}), "missing_remote".into()),
+                (json!({"id": 100}), "differs".into()),
+                (json!({"id": 8994001}), "differs".into()),
+            ],
+            "{args}"
+        );
+    }
 }
 
 /// A version guard refuses an older remote row: reported, not raised.
@@ -641,6 +716,57 @@ fn reconcile_apply_reports_a_refused_write() {
         .map(|r| (r.get(0), r.get(1)))
         .collect();
     assert_eq!(stored, vec![(5, 10), (6, 21)]);
+}
+
+/// Names that need quoting everywhere, and a staging table on the same
+/// server as the remote side.
+#[test]
+fn odd_names_and_a_local_staging_table() {
+    let mut p = Pair::new();
+    p.both(
+        "CREATE TABLE \"Odd Table\" (\"Key Col\" int PRIMARY KEY, \"we\"\"ird\" text, \"Doc\" jsonb);
+         INSERT INTO \"Odd Table\" SELECT g, 'x' || g, jsonb_build_object('n', g) FROM generate_series(1, 50) AS g;",
+    );
+    p.remote
+        .batch_execute("UPDATE \"Odd Table\" SET \"we\"\"ird\" = 'changed', \"Doc\" = '{\"n\": 0}' WHERE \"Key Col\" = 7")
+        .unwrap();
+    p.local
+        .batch_execute("IMPORT FOREIGN SCHEMA public LIMIT TO (\"Odd Table\") FROM SERVER supplier INTO supplier")
+        .unwrap();
+    let expected = vec![(
+        json!({"Key Col": 7}),
+        "differs".to_string(),
+        json!({"we\"ird": {"local": "x7", "remote": "changed"}, "Doc": {"patch": {"n": 0}}}),
+    )];
+    assert_eq!(p.reconcile("\"Odd Table\"", ""), expected);
+    // A staging table here: the remote side needs no foreign table.
+    p.local
+        .batch_execute(
+            "CREATE SCHEMA staging;
+             CREATE TABLE staging.\"Odd Table\" AS SELECT * FROM supplier.\"Odd Table\";",
+        )
+        .unwrap();
+    let staged: Vec<String> = p
+        .local
+        .query(
+            "SELECT kind || ' ' || diff::text FROM syncguard.reconcile('\"Odd Table\"', 'staging.\"Odd Table\"')",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(staged, vec!["differs {\"Doc\": {\"patch\": {\"n\": 0}}, \"we\\\"ird\": {\"local\": \"x7\", \"remote\": \"changed\"}}"]);
+    let applied: i64 = p
+        .local
+        .query_one(
+            "SELECT count(*) FROM syncguard.reconcile_apply('\"Odd Table\"', 'staging.\"Odd Table\"') WHERE action = 'updated'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(applied, 1);
+    assert_eq!(p.reconcile("\"Odd Table\"", ""), vec![]);
 }
 
 /// A role that is not a superuser: it needs only what the two tables need
@@ -742,7 +868,7 @@ fn a_million_rows_with_a_hundred_differences_cross_the_network_as_few_rows() {
         .remote
         .query_one(
             "SELECT count(*) FROM pg_stat_statements
-              WHERE query LIKE 'DECLARE %width_bucket%hash%GROUP BY%'",
+              WHERE query LIKE 'DECLARE %count(*), sum(%hashint4extended(id,%jsonb_hash_extended(attrs,%GROUP BY%'",
             &[],
         )
         .unwrap()
