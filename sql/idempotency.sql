@@ -421,27 +421,34 @@ DECLARE
     n bigint;
     s text;
     distributed boolean := false;
+    victims jsonb[];
 BEGIN
     IF batch IS NULL OR batch < 1 THEN
         RAISE EXCEPTION USING ERRCODE = '22023',
             MESSAGE = format('idem_prune: batch must be at least 1, got %s', coalesce(batch::text, 'NULL')),
             HINT = 'Call idem_prune repeatedly with a moderate batch (e.g. 1000).';
     END IF;
-    IF idem_prune.scope IS NOT NULL THEN
-        -- scope = $n: under Citus, the lock and every delete are one
-        -- shard's statements.
-        RETURN syncguard._delete_visible('syncguard.idempotency_keys', ARRAY(
-            SELECT jsonb_build_object('scope', e.scope, 'key', e.key, 'owner_role', e.owner_role)
-              FROM syncguard.idempotency_keys AS e
-             WHERE e.scope = idem_prune.scope AND e.expires_at < t
-               AND NOT (e.status = 'running' AND e.lease_expires_at > t)
-             LIMIT batch
-               FOR UPDATE SKIP LOCKED));
-    END IF;
     IF pg_catalog.to_regclass('pg_catalog.pg_dist_partition') IS NOT NULL THEN
         EXECUTE 'SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_dist_partition
                                  WHERE logicalrelid = ''syncguard.idempotency_keys''::pg_catalog.regclass)'
            INTO distributed;
+    END IF;
+    IF distributed AND idem_prune.scope IS NOT NULL THEN
+        -- Citus: scope = $n makes the read and every delete one shard's
+        -- statements. The keys are read in a statement of their own (Citus
+        -- would send a call with that subquery to the shard, where
+        -- _delete_visible cannot reach the table), and without a row lock:
+        -- the owner's deletes use a connection of their own, which would
+        -- wait for the caller's. Each key carries its row version instead,
+        -- so a key claimed again since is not deleted.
+        victims := ARRAY(
+            SELECT jsonb_build_object('scope', e.scope, 'key', e.key, 'owner_role', e.owner_role,
+                                      'xmin', e.xmin)
+              FROM syncguard.idempotency_keys AS e
+             WHERE e.scope = idem_prune.scope AND e.expires_at < t
+               AND NOT (e.status = 'running' AND e.lease_expires_at > t)
+             LIMIT batch);
+        RETURN syncguard._delete_visible('syncguard.idempotency_keys', victims);
     END IF;
     IF distributed THEN
         -- Citus runs no FOR UPDATE across shards: a scope at a time, each
@@ -453,13 +460,16 @@ BEGIN
         END LOOP;
         RETURN n;
     END IF;
-    RETURN syncguard._delete_visible('syncguard.idempotency_keys', ARRAY(
+    -- The rows a claim is writing right now are locked: skipped, not waited for.
+    victims := ARRAY(
             SELECT jsonb_build_object('scope', e.scope, 'key', e.key, 'owner_role', e.owner_role)
               FROM syncguard.idempotency_keys AS e
              WHERE e.expires_at < t
                AND NOT (e.status = 'running' AND e.lease_expires_at > t)
+               AND (idem_prune.scope IS NULL OR e.scope = idem_prune.scope)
              LIMIT batch
-               FOR UPDATE SKIP LOCKED));
+               FOR UPDATE SKIP LOCKED);
+    RETURN syncguard._delete_visible('syncguard.idempotency_keys', victims);
 END
 $$;
 

@@ -29,16 +29,23 @@ const TABLES: &[&str] = &[
 
 /// Deletes the rows of `target` (one of `TABLES`) whose primary keys
 /// `keys` holds (each an object with at least the key's columns) and that
-/// the caller can see, and returns how many it deleted. Callers lock the
-/// rows first where a concurrent change would matter (`FOR UPDATE`), so the
-/// row found by its key is the row they chose. One statement per row, each
+/// the caller can see, and returns how many it deleted. Where a concurrent
+/// change would matter, callers lock the rows first (`FOR UPDATE`) or pass
+/// each row's `xmin`, so the row found by its key is the row they chose.
+/// One statement per row, each
 /// naming the whole primary key: under Citus every key holds the
 /// distribution column, so each goes to one shard.
 #[pg_extern(volatile, strict, name = "_delete_visible")]
 fn delete_visible(target: RegClass, keys: Vec<pgrx::JsonB>) -> i64 {
     let RegClass(target) = target;
     let table = shared_table(target);
-    let cond = key_condition(target);
+    // A key may name the row version it was read as (`xmin`): a row
+    // changed since is not deleted, as a DELETE would recheck its WHERE.
+    let cond = format!(
+        "{} AND (($1 OPERATOR(pg_catalog.->>) 'xmin') IS NULL
+                 OR t.xmin OPERATOR(pg_catalog.=) ($1 OPERATOR(pg_catalog.->>) 'xmin')::pg_catalog.xid)",
+        key_condition(target)
+    );
     let visible = format!("SELECT pg_catalog.count(*) FROM syncguard.{table} AS t WHERE {cond}");
     let delete = format!(
         "WITH d AS (DELETE FROM syncguard.{table} AS t WHERE {cond} RETURNING 1)

@@ -225,6 +225,33 @@ fn citus_distribute_places_tables_and_undistribute_leaves_no_shard() {
         sqlstate(app.query("SELECT * FROM syncguard.undistribute()", &[])),
         "42501"
     );
+    // A role that is not superuser prunes its own expired keys on the
+    // shards, and only its own (_delete_visible: one shard per statement).
+    let expired = |scope: &str, key: &str| {
+        format!(
+            "SELECT syncguard.idem_complete(token, '{{}}', '{scope}')
+               FROM syncguard.idem_claim('{scope}', '{key}', '{{}}', ttl => '1 ms');
+             SELECT pg_sleep(0.01);"
+        )
+    };
+    app.batch_execute(&expired("app-scope", "old")).unwrap();
+    c.batch_execute(&expired("app-scope", "owners")).unwrap();
+    assert_eq!(
+        count(&mut app, "SELECT syncguard.idem_prune(100, 'app-scope')"),
+        1
+    );
+    assert_eq!(count(&mut app, "SELECT syncguard.idem_prune()"), 0);
+    assert_eq!(
+        count(
+            &mut c,
+            "SELECT count(*) FROM syncguard.idempotency_keys WHERE scope = 'app-scope'"
+        ),
+        1
+    );
+    assert_eq!(
+        count(&mut c, "SELECT syncguard.idem_prune(100, 'app-scope')"),
+        1
+    );
     let mut w = cluster.workers[0].connect();
     assert_eq!(
         sqlstate(w.query("SELECT * FROM syncguard.distribute()", &[])),
