@@ -4,7 +4,7 @@
 //! stored one) and clock skew (a timestamp too far ahead is refused). The
 //! decisions are the pure functions `is_stale` and `version_refused`;
 //! `merge_upsert`'s statement makes the same two comparisons in its
-//! `ON CONFLICT … WHERE` (upsert.rs, `prepare`), and calls `version_refused`
+//! `ON CONFLICT … WHERE` (upsert_statement.rs), and calls `version_refused`
 //! to tell which one refused a write.
 
 use crate::errors::{self, raise, OwnError};
