@@ -8,26 +8,10 @@
 //! to tell which one refused a write.
 
 use crate::errors::{self, raise, OwnError};
+use crate::settings::MAX_CLOCK_SKEW;
 use crate::write_policy::WritePolicy;
 use pgrx::prelude::*;
-use pgrx::{GucContext, GucFlags, GucRegistry, GucSetting};
 use std::ffi::CString;
-
-/// Milliseconds.
-pub static MAX_CLOCK_SKEW: GucSetting<i32> = GucSetting::<i32>::new(5 * 60 * 1000);
-
-pub fn init_gucs() {
-    GucRegistry::define_int_guc(
-        c"syncguard.max_clock_skew",
-        c"How far in the future a last_write_wins timestamp may lie.",
-        c"A write whose timestamp is later than the server clock plus this is rejected with SQLSTATE SG004.",
-        &MAX_CLOCK_SKEW,
-        0,
-        i32::MAX,
-        GucContext::Userset,
-        GucFlags::UNIT_MS,
-    );
-}
 
 /// Whether a last-write-wins write is stale: its timestamp is older than
 /// the stored one. An equal timestamp goes through (a retry of the same

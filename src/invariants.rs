@@ -18,9 +18,9 @@
 //!   not the timer of the statement already running).
 
 use crate::errors::raise;
+use crate::settings::MAX_CHECK_TIME;
 use pgrx::pg_sys::panic::CaughtError;
 use pgrx::prelude::*;
-use pgrx::{GucContext, GucFlags, GucRegistry, GucSetting};
 use std::cell::Cell;
 use std::ffi::{c_int, CStr};
 
@@ -37,23 +37,6 @@ mod timeout {
         pub fn get_timeout_active(id: c_int) -> bool;
         pub fn get_timeout_finish_time(id: c_int) -> i64;
     }
-}
-
-/// The operator's bound on one check, in milliseconds: an owner's own
-/// `statement_timeout` (up to 24 hours) cannot hold the checker longer.
-pub static MAX_CHECK_TIME: GucSetting<i32> = GucSetting::<i32>::new(60 * 1000);
-
-pub fn init_gucs() {
-    GucRegistry::define_int_guc(
-        c"syncguard.max_check_time",
-        c"The longest one invariant check may run, whatever its own statement_timeout.",
-        c"Also each owner's share of one round of the background worker's checks.",
-        &MAX_CHECK_TIME,
-        1,
-        24 * 60 * 60 * 1000,
-        GucContext::Suset,
-        GucFlags::UNIT_MS,
-    );
 }
 
 thread_local! {

@@ -23,6 +23,7 @@ mod retired;
 mod roles;
 mod row_delete;
 mod schema_guard;
+mod settings;
 mod table_info;
 mod updated_row;
 mod upsert;
@@ -45,13 +46,9 @@ pub extern "C-unwind" fn _PG_init() {
     // runs with RUST_BACKTRACE set; a client must never see one. Backends are
     // single-threaded, and this runs before any panic could capture.
     std::env::set_var("RUST_LIB_BACKTRACE", "0");
-    merge_sql::init_gucs();
-    invariants::init_gucs();
-    protect::init_gucs();
-    conflict::init_gucs();
+    settings::init();
     table_info::init();
     merging::init();
-    worker::init_gucs();
     worker::register();
 }
 

@@ -11,31 +11,11 @@ use crate::merge::engine::{self, Limits, MergeError, Merged};
 use crate::merge::jsonb::EMPTY_OBJECT;
 use crate::merge::policy::{Policy, PolicyError};
 use crate::merge::text;
+use crate::settings::MAX_MERGE_DEPTH;
 use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::prelude::*;
-use pgrx::{GucContext, GucFlags, GucRegistry, GucSetting};
 use std::cell::RefCell;
 use std::rc::Rc;
-
-pub static MAX_MERGE_DEPTH: GucSetting<i32> =
-    GucSetting::<i32>::new(engine::DEFAULT_MAX_DEPTH as i32);
-
-/// Upper bound of the depth GUC. The server's own stack check stops a walk
-/// before the stack runs out whatever this is set to.
-const MAX_MERGE_DEPTH_LIMIT: i32 = 100_000;
-
-pub fn init_gucs() {
-    GucRegistry::define_int_guc(
-        c"syncguard.max_merge_depth",
-        c"Deepest jsonb nesting the merge functions walk before raising an error.",
-        c"Documents nested deeper than this raise SQLSTATE 54001 instead of exhausting the stack.",
-        &MAX_MERGE_DEPTH,
-        1,
-        MAX_MERGE_DEPTH_LIMIT,
-        GucContext::Userset,
-        GucFlags::default(),
-    );
-}
 
 pub(crate) fn limits() -> Limits {
     // SAFETY: stack_is_too_deep only compares a local's address with the

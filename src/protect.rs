@@ -13,23 +13,12 @@ use crate::freshness::stamp;
 use crate::jsonb_arg::JsonbRaw;
 use crate::merging;
 use crate::protect_config::{resolved, Resolved};
+use crate::settings::BYPASS_PROTECTION;
 use crate::table_info;
 use crate::updated_row::UpdatedRow;
 use pgrx::prelude::*;
-use pgrx::{GucContext, GucFlags, GucRegistry, GucSetting, PgTupleDesc};
+use pgrx::PgTupleDesc;
 use std::borrow::Cow;
-
-pub static BYPASS_PROTECTION: GucSetting<bool> = GucSetting::<bool>::new(false);
-pub fn init_gucs() {
-    GucRegistry::define_bool_guc(
-        c"syncguard.bypass_protection",
-        c"Protected tables take updates as given (a full replace) while on.",
-        c"Use SET LOCAL in the transaction that must really replace or delete data.",
-        &BYPASS_PROTECTION,
-        GucContext::Userset,
-        GucFlags::default(),
-    );
-}
 
 /// The name a stale write of relation `relid` is counted under: the
 /// trigger's logical table name while it names this table, one of its

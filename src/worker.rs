@@ -19,11 +19,11 @@
 //! once instead of waiting for it. An error in one step is logged, its
 //! transaction aborted, and the worker carries on with the next step.
 
+use crate::settings::{MAX_CHECK_TIME, WORKER_DATABASE, WORKER_ENABLED, WORKER_INTERVAL};
 use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder};
 use pgrx::pg_sys::panic::CaughtError;
 use pgrx::prelude::*;
 use pgrx::spi;
-use pgrx::{GucContext, GucFlags, GucRegistry, GucSetting};
 // PostgreSQL 18 renamed the backend's pqsignal to pqsignal_be (port.h keeps
 // the old name as a C macro only, which the bindings do not carry).
 #[cfg(not(feature = "pg18"))]
@@ -34,49 +34,12 @@ use std::collections::HashMap;
 use std::ffi::CString;
 use std::time::{Duration, Instant};
 
-pub static WORKER_ENABLED: GucSetting<bool> = GucSetting::<bool>::new(true);
-pub static WORKER_DATABASE: GucSetting<Option<CString>> =
-    GucSetting::<Option<CString>>::new(Some(c"postgres"));
-/// Seconds.
-pub static WORKER_INTERVAL: GucSetting<i32> = GucSetting::<i32>::new(60);
-
 /// When the worker is restarted after it exited on purpose (a new
 /// database) or on an error outside any step (e.g. the database is missing).
 const RESTART_AFTER: Duration = Duration::from_secs(10);
 
 /// The worker's `lock_timeout`: the longest it waits for any lock.
 const LOCK_TIMEOUT: &std::ffi::CStr = c"10s";
-
-/// The settings exist whether or not the library is preloaded (SIGHUP
-/// context: set them in postgresql.conf or with ALTER SYSTEM, then reload).
-pub fn init_gucs() {
-    GucRegistry::define_bool_guc(
-        c"syncguard.worker_enabled",
-        c"Whether the syncguard background worker runs invariant checks and housekeeping.",
-        c"Takes effect on reload. The worker exists only with syncguard in shared_preload_libraries.",
-        &WORKER_ENABLED,
-        GucContext::Sighup,
-        GucFlags::default(),
-    );
-    GucRegistry::define_string_guc(
-        c"syncguard.worker_database",
-        c"The database where the syncguard background worker runs checks and housekeeping.",
-        c"A database without the syncguard extension is left alone.",
-        &WORKER_DATABASE,
-        GucContext::Sighup,
-        GucFlags::default(),
-    );
-    GucRegistry::define_int_guc(
-        c"syncguard.worker_interval",
-        c"How often the syncguard background worker wakes up to run due checks and housekeeping.",
-        c"Each invariant runs on its own schedule; this is how often the worker looks.",
-        &WORKER_INTERVAL,
-        1,
-        86_400,
-        GucContext::Sighup,
-        GucFlags::UNIT_S,
-    );
-}
 
 /// Registers the worker when the library is being preloaded (the only time
 /// the postmaster accepts a static background worker).
@@ -205,7 +168,7 @@ fn tick() {
                 .collect::<Result<Vec<_>, spi::Error>>()
         })
     });
-    let budget = Duration::from_millis(crate::invariants::MAX_CHECK_TIME.get().max(1) as u64);
+    let budget = Duration::from_millis(MAX_CHECK_TIME.get().max(1) as u64);
     let mut spent: HashMap<String, Duration> = HashMap::new();
     for (name, owner) in round_robin(due.unwrap_or_default()) {
         if spent.get(&owner).is_some_and(|t| *t >= budget) {
