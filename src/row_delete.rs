@@ -10,7 +10,13 @@
 
 use crate::errors::raise;
 use crate::regclass::RegClass;
+use crate::table_info::{self, TableInfo};
+use crate::upsert_statement::{quote_ident, quote_literal};
 use pgrx::prelude::*;
+use pgrx::spi::OwnedPreparedStatement;
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
 
 /// The tables `_delete_visible` deletes from; their policies give the rows
 /// each role may delete. `stale_writes` is the owner's alone.
@@ -32,69 +38,109 @@ const TABLES: &[&str] = &[
 /// the caller can see, and returns how many it deleted. Where a concurrent
 /// change would matter, callers lock the rows first (`FOR UPDATE`) or pass
 /// each row's `xmin`, so the row found by its key is the row they chose.
-/// One statement per row, each
-/// naming the whole primary key: under Citus every key holds the
-/// distribution column, so each goes to one shard.
+/// One statement per row, each naming the whole primary key: under Citus
+/// every key holds the distribution column, so each goes to one shard.
 #[pg_extern(volatile, strict, name = "_delete_visible")]
 fn delete_visible(target: RegClass, keys: Vec<pgrx::JsonB>) -> i64 {
     let RegClass(target) = target;
-    let table = shared_table(target);
-    // A key may name the row version it was read as (`xmin`): a row
-    // changed since is not deleted, as a DELETE would recheck its WHERE.
-    let cond = format!(
-        "{} AND (($1 OPERATOR(pg_catalog.->>) 'xmin') IS NULL
-                 OR t.xmin OPERATOR(pg_catalog.=) ($1 OPERATOR(pg_catalog.->>) 'xmin')::pg_catalog.xid)",
-        key_condition(target)
-    );
-    let visible = format!("SELECT pg_catalog.count(*) FROM syncguard.{table} AS t WHERE {cond}");
-    let delete = format!(
-        "WITH d AS (DELETE FROM syncguard.{table} AS t WHERE {cond} RETURNING 1)
-         SELECT pg_catalog.count(*) FROM d"
-    );
+    let stmts = statements(target);
     // SAFETY: the relation exists (shared_table found it).
     let owner = unsafe { (*pgrx::PgRelation::open(target).rd_rel).relowner };
-    let count = |sql: &str, key: &pgrx::JsonB| {
-        Spi::get_one_with_args::<i64>(sql, &[pgrx::JsonB(key.0.clone()).into()])
-            .unwrap_or_else(|e| raise(PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, e.to_string(), None))
-            .unwrap_or(0)
+    let count = |stmt: &OwnedPreparedStatement, key: &pgrx::JsonB| {
+        Spi::connect_mut(|c| {
+            c.update(stmt, Some(1), &[pgrx::JsonB(key.0.clone()).into()])?
+                .first()
+                .get_one::<i64>()
+        })
+        .unwrap_or_else(|e| raise(PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, e.to_string(), None))
+        .unwrap_or(0)
     };
     let mut deleted = 0;
     for key in &keys {
         // As the caller: row-level security decides what it may delete.
-        if count(&visible, key) > 0 {
-            deleted += crate::roles::as_role(owner, || count(&delete, key));
+        if count(&stmts.visible, key) > 0 {
+            deleted += crate::roles::as_role(owner, || count(&stmts.delete, key));
         }
     }
     deleted
 }
 
+/// The two statements of one table, by primary key (`$1`, a jsonb object).
+struct Statements {
+    /// Whether the caller sees the row.
+    visible: OwnedPreparedStatement,
+    /// Deletes it and says whether it did.
+    delete: OwnedPreparedStatement,
+}
+
+thread_local! {
+    /// Prepared once per table and kept, with the table description they
+    /// were written from: made again when that changes (table_info.rs).
+    static STATEMENTS: RefCell<HashMap<pg_sys::Oid, (Rc<TableInfo>, Rc<Statements>)>> =
+        RefCell::new(HashMap::new());
+}
+
+fn statements(target: pg_sys::Oid) -> Rc<Statements> {
+    let table = shared_table(target);
+    let info = table_info::table_info(target);
+    if let Some(hit) = STATEMENTS.with_borrow(|s| {
+        s.get(&target)
+            .filter(|(i, _)| Rc::ptr_eq(i, &info))
+            .map(|(_, st)| st.clone())
+    }) {
+        return hit;
+    }
+    // A key may name the row version it was read as (`xmin`): a row changed
+    // since is not deleted, as a DELETE would recheck its WHERE.
+    let cond = format!(
+        "{} AND (($1 OPERATOR(pg_catalog.->>) 'xmin') IS NULL
+                 OR t.xmin OPERATOR(pg_catalog.=) ($1 OPERATOR(pg_catalog.->>) 'xmin')::pg_catalog.xid)",
+        key_condition(&info)
+    );
+    let prepare = |sql: String| {
+        Spi::connect(|c| {
+            c.prepare(sql.as_str(), &[PgOid::BuiltIn(PgBuiltInOids::JSONBOID)])
+                .map(|p| p.keep())
+        })
+        .unwrap_or_else(|e| raise(PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, e.to_string(), None))
+    };
+    let stmts = Rc::new(Statements {
+        visible: prepare(format!(
+            "SELECT pg_catalog.count(*) FROM syncguard.{table} AS t WHERE {cond}"
+        )),
+        delete: prepare(format!(
+            "WITH d AS (DELETE FROM syncguard.{table} AS t WHERE {cond} RETURNING 1)
+             SELECT pg_catalog.count(*) FROM d"
+        )),
+    });
+    STATEMENTS.with_borrow_mut(|s| s.insert(target, (info, stmts.clone())));
+    stmts
+}
+
 /// `t.<col> = ($1 ->> '<col>')::<schema>.<type>` for each primary key
-/// column of `target`, joined by AND; every name qualified and quoted, the
-/// type too: the statement runs under the caller's search_path, and as the
-/// table's owner.
-fn key_condition(target: pg_sys::Oid) -> String {
-    Spi::get_one_with_args::<String>(
-        "SELECT pg_catalog.string_agg(pg_catalog.format('t.%I OPERATOR(pg_catalog.=) ($1 OPERATOR(pg_catalog.->>) %L)::%I.%I',
-                                                      a.attname, a.attname, tn.nspname, ty.typname),
-                                      ' AND ' ORDER BY k.n)
-           FROM pg_catalog.pg_index AS i
-          CROSS JOIN LATERAL pg_catalog.unnest(i.indkey::pg_catalog.int2[]) WITH ORDINALITY AS k(attnum, n)
-           JOIN pg_catalog.pg_attribute AS a
-             ON a.attrelid OPERATOR(pg_catalog.=) i.indrelid AND a.attnum OPERATOR(pg_catalog.=) k.attnum
-           JOIN pg_catalog.pg_type AS ty ON ty.oid OPERATOR(pg_catalog.=) a.atttypid
-           JOIN pg_catalog.pg_namespace AS tn ON tn.oid OPERATOR(pg_catalog.=) ty.typnamespace
-          WHERE i.indrelid OPERATOR(pg_catalog.=) $1 AND i.indisprimary",
-        &[target.into()],
-    )
-    .ok()
-    .flatten()
-    .unwrap_or_else(|| {
+/// column, joined by AND; every name quoted and the type qualified: the
+/// statements run under the caller's search_path, one as the table's owner.
+fn key_condition(info: &TableInfo) -> String {
+    if info.primary_key.is_empty() {
         raise(
             PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
-            format!("_delete_visible: {} has no primary key", name_of(target)),
+            format!("_delete_visible: {} has no primary key", info.qualified),
             Some("Reinstall the extension: its tables are made with primary keys."),
         )
-    })
+    }
+    info.primary_key
+        .iter()
+        .filter_map(|&attnum| info.columns.iter().find(|c| c.attnum == attnum))
+        .map(|c| {
+            format!(
+                "t.{} OPERATOR(pg_catalog.=) ($1 OPERATOR(pg_catalog.->>) {})::{}",
+                quote_ident(&c.name),
+                quote_literal(&c.name),
+                c.qualified_type
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(" AND ")
 }
 
 /// The name of `target` when it is one of `TABLES` in schema syncguard.

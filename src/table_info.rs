@@ -58,6 +58,8 @@ pub struct TableInfo {
     pub columns: Vec<Column>,
     /// Sorted attnums of every unique index usable as an ON CONFLICT arbiter.
     pub unique_keys: Vec<Vec<i16>>,
+    /// Sorted attnums of the primary key (empty without one).
+    pub primary_key: Vec<i16>,
     /// The configuration argument of the table's protection trigger.
     pub protection: Option<String>,
 }
@@ -232,7 +234,8 @@ fn load(relid: pg_sys::Oid) -> TableInfo {
             .select(
                 "SELECT (SELECT pg_catalog.array_agg(k ORDER BY k)
                            FROM pg_catalog.unnest((i.indkey::pg_catalog.int2[])
-                                                  [0:i.indnkeyatts OPERATOR(pg_catalog.-) 1]) k)
+                                                  [0:i.indnkeyatts OPERATOR(pg_catalog.-) 1]) k),
+                        i.indisprimary
                    FROM pg_catalog.pg_index i
                   WHERE i.indrelid OPERATOR(pg_catalog.=) $1 AND i.indisunique AND i.indimmediate AND i.indisvalid
                     AND i.indpred IS NULL AND i.indexprs IS NULL",
@@ -240,10 +243,19 @@ fn load(relid: pg_sys::Oid) -> TableInfo {
                 &[relid.into()],
             )
             .unwrap_or_else(|e| internal(e));
-        let unique_keys = keys
+        let keys: Vec<(Vec<i16>, bool)> = keys
             .into_iter()
-            .filter_map(|r| r.get::<Vec<i16>>(1).ok().flatten())
+            .filter_map(|r| {
+                let key = r.get::<Vec<i16>>(1).ok().flatten()?;
+                Some((key, r.get::<bool>(2).ok().flatten().unwrap_or(false)))
+            })
             .collect();
+        let primary_key = keys
+            .iter()
+            .find(|(_, primary)| *primary)
+            .map(|(k, _)| k.clone())
+            .unwrap_or_default();
+        let unique_keys = keys.into_iter().map(|(k, _)| k).collect();
 
         let trig = client
             .select(
@@ -272,6 +284,7 @@ fn load(relid: pg_sys::Oid) -> TableInfo {
             qualified,
             columns,
             unique_keys,
+            primary_key,
             protection,
         }
     })
