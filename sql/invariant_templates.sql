@@ -2,7 +2,9 @@
 -- query of a classic diagnostic and call define_invariant with it. Tables are
 -- regclass, columns are checked against the table and quoted with %I, values
 -- are written as quoted literals. The generated query is stored in
--- syncguard.invariants.query and shown by \d+ syncguard_invariants.<name>.
+-- syncguard.invariants.query and shown by \d+ syncguard_invariants.<view_name>.
+-- Like define_invariant, a template defines the caller's own invariant of
+-- that name.
 --
 -- Each query keeps the predicate on the table's timestamp a plain comparison
 -- of the column, so an index on that column (or a partial index matching the

@@ -7,7 +7,12 @@
 -- Privileges. Defining an invariant creates its view, so it takes CREATE on
 -- schema syncguard_invariants: superusers have it, a superuser grants it to
 -- the roles that may define invariants. An invariant belongs to the role that
--- defined it (owner_role; the view is that role's too). The functions are
+-- defined it (owner_role; the view is that role's too). Names are per owner,
+-- as pg_cron's job names are per user: two roles may each have an invariant
+-- of the same name, keyed (name, owner_role). The view is
+-- syncguard_invariants.<name>, or syncguard_invariants."<name>@<owner>" when
+-- another role's invariant already holds the plain name (view_name records
+-- which). The functions are
 -- SECURITY INVOKER and the tables are granted to PUBLIC under row-level
 -- security: a role sees, checks and drops its own invariants and their
 -- history. A check always runs as the invariant's owner, in a
@@ -21,7 +26,7 @@ COMMENT ON SCHEMA syncguard_invariants IS
 GRANT USAGE ON SCHEMA syncguard_invariants TO PUBLIC;
 
 CREATE TABLE syncguard.invariants (
-    name              text        PRIMARY KEY CHECK (octet_length(name) BETWEEN 1 AND 63),
+    name              text        NOT NULL CHECK (octet_length(name) BETWEEN 1 AND 63),
     owner_role        text        NOT NULL DEFAULT current_user,
     query             text        NOT NULL,
     grace             interval    NOT NULL DEFAULT '0' CHECK (grace >= interval '0'),
@@ -37,10 +42,14 @@ CREATE TABLE syncguard.invariants (
     updated_at        timestamptz NOT NULL DEFAULT now(),
     last_run_at       timestamptz,
     last_status       text        CHECK (last_status IN ('ok', 'violating', 'errored')),
-    last_error        text
+    last_error        text,
+    -- The view's relation name in schema syncguard_invariants: name, or
+    -- name@owner_role. Last: 0.1.0 had no such column (ALTER TABLE appends).
+    view_name         text        NOT NULL UNIQUE,
+    PRIMARY KEY (name, owner_role)
 );
 COMMENT ON TABLE syncguard.invariants IS
-    'syncguard invariants: use syncguard.define_invariant / drop_invariant; the view of each is syncguard_invariants.<name>';
+    'syncguard invariants: use syncguard.define_invariant / drop_invariant; names are per owner_role, the view of each is syncguard_invariants.<view_name>';
 
 -- One row per check. violations is NULL when the check errored.
 CREATE TABLE syncguard.invariant_runs (
@@ -56,7 +65,7 @@ CREATE TABLE syncguard.invariant_runs (
     sqlstate     text,
     error        text
 );
-CREATE INDEX invariant_runs_invariant ON syncguard.invariant_runs (invariant, started_at);
+CREATE INDEX invariant_runs_invariant ON syncguard.invariant_runs (invariant, owner_role, started_at);
 CREATE INDEX invariant_runs_started ON syncguard.invariant_runs (started_at);
 COMMENT ON TABLE syncguard.invariant_runs IS 'syncguard: one row per invariant check';
 
@@ -75,8 +84,8 @@ CREATE TABLE syncguard.violations (
     resolved_at timestamptz
 ) WITH (fillfactor = 90);  -- room for HOT updates: a check moves last_seen and count of every open episode
 -- At most one open episode per entity; also the lookup of every check.
-CREATE UNIQUE INDEX violations_open ON syncguard.violations (invariant, entity) WHERE resolved_at IS NULL;
-CREATE INDEX violations_invariant ON syncguard.violations (invariant, first_seen);
+CREATE UNIQUE INDEX violations_open ON syncguard.violations (invariant, owner_role, entity) WHERE resolved_at IS NULL;
+CREATE INDEX violations_invariant ON syncguard.violations (invariant, owner_role, first_seen);
 COMMENT ON TABLE syncguard.violations IS
     'syncguard violation episodes: resolved_at is NULL while the entity still violates';
 
@@ -95,24 +104,28 @@ CREATE POLICY invariant_runs_own ON syncguard.invariant_runs
     USING (owner_role = current_user) WITH CHECK (owner_role = current_user);
 CREATE POLICY violations_own ON syncguard.violations
     USING (owner_role = current_user) WITH CHECK (owner_role = current_user);
--- Names are global (one view each), so row-level security alone would let a
--- role write rows under another role's invariant name: an open episode there
--- breaks the owner's next check on the unique index, a registry row squats a
--- name without CREATE on the schema. So a role inserts an invariant only with
--- the view of that name its own (define_invariant creates it first), and
--- runs and episodes only of its own invariants; it updates no name, owner or
--- id, and chooses no id (OVERRIDING SYSTEM VALUE could take the ids the
--- sequences hand to other roles).
+-- Row-level security alone would let a role write rows it should not: a
+-- registry row naming a view it does not own (or squatting a view name
+-- without CREATE on the schema), runs and episodes of an invariant it does
+-- not have. So a role inserts an invariant only with its view (name, or
+-- name@owner) its own (define_invariant creates it first), and runs and
+-- episodes only of its own invariant of that name; it updates no name,
+-- owner, view or id, and chooses no id (OVERRIDING SYSTEM VALUE could take
+-- the ids the sequences hand to other roles).
 CREATE POLICY invariants_own_view ON syncguard.invariants AS RESTRICTIVE FOR INSERT
-    WITH CHECK (EXISTS (SELECT FROM pg_catalog.pg_class AS c JOIN pg_catalog.pg_roles AS r ON r.oid = c.relowner
-                         WHERE c.relnamespace = 'syncguard_invariants'::pg_catalog.regnamespace
-                           AND c.relname = invariants.name::pg_catalog.name AND r.rolname = current_user));
+    WITH CHECK ((invariants.view_name = invariants.name
+                 OR invariants.view_name = invariants.name || '@' || invariants.owner_role)
+                AND EXISTS (SELECT FROM pg_catalog.pg_class AS c JOIN pg_catalog.pg_roles AS r ON r.oid = c.relowner
+                             WHERE c.relnamespace = 'syncguard_invariants'::pg_catalog.regnamespace
+                               AND c.relname = invariants.view_name::pg_catalog.name AND r.rolname = current_user));
 CREATE POLICY invariant_runs_own_invariant ON syncguard.invariant_runs AS RESTRICTIVE FOR INSERT
     WITH CHECK (EXISTS (SELECT FROM syncguard.invariants AS i
-                         WHERE i.name = invariant_runs.invariant AND i.owner_role = current_user));
+                         WHERE i.name = invariant_runs.invariant AND i.owner_role = invariant_runs.owner_role
+                           AND i.owner_role = current_user));
 CREATE POLICY violations_own_invariant ON syncguard.violations AS RESTRICTIVE FOR INSERT
     WITH CHECK (EXISTS (SELECT FROM syncguard.invariants AS i
-                         WHERE i.name = violations.invariant AND i.owner_role = current_user));
+                         WHERE i.name = violations.invariant AND i.owner_role = violations.owner_role
+                           AND i.owner_role = current_user));
 -- No table-level UPDATE or DELETE: either would let a role LOCK the table
 -- against every other role (src/row_delete.rs); drop_invariant,
 -- violations_prune and housekeeping delete.
@@ -136,6 +149,31 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
 RETURN jsonb_build_object('kind', kind, 'invariant', invariant, 'id', id)::text;
 
+-- Whose invariant `name` means for the caller, given `owners`: the owners of
+-- the rows of that name the caller sees. Row-level security shows an
+-- ordinary role only its own rows, so for it the name means its own. A
+-- superuser or the tables' owner sees every role's: its own if it has one,
+-- else the only one; with several, the name is ambiguous (42725). NULL when
+-- no row of that name is visible.
+CREATE FUNCTION syncguard.invariant_owner(name text, owners text[]) RETURNS text
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    roles text[] := ARRAY(SELECT DISTINCT o FROM unnest(owners) AS o WHERE o IS NOT NULL ORDER BY o);
+BEGIN
+    IF current_user::text = ANY (roles) THEN
+        RETURN current_user;
+    ELSIF cardinality(roles) <= 1 THEN
+        RETURN roles[1];
+    END IF;
+    RAISE EXCEPTION USING ERRCODE = '42725',
+        MESSAGE = format('invariant %L is ambiguous: roles %s each have one of that name', name,
+                         (SELECT string_agg(quote_ident(r), ', ') FROM unnest(roles) AS r)),
+        HINT = 'SET ROLE to the owning role first.';
+END
+$$;
+
 -- Define (or redefine) an invariant. search_path: the caller's, for the
 -- names in query (defaults are evaluated in the caller's context, before the
 -- function's own search_path applies).
@@ -155,10 +193,11 @@ LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    view_name text;
+    rel text;        -- the view's relation name in syncguard_invariants
+    qualified text;  -- the same, schema-qualified and quoted
     stmt text;
     view_owner oid;
-    owner text := current_user;
+    me oid := (SELECT r.oid FROM pg_roles r WHERE r.rolname = current_user);
     since_type regtype;
     st text;
     msg text;
@@ -193,20 +232,37 @@ BEGIN
             HINT = 'A superuser lets a role define invariants with GRANT CREATE ON SCHEMA syncguard_invariants TO role.';
     END IF;
 
-    view_name := format('syncguard_invariants.%I', name);
-    -- The view tells who owns the name (the registry hides other roles' rows).
+    -- Always the caller's own invariant of that name (names are per owner).
+    -- A redefinition keeps its view; a new one takes the plain name unless
+    -- another role's view holds it (the registry hides other roles' rows,
+    -- the catalog does not), then name@owner.
+    SELECT i.view_name INTO rel FROM syncguard.invariants i
+     WHERE i.name = define_invariant.name AND i.owner_role = current_user;
+    IF NOT FOUND THEN
+        rel := name;
+        IF EXISTS (SELECT FROM pg_class c
+                    WHERE c.relnamespace = 'syncguard_invariants'::regnamespace
+                      AND c.relname = define_invariant.name AND c.relowner <> me) THEN
+            rel := name || '@' || current_user;
+            IF octet_length(rel) > 63 THEN
+                RAISE EXCEPTION USING ERRCODE = '42622',
+                    MESSAGE = format('invariant %L: its view name %s would be %s bytes long, over 63',
+                                     name, quote_ident(rel), octet_length(rel)),
+                    HINT = 'Another role''s invariant has this name, so the view is named <name>@<your role>, which must fit in 63 bytes; choose a shorter name.';
+            END IF;
+        END IF;
+    END IF;
+    qualified := format('syncguard_invariants.%I', rel);
     SELECT c.relowner INTO view_owner
       FROM pg_class c
-     WHERE c.relnamespace = 'syncguard_invariants'::regnamespace AND c.relname = define_invariant.name;
+     WHERE c.relnamespace = 'syncguard_invariants'::regnamespace AND c.relname = rel;
     IF FOUND THEN
-        IF NOT (view_owner = (SELECT r.oid FROM pg_roles r WHERE r.rolname = current_user)
-                OR (SELECT r.rolsuper FROM pg_roles r WHERE r.rolname = current_user)) THEN
+        IF view_owner <> me THEN
             RAISE EXCEPTION USING ERRCODE = '42501',
-                MESSAGE = format('invariant %L belongs to role %s', name, view_owner::regrole),
-                HINT = 'Only its owner (or a superuser) redefines or drops an invariant; choose another name.';
+                MESSAGE = format('invariant %L: its view %s belongs to role %s', name, qualified, view_owner::regrole),
+                HINT = 'Choose another name.';
         END IF;
-        owner := pg_get_userbyid(view_owner);   -- a superuser's redefinition keeps the owner
-        EXECUTE format('DROP VIEW %s', view_name);
+        EXECUTE format('DROP VIEW %s', qualified);
     END IF;
 
     stmt := syncguard.invariant_query_text(query);
@@ -222,7 +278,7 @@ BEGIN
     -- under the caller's search_path, for the names in the query.
     BEGIN
         PERFORM set_config('search_path', define_invariant.search_path, true);
-        EXECUTE format(E'CREATE VIEW %s AS SELECT * FROM (\n%s\n) AS violation', view_name, stmt);
+        EXECUTE format(E'CREATE VIEW %s AS SELECT * FROM (\n%s\n) AS violation', qualified, stmt);
         PERFORM set_config('search_path', 'pg_catalog, pg_temp', true);
     EXCEPTION WHEN others THEN
         GET STACKED DIAGNOSTICS st = RETURNED_SQLSTATE, msg = MESSAGE_TEXT;
@@ -231,14 +287,14 @@ BEGIN
             HINT = 'The query must be one SELECT returning the violating rows, with columns entity and since (timestamptz).';
     END;
     IF NOT EXISTS (SELECT 1 FROM pg_attribute a
-                    WHERE a.attrelid = view_name::regclass AND a.attname = 'entity' AND a.attnum > 0) THEN
+                    WHERE a.attrelid = qualified::regclass AND a.attname = 'entity' AND a.attnum > 0) THEN
         RAISE EXCEPTION USING ERRCODE = '42703',
             MESSAGE = format('invariant %L: the query returns no column named entity', name),
             HINT = 'Return the violating record''s identity as entity, e.g. SELECT id AS entity, ....';
     END IF;
     SELECT a.atttypid::regtype INTO since_type
       FROM pg_attribute a
-     WHERE a.attrelid = view_name::regclass AND a.attname = 'since' AND a.attnum > 0;
+     WHERE a.attrelid = qualified::regclass AND a.attname = 'since' AND a.attnum > 0;
     IF NOT FOUND THEN
         RAISE EXCEPTION USING ERRCODE = '42703',
             MESSAGE = format('invariant %L: the query returns no column named since', name),
@@ -252,12 +308,9 @@ BEGIN
     PERFORM set_config('search_path', define_invariant.search_path, true);
     EXECUTE format(E'CREATE OR REPLACE VIEW %s AS SELECT * FROM (\n%s\n) AS violation\n'
                    ' WHERE violation.since OPERATOR(pg_catalog.<) (pg_catalog.now() OPERATOR(pg_catalog.-) %L::pg_catalog.interval)',
-                   view_name, stmt, grace);
+                   qualified, stmt, grace);
     PERFORM set_config('search_path', 'pg_catalog, pg_temp', true);
-    IF owner <> current_user THEN
-        EXECUTE format('ALTER VIEW %s OWNER TO %I', view_name, owner);
-    END IF;
-    EXECUTE format('COMMENT ON VIEW %s IS %L', view_name,
+    EXECUTE format('COMMENT ON VIEW %s IS %L', qualified,
                    coalesce(description, 'violations of invariant ' || name) || ' (syncguard invariant)');
     IF citus_ddl IS NOT NULL THEN
         PERFORM set_config('citus.enable_ddl_propagation', citus_ddl, true);
@@ -265,16 +318,16 @@ BEGIN
 
     INSERT INTO syncguard.invariants AS i
            (name, owner_role, query, grace, severity, remediation, description, schedule,
-            statement_timeout, enabled)
-    VALUES (define_invariant.name, owner, stmt, define_invariant.grace, define_invariant.severity,
+            statement_timeout, enabled, view_name)
+    VALUES (define_invariant.name, current_user, stmt, define_invariant.grace, define_invariant.severity,
             define_invariant.remediation, define_invariant.description, define_invariant.schedule,
-            define_invariant.statement_timeout, define_invariant.enabled)
+            define_invariant.statement_timeout, define_invariant.enabled, rel)
     ON CONFLICT ON CONSTRAINT invariants_pkey DO UPDATE
        SET query = excluded.query, grace = excluded.grace, severity = excluded.severity,
            remediation = excluded.remediation, description = excluded.description,
            schedule = excluded.schedule, statement_timeout = excluded.statement_timeout,
            enabled = excluded.enabled, updated_at = now();
-    RETURN view_name::regclass;
+    RETURN qualified::regclass;
 END
 $$;
 
@@ -285,28 +338,36 @@ RETURNS boolean
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+    owner text;
+    rel text;
 BEGIN
     IF name IS NULL OR keep_history IS NULL THEN
         RAISE EXCEPTION USING ERRCODE = '22004',
             MESSAGE = 'drop_invariant: name and keep_history must not be NULL',
             HINT = 'Pass the invariant''s name.';
     END IF;
+    owner := syncguard.invariant_owner(name, ARRAY(
+        SELECT i.owner_role FROM syncguard.invariants i WHERE i.name = drop_invariant.name));
     -- The row lock orders it with a check or redefinition; no advisory
     -- lock, which any role could take first.
-    IF syncguard._delete_visible('syncguard.invariants', ARRAY(
-           SELECT jsonb_build_object('name', i.name) FROM syncguard.invariants i
-            WHERE i.name = drop_invariant.name FOR UPDATE)) = 0 THEN
+    SELECT i.view_name INTO rel FROM syncguard.invariants i
+     WHERE i.name = drop_invariant.name AND i.owner_role = owner FOR UPDATE;
+    IF NOT FOUND OR syncguard._delete_visible('syncguard.invariants', ARRAY[
+           jsonb_build_object('name', name, 'owner_role', owner)]) = 0 THEN
         RETURN false;
     END IF;
-    EXECUTE format('DROP VIEW IF EXISTS syncguard_invariants.%I', name);
+    EXECUTE format('DROP VIEW IF EXISTS syncguard_invariants.%I', rel);
     IF keep_history THEN
         UPDATE syncguard.violations v SET resolved_at = now()
-         WHERE v.invariant = drop_invariant.name AND v.resolved_at IS NULL;
+         WHERE v.invariant = drop_invariant.name AND v.owner_role = owner AND v.resolved_at IS NULL;
     ELSE
         PERFORM syncguard._delete_visible('syncguard.violations', ARRAY(
-            SELECT jsonb_build_object('id', v.id) FROM syncguard.violations v WHERE v.invariant = drop_invariant.name));
+            SELECT jsonb_build_object('id', v.id) FROM syncguard.violations v
+             WHERE v.invariant = drop_invariant.name AND v.owner_role = owner));
         PERFORM syncguard._delete_visible('syncguard.invariant_runs', ARRAY(
-            SELECT jsonb_build_object('id', r.id) FROM syncguard.invariant_runs r WHERE r.invariant = drop_invariant.name));
+            SELECT jsonb_build_object('id', r.id) FROM syncguard.invariant_runs r
+             WHERE r.invariant = drop_invariant.name AND r.owner_role = owner));
     END IF;
     RETURN true;
 END
@@ -314,20 +375,30 @@ $$;
 
 -- Delete resolved episodes, of `invariant` or of all the caller's, that were
 -- resolved more than older_than ago; returns how many. Open episodes stay.
+-- The name may be that of a dropped invariant whose history was kept.
 CREATE FUNCTION syncguard.violations_prune(older_than interval, invariant text DEFAULT NULL)
 RETURNS bigint
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+    owner text;
 BEGIN
     IF older_than IS NULL THEN
         RAISE EXCEPTION USING ERRCODE = '22004', MESSAGE = 'violations_prune: older_than must not be NULL',
             HINT = 'Pass how long ago an episode must have been resolved, e.g. interval ''1 year''.';
     END IF;
+    IF invariant IS NOT NULL THEN
+        owner := syncguard.invariant_owner(invariant, ARRAY(
+            SELECT i.owner_role FROM syncguard.invariants i WHERE i.name = violations_prune.invariant
+            UNION
+            SELECT v.owner_role FROM syncguard.violations v WHERE v.invariant = violations_prune.invariant));
+    END IF;
     RETURN syncguard._delete_visible('syncguard.violations', ARRAY(
         SELECT jsonb_build_object('id', v.id) FROM syncguard.violations v
          WHERE v.resolved_at < now() - older_than
-           AND (violations_prune.invariant IS NULL OR v.invariant = violations_prune.invariant)
+           AND (violations_prune.invariant IS NULL
+                OR (v.invariant = violations_prune.invariant AND v.owner_role = owner))
            FOR UPDATE));
 END
 $$;
@@ -337,9 +408,12 @@ $$;
 -- erroring are notified on syncguard_alerts. The query runs in a
 -- subtransaction, as the invariant's owner, under its own statement timeout:
 -- an error or a timeout is recorded as errored, never raised. A cancel
--- request from the user is not a timeout and is raised.
+-- request from the user is not a timeout and is raised. owner_role: whose
+-- invariant of that name (the worker and check_invariants pass it); NULL
+-- resolves the name as check_invariants(name) does.
 CREATE FUNCTION syncguard.run_invariant_check(
     inv_name text,
+    owner_role text DEFAULT NULL,
     OUT invariant text, OUT status text, OUT violations integer, OUT new_episodes integer,
     OUT resolved integer, OUT duration interval, OUT error text
 )
@@ -350,6 +424,7 @@ DECLARE
     inv syncguard.invariants;
     t0 timestamptz := clock_timestamp();
     owner oid;
+    owner_name text := run_invariant_check.owner_role;
     entities text[];
     sinces timestamptz[];
     st text;
@@ -359,7 +434,12 @@ BEGIN
     -- locked elsewhere (a run or redefinition under way, or its owner's own
     -- open transaction) is skipped this time, never waited for: the checker
     -- (the worker) runs every owner's checks.
-    SELECT * INTO inv FROM syncguard.invariants i WHERE i.name = inv_name FOR UPDATE SKIP LOCKED;
+    IF owner_name IS NULL THEN
+        owner_name := syncguard.invariant_owner(inv_name, ARRAY(
+            SELECT i.owner_role FROM syncguard.invariants i WHERE i.name = inv_name));
+    END IF;
+    SELECT * INTO inv FROM syncguard.invariants i
+     WHERE i.name = inv_name AND i.owner_role = owner_name FOR UPDATE SKIP LOCKED;
     IF NOT FOUND THEN
         RETURN;  -- dropped meanwhile, or locked
     END IF;
@@ -372,7 +452,7 @@ BEGIN
         -- The sandbox: as the owner, security-restricted, settings rolled
         -- back, under the check's own timer (src/invariants.rs).
         SELECT r.entities, r.sinces, r.sqlstate, r.error INTO entities, sinces, st, error
-          FROM syncguard.invariant_check_run(owner, inv.name,
+          FROM syncguard.invariant_check_run(owner, inv.view_name,
                    ceil(extract(epoch FROM inv.statement_timeout) * 1000)::integer) AS r;
         IF st = '57014' THEN
             error := format('canceled: the check ran longer than its statement_timeout (%s)', inv.statement_timeout);
@@ -388,18 +468,20 @@ BEGIN
             UPDATE syncguard.violations v
                SET last_seen = t0, count = v.count + 1, since = c.since
               FROM cur c
-             WHERE v.invariant = inv.name AND v.resolved_at IS NULL AND v.entity = c.entity
+             WHERE v.invariant = inv.name AND v.owner_role = inv.owner_role AND v.resolved_at IS NULL
+               AND v.entity = c.entity
         ), opened AS (
             INSERT INTO syncguard.violations (invariant, owner_role, entity, since, first_seen, last_seen)
             SELECT inv.name, inv.owner_role, c.entity, c.since, t0, t0
               FROM cur c
              WHERE NOT EXISTS (SELECT 1 FROM syncguard.violations v
-                                WHERE v.invariant = inv.name AND v.resolved_at IS NULL AND v.entity = c.entity)
+                                WHERE v.invariant = inv.name AND v.owner_role = inv.owner_role
+                                  AND v.resolved_at IS NULL AND v.entity = c.entity)
             RETURNING id
         ), closed AS (
             UPDATE syncguard.violations v
                SET resolved_at = t0
-             WHERE v.invariant = inv.name AND v.resolved_at IS NULL
+             WHERE v.invariant = inv.name AND v.owner_role = inv.owner_role AND v.resolved_at IS NULL
                AND NOT EXISTS (SELECT 1 FROM cur c WHERE c.entity = v.entity)
             RETURNING 1
         ), alerts AS (
@@ -427,12 +509,13 @@ BEGIN
     END IF;
     UPDATE syncguard.invariants i
        SET last_run_at = t0, last_status = run_invariant_check.status, last_error = run_invariant_check.error
-     WHERE i.name = inv.name;
+     WHERE i.name = inv.name AND i.owner_role = inv.owner_role;
 END
 $$;
 
 -- Run the checks: every enabled invariant, or the one named (enabled or
--- not). One row per check, in name order.
+-- not; syncguard.invariant_owner says whose). One row per check, in name
+-- order (then owner).
 CREATE FUNCTION syncguard.check_invariants(name text DEFAULT NULL)
 RETURNS TABLE (invariant text, status text, violations integer, new_episodes integer,
                resolved integer, duration interval, error text)
@@ -441,31 +524,38 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     n text;
+    o text;
+    owner text;
 BEGIN
-    IF name IS NOT NULL AND NOT EXISTS (SELECT 1 FROM syncguard.invariants i WHERE i.name = check_invariants.name) THEN
-        RAISE EXCEPTION USING ERRCODE = '42704',
-            MESSAGE = format('invariant %L does not exist', name),
-            HINT = 'syncguard.audit() lists the invariants you can see.';
+    IF name IS NOT NULL THEN
+        owner := syncguard.invariant_owner(name, ARRAY(
+            SELECT i.owner_role FROM syncguard.invariants i WHERE i.name = check_invariants.name));
+        IF owner IS NULL THEN
+            RAISE EXCEPTION USING ERRCODE = '42704',
+                MESSAGE = format('invariant %L does not exist', name),
+                HINT = 'syncguard.audit() lists the invariants you can see.';
+        END IF;
     END IF;
-    FOR n IN SELECT i.name FROM syncguard.invariants i
-              WHERE i.name = check_invariants.name OR (check_invariants.name IS NULL AND i.enabled)
-              ORDER BY i.name LOOP
-        RETURN QUERY SELECT * FROM syncguard.run_invariant_check(n) r WHERE r.invariant IS NOT NULL;
+    FOR n, o IN SELECT i.name, i.owner_role FROM syncguard.invariants i
+                 WHERE (i.name = check_invariants.name AND i.owner_role = owner)
+                    OR (check_invariants.name IS NULL AND i.enabled)
+                 ORDER BY i.name, i.owner_role LOOP
+        RETURN QUERY SELECT * FROM syncguard.run_invariant_check(n, o) r WHERE r.invariant IS NOT NULL;
     END LOOP;
 END
 $$;
 
 -- The enabled invariants whose schedule says they are due: never run, or
 -- last run at least `schedule` ago. The background worker runs each of them
--- in a transaction of its own.
+-- in a transaction of its own, by name and owner.
 CREATE FUNCTION syncguard.due_invariants()
-RETURNS SETOF text
+RETURNS TABLE (name text, owner_role text)
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT i.name FROM syncguard.invariants i
+    SELECT i.name, i.owner_role FROM syncguard.invariants i
      WHERE i.enabled AND (i.last_run_at IS NULL OR i.last_run_at + i.schedule <= now())
-     ORDER BY i.last_run_at NULLS FIRST, i.name
+     ORDER BY i.last_run_at NULLS FIRST, i.name, i.owner_role
 $$;
 
 -- check_invariants for the due invariants only, in one transaction: what a
@@ -476,8 +566,8 @@ RETURNS TABLE (invariant text, status text, violations integer, new_episodes int
 LANGUAGE sql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT r.* FROM syncguard.due_invariants() AS d(name),
-                    LATERAL syncguard.run_invariant_check(d.name) AS r
+    SELECT r.* FROM syncguard.due_invariants() AS d,
+                    LATERAL syncguard.run_invariant_check(d.name, d.owner_role) AS r
      WHERE r.invariant IS NOT NULL
 $$;
 
@@ -507,19 +597,20 @@ AS $$
             SELECT count(*) AS open,
                    now() - min(CASE WHEN isfinite(v.since) THEN v.since ELSE v.first_seen END) AS oldest_age
               FROM syncguard.violations v
-             WHERE v.invariant = i.name AND v.resolved_at IS NULL) o ON true
+             WHERE v.invariant = i.name AND v.owner_role = i.owner_role AND v.resolved_at IS NULL) o ON true
      ORDER BY array_position(ARRAY['violating', 'errored', 'never_run', 'ok', 'disabled'], s.status),
               array_position(ARRAY['critical', 'error', 'warning', 'info'], i.severity),
               coalesce(o.open, 0) DESC,
-              i.name
+              i.name, i.owner_role
 $$;
 
 GRANT EXECUTE ON FUNCTION
     syncguard.alert_payload(text, text, bigint),
+    syncguard.invariant_owner(text, text[]),
     syncguard.define_invariant(text, text, interval, text, text, text, interval, interval, boolean, text),
     syncguard.drop_invariant(text, boolean),
     syncguard.violations_prune(interval, text),
-    syncguard.run_invariant_check(text),
+    syncguard.run_invariant_check(text, text),
     syncguard.check_invariants(text),
     syncguard.due_invariants(),
     syncguard.check_due_invariants(),
@@ -530,18 +621,20 @@ GRANT EXECUTE ON FUNCTION
 
 COMMENT ON FUNCTION syncguard.alert_payload(text, text, bigint) IS
     'the JSON payload of a syncguard_alerts notification: kind, invariant and the id of the episode or run';
+COMMENT ON FUNCTION syncguard.invariant_owner(text, text[]) IS
+    'internal: whose invariant a name means for the caller, among the owners of the rows it sees (42725 when several)';
 COMMENT ON FUNCTION syncguard.define_invariant(text, text, interval, text, text, text, interval, interval, boolean, text) IS
-    'define or replace an invariant: a SELECT returning violating rows (entity, since), and its view';
+    'define or replace the caller''s invariant of that name: a SELECT returning violating rows (entity, since), and its view';
 COMMENT ON FUNCTION syncguard.drop_invariant(text, boolean) IS
     'drop an invariant and its view; keep_history keeps its runs and episodes';
 COMMENT ON FUNCTION syncguard.violations_prune(interval, text) IS
     'delete episodes resolved more than an interval ago; returns how many';
-COMMENT ON FUNCTION syncguard.run_invariant_check(text) IS
+COMMENT ON FUNCTION syncguard.run_invariant_check(text, text) IS
     'internal: one check, recorded as a run, episodes and alerts';
 COMMENT ON FUNCTION syncguard.check_invariants(text) IS
     'run every enabled invariant check (or the one named), each isolated, with its own timeout';
 COMMENT ON FUNCTION syncguard.due_invariants() IS
-    'enabled invariants whose schedule says they are due';
+    'enabled invariants whose schedule says they are due, by name and owner';
 COMMENT ON FUNCTION syncguard.check_due_invariants() IS
     'run the due invariant checks (for pg_cron)';
 COMMENT ON FUNCTION syncguard.audit() IS

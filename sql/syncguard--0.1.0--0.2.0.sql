@@ -176,16 +176,40 @@ COMMENT ON VIEW syncguard.sync_alerts IS 'what is wrong now: raised alert flags 
 -- hand to others; no UPDATE of names, owners or ids.
 REVOKE INSERT ON syncguard.entity_events FROM PUBLIC;
 GRANT INSERT (entity, kind, at, data, owner_role) ON syncguard.entity_events TO PUBLIC;
+-- Invariant names are per owner: the key is (name, owner_role), the lookups
+-- by invariant name match the owner too, and each invariant records the
+-- name of its view (0.1.0's views are all syncguard_invariants.<name>).
+ALTER TABLE syncguard.invariants DROP CONSTRAINT invariants_pkey;
+ALTER TABLE syncguard.invariants
+    ALTER COLUMN name SET NOT NULL,
+    ADD PRIMARY KEY (name, owner_role),
+    ADD COLUMN view_name text;
+UPDATE syncguard.invariants SET view_name = name;
+ALTER TABLE syncguard.invariants
+    ALTER COLUMN view_name SET NOT NULL,
+    ADD CONSTRAINT invariants_view_name_key UNIQUE (view_name);
+COMMENT ON TABLE syncguard.invariants IS
+    'syncguard invariants: use syncguard.define_invariant / drop_invariant; names are per owner_role, the view of each is syncguard_invariants.<view_name>';
+DROP INDEX syncguard.invariant_runs_invariant;
+CREATE INDEX invariant_runs_invariant ON syncguard.invariant_runs (invariant, owner_role, started_at);
+DROP INDEX syncguard.violations_open;
+CREATE UNIQUE INDEX violations_open ON syncguard.violations (invariant, owner_role, entity) WHERE resolved_at IS NULL;
+DROP INDEX syncguard.violations_invariant;
+CREATE INDEX violations_invariant ON syncguard.violations (invariant, owner_role, first_seen);
 CREATE POLICY invariants_own_view ON syncguard.invariants AS RESTRICTIVE FOR INSERT
-    WITH CHECK (EXISTS (SELECT FROM pg_catalog.pg_class AS c JOIN pg_catalog.pg_roles AS r ON r.oid = c.relowner
-                         WHERE c.relnamespace = 'syncguard_invariants'::pg_catalog.regnamespace
-                           AND c.relname = invariants.name::pg_catalog.name AND r.rolname = current_user));
+    WITH CHECK ((invariants.view_name = invariants.name
+                 OR invariants.view_name = invariants.name || '@' || invariants.owner_role)
+                AND EXISTS (SELECT FROM pg_catalog.pg_class AS c JOIN pg_catalog.pg_roles AS r ON r.oid = c.relowner
+                             WHERE c.relnamespace = 'syncguard_invariants'::pg_catalog.regnamespace
+                               AND c.relname = invariants.view_name::pg_catalog.name AND r.rolname = current_user));
 CREATE POLICY invariant_runs_own_invariant ON syncguard.invariant_runs AS RESTRICTIVE FOR INSERT
     WITH CHECK (EXISTS (SELECT FROM syncguard.invariants AS i
-                         WHERE i.name = invariant_runs.invariant AND i.owner_role = current_user));
+                         WHERE i.name = invariant_runs.invariant AND i.owner_role = invariant_runs.owner_role
+                           AND i.owner_role = current_user));
 CREATE POLICY violations_own_invariant ON syncguard.violations AS RESTRICTIVE FOR INSERT
     WITH CHECK (EXISTS (SELECT FROM syncguard.invariants AS i
-                         WHERE i.name = violations.invariant AND i.owner_role = current_user));
+                         WHERE i.name = violations.invariant AND i.owner_role = violations.owner_role
+                           AND i.owner_role = current_user));
 REVOKE INSERT, UPDATE ON syncguard.invariants, syncguard.invariant_runs, syncguard.violations FROM PUBLIC;
 GRANT INSERT ON syncguard.invariants TO PUBLIC;
 GRANT UPDATE (query, grace, severity, remediation, description, schedule, statement_timeout, enabled,
@@ -251,7 +275,7 @@ ALTER POLICY sync_parts_own ON syncguard.sync_parts
 -- NULL tables are 22004.
 DROP FUNCTION syncguard.invariant_check_enter(oid, integer);
 DROP FUNCTION syncguard.invariant_check_leave();
-CREATE FUNCTION syncguard."invariant_check_run"("owner" oid, "name" TEXT, "timeout_ms" INT)
+CREATE FUNCTION syncguard."invariant_check_run"("owner" oid, "view_name" TEXT, "timeout_ms" INT)
 RETURNS TABLE ("entities" TEXT[], "sinces" timestamp with time zone[], "sqlstate" TEXT, "error" TEXT)
 STRICT VOLATILE PARALLEL UNSAFE
 LANGUAGE c AS 'MODULE_PATHNAME', 'invariant_check_run_wrapper';
@@ -266,8 +290,10 @@ RETURN jsonb_build_object('kind', kind, 'invariant', invariant, 'id', id)::text;
 GRANT EXECUTE ON FUNCTION syncguard.alert_payload(text, text, bigint) TO PUBLIC;
 COMMENT ON FUNCTION syncguard.alert_payload(text, text, bigint) IS
     'the JSON payload of a syncguard_alerts notification: kind, invariant and the id of the episode or run';
-CREATE OR REPLACE FUNCTION syncguard.run_invariant_check(
+DROP FUNCTION syncguard.run_invariant_check(text);
+CREATE FUNCTION syncguard.run_invariant_check(
     inv_name text,
+    owner_role text DEFAULT NULL,
     OUT invariant text, OUT status text, OUT violations integer, OUT new_episodes integer,
     OUT resolved integer, OUT duration interval, OUT error text
 )
@@ -278,6 +304,7 @@ DECLARE
     inv syncguard.invariants;
     t0 timestamptz := clock_timestamp();
     owner oid;
+    owner_name text := run_invariant_check.owner_role;
     entities text[];
     sinces timestamptz[];
     st text;
@@ -287,7 +314,12 @@ BEGIN
     -- locked elsewhere (a run or redefinition under way, or its owner's own
     -- open transaction) is skipped this time, never waited for: the checker
     -- (the worker) runs every owner's checks.
-    SELECT * INTO inv FROM syncguard.invariants i WHERE i.name = inv_name FOR UPDATE SKIP LOCKED;
+    IF owner_name IS NULL THEN
+        owner_name := syncguard.invariant_owner(inv_name, ARRAY(
+            SELECT i.owner_role FROM syncguard.invariants i WHERE i.name = inv_name));
+    END IF;
+    SELECT * INTO inv FROM syncguard.invariants i
+     WHERE i.name = inv_name AND i.owner_role = owner_name FOR UPDATE SKIP LOCKED;
     IF NOT FOUND THEN
         RETURN;  -- dropped meanwhile, or locked
     END IF;
@@ -300,7 +332,7 @@ BEGIN
         -- The sandbox: as the owner, security-restricted, settings rolled
         -- back, under the check's own timer (src/invariants.rs).
         SELECT r.entities, r.sinces, r.sqlstate, r.error INTO entities, sinces, st, error
-          FROM syncguard.invariant_check_run(owner, inv.name,
+          FROM syncguard.invariant_check_run(owner, inv.view_name,
                    ceil(extract(epoch FROM inv.statement_timeout) * 1000)::integer) AS r;
         IF st = '57014' THEN
             error := format('canceled: the check ran longer than its statement_timeout (%s)', inv.statement_timeout);
@@ -316,18 +348,20 @@ BEGIN
             UPDATE syncguard.violations v
                SET last_seen = t0, count = v.count + 1, since = c.since
               FROM cur c
-             WHERE v.invariant = inv.name AND v.resolved_at IS NULL AND v.entity = c.entity
+             WHERE v.invariant = inv.name AND v.owner_role = inv.owner_role AND v.resolved_at IS NULL
+               AND v.entity = c.entity
         ), opened AS (
             INSERT INTO syncguard.violations (invariant, owner_role, entity, since, first_seen, last_seen)
             SELECT inv.name, inv.owner_role, c.entity, c.since, t0, t0
               FROM cur c
              WHERE NOT EXISTS (SELECT 1 FROM syncguard.violations v
-                                WHERE v.invariant = inv.name AND v.resolved_at IS NULL AND v.entity = c.entity)
+                                WHERE v.invariant = inv.name AND v.owner_role = inv.owner_role
+                                  AND v.resolved_at IS NULL AND v.entity = c.entity)
             RETURNING id
         ), closed AS (
             UPDATE syncguard.violations v
                SET resolved_at = t0
-             WHERE v.invariant = inv.name AND v.resolved_at IS NULL
+             WHERE v.invariant = inv.name AND v.owner_role = inv.owner_role AND v.resolved_at IS NULL
                AND NOT EXISTS (SELECT 1 FROM cur c WHERE c.entity = v.entity)
             RETURNING 1
         ), alerts AS (
@@ -355,9 +389,12 @@ BEGIN
     END IF;
     UPDATE syncguard.invariants i
        SET last_run_at = t0, last_status = run_invariant_check.status, last_error = run_invariant_check.error
-     WHERE i.name = inv.name;
+     WHERE i.name = inv.name AND i.owner_role = inv.owner_role;
 END
 $$;
+GRANT EXECUTE ON FUNCTION syncguard.run_invariant_check(text, text) TO PUBLIC;
+COMMENT ON FUNCTION syncguard.run_invariant_check(text, text) IS
+    'internal: one check, recorded as a run, episodes and alerts';
 
 DROP FUNCTION syncguard.note_stale_write(text);
 CREATE OR REPLACE FUNCTION syncguard.require_owner(target regclass) RETURNS text
@@ -536,11 +573,11 @@ AS $$
             SELECT count(*) AS open,
                    now() - min(CASE WHEN isfinite(v.since) THEN v.since ELSE v.first_seen END) AS oldest_age
               FROM syncguard.violations v
-             WHERE v.invariant = i.name AND v.resolved_at IS NULL) o ON true
+             WHERE v.invariant = i.name AND v.owner_role = i.owner_role AND v.resolved_at IS NULL) o ON true
      ORDER BY array_position(ARRAY['violating', 'errored', 'never_run', 'ok', 'disabled'], s.status),
               array_position(ARRAY['critical', 'error', 'warning', 'info'], i.severity),
               coalesce(o.open, 0) DESC,
-              i.name
+              i.name, i.owner_role
 $$;
 CREATE OR REPLACE FUNCTION syncguard.define_invariant(
     name text,
@@ -558,10 +595,11 @@ LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    view_name text;
+    rel text;        -- the view's relation name in syncguard_invariants
+    qualified text;  -- the same, schema-qualified and quoted
     stmt text;
     view_owner oid;
-    owner text := current_user;
+    me oid := (SELECT r.oid FROM pg_roles r WHERE r.rolname = current_user);
     since_type regtype;
     st text;
     msg text;
@@ -596,20 +634,37 @@ BEGIN
             HINT = 'A superuser lets a role define invariants with GRANT CREATE ON SCHEMA syncguard_invariants TO role.';
     END IF;
 
-    view_name := format('syncguard_invariants.%I', name);
-    -- The view tells who owns the name (the registry hides other roles' rows).
+    -- Always the caller's own invariant of that name (names are per owner).
+    -- A redefinition keeps its view; a new one takes the plain name unless
+    -- another role's view holds it (the registry hides other roles' rows,
+    -- the catalog does not), then name@owner.
+    SELECT i.view_name INTO rel FROM syncguard.invariants i
+     WHERE i.name = define_invariant.name AND i.owner_role = current_user;
+    IF NOT FOUND THEN
+        rel := name;
+        IF EXISTS (SELECT FROM pg_class c
+                    WHERE c.relnamespace = 'syncguard_invariants'::regnamespace
+                      AND c.relname = define_invariant.name AND c.relowner <> me) THEN
+            rel := name || '@' || current_user;
+            IF octet_length(rel) > 63 THEN
+                RAISE EXCEPTION USING ERRCODE = '42622',
+                    MESSAGE = format('invariant %L: its view name %s would be %s bytes long, over 63',
+                                     name, quote_ident(rel), octet_length(rel)),
+                    HINT = 'Another role''s invariant has this name, so the view is named <name>@<your role>, which must fit in 63 bytes; choose a shorter name.';
+            END IF;
+        END IF;
+    END IF;
+    qualified := format('syncguard_invariants.%I', rel);
     SELECT c.relowner INTO view_owner
       FROM pg_class c
-     WHERE c.relnamespace = 'syncguard_invariants'::regnamespace AND c.relname = define_invariant.name;
+     WHERE c.relnamespace = 'syncguard_invariants'::regnamespace AND c.relname = rel;
     IF FOUND THEN
-        IF NOT (view_owner = (SELECT r.oid FROM pg_roles r WHERE r.rolname = current_user)
-                OR (SELECT r.rolsuper FROM pg_roles r WHERE r.rolname = current_user)) THEN
+        IF view_owner <> me THEN
             RAISE EXCEPTION USING ERRCODE = '42501',
-                MESSAGE = format('invariant %L belongs to role %s', name, view_owner::regrole),
-                HINT = 'Only its owner (or a superuser) redefines or drops an invariant; choose another name.';
+                MESSAGE = format('invariant %L: its view %s belongs to role %s', name, qualified, view_owner::regrole),
+                HINT = 'Choose another name.';
         END IF;
-        owner := pg_get_userbyid(view_owner);   -- a superuser's redefinition keeps the owner
-        EXECUTE format('DROP VIEW %s', view_name);
+        EXECUTE format('DROP VIEW %s', qualified);
     END IF;
 
     stmt := syncguard.invariant_query_text(query);
@@ -625,7 +680,7 @@ BEGIN
     -- under the caller's search_path, for the names in the query.
     BEGIN
         PERFORM set_config('search_path', define_invariant.search_path, true);
-        EXECUTE format(E'CREATE VIEW %s AS SELECT * FROM (\n%s\n) AS violation', view_name, stmt);
+        EXECUTE format(E'CREATE VIEW %s AS SELECT * FROM (\n%s\n) AS violation', qualified, stmt);
         PERFORM set_config('search_path', 'pg_catalog, pg_temp', true);
     EXCEPTION WHEN others THEN
         GET STACKED DIAGNOSTICS st = RETURNED_SQLSTATE, msg = MESSAGE_TEXT;
@@ -634,14 +689,14 @@ BEGIN
             HINT = 'The query must be one SELECT returning the violating rows, with columns entity and since (timestamptz).';
     END;
     IF NOT EXISTS (SELECT 1 FROM pg_attribute a
-                    WHERE a.attrelid = view_name::regclass AND a.attname = 'entity' AND a.attnum > 0) THEN
+                    WHERE a.attrelid = qualified::regclass AND a.attname = 'entity' AND a.attnum > 0) THEN
         RAISE EXCEPTION USING ERRCODE = '42703',
             MESSAGE = format('invariant %L: the query returns no column named entity', name),
             HINT = 'Return the violating record''s identity as entity, e.g. SELECT id AS entity, ....';
     END IF;
     SELECT a.atttypid::regtype INTO since_type
       FROM pg_attribute a
-     WHERE a.attrelid = view_name::regclass AND a.attname = 'since' AND a.attnum > 0;
+     WHERE a.attrelid = qualified::regclass AND a.attname = 'since' AND a.attnum > 0;
     IF NOT FOUND THEN
         RAISE EXCEPTION USING ERRCODE = '42703',
             MESSAGE = format('invariant %L: the query returns no column named since', name),
@@ -655,12 +710,9 @@ BEGIN
     PERFORM set_config('search_path', define_invariant.search_path, true);
     EXECUTE format(E'CREATE OR REPLACE VIEW %s AS SELECT * FROM (\n%s\n) AS violation\n'
                    ' WHERE violation.since OPERATOR(pg_catalog.<) (pg_catalog.now() OPERATOR(pg_catalog.-) %L::pg_catalog.interval)',
-                   view_name, stmt, grace);
+                   qualified, stmt, grace);
     PERFORM set_config('search_path', 'pg_catalog, pg_temp', true);
-    IF owner <> current_user THEN
-        EXECUTE format('ALTER VIEW %s OWNER TO %I', view_name, owner);
-    END IF;
-    EXECUTE format('COMMENT ON VIEW %s IS %L', view_name,
+    EXECUTE format('COMMENT ON VIEW %s IS %L', qualified,
                    coalesce(description, 'violations of invariant ' || name) || ' (syncguard invariant)');
     IF citus_ddl IS NOT NULL THEN
         PERFORM set_config('citus.enable_ddl_propagation', citus_ddl, true);
@@ -668,16 +720,16 @@ BEGIN
 
     INSERT INTO syncguard.invariants AS i
            (name, owner_role, query, grace, severity, remediation, description, schedule,
-            statement_timeout, enabled)
-    VALUES (define_invariant.name, owner, stmt, define_invariant.grace, define_invariant.severity,
+            statement_timeout, enabled, view_name)
+    VALUES (define_invariant.name, current_user, stmt, define_invariant.grace, define_invariant.severity,
             define_invariant.remediation, define_invariant.description, define_invariant.schedule,
-            define_invariant.statement_timeout, define_invariant.enabled)
+            define_invariant.statement_timeout, define_invariant.enabled, rel)
     ON CONFLICT ON CONSTRAINT invariants_pkey DO UPDATE
        SET query = excluded.query, grace = excluded.grace, severity = excluded.severity,
            remediation = excluded.remediation, description = excluded.description,
            schedule = excluded.schedule, statement_timeout = excluded.statement_timeout,
            enabled = excluded.enabled, updated_at = now();
-    RETURN view_name::regclass;
+    RETURN qualified::regclass;
 END
 $$;
 CREATE OR REPLACE FUNCTION syncguard.drop_invariant(name text, keep_history boolean DEFAULT true)
@@ -685,32 +737,114 @@ RETURNS boolean
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+    owner text;
+    rel text;
 BEGIN
     IF name IS NULL OR keep_history IS NULL THEN
         RAISE EXCEPTION USING ERRCODE = '22004',
             MESSAGE = 'drop_invariant: name and keep_history must not be NULL',
             HINT = 'Pass the invariant''s name.';
     END IF;
+    owner := syncguard.invariant_owner(name, ARRAY(
+        SELECT i.owner_role FROM syncguard.invariants i WHERE i.name = drop_invariant.name));
     -- The row lock orders it with a check or redefinition; no advisory
     -- lock, which any role could take first.
-    IF syncguard._delete_visible('syncguard.invariants', ARRAY(
-           SELECT jsonb_build_object('name', i.name) FROM syncguard.invariants i
-            WHERE i.name = drop_invariant.name FOR UPDATE)) = 0 THEN
+    SELECT i.view_name INTO rel FROM syncguard.invariants i
+     WHERE i.name = drop_invariant.name AND i.owner_role = owner FOR UPDATE;
+    IF NOT FOUND OR syncguard._delete_visible('syncguard.invariants', ARRAY[
+           jsonb_build_object('name', name, 'owner_role', owner)]) = 0 THEN
         RETURN false;
     END IF;
-    EXECUTE format('DROP VIEW IF EXISTS syncguard_invariants.%I', name);
+    EXECUTE format('DROP VIEW IF EXISTS syncguard_invariants.%I', rel);
     IF keep_history THEN
         UPDATE syncguard.violations v SET resolved_at = now()
-         WHERE v.invariant = drop_invariant.name AND v.resolved_at IS NULL;
+         WHERE v.invariant = drop_invariant.name AND v.owner_role = owner AND v.resolved_at IS NULL;
     ELSE
         PERFORM syncguard._delete_visible('syncguard.violations', ARRAY(
-            SELECT jsonb_build_object('id', v.id) FROM syncguard.violations v WHERE v.invariant = drop_invariant.name));
+            SELECT jsonb_build_object('id', v.id) FROM syncguard.violations v
+             WHERE v.invariant = drop_invariant.name AND v.owner_role = owner));
         PERFORM syncguard._delete_visible('syncguard.invariant_runs', ARRAY(
-            SELECT jsonb_build_object('id', r.id) FROM syncguard.invariant_runs r WHERE r.invariant = drop_invariant.name));
+            SELECT jsonb_build_object('id', r.id) FROM syncguard.invariant_runs r
+             WHERE r.invariant = drop_invariant.name AND r.owner_role = owner));
     END IF;
     RETURN true;
 END
 $$;
+CREATE FUNCTION syncguard.invariant_owner(name text, owners text[]) RETURNS text
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    roles text[] := ARRAY(SELECT DISTINCT o FROM unnest(owners) AS o WHERE o IS NOT NULL ORDER BY o);
+BEGIN
+    IF current_user::text = ANY (roles) THEN
+        RETURN current_user;
+    ELSIF cardinality(roles) <= 1 THEN
+        RETURN roles[1];
+    END IF;
+    RAISE EXCEPTION USING ERRCODE = '42725',
+        MESSAGE = format('invariant %L is ambiguous: roles %s each have one of that name', name,
+                         (SELECT string_agg(quote_ident(r), ', ') FROM unnest(roles) AS r)),
+        HINT = 'SET ROLE to the owning role first.';
+END
+$$;
+GRANT EXECUTE ON FUNCTION syncguard.invariant_owner(text, text[]) TO PUBLIC;
+COMMENT ON FUNCTION syncguard.invariant_owner(text, text[]) IS
+    'internal: whose invariant a name means for the caller, among the owners of the rows it sees (42725 when several)';
+CREATE OR REPLACE FUNCTION syncguard.check_invariants(name text DEFAULT NULL)
+RETURNS TABLE (invariant text, status text, violations integer, new_episodes integer,
+               resolved integer, duration interval, error text)
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    n text;
+    o text;
+    owner text;
+BEGIN
+    IF name IS NOT NULL THEN
+        owner := syncguard.invariant_owner(name, ARRAY(
+            SELECT i.owner_role FROM syncguard.invariants i WHERE i.name = check_invariants.name));
+        IF owner IS NULL THEN
+            RAISE EXCEPTION USING ERRCODE = '42704',
+                MESSAGE = format('invariant %L does not exist', name),
+                HINT = 'syncguard.audit() lists the invariants you can see.';
+        END IF;
+    END IF;
+    FOR n, o IN SELECT i.name, i.owner_role FROM syncguard.invariants i
+                 WHERE (i.name = check_invariants.name AND i.owner_role = owner)
+                    OR (check_invariants.name IS NULL AND i.enabled)
+                 ORDER BY i.name, i.owner_role LOOP
+        RETURN QUERY SELECT * FROM syncguard.run_invariant_check(n, o) r WHERE r.invariant IS NOT NULL;
+    END LOOP;
+END
+$$;
+DROP FUNCTION syncguard.due_invariants();
+CREATE FUNCTION syncguard.due_invariants()
+RETURNS TABLE (name text, owner_role text)
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT i.name, i.owner_role FROM syncguard.invariants i
+     WHERE i.enabled AND (i.last_run_at IS NULL OR i.last_run_at + i.schedule <= now())
+     ORDER BY i.last_run_at NULLS FIRST, i.name, i.owner_role
+$$;
+GRANT EXECUTE ON FUNCTION syncguard.due_invariants() TO PUBLIC;
+COMMENT ON FUNCTION syncguard.due_invariants() IS
+    'enabled invariants whose schedule says they are due, by name and owner';
+CREATE OR REPLACE FUNCTION syncguard.check_due_invariants()
+RETURNS TABLE (invariant text, status text, violations integer, new_episodes integer,
+               resolved integer, duration interval, error text)
+LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT r.* FROM syncguard.due_invariants() AS d,
+                    LATERAL syncguard.run_invariant_check(d.name, d.owner_role) AS r
+     WHERE r.invariant IS NOT NULL
+$$;
+COMMENT ON FUNCTION syncguard.define_invariant(text, text, interval, text, text, text, interval, interval, boolean, text) IS
+    'define or replace the caller''s invariant of that name: a SELECT returning violating rows (entity, since), and its view';
 
 -- Queue: an expired lease is a failed attempt; '' is 22023, NULL 22004.
 CREATE OR REPLACE FUNCTION syncguard.backoff_delay(
@@ -1312,15 +1446,24 @@ RETURNS bigint
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+    owner text;
 BEGIN
     IF older_than IS NULL THEN
         RAISE EXCEPTION USING ERRCODE = '22004', MESSAGE = 'violations_prune: older_than must not be NULL',
             HINT = 'Pass how long ago an episode must have been resolved, e.g. interval ''1 year''.';
     END IF;
+    IF invariant IS NOT NULL THEN
+        owner := syncguard.invariant_owner(invariant, ARRAY(
+            SELECT i.owner_role FROM syncguard.invariants i WHERE i.name = violations_prune.invariant
+            UNION
+            SELECT v.owner_role FROM syncguard.violations v WHERE v.invariant = violations_prune.invariant));
+    END IF;
     RETURN syncguard._delete_visible('syncguard.violations', ARRAY(
         SELECT jsonb_build_object('id', v.id) FROM syncguard.violations v
          WHERE v.resolved_at < now() - older_than
-           AND (violations_prune.invariant IS NULL OR v.invariant = violations_prune.invariant)
+           AND (violations_prune.invariant IS NULL
+                OR (v.invariant = violations_prune.invariant AND v.owner_role = owner))
            FOR UPDATE));
 END
 $$;

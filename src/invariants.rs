@@ -54,8 +54,9 @@ type CheckRow = (
     Option<String>,
 );
 
-/// Runs the check of invariant `name` (its view `syncguard_invariants.<name>`)
-/// as role `owner`, and returns the violating entities and their `since`, or
+/// Runs the check of the invariant whose view is
+/// `syncguard_invariants.<view_name>` (its `view_name`, which is not always
+/// its name: names are per owner) as role `owner`, and returns the violating entities and their `since`, or
 /// the SQLSTATE and message of the error that ended it: `57014` when it ran
 /// longer than `timeout_ms` (or the caller's own statement timeout, when
 /// that is due first). A cancel request from the user is not the check's
@@ -63,7 +64,7 @@ type CheckRow = (
 #[pg_extern(volatile, parallel_unsafe)]
 fn invariant_check_run(
     owner: pg_sys::Oid,
-    name: &str,
+    view_name: &str,
     timeout_ms: i32,
 ) -> TableIterator<
     'static,
@@ -103,7 +104,7 @@ fn invariant_check_run(
         "SELECT coalesce(array_agg(d.entity), '{{}}'), coalesce(array_agg(d.since), '{{}}')
            FROM (SELECT coalesce(v.entity::text, '(null)') AS entity, min(v.since) AS since
                    FROM syncguard_invariants.{} AS v GROUP BY 1) AS d",
-        pgrx::spi::quote_identifier(name)
+        pgrx::spi::quote_identifier(view_name)
     );
     let row = {
         let _running = Running::start();

@@ -147,7 +147,14 @@ fn worker_logs_a_failing_step_and_carries_on() {
              VALUES ('worker', 'expired', 'f', 'succeeded', gen_random_uuid(), now() - interval '1 hour');",
         )
         .unwrap();
-    // The error is logged; housekeeping, the next step, still runs.
+    // The error is logged, naming the invariant and its owner; housekeeping,
+    // the next step, still runs.
+    let owner: String = client
+        .query_one("SELECT current_user::text", &[])
+        .unwrap()
+        .get(0);
+    let logged =
+        format!("syncguard worker: checking invariant anything of role {owner} failed: runs are read-only today");
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let keys: i64 = client
@@ -158,11 +165,7 @@ fn worker_logs_a_failing_step_and_carries_on() {
             .unwrap()
             .get(0);
         let log = cluster.log_text();
-        if keys == 0
-            && log.contains(
-                "syncguard worker: checking invariant anything failed: runs are read-only today",
-            )
-        {
+        if keys == 0 && log.contains(&logged) {
             break;
         }
         assert!(Instant::now() < deadline, "{}", cluster.log_tail());

@@ -242,3 +242,242 @@ fn no_shared_table_can_be_locked_against_another_role() {
     alice_checked(&mut admin, 3);
     mallory.batch_execute("COMMIT").unwrap();
 }
+
+/// `define_invariant('orders_ok', …)` as `role`, checked against its own
+/// registry row: returns the view it made (schema-qualified) and the
+/// entities its query returns right now, sorted.
+fn define_orders_ok(client: &mut Client, query: &str, schedule: &str) -> (String, Vec<String>) {
+    let view: String = client
+        .query_one(
+            "SELECT syncguard.define_invariant('orders_ok', $1, schedule => $2::text::interval)::text",
+            &[&query, &schedule],
+        )
+        .unwrap()
+        .get(0);
+    // Row-level security: the role's own row only.
+    let row = client
+        .query_one(
+            "SELECT format('syncguard_invariants.%I', view_name), count(*) OVER ()
+               FROM syncguard.invariants WHERE name = 'orders_ok'",
+            &[],
+        )
+        .unwrap();
+    assert_eq!(
+        row.get::<_, i64>(1),
+        1,
+        "a role sees its own invariant only"
+    );
+    assert_eq!(
+        row.get::<_, String>(0),
+        view,
+        "define_invariant returns the view_name's view"
+    );
+    let expected: Vec<String> = client
+        .query_one(
+            &format!("SELECT coalesce(array_agg(entity::text ORDER BY entity::text), '{{}}') FROM ({query}) AS q"),
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    (view, expected)
+}
+
+fn view_entities(client: &mut Client, view: &str) -> Vec<String> {
+    client
+        .query_one(
+            &format!("SELECT coalesce(array_agg(entity::text ORDER BY entity::text), '{{}}') FROM {view}"),
+            &[],
+        )
+        .unwrap()
+        .get(0)
+}
+
+/// The open episodes of `owner`'s `orders_ok`, as the superuser sees them.
+fn open_episodes(admin: &mut Client, owner: &str) -> Vec<String> {
+    admin
+        .query_one(
+            "SELECT coalesce(array_agg(entity ORDER BY entity), '{}') FROM syncguard.violations
+              WHERE invariant = 'orders_ok' AND owner_role = $1 AND resolved_at IS NULL",
+            &[&owner],
+        )
+        .unwrap()
+        .get(0)
+}
+
+fn owner_runs(admin: &mut Client, owner: &str) -> i64 {
+    admin
+        .query_one(
+            "SELECT count(*) FROM syncguard.invariant_runs WHERE invariant = 'orders_ok' AND owner_role = $1",
+            &[&owner],
+        )
+        .unwrap()
+        .get(0)
+}
+
+/// `check_invariants('orders_ok')` as `client`'s role: (invariant,
+/// violations) of each row. A check whose row the worker holds right now is
+/// skipped (SKIP LOCKED), so it is called until it returns a row.
+fn check_orders_ok(client: &mut Client) -> Vec<(String, i32)> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let rows: Vec<(String, i32)> = client
+            .query(
+                "SELECT invariant, violations FROM syncguard.check_invariants('orders_ok')",
+                &[],
+            )
+            .unwrap()
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
+        if !rows.is_empty() {
+            return rows;
+        }
+        assert!(Instant::now() < deadline, "the check stayed locked");
+        sleep(Duration::from_millis(100));
+    }
+}
+
+/// Invariant names are per owner (as pg_cron's job names are per user):
+/// mallory's `orders_ok` does not keep alice from having her own, and
+/// neither touches the other's view, checks, runs or episodes.
+#[test]
+fn invariant_names_are_per_owner() {
+    let (cluster, mut admin) = cluster();
+    let mut mallory = connect_as(&cluster, "mallory");
+    let mut alice = connect_as(&cluster, "alice");
+    let m_query = "SELECT 'm-' || g AS entity, now() - interval '1 day' AS since FROM generate_series(1, 2) AS g";
+    let a_query = "SELECT 'a-1' AS entity, now() - interval '1 day' AS since";
+    // Due every second: the worker checks both.
+    let (m_view, m_expected) = define_orders_ok(&mut mallory, m_query, "1 second");
+    let (a_view, a_expected) = define_orders_ok(&mut alice, a_query, "1 second");
+    assert_ne!(
+        m_expected, a_expected,
+        "the two queries must tell the invariants apart"
+    );
+
+    // mallory came first and has the plain name; alice's view is name@alice.
+    let plain: String = admin
+        .query_one("SELECT format('syncguard_invariants.%I', 'orders_ok')", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(m_view, plain);
+    let suffixed: String = alice
+        .query_one(
+            "SELECT format('syncguard_invariants.%I', 'orders_ok@' || current_user)",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(a_view, suffixed);
+
+    // Each view shows its owner's violations, and only its owner reads it.
+    assert_eq!(view_entities(&mut mallory, &m_view), m_expected);
+    assert_eq!(view_entities(&mut alice, &a_view), a_expected);
+    let e = alice
+        .query(&format!("SELECT * FROM {m_view}"), &[])
+        .expect_err("alice read mallory's view");
+    assert_eq!(e.code().map(|c| c.code()), Some("42501"), "{e}");
+
+    // The worker checks both, each into its owner's runs and episodes.
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while owner_runs(&mut admin, "mallory") == 0 || owner_runs(&mut admin, "alice") == 0 {
+        assert_eq!(worker_waits(&mut admin), 0, "the worker waits for a lock");
+        assert!(Instant::now() < deadline, "the worker did not check both");
+        sleep(Duration::from_millis(100));
+    }
+    assert_eq!(open_episodes(&mut admin, "mallory"), m_expected);
+    assert_eq!(open_episodes(&mut admin, "alice"), a_expected);
+
+    // Redefining keeps the view; a long schedule takes the worker off them.
+    assert_eq!(define_orders_ok(&mut mallory, m_query, "1 hour").0, m_view);
+    assert_eq!(define_orders_ok(&mut alice, a_query, "1 hour").0, a_view);
+
+    // check_invariants('orders_ok') as each role checks that role's own.
+    for (client, owner, expected) in [
+        (&mut mallory, "mallory", &m_expected),
+        (&mut alice, "alice", &a_expected),
+    ] {
+        let before = owner_runs(&mut admin, owner);
+        let rows = check_orders_ok(client);
+        assert_eq!(
+            rows,
+            [("orders_ok".to_string(), expected.len() as i32)],
+            "{owner}"
+        );
+        assert!(
+            owner_runs(&mut admin, owner) > before,
+            "{owner}'s check recorded a run of hers"
+        );
+    }
+    assert_eq!(open_episodes(&mut admin, "mallory"), m_expected);
+    assert_eq!(open_episodes(&mut admin, "alice"), a_expected);
+
+    // A superuser sees both: the bare name is ambiguous ...
+    let e = admin
+        .query("SELECT * FROM syncguard.check_invariants('orders_ok')", &[])
+        .expect_err("a superuser checked an ambiguous name");
+    let db = e.as_db_error().expect("a server error");
+    assert_eq!(db.code().code(), "42725", "{e}");
+    assert!(
+        db.message().contains("mallory") && db.message().contains("alice"),
+        "{e}"
+    );
+    assert_eq!(db.hint(), Some("SET ROLE to the owning role first."));
+    // ... until it takes the owner's role.
+    admin.batch_execute("SET ROLE alice").unwrap();
+    assert_eq!(
+        check_orders_ok(&mut admin),
+        [("orders_ok".to_string(), a_expected.len() as i32)]
+    );
+    admin.batch_execute("RESET ROLE").unwrap();
+
+    // mallory drops hers: alice's invariant, view and episodes stay.
+    let dropped: bool = mallory
+        .query_one("SELECT syncguard.drop_invariant('orders_ok')", &[])
+        .unwrap()
+        .get(0);
+    assert!(dropped);
+    let left: Vec<(String, String)> = admin
+        .query(
+            "SELECT owner_role, format('syncguard_invariants.%I', view_name)
+               FROM syncguard.invariants WHERE name = 'orders_ok'",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(left, [("alice".to_string(), a_view.clone())]);
+    let views: (bool, bool) = admin
+        .query_one(
+            "SELECT to_regclass($1) IS NULL, to_regclass($2) IS NOT NULL",
+            &[&m_view, &a_view],
+        )
+        .map(|r| (r.get(0), r.get(1)))
+        .unwrap();
+    assert_eq!(views, (true, true), "mallory's view went, alice's stayed");
+    assert_eq!(view_entities(&mut alice, &a_view), a_expected);
+    assert_eq!(open_episodes(&mut admin, "alice"), a_expected);
+    assert!(
+        open_episodes(&mut admin, "mallory").is_empty(),
+        "mallory's episodes closed"
+    );
+    assert!(
+        owner_runs(&mut admin, "mallory") > 0,
+        "mallory's history kept"
+    );
+    // Now the name is alice's alone, for her and for the superuser.
+    assert_eq!(
+        check_orders_ok(&mut alice),
+        [("orders_ok".to_string(), a_expected.len() as i32)]
+    );
+    assert_eq!(
+        check_orders_ok(&mut admin),
+        [("orders_ok".to_string(), a_expected.len() as i32)]
+    );
+    let gone: i64 = mallory
+        .query_one("SELECT count(*) FROM syncguard.check_invariants()", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(gone, 0, "mallory has no invariant left");
+}

@@ -591,7 +591,9 @@ const ALLOWED: &[&str] = &[
     "syncguard.invariant_query_text(text)",
     // internal: one check of the caller's own invariants (or of a role whose
     // privileges the caller has), in the sandbox; refuses anyone else
-    "syncguard.run_invariant_check(text)",
+    "syncguard.run_invariant_check(text,text)",
+    // internal: picks among the owners its caller passes, reads nothing
+    "syncguard.invariant_owner(text,text[])",
     "syncguard.invariant_check_run(oid,text,integer)",
     // internal: pure, builds the alert's JSON text
     "syncguard.alert_payload(text,text,bigint)",

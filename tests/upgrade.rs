@@ -11,6 +11,7 @@ mod common;
 
 use common::TestCluster;
 use postgres::Client;
+use std::collections::HashMap;
 
 const VERSION: &str = env!("CARGO_PKG_VERSION");
 
@@ -165,7 +166,8 @@ fn every_installable_version_updates_to_the_current_one() {
                 .batch_execute(FILL)
                 .unwrap_or_else(|e| panic!("filling {from}: {}", db_message(&e)));
         }
-        let stored = extension_rows(&mut client);
+        let columns = extension_columns(&mut client);
+        let stored = extension_rows(&mut client, &columns);
         client
             .batch_execute("ALTER EXTENSION syncguard UPDATE")
             .unwrap_or_else(|e| {
@@ -188,7 +190,7 @@ fn every_installable_version_updates_to_the_current_one() {
         );
         assert_eq!(library, VERSION);
         assert_eq!(
-            extension_rows(&mut client),
+            extension_rows(&mut client, &columns),
             stored,
             "the update from {from} changed rows of the extension's tables"
         );
@@ -283,10 +285,59 @@ INSERT INTO syncguard.violations (invariant, owner_role, entity, since, first_se
 VALUES ('unnamed', current_user, '2', now() - interval '1 day', now(), now());
 "#;
 
-/// Every row of the extension's tables and sequences, as text.
-fn extension_rows(client: &mut Client) -> Vec<String> {
+/// The columns of each of the extension's tables, in order.
+fn extension_columns(client: &mut Client) -> HashMap<String, Vec<String>> {
     let relations = common::extension_relations(client);
-    common::rows_as_text(client, &relations)
+    relations
+        .into_iter()
+        .filter(|(_, kind)| kind != "S")
+        .map(|(name, _)| {
+            let columns = client
+                .query(
+                    "SELECT attname::text FROM pg_attribute
+                      WHERE attrelid = $1::text::regclass AND attnum > 0 AND NOT attisdropped
+                      ORDER BY attnum",
+                    &[&name],
+                )
+                .unwrap()
+                .iter()
+                .map(|r| r.get(0))
+                .collect();
+            (name, columns)
+        })
+        .collect()
+}
+
+/// Every row of the extension's tables and sequences, as text
+/// (`common::rows_as_text`), of the columns `columns` gives for a table (the
+/// ones it had before the update): an update may append columns (their
+/// values are checked in [`works_after_update`]), never change the others.
+fn extension_rows(client: &mut Client, columns: &HashMap<String, Vec<String>>) -> Vec<String> {
+    let relations = common::extension_relations(client);
+    let mut lines = vec![];
+    for (name, kind) in &relations {
+        let Some(cols) = columns.get(name).filter(|_| kind != "S") else {
+            lines.extend(common::rows_as_text(
+                client,
+                &[(name.clone(), kind.clone())],
+            ));
+            continue;
+        };
+        let list = cols
+            .iter()
+            .map(|c| format!("t.{}", quote_ident(c)))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!("SELECT ROW({list})::text FROM {name} t ORDER BY 1");
+        for row in client.query(&sql, &[]).unwrap() {
+            lines.push(format!("{name}: {}", row.get::<_, String>(0)));
+        }
+    }
+    lines
+}
+
+fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
 }
 
 /// The data written by [`FILL`] before the update goes on working after it.
@@ -364,6 +415,14 @@ fn works_after_update(client: &mut Client, from: &str) {
             "SELECT (since = (SELECT started_at FROM syncguard.sync_runs WHERE source = 'crm'
                                         ORDER BY started_at LIMIT 1) - interval '1 minute')::text
                        FROM syncguard.sync_begin('crm')"
+        ),
+        "true"
+    );
+    // An invariant of 0.1.0 keeps its view, syncguard_invariants.<name>.
+    assert_eq!(
+        one(
+            client,
+            "SELECT string_agg((view_name = name)::text, ',') FROM syncguard.invariants"
         ),
         "true"
     );

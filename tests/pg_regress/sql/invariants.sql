@@ -134,10 +134,38 @@ CREATE FUNCTION inv_own.inv_escape() RETURNS timestamptz LANGUAGE sql AS
 SELECT syncguard.define_invariant('role_escape', 'SELECT 1 AS entity, inv_own.inv_escape() AS since');
 SELECT name FROM syncguard.invariants ORDER BY name;
 SELECT invariant, status, violations, error FROM syncguard.check_invariants();
-SELECT regress.err($$SELECT syncguard.define_invariant('cancelled_still_billed', 'SELECT 1 AS entity, now() AS since')$$);
+-- Names are per owner: the same name is this role's own invariant, beside
+-- postgres's; its view is name@owner, the plain name being postgres's.
+SELECT syncguard.define_invariant('cancelled_still_billed', 'SELECT 1 AS entity, now() - interval ''1 day'' AS since');
+SELECT name, owner_role, view_name FROM syncguard.invariants WHERE name = 'cancelled_still_billed';
+SELECT invariant, status, violations FROM syncguard.check_invariants('cancelled_still_billed');
 SELECT regress.err($$SELECT * FROM syncguard.invariant_check_run(10, 'cancelled_still_billed', 1000)$$);
+-- It drops its own; postgres's stays (dropped below).
+SELECT syncguard.drop_invariant('cancelled_still_billed', keep_history => false) AS dropped_own;
 SELECT syncguard.drop_invariant('cancelled_still_billed') AS dropped_another_roles;
 RESET ROLE;
+-- Two roles with one name: a superuser sees both and must say whose.
+CREATE ROLE inv_role2;
+GRANT CREATE ON SCHEMA syncguard_invariants TO inv_role2;
+SET ROLE inv_role2;
+SELECT syncguard.define_invariant('role_inv', 'SELECT 1 AS entity, now() - interval ''1 day'' AS since');
+RESET ROLE;
+SELECT name, owner_role, view_name FROM syncguard.invariants WHERE name = 'role_inv' ORDER BY owner_role;
+SELECT regress.err($$SELECT * FROM syncguard.check_invariants('role_inv')$$);
+SELECT regress.err($$SELECT syncguard.drop_invariant('role_inv')$$);
+SELECT regress.err($$SELECT syncguard.violations_prune('0', 'role_inv')$$);
+SELECT invariant, status, violations FROM syncguard.run_invariant_check('role_inv', 'inv_role2');
+SELECT invariant, owner_role FROM syncguard.violations WHERE invariant = 'role_inv';
+SET ROLE inv_role2;
+SELECT invariant, status, violations FROM syncguard.check_invariants('role_inv');
+SELECT syncguard.drop_invariant('role_inv', keep_history => false);
+RESET ROLE;
+-- name@owner must fit in 63 bytes too.
+SELECT syncguard.define_invariant(repeat('n', 60), 'SELECT 1 AS entity, now() AS since') IS NOT NULL AS defined;
+SET ROLE inv_role;
+SELECT regress.err(format('SELECT syncguard.define_invariant(%L, %L)', repeat('n', 60), 'SELECT 1 AS entity, now() AS since'));
+RESET ROLE;
+SELECT syncguard.drop_invariant(repeat('n', 60));
 -- ... and a superuser running every check reads nothing through it: the check runs as its owner.
 SELECT invariant, status, violations, error FROM syncguard.check_invariants() WHERE invariant LIKE 'role%';
 SELECT invariant, owner_role FROM syncguard.violations WHERE invariant LIKE 'role%' ORDER BY id;
@@ -154,7 +182,7 @@ SELECT syncguard.drop_invariant(name, keep_history => false) FROM syncguard.inva
 DELETE FROM syncguard.violations;
 DELETE FROM syncguard.invariant_runs;
 DROP SCHEMA inv_own CASCADE;
-REVOKE ALL ON SCHEMA syncguard_invariants FROM inv_role;
-DROP OWNED BY inv_role;
-DROP ROLE inv_role;
+REVOKE ALL ON SCHEMA syncguard_invariants FROM inv_role, inv_role2;
+DROP OWNED BY inv_role, inv_role2;
+DROP ROLE inv_role, inv_role2;
 DROP TABLE inv_products, inv_secret;

@@ -102,7 +102,7 @@ INSERT INTO syncguard.entity_events (entity, kind, at) VALUES ('ps-1', 'start', 
 SELECT * FROM syncguard.event_intervals('start', 'stop') WHERE entity LIKE 'ps-%';
 SELECT syncguard.define_invariant('ps_open',
     $$SELECT entity, started_at AS since FROM syncguard.event_intervals('start', 'stop') WHERE entity LIKE 'ps-%' AND stopped_at IS NULL$$);
-SELECT * FROM syncguard.due_invariants() d WHERE d LIKE 'ps\_%' ORDER BY 1;
+SELECT * FROM syncguard.due_invariants() d WHERE d.name LIKE 'ps\_%' ORDER BY 1;
 SELECT invariant, status, violations, new_episodes, error FROM syncguard.check_invariants() ORDER BY 1;
 SELECT count(*) AS due_after_check FROM syncguard.check_due_invariants();
 SELECT entity, since FROM syncguard_invariants.ps_billed;
@@ -138,8 +138,10 @@ SELECT regress.err_masked(format('SELECT syncguard.ack(%s)', :job3)) AS ack,
 SELECT syncguard.requeue_dead('ps_q') AS requeued, syncguard.purge_dead('ps_q') AS purged,
        syncguard.sync_abandon_stale() AS abandoned;
 SELECT regress.err_masked('SELECT * FROM syncguard_invariants.ps_billed') AS view,
-       regress.err_masked($$SELECT syncguard.check_invariants('ps_billed')$$) AS check_one,
-       regress.err_masked($$SELECT syncguard.define_invariant('ps_billed', 'SELECT 1 AS entity, now() AS since')$$) AS redefine;
+       regress.err_masked($$SELECT syncguard.check_invariants('ps_billed')$$) AS check_one;
+-- names are per owner: the same name is its own invariant, beside the producer's
+SELECT syncguard.define_invariant('ps_billed', 'SELECT 1 AS entity, now() AS since') AS own_ps_billed;
+SELECT syncguard.drop_invariant('ps_billed') AS dropped_own;
 SELECT syncguard.drop_invariant('ps_billed') AS dropped;
 SELECT count(*) AS checked FROM syncguard.check_invariants();
 SELECT task, affected FROM syncguard.housekeeping(keep_runs => '0') WHERE task <> 'stale write counters folded';
@@ -171,7 +173,7 @@ SELECT regress.err_masked(format($$INSERT INTO syncguard.sync_parts (source, run
 SELECT regress.err_masked($$INSERT INTO syncguard.queue_jobs (queue, owner_role, payload, visible_at, enqueued_at)
                      VALUES ('ps_q', 'ps_producer', '{"evil": 1}', now(), now())$$) AS forged_job,
        regress.err_masked($$INSERT INTO syncguard.entity_events (entity, kind, owner_role) VALUES ('ps-2', 'stop', 'ps_producer')$$) AS forged_event;
--- an episode under the producer's invariant would break its next check on the unique index
+-- an episode or run under an invariant it does not have (the producer's name)
 SELECT regress.err_masked($$INSERT INTO syncguard.violations (invariant, owner_role, entity, since, first_seen, last_seen)
                      VALUES ('ps_never', 'ps_intruder', '2', now(), now(), now())$$) AS forged_episode,
        regress.err_masked($$INSERT INTO syncguard.invariant_runs (invariant, owner_role, started_at, finished_at, status)
