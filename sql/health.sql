@@ -16,6 +16,7 @@ CREATE VIEW syncguard.sync_health WITH (security_invoker = true) AS
 -- times to the second and latencies to the millisecond, so a row fits a
 -- terminal.
 SELECT s.source,
+       s.owner_role,
        coalesce(s.last_success_at, s.created_at) < now() - s.max_silence AS stale,
        coalesce(r.failures::double precision / NULLIF(r.runs, 0) > s.max_error_rate, false) AS error_rate_alert,
        coalesce(p.avg_latency > s.max_avg_latency, false)     AS latency_alert,
@@ -40,20 +41,23 @@ SELECT s.source,
                                   OR (x.status = 'running' AND x.deadline <= now()))    AS failures,
               count(*) FILTER (WHERE x.status = 'running' AND x.deadline > now())      AS running
          FROM syncguard.sync_runs AS x
-        WHERE x.source = s.source AND x.started_at > now() - s.health_window) AS r
+        WHERE x.source = s.source AND x.owner_role = s.owner_role
+          AND x.started_at > now() - s.health_window) AS r
  CROSS JOIN LATERAL (
        SELECT avg(y.latency)                                           AS avg_latency,
               percentile_cont(0.95) WITHIN GROUP (ORDER BY y.latency)  AS p95_latency,
               coalesce(sum(y.records) FILTER (WHERE y.ok), 0)::bigint  AS records
          FROM syncguard.sync_parts AS y
-        WHERE y.source = s.source AND y.reported_at > now() - s.health_window) AS p;
+        WHERE y.source = s.source AND y.owner_role = s.owner_role
+          AND y.reported_at > now() - s.health_window) AS p;
 
--- Per queue (every queue with jobs or settings): depth (live jobs), ready
+-- Per queue of each owner (every queue with jobs or settings): depth (live jobs), ready
 -- (due now), in flight (leased, visibility not passed), failed (waiting for a
 -- retry after nack), dead; the age of the oldest live job and how long the
 -- oldest due job has been waiting, which alerts above the queue's max_job_age.
 CREATE VIEW syncguard.queue_stats WITH (security_invoker = true) AS
 SELECT q.queue,
+       q.owner_role,
        coalesce(j.depth, 0)     AS depth,
        coalesce(j.ready, 0)     AS ready,
        coalesce(j.in_flight, 0) AS in_flight,
@@ -64,10 +68,10 @@ SELECT q.queue,
        coalesce(c.max_job_age, interval '1 hour') AS max_job_age,
        coalesce(now() - j.oldest_due > coalesce(c.max_job_age, interval '1 hour'), false) AS backlog_alert,
        coalesce(j.dead, 0) > 0  AS dead_alert
-  FROM (SELECT c0.queue FROM syncguard.queues AS c0
+  FROM (SELECT c0.queue, c0.owner_role FROM syncguard.queues AS c0
         UNION
-        SELECT DISTINCT j0.queue FROM syncguard.queue_jobs AS j0) AS q
-  LEFT JOIN syncguard.queues AS c ON c.queue = q.queue
+        SELECT DISTINCT j0.queue, j0.owner_role FROM syncguard.queue_jobs AS j0) AS q
+  LEFT JOIN syncguard.queues AS c ON c.queue = q.queue AND c.owner_role = q.owner_role
   LEFT JOIN LATERAL (
        SELECT count(*) FILTER (WHERE x.state <> 'dead')                             AS depth,
               count(*) FILTER (WHERE x.state <> 'dead' AND x.visible_at <= now())   AS ready,
@@ -77,11 +81,11 @@ SELECT q.queue,
               min(x.enqueued_at) FILTER (WHERE x.state <> 'dead')                   AS oldest_enqueued,
               min(x.visible_at) FILTER (WHERE x.state <> 'dead' AND x.visible_at <= now()) AS oldest_due
          FROM syncguard.queue_jobs AS x
-        WHERE x.queue = q.queue) AS j ON true;
+        WHERE x.queue = q.queue AND x.owner_role = q.owner_role) AS j ON true;
 
 -- What is wrong now: one row per raised flag of sync_health and queue_stats.
 CREATE VIEW syncguard.sync_alerts WITH (security_invoker = true) AS
-SELECT 'source'::text AS kind, h.source AS name, a.alert, a.detail
+SELECT 'source'::text AS kind, h.source AS name, h.owner_role, a.alert, a.detail
   FROM syncguard.sync_health AS h
  CROSS JOIN LATERAL (VALUES
        ('error_rate', h.error_rate_alert,
@@ -98,7 +102,7 @@ SELECT 'source'::text AS kind, h.source AS name, a.alert, a.detail
        ) AS a (alert, raised, detail)
  WHERE a.raised
 UNION ALL
-SELECT 'queue', s.queue, a.alert, a.detail
+SELECT 'queue', s.queue, s.owner_role, a.alert, a.detail
   FROM syncguard.queue_stats AS s
  CROSS JOIN LATERAL (VALUES
        ('backlog', s.backlog_alert,

@@ -14,7 +14,11 @@
 -- Privileges: jobs carry the role that enqueued them. A role dequeues, acks
 -- and nacks the jobs of its own role and of roles it is a member of, so a
 -- producer role is shared with its consumers by `GRANT producer TO consumer`.
--- Superusers and the tables' owner bypass row-level security.
+-- Superusers and the tables' owner bypass row-level security. Queues are
+-- per owner (sql/names.sql): a queue's settings are keyed by (queue,
+-- owner_role), a job follows the settings of its own role's queue, and a
+-- dedupe key is unique among the live jobs of one role's queue, so no role
+-- can hold a key or a name against another.
 --
 -- Plans: the functions that find a row by its key SET enable_seqscan and
 -- enable_bitmapscan off. A session keeps its plans; one made while the table
@@ -22,14 +26,15 @@
 -- sequential scan while the table fills up with jobs and dead row versions.
 
 CREATE TABLE syncguard.queues (
-    queue        text             PRIMARY KEY CHECK (queue <> ''),
+    queue        text             NOT NULL CHECK (queue <> ''),
     owner_role   text             NOT NULL DEFAULT current_user,
     max_attempts integer          NOT NULL DEFAULT 5 CHECK (max_attempts >= 1),
     base         interval         NOT NULL DEFAULT '2 seconds' CHECK (base >= interval '0'),
     cap          interval         NOT NULL DEFAULT '10 minutes' CHECK (cap >= interval '0'),
     jitter       double precision NOT NULL DEFAULT 0.2 CHECK (jitter BETWEEN 0 AND 1),
     -- sync_alerts: the oldest waiting job may be this old before it alerts.
-    max_job_age  interval         NOT NULL DEFAULT '1 hour' CHECK (max_job_age > interval '0')
+    max_job_age  interval         NOT NULL DEFAULT '1 hour' CHECK (max_job_age > interval '0'),
+    PRIMARY KEY (queue, owner_role)
 );
 COMMENT ON TABLE syncguard.queues IS
     'syncguard queue settings (retry schedule, alert threshold); a queue without a row uses the defaults';
@@ -60,8 +65,8 @@ COMMENT ON TABLE syncguard.queue_jobs IS
     'syncguard retry queue: live and dead jobs; use enqueue/dequeue/ack/nack';
 -- dequeue: the due jobs of a queue in order.
 CREATE INDEX queue_jobs_due ON syncguard.queue_jobs (queue, visible_at) WHERE state <> 'dead';
--- A live job's dedupe key is unique in its queue.
-CREATE UNIQUE INDEX queue_jobs_dedupe ON syncguard.queue_jobs (queue, dedupe_key)
+-- A live job's dedupe key is unique in its role's queue.
+CREATE UNIQUE INDEX queue_jobs_dedupe ON syncguard.queue_jobs (queue, owner_role, dedupe_key)
     WHERE state <> 'dead' AND dedupe_key IS NOT NULL;
 
 SELECT pg_catalog.pg_extension_config_dump('syncguard.queues', '');
@@ -87,6 +92,22 @@ GRANT SELECT ON syncguard.queue_jobs TO PUBLIC;
 GRANT UPDATE (state, attempts, visible_at, last_error, dead_at) ON syncguard.queue_jobs TO PUBLIC;
 GRANT INSERT (queue, owner_role, state, payload, dedupe_key, attempts, visible_at, last_error, enqueued_at, dead_at)
     ON syncguard.queue_jobs TO PUBLIC;
+
+-- The owner of the queue a name means to the caller (sql/names.sql), from
+-- the queues' settings and their jobs (a queue needs no settings row), or
+-- NULL when the caller sees neither.
+CREATE FUNCTION syncguard.queue_owner(queue text)
+RETURNS text
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT syncguard._name_owner(ARRAY(SELECT q.owner_role FROM syncguard.queues AS q WHERE q.queue = $1
+                                       UNION
+                                       SELECT j.owner_role FROM syncguard.queue_jobs AS j WHERE j.queue = $1),
+                                 $1, 'queue')
+$$;
+COMMENT ON FUNCTION syncguard.queue_owner(text) IS
+    'internal: the owner of the queue a name means to the caller, or NULL';
 
 -- Add a job; returns its id. With a dedupe key, a live (ready or leased) job
 -- of the queue with the same key is not enqueued twice: its id is returned.
@@ -126,21 +147,21 @@ BEGIN
     FOR round IN 1..3 LOOP
         INSERT INTO syncguard.queue_jobs AS j (queue, payload, dedupe_key, visible_at, enqueued_at)
         VALUES (enqueue.queue, enqueue.payload, enqueue.dedupe_key, t + delay, t)
-        ON CONFLICT (queue, dedupe_key) WHERE state <> 'dead' AND dedupe_key IS NOT NULL DO NOTHING
+        ON CONFLICT (queue, owner_role, dedupe_key) WHERE state <> 'dead' AND dedupe_key IS NOT NULL DO NOTHING
         RETURNING j.job_id INTO id;
         IF id IS NOT NULL THEN
             RETURN id;
         END IF;
         SELECT j.job_id INTO id FROM syncguard.queue_jobs AS j
-         WHERE j.queue = enqueue.queue AND j.dedupe_key = enqueue.dedupe_key AND j.state <> 'dead';
+         WHERE j.queue = enqueue.queue AND j.owner_role = current_user
+           AND j.dedupe_key = enqueue.dedupe_key AND j.state <> 'dead';
         IF id IS NOT NULL THEN
             RETURN id;
         END IF;
     END LOOP;
-    RAISE EXCEPTION USING ERRCODE = '42501',
-        MESSAGE = format('enqueue: dedupe key %L of queue %L is held by a job this role cannot see',
-                         dedupe_key, queue),
-        HINT = 'Jobs are shared by role membership: GRANT the producing role to this one.';
+    RAISE EXCEPTION USING ERRCODE = '40001',
+        MESSAGE = format('enqueue: the live job holding dedupe key %L of queue %L kept changing', dedupe_key, queue),
+        HINT = 'Try again.';
 END
 $$;
 
@@ -315,7 +336,7 @@ BEGIN
     j := syncguard.queue_leased_job(job_id, attempt, 'nack');
     SELECT coalesce(c.max_attempts, 5) AS max_attempts, coalesce(c.base, '2 seconds') AS base,
            coalesce(c.cap, '10 minutes') AS cap, coalesce(c.jitter, 0.2) AS jitter INTO q
-      FROM (SELECT) AS one LEFT JOIN syncguard.queues AS c ON c.queue = j.queue;
+      FROM (SELECT) AS one LEFT JOIN syncguard.queues AS c ON c.queue = j.queue AND c.owner_role = j.owner_role;
     IF retryable AND j.attempts < q.max_attempts THEN
         UPDATE syncguard.queue_jobs AS x
            SET state = 'ready', last_error = nack.error,
@@ -352,7 +373,8 @@ BEGIN
        AND (requeue_dead.job_ids IS NULL OR j.job_id = ANY (requeue_dead.job_ids))
        AND (j.dedupe_key IS NULL
             OR NOT EXISTS (SELECT FROM syncguard.queue_jobs AS l
-                            WHERE l.queue = j.queue AND l.dedupe_key = j.dedupe_key AND l.state <> 'dead'));
+                            WHERE l.queue = j.queue AND l.owner_role = j.owner_role
+                              AND l.dedupe_key = j.dedupe_key AND l.state <> 'dead'));
     GET DIAGNOSTICS n = ROW_COUNT;
     RETURN n;
 END
@@ -384,16 +406,19 @@ LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    n bigint;
+    n     bigint;
+    owner text;
 BEGIN
     IF queue IS NULL THEN
         RAISE EXCEPTION USING ERRCODE = '22004', MESSAGE = 'queue_drop: queue must not be NULL';
     END IF;
+    owner := syncguard.queue_owner(queue_drop.queue);
     n := syncguard._delete_visible('syncguard.queue_jobs', ARRAY(
         SELECT jsonb_build_object('job_id', j.job_id, 'queue', j.queue) FROM syncguard.queue_jobs AS j
-         WHERE j.queue = queue_drop.queue FOR UPDATE));
+         WHERE j.queue = queue_drop.queue AND j.owner_role = owner FOR UPDATE));
     PERFORM syncguard._delete_visible('syncguard.queues', ARRAY(
-        SELECT jsonb_build_object('queue', q.queue) FROM syncguard.queues AS q WHERE q.queue = queue_drop.queue));
+        SELECT jsonb_build_object('queue', q.queue, 'owner_role', q.owner_role) FROM syncguard.queues AS q
+         WHERE q.queue = queue_drop.queue AND q.owner_role = owner));
     RETURN n;
 END
 $$;
@@ -411,7 +436,8 @@ LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    q syncguard.queues;
+    q     syncguard.queues;
+    owner text;
 BEGIN
     IF queue IS NULL THEN
         RAISE EXCEPTION USING ERRCODE = '22004', MESSAGE = 'queue_configure: queue must not be NULL';
@@ -419,7 +445,9 @@ BEGIN
     IF queue = '' THEN
         RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = 'queue_configure: queue must be a non-empty name';
     END IF;
-    INSERT INTO syncguard.queues AS x (queue) VALUES (queue_configure.queue)
+    -- The owner may be a role whose jobs the caller sees, with no settings yet.
+    owner := coalesce(syncguard.queue_owner(queue_configure.queue), current_user);
+    INSERT INTO syncguard.queues AS x (queue, owner_role) VALUES (queue_configure.queue, owner)
     ON CONFLICT ON CONSTRAINT queues_pkey DO NOTHING;
     UPDATE syncguard.queues AS x
        SET max_attempts = coalesce(queue_configure.max_attempts, x.max_attempts),
@@ -427,11 +455,12 @@ BEGIN
            cap          = coalesce(queue_configure.cap, x.cap),
            jitter       = coalesce(queue_configure.jitter, x.jitter),
            max_job_age  = coalesce(queue_configure.max_job_age, x.max_job_age)
-     WHERE x.queue = queue_configure.queue
+     WHERE x.queue = queue_configure.queue AND x.owner_role = owner
     RETURNING * INTO q;
     IF NOT FOUND THEN
-        RAISE EXCEPTION USING ERRCODE = '42501',
-            MESSAGE = format('queue %L belongs to another role', queue);
+        RAISE EXCEPTION USING ERRCODE = '40001',
+            MESSAGE = format('queue_configure: queue %L was dropped meanwhile', queue),
+            HINT = 'Try again.';
     END IF;
     RETURN q;
 EXCEPTION WHEN check_violation THEN

@@ -17,13 +17,14 @@
 -- Privileges: rows carry the role that created them (owner_role). A role sees
 -- and changes the sources, runs and parts it owns and those of roles it is a
 -- member of, so a sync job and its monitoring role can share a source by role
--- membership. Superusers and the tables' owner bypass row-level security. The
+-- membership. Source names are per owner (sql/names.sql): the primary key is
+-- (source, owner_role). Superusers and the tables' owner bypass row-level security. The
 -- policies test membership with pg_has_role(oid), which never fails for a
 -- role dropped since (pg_has_role(name) would); the subquery is uncorrelated,
 -- so it runs at most once per statement.
 
 CREATE TABLE syncguard.sync_sources (
-    source           text             PRIMARY KEY CHECK (source <> ''),
+    source           text             NOT NULL CHECK (source <> ''),
     owner_role       text             NOT NULL DEFAULT current_user,
     watermark        timestamptz,     -- start of the last run that fully succeeded
     overlap          interval         NOT NULL DEFAULT '0'
@@ -40,14 +41,15 @@ CREATE TABLE syncguard.sync_sources (
     max_silence      interval         NOT NULL DEFAULT '1 hour'
                      CHECK (max_silence > interval '0'),
     last_success_at  timestamptz,     -- when the last fully successful run finished
-    created_at       timestamptz      NOT NULL DEFAULT clock_timestamp()
+    created_at       timestamptz      NOT NULL DEFAULT clock_timestamp(),
+    PRIMARY KEY (source, owner_role)
 );
 COMMENT ON TABLE syncguard.sync_sources IS
     'syncguard sync sources: watermark, overlap, timeout and health thresholds; use syncguard.sync_configure';
 
 CREATE TABLE syncguard.sync_runs (
     -- Citus: distribute by source (every unique key contains it).
-    source           text        NOT NULL REFERENCES syncguard.sync_sources ON DELETE CASCADE,
+    source           text        NOT NULL,
     run_id           bigint      GENERATED ALWAYS AS IDENTITY,
     owner_role       text        NOT NULL DEFAULT current_user,
     status           text        NOT NULL DEFAULT 'running'
@@ -60,7 +62,8 @@ CREATE TABLE syncguard.sync_runs (
     advanced         boolean     NOT NULL DEFAULT false,
     error            text,       -- why it failed or was abandoned
     -- run_id first: sync_part and sync_finish find a run by its id alone.
-    PRIMARY KEY (run_id, source)
+    PRIMARY KEY (run_id, source),
+    FOREIGN KEY (source, owner_role) REFERENCES syncguard.sync_sources ON DELETE CASCADE
 );
 -- Health reads runs by start time.
 CREATE INDEX sync_runs_started ON syncguard.sync_runs (source, started_at);
@@ -113,7 +116,8 @@ CREATE POLICY sync_parts_own ON syncguard.sync_parts
 -- cannot see (a forged part would make the owner's own report of it fail).
 CREATE POLICY sync_runs_visible_source ON syncguard.sync_runs AS RESTRICTIVE
     USING (true)
-    WITH CHECK (EXISTS (SELECT FROM syncguard.sync_sources AS s WHERE s.source = sync_runs.source));
+    WITH CHECK (EXISTS (SELECT FROM syncguard.sync_sources AS s
+                         WHERE s.source = sync_runs.source AND s.owner_role = sync_runs.owner_role));
 CREATE POLICY sync_parts_visible_run ON syncguard.sync_parts AS RESTRICTIVE
     USING (true)
     WITH CHECK (EXISTS (SELECT FROM syncguard.sync_runs AS r
@@ -131,6 +135,19 @@ GRANT SELECT ON syncguard.sync_runs TO PUBLIC;
 GRANT UPDATE (status, finished_at, advanced, error) ON syncguard.sync_runs TO PUBLIC;
 GRANT INSERT (source, owner_role, status, parts, since, started_at, deadline, finished_at, advanced, error)
     ON syncguard.sync_runs TO PUBLIC;
+
+-- The owner of the source a name means to the caller (sql/names.sql), or
+-- NULL when the caller sees no source of that name.
+CREATE FUNCTION syncguard.sync_source_owner(source text)
+RETURNS text
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT syncguard._name_owner(ARRAY(SELECT s.owner_role FROM syncguard.sync_sources AS s WHERE s.source = $1),
+                                 $1, 'sync source')
+$$;
+COMMENT ON FUNCTION syncguard.sync_source_owner(text) IS
+    'internal: the owner of the sync source a name means to the caller, or NULL';
 
 -- Mark runs past their deadline as abandoned, of `source` or of every source
 -- the caller can see; returns how many. sync_begin, sync_part and sync_finish
@@ -163,9 +180,10 @@ LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    t   timestamptz := clock_timestamp();
-    src syncguard.sync_sources;
-    cur syncguard.sync_runs;
+    t     timestamptz := clock_timestamp();
+    owner text := coalesce(syncguard.sync_source_owner(sync_begin.source), current_user);
+    src   syncguard.sync_sources;
+    cur   syncguard.sync_runs;
 BEGIN
     IF source IS NULL OR source = '' THEN
         RAISE EXCEPTION USING ERRCODE = CASE WHEN source IS NULL THEN '22004' ELSE '22023' END,
@@ -180,20 +198,23 @@ BEGIN
             HINT = 'Pass NULL when the run has no declared parts.';
     END IF;
 
-    INSERT INTO syncguard.sync_sources AS s (source) VALUES (sync_begin.source)
+    INSERT INTO syncguard.sync_sources AS s (source, owner_role) VALUES (sync_begin.source, owner)
     ON CONFLICT ON CONSTRAINT sync_sources_pkey DO NOTHING;
     -- The source's row lock serialises runs of one source: a concurrent
     -- sync_begin waits here, then sees this run running.
-    SELECT * INTO src FROM syncguard.sync_sources AS s WHERE s.source = sync_begin.source FOR NO KEY UPDATE;
+    SELECT * INTO src FROM syncguard.sync_sources AS s
+     WHERE s.source = sync_begin.source AND s.owner_role = owner FOR NO KEY UPDATE;
     IF NOT FOUND THEN
-        RAISE EXCEPTION USING ERRCODE = '42501',
-            MESSAGE = format('sync source %L belongs to another role', source),
-            HINT = 'Sources are shared by role membership: GRANT the owning role to this one.';
+        RAISE EXCEPTION USING ERRCODE = '40001',
+            MESSAGE = format('sync_begin: sync source %L was dropped while this run began', source),
+            HINT = 'Try again.';
     END IF;
 
+    -- Abandons the stale runs of every source of this name the caller sees:
+    -- past their deadline, they would be abandoned anyway.
     PERFORM syncguard.sync_abandon_stale(src.source);
     SELECT * INTO cur FROM syncguard.sync_runs AS r
-     WHERE r.source = src.source AND r.status = 'running'
+     WHERE r.source = src.source AND r.owner_role = src.owner_role AND r.status = 'running'
      ORDER BY r.started_at LIMIT 1;
     IF FOUND THEN
         RAISE EXCEPTION USING ERRCODE = 'SG005',
@@ -220,22 +241,24 @@ LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    src text;
-    r   syncguard.sync_runs;
+    src   text;
+    owner text;
+    r     syncguard.sync_runs;
 BEGIN
     IF run_id IS NULL THEN
         RAISE EXCEPTION USING ERRCODE = '22004',
             MESSAGE = format('%s: run_id must not be NULL', caller),
             HINT = 'Pass the run_id sync_begin returned.';
     END IF;
-    SELECT x.source INTO src FROM syncguard.sync_runs AS x WHERE x.run_id = sync_locked_run.run_id;
+    SELECT x.source, x.owner_role INTO src, owner FROM syncguard.sync_runs AS x
+     WHERE x.run_id = sync_locked_run.run_id;
     IF NOT FOUND THEN
         RAISE EXCEPTION USING ERRCODE = '22023',
             MESSAGE = format('%s: there is no sync run %s', caller, run_id),
             HINT = 'Pass the run_id sync_begin returned; runs of other roles are not visible.';
     END IF;
     -- A run's source never changes, so locking it after the lookup is safe.
-    PERFORM FROM syncguard.sync_sources AS s WHERE s.source = src FOR NO KEY UPDATE;
+    PERFORM FROM syncguard.sync_sources AS s WHERE s.source = src AND s.owner_role = owner FOR NO KEY UPDATE;
     PERFORM syncguard.sync_abandon_stale(src);
     SELECT * INTO r FROM syncguard.sync_runs AS x
      WHERE x.source = src AND x.run_id = sync_locked_run.run_id FOR NO KEY UPDATE;
@@ -341,7 +364,7 @@ BEGIN
 
     UPDATE syncguard.sync_sources AS s
        SET watermark = greatest(s.watermark, r.started_at), last_success_at = t
-     WHERE s.source = r.source;
+     WHERE s.source = r.source AND s.owner_role = r.owner_role;
     UPDATE syncguard.sync_runs AS x
        SET status = 'succeeded', finished_at = t, advanced = true
      WHERE x.source = r.source AND x.run_id = r.run_id;
@@ -364,7 +387,8 @@ LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    s syncguard.sync_sources;
+    s     syncguard.sync_sources;
+    owner text;
 BEGIN
     IF source IS NULL THEN
         RAISE EXCEPTION USING ERRCODE = '22004', MESSAGE = 'sync_configure: source must not be NULL';
@@ -373,7 +397,8 @@ BEGIN
         RAISE EXCEPTION USING ERRCODE = '22023',
             MESSAGE = 'sync_configure: source must be a non-empty name';
     END IF;
-    INSERT INTO syncguard.sync_sources AS x (source) VALUES (sync_configure.source)
+    owner := coalesce(syncguard.sync_source_owner(sync_configure.source), current_user);
+    INSERT INTO syncguard.sync_sources AS x (source, owner_role) VALUES (sync_configure.source, owner)
     ON CONFLICT ON CONSTRAINT sync_sources_pkey DO NOTHING;
     UPDATE syncguard.sync_sources AS x
        SET overlap         = coalesce(sync_configure.overlap, x.overlap),
@@ -382,11 +407,12 @@ BEGIN
            max_error_rate  = coalesce(sync_configure.max_error_rate, x.max_error_rate),
            max_avg_latency = coalesce(sync_configure.max_avg_latency, x.max_avg_latency),
            max_silence     = coalesce(sync_configure.max_silence, x.max_silence)
-     WHERE x.source = sync_configure.source
+     WHERE x.source = sync_configure.source AND x.owner_role = owner
     RETURNING * INTO s;
     IF NOT FOUND THEN
-        RAISE EXCEPTION USING ERRCODE = '42501',
-            MESSAGE = format('sync source %L belongs to another role', source);
+        RAISE EXCEPTION USING ERRCODE = '40001',
+            MESSAGE = format('sync_configure: sync source %L was dropped meanwhile', source),
+            HINT = 'Try again.';
     END IF;
     RETURN s;
 EXCEPTION WHEN check_violation THEN
@@ -404,15 +430,20 @@ RETURNS bigint
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+    owner text;
 BEGIN
     IF older_than IS NULL THEN
         RAISE EXCEPTION USING ERRCODE = '22004', MESSAGE = 'sync_prune: older_than must not be NULL',
             HINT = 'Pass how old a finished run must be, e.g. interval ''90 days''.';
     END IF;
+    IF source IS NOT NULL THEN
+        owner := syncguard.sync_source_owner(sync_prune.source);
+    END IF;
     RETURN syncguard._delete_visible('syncguard.sync_runs', ARRAY(
         SELECT jsonb_build_object('run_id', r.run_id, 'source', r.source) FROM syncguard.sync_runs AS r
          WHERE r.status <> 'running' AND r.finished_at < clock_timestamp() - older_than
-           AND (sync_prune.source IS NULL OR r.source = sync_prune.source)
+           AND (sync_prune.source IS NULL OR (r.source = sync_prune.source AND r.owner_role = owner))
            FOR UPDATE));
 END
 $$;
@@ -424,13 +455,16 @@ RETURNS boolean
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+    owner text;
 BEGIN
     IF source IS NULL THEN
         RAISE EXCEPTION USING ERRCODE = '22004', MESSAGE = 'sync_drop: source must not be NULL';
     END IF;
+    owner := syncguard.sync_source_owner(sync_drop.source);
     RETURN syncguard._delete_visible('syncguard.sync_sources', ARRAY(
-        SELECT jsonb_build_object('source', s.source) FROM syncguard.sync_sources AS s
-         WHERE s.source = sync_drop.source FOR UPDATE)) > 0;
+        SELECT jsonb_build_object('source', s.source, 'owner_role', s.owner_role) FROM syncguard.sync_sources AS s
+         WHERE s.source = sync_drop.source AND s.owner_role = owner FOR UPDATE)) > 0;
 END
 $$;
 

@@ -15,11 +15,17 @@ extension_sql_file!("../sql/idempotency.sql", name = "idempotency");
 // Sync runs with honest watermarks, the retry queue (which retries with the
 // idempotency log's backoff_delay) and the health views; the row-level
 // security policies call has_privs_of (src/roles.rs).
-extension_sql_file!("../sql/sync.sql", name = "sync", requires = [has_privs_of]);
+// Their names are per owner (sql/names.sql).
+extension_sql_file!("../sql/names.sql", name = "names");
+extension_sql_file!(
+    "../sql/sync.sql",
+    name = "sync",
+    requires = ["names", has_privs_of]
+);
 extension_sql_file!(
     "../sql/queue.sql",
     name = "queue",
-    requires = ["idempotency", has_privs_of]
+    requires = ["idempotency", "names", has_privs_of]
 );
 extension_sql_file!(
     "../sql/health.sql",

@@ -242,3 +242,154 @@ fn no_shared_table_can_be_locked_against_another_role() {
     alice_checked(&mut admin, 3);
     mallory.batch_execute("COMMIT").unwrap();
 }
+
+/// Names are per owner: mallory takes every name alice's application uses
+/// first (a sync source with a run left running, a queue with settings and a
+/// live job under alice's dedupe key, an idempotency key for 1000 years), and
+/// alice's sync run, jobs and claim still complete on the same names, each
+/// on alice's own rows; mallory's stay as she left them, and dropping hers
+/// leaves alice's.
+#[test]
+fn names_taken_first_by_another_role_are_still_free() {
+    let (cluster, mut admin) = cluster();
+    let mut mallory = connect_as(&cluster, "mallory");
+    let mut alice = connect_as(&cluster, "alice");
+    mallory
+        .batch_execute(
+            "SELECT syncguard.sync_configure('stripe', run_timeout => '1 day');
+             SELECT syncguard.sync_begin('stripe');
+             SELECT syncguard.queue_configure('emails', max_attempts => 1);
+             SELECT syncguard.enqueue('emails', '{\"from\": \"mallory\"}', 'order-1');",
+        )
+        .unwrap();
+    let err = mallory
+        .batch_execute(
+            "SELECT syncguard.idem_claim('payments', 'order-1001', '{}', ttl => '1000 years')",
+        )
+        .expect_err("a ttl beyond the maximum");
+    assert_eq!(err.code().unwrap().code(), "22023");
+    mallory
+        .batch_execute(
+            "SELECT syncguard.idem_claim('payments', 'order-1001', '{}', ttl => '1 year')",
+        )
+        .unwrap();
+
+    // alice's sync run: a first run (since NULL) that advances her watermark
+    let run = alice
+        .query_one(
+            "SELECT run_id, since IS NULL FROM syncguard.sync_begin('stripe')",
+            &[],
+        )
+        .unwrap();
+    let (run_id, first): (i64, bool) = (run.get(0), run.get(1));
+    assert!(first, "alice's first run starts from mallory's watermark");
+    alice
+        .execute(
+            "SELECT syncguard.sync_part($1, 'charges', true)",
+            &[&run_id],
+        )
+        .unwrap();
+    let advanced: bool = alice
+        .query_one("SELECT syncguard.sync_finish($1)", &[&run_id])
+        .unwrap()
+        .get(0);
+    assert!(advanced);
+
+    // alice's queue: her settings, her job under the same dedupe key
+    let owner: String = alice
+        .query_one(
+            "SELECT owner_role FROM syncguard.queue_configure('emails', max_attempts => 7)",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(owner, "alice");
+    let job: i64 = alice
+        .query_one(
+            "SELECT syncguard.enqueue('emails', '{\"from\": \"alice\"}', 'order-1')",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    let got = alice
+        .query(
+            "SELECT job_id, payload->>'from', attempt FROM syncguard.dequeue('emails', 10)",
+            &[],
+        )
+        .unwrap();
+    assert_eq!(got.len(), 1, "alice dequeues her job and only hers");
+    assert_eq!(got[0].get::<_, i64>(0), job);
+    assert_eq!(got[0].get::<_, String>(1), "alice");
+    let state: String = alice
+        .query_one("SELECT state FROM syncguard.nack($1, 'try again')", &[&job])
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        state, "ready",
+        "her own max_attempts (7) applies, not mallory's (1)"
+    );
+
+    // alice's idempotency key
+    let claimed: String = alice
+        .query_one(
+            "SELECT outcome FROM syncguard.idem_claim('payments', 'order-1001', '{}')",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(claimed, "claimed");
+
+    // mallory's rows are as she left them; dropping hers leaves alice's
+    let theirs = |admin: &mut Client, sql: &str| -> Vec<String> {
+        admin
+            .query(sql, &[])
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect()
+    };
+    assert_eq!(
+        theirs(
+            &mut admin,
+            "SELECT owner_role || ':' || (watermark IS NOT NULL) || ':' || run_timeout
+               FROM syncguard.sync_sources WHERE source = 'stripe' ORDER BY 1"
+        ),
+        ["alice:true:01:00:00", "mallory:false:1 day"]
+    );
+    assert_eq!(
+        theirs(
+            &mut admin,
+            "SELECT owner_role || ':' || max_attempts FROM syncguard.queues WHERE queue = 'emails' ORDER BY 1"
+        ),
+        ["alice:7", "mallory:1"]
+    );
+    assert_eq!(
+        theirs(
+            &mut admin,
+            "SELECT owner_role || ':' || state FROM syncguard.queue_jobs WHERE queue = 'emails' ORDER BY 1"
+        ),
+        ["alice:ready", "mallory:ready"]
+    );
+    mallory
+        .batch_execute(
+            "SELECT syncguard.sync_drop('stripe'); SELECT syncguard.queue_drop('emails');",
+        )
+        .unwrap();
+    assert_eq!(
+        theirs(
+            &mut admin,
+            "SELECT owner_role FROM syncguard.sync_sources WHERE source = 'stripe'
+             UNION ALL SELECT owner_role FROM syncguard.queues WHERE queue = 'emails'
+             UNION ALL SELECT owner_role FROM syncguard.queue_jobs WHERE queue = 'emails'"
+        ),
+        ["alice", "alice", "alice"]
+    );
+    // the superuser, who sees every role's, is told to choose
+    mallory
+        .batch_execute("SELECT syncguard.sync_begin('stripe')")
+        .unwrap();
+    let err = admin
+        .batch_execute("SELECT syncguard.sync_configure('stripe')")
+        .expect_err("two owners: ambiguous for the superuser");
+    assert_eq!(err.code().unwrap().code(), "42725");
+}

@@ -428,7 +428,8 @@ fn deleting_as_the_owner_resolves_nothing_through_the_callers_search_path() {
              SELECT syncguard.idem_prune();
              SELECT syncguard.queue_drop('m_q');
              SELECT syncguard.sync_drop('m_src');
-             SELECT syncguard._delete_visible('syncguard.queues', ARRAY['{\"queue\": \"m_q2\"}'::jsonb]);",
+             SELECT syncguard._delete_visible('syncguard.queues',
+                                              ARRAY['{\"queue\": \"m_q2\", \"owner_role\": \"mallory\"}'::jsonb]);",
         )
         .unwrap();
     assert!(!is_superuser(&mut admin, "mallory"));
@@ -558,6 +559,11 @@ const ALLOWED: &[&str] = &[
     "syncguard.purge_dead(text,interval)",
     "syncguard.queue_drop(text)",
     "syncguard.queue_configure(text,integer,interval,interval,double precision,interval)",
+    // internal: which role's source or queue a name means, from the rows
+    // the caller can see
+    "syncguard._name_owner(text[],text,text)",
+    "syncguard.sync_source_owner(text)",
+    "syncguard.queue_owner(text)",
     // internal: lock a run or job the caller can see, as the caller
     "syncguard.sync_locked_run(bigint,text)",
     "syncguard.queue_leased_job(bigint,integer,text)",
