@@ -2,13 +2,13 @@
 //! statement's parameters, as `jsonb_populate_record` converts them; an
 //! error names the column.
 
-use crate::errors::{bad_input, corrupt, raise};
+use crate::errors::{bad_input, corrupt, raise, SqlError};
 use crate::jsonb_arg::JsonbRaw;
 use crate::merge::jsonb::{Item, Kind as JKind, Value, Writer};
 use crate::merge::{numeric, text};
 use crate::table_info::{Column, Kind};
 use crate::upsert_statement::UpsertPlan;
-use pgrx::pg_sys::panic::{CaughtError, ErrorReport};
+use pgrx::pg_sys::panic::CaughtError;
 use pgrx::prelude::*;
 use std::cell::Cell;
 use std::ffi::CString;
@@ -144,7 +144,7 @@ pub fn convert(
         if at == usize::MAX {
             e.rethrow()
         }
-        let mut report = ErrorReport::new(
+        let mut error = SqlError::new(
             r.sql_error_code(),
             format!(
                 "column \"{}\" of {}: {}",
@@ -152,16 +152,10 @@ pub fn convert(
                 info.qualified,
                 r.message()
             ),
-            "syncguard",
         );
-        if let Some(d) = r.detail() {
-            report = report.set_detail(d);
-        }
-        if let Some(h) = r.hint() {
-            report = report.set_hint(h);
-        }
-        report.report(PgLogLevel::ERROR);
-        unreachable!()
+        error.detail = r.detail().map(str::to_string);
+        error.hint = r.hint().map(str::to_string);
+        error.raise()
     })
     .execute()
 }
