@@ -13,7 +13,7 @@
 -- Idempotency keys.
 CREATE TYPE syncguard.idem_status AS ENUM ('running', 'succeeded', 'failed', 'dead');
 DROP VIEW syncguard.idempotency_summary;
--- No CHECK constraints on the hot table (sql/idempotency.sql says why).
+-- No CHECK constraints on the hot table (sql/install/idempotency.sql says why).
 ALTER TABLE syncguard.idempotency_keys
     DROP CONSTRAINT idempotency_keys_status_check,
     DROP CONSTRAINT idempotency_keys_check,
@@ -41,7 +41,7 @@ GRANT SELECT ON syncguard.idempotency_summary TO PUBLIC;
 
 -- Retry queue.
 CREATE TYPE syncguard.job_state AS ENUM ('ready', 'leased', 'dead');
--- Names of sources and queues are per owner (sql/names.sql).
+-- Names of sources and queues are per owner (sql/install/names.sql).
 ALTER TABLE syncguard.queues DROP CONSTRAINT queues_pkey, ADD PRIMARY KEY (queue, owner_role);
 ALTER TABLE syncguard.sync_runs DROP CONSTRAINT sync_runs_source_fkey;
 -- A run belongs to its source's owner (sync_begin stamps it so); a run
@@ -1377,7 +1377,7 @@ $$;
 GRANT EXECUTE ON FUNCTION syncguard.events_prune(interval, text) TO PUBLIC;
 COMMENT ON FUNCTION syncguard.events_prune(interval, text) IS 'delete entity events older than an interval; returns how many';
 
--- Reconciliation (sql/reconcile.sql, docs/reconcile.md)
+-- Reconciliation (sql/install/reconcile.sql, docs/reconcile.md)
 -- Reconciliation (docs/reconcile.md): every row and field in which a local
 -- table differs from another table, typically a postgres_fdw foreign table
 -- on the source system's server, without pulling that table across the
@@ -2087,8 +2087,8 @@ COMMENT ON FUNCTION syncguard.reconcile_apply(regclass, regclass, text[], text[]
 COMMENT ON FUNCTION syncguard.invariant_reconcile(text, regclass, regclass, text[], text[], integer, integer, interval, text, text, interval, interval) IS
     'define an invariant: rows of a table that differ from another table (reconcile on a schedule)';
 -- Citus (docs/citus.md): idem_complete, idem_fail and idem_prune as
--- sql/idempotency.sql defines them (no volatile function in an UPDATE of a
--- distributed table; idem_prune a scope at a time there), then sql/citus.sql.
+-- sql/install/idempotency.sql defines them (no volatile function in an UPDATE of a
+-- distributed table; idem_prune a scope at a time there), then sql/install/citus.sql.
 
 CREATE OR REPLACE FUNCTION syncguard.idem_complete(token uuid, response jsonb, scope text DEFAULT NULL)
 RETURNS void
@@ -2483,7 +2483,7 @@ COMMENT ON FUNCTION syncguard.undistribute() IS
 COMMENT ON FUNCTION syncguard.cluster_conflict_stats() IS
     'writes ignored by last_write_wins, per table, summed over every Citus node';
 
--- Names of sync sources and queues are per owner (sql/names.sql): the
+-- Names of sync sources and queues are per owner (sql/install/names.sql): the
 -- functions that take a name, or match jobs by dedupe key or settings.
 
 CREATE FUNCTION syncguard._name_owner(owners text[], name text, what text)

@@ -2,7 +2,7 @@
 //! must mention every function, aggregate, operator, table, view and schema of
 //! the installed extension (its members in pg_depend), every setting
 //! (pg_settings `syncguard.%`); docs/errors.md must have a row for every
-//! SQLSTATE the code raises (`ERRCODE = '…'` in sql/*.sql, `ERRCODE_…` names
+//! SQLSTATE the code raises (`ERRCODE = '…'` in sql/**/*.sql, `ERRCODE_…` names
 //! and `SGnnn` codes in src/). A name counts as mentioned in backticks: `` `name(`` or
 //! `` `syncguard.name``.
 

@@ -4,7 +4,7 @@
 //! claim and the completion (the local-work pattern). At the end every key's
 //! effect exists exactly once and every replayed response equals the first.
 //! Meanwhile another connection watches for a key in a state the functions
-//! must never leave (the table has no CHECK constraints: sql/idempotency.sql).
+//! must never leave (the table has no CHECK constraints: sql/install/idempotency.sql).
 mod common;
 
 use common::{Rng, TestCluster};

@@ -11,13 +11,13 @@
 -- A run past its timeout is abandoned (by the next sync_begin, by its own
 -- sync_part/sync_finish, or by sync_abandon_stale) and never advances.
 --
--- Clock: clock_timestamp(), read once per call, as in sql/idempotency.sql.
+-- Clock: clock_timestamp(), read once per call, as in sql/install/idempotency.sql.
 -- Every object is schema-qualified and every function pins search_path.
 --
 -- Privileges: rows carry the role that created them (owner_role). A role sees
 -- and changes the sources, runs and parts it owns and those of roles it is a
 -- member of, so a sync job and its monitoring role can share a source by role
--- membership. Source names are per owner (sql/names.sql): the primary key is
+-- membership. Source names are per owner (sql/install/names.sql): the primary key is
 -- (source, owner_role). Superusers and the tables' owner bypass row-level security. The
 -- policies test membership with pg_has_role(oid), which never fails for a
 -- role dropped since (pg_has_role(name) would); the subquery is uncorrelated,
@@ -96,9 +96,6 @@ SELECT pg_catalog.pg_extension_config_dump('syncguard.sync_parts', '');
 -- The identity's sequence too, or a restored database would hand out run ids again.
 SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('syncguard.sync_runs', 'run_id'), '');
 
-COMMENT ON FUNCTION syncguard.has_privs_of(text) IS
-    'whether the current user has the privileges of the named role (false for a role that no longer exists); the row-level security policies of the sync and queue tables';
-
 ALTER TABLE syncguard.sync_sources ENABLE ROW LEVEL SECURITY;
 ALTER TABLE syncguard.sync_runs ENABLE ROW LEVEL SECURITY;
 ALTER TABLE syncguard.sync_parts ENABLE ROW LEVEL SECURITY;
@@ -136,7 +133,7 @@ GRANT UPDATE (status, finished_at, advanced, error) ON syncguard.sync_runs TO PU
 GRANT INSERT (source, owner_role, status, parts, since, started_at, deadline, finished_at, advanced, error)
     ON syncguard.sync_runs TO PUBLIC;
 
--- The owner of the source a name means to the caller (sql/names.sql), or
+-- The owner of the source a name means to the caller (sql/install/names.sql), or
 -- NULL when the caller sees no source of that name.
 CREATE FUNCTION syncguard.sync_source_owner(source text)
 RETURNS text

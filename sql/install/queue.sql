@@ -15,7 +15,7 @@
 -- and nacks the jobs of its own role and of roles it is a member of, so a
 -- producer role is shared with its consumers by `GRANT producer TO consumer`.
 -- Superusers and the tables' owner bypass row-level security. Queues are
--- per owner (sql/names.sql): a queue's settings are keyed by (queue,
+-- per owner (sql/install/names.sql): a queue's settings are keyed by (queue,
 -- owner_role), a job follows the settings of its own role's queue, and a
 -- dedupe key is unique among the live jobs of one role's queue, so no role
 -- can hold a key or a name against another.
@@ -93,7 +93,7 @@ GRANT UPDATE (state, attempts, visible_at, last_error, dead_at) ON syncguard.que
 GRANT INSERT (queue, owner_role, state, payload, dedupe_key, attempts, visible_at, last_error, enqueued_at, dead_at)
     ON syncguard.queue_jobs TO PUBLIC;
 
--- The owner of the queue a name means to the caller (sql/names.sql), from
+-- The owner of the queue a name means to the caller (sql/install/names.sql), from
 -- the queues' settings and their jobs (a queue needs no settings row), or
 -- NULL when the caller sees neither.
 CREATE FUNCTION syncguard.queue_owner(queue text)

@@ -1,5 +1,5 @@
 -- Sync health views (docs/sync.md, "Health views"). Loaded (src/install_order.rs) after
--- sql/sync.sql and sql/queue.sql.
+-- sql/install/sync.sql and sql/install/queue.sql.
 --
 -- The views are security_invoker: row-level security of the tables applies
 -- to the caller, so a role sees the health of its own sources and queues

@@ -23,10 +23,6 @@
 -- row-level security (they administer every key); the functions still work
 -- only on the caller's own keys.
 
--- The schema comes from the control file and belongs to the superuser who ran
--- CREATE EXTENSION; other roles need USAGE to reach any function in it.
-GRANT USAGE ON SCHEMA syncguard TO PUBLIC;
-
 -- An enum, and no CHECK constraints: PostgreSQL reads and prepares a table's
 -- CHECK expressions anew for every INSERT and UPDATE statement, and every
 -- claim and every completion writes a row (three checks cost a claim and its
