@@ -28,7 +28,7 @@
 -- claim and every completion writes a row (three checks cost a claim and its
 -- completion some 10 µs, a fifth of their time). The functions keep what the
 -- checks said: attempts >= 1, a running key has lease_expires_at, a failed
--- one next_attempt_at; tests/idempotency_load.rs watches for a row without.
+-- one next_attempt_at; tests/client/tests/idempotency_load.rs watches for a row without.
 CREATE TYPE syncguard.idem_status AS ENUM ('running', 'succeeded', 'failed', 'dead');
 
 CREATE TABLE syncguard.idempotency_keys (
