@@ -12,7 +12,7 @@
 # source tree (with its configure script). The build happens in
 # target/citus/, never in CITUS_SRC (which may be read-only) and never in a
 # committed path. The 3-node cluster itself (a coordinator and two workers)
-# is started by the test, tests/citus.rs, through tests/common/citus.rs.
+# is started by the test, tests/client/tests/citus.rs, through the harness in tests/client/src/common.rs.
 #
 # Idempotent, and works on a brand-new machine as root (CI) or as a user with sudo.
 set -euo pipefail

@@ -22,10 +22,10 @@ if [ "$(id -u)" -eq 0 ]; then SUDO=(); else SUDO=(sudo); fi
 #   build-essential pkg-config libssl-dev   compiling cargo-pgrx and the crate
 #   sudo                             every test server runs as the `postgres` user (initdb refuses root)
 #   ca-certificates                  fetching crates over TLS
-#   python3 python3-venv             the ORM client tests (tests/orm_env) make a
+#   python3 python3-venv             the ORM client tests (tests/client/src/orm_env.rs) make a
 #                                    virtualenv and pip-install SQLAlchemy and Django into it
-#   postgresql-$PG_MAJOR-cron           pg_cron, for tests/pg_cron.rs
-#   prometheus-postgres-exporter     the exporter tests/prometheus.rs scrapes
+#   postgresql-$PG_MAJOR-cron           pg_cron, for tests/client/tests/pg_cron.rs
+#   prometheus-postgres-exporter     the exporter tests/client/tests/prometheus.rs scrapes
 packages=(postgresql-$PG_MAJOR postgresql-server-dev-$PG_MAJOR libclang-dev clang
           build-essential pkg-config libssl-dev sudo ca-certificates python3 python3-venv
           postgresql-$PG_MAJOR-cron prometheus-postgres-exporter)
@@ -49,7 +49,7 @@ if [ ${#missing[@]} -gt 0 ]; then
         apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-# node and npm for the Knex client test (tests/orm_env); a machine may have
+# node and npm for the Knex client test (tests/client/src/orm_env.rs); a machine may have
 # them from elsewhere than Debian (whose npm conflicts with such a nodejs).
 if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
     echo "setup: installing nodejs npm"

@@ -12,9 +12,9 @@
 #                                                  chroot's binaries cannot be)
 #   regress    pg_regress  tests/pg_regress/sql    SQL surface vs expected output
 #   isolation  pg_isolation_regress tests/isolation/specs   concurrency
-#   client     cargo test --test '*'               tests/*.rs against real servers
+#   client     cargo test -p syncguard-client-tests   tests/client/tests/*.rs against real servers
 #   package    scripts/package.sh test             the .deb installed into a new chroot
-#   citus      cargo test --test citus             a Citus coordinator and two workers
+#   citus      ... --test citus                    a Citus coordinator and two workers
 #                                                  (PostgreSQL 15; when CITUS_SRC is set or
 #                                                  Citus is installed: scripts/citus.sh)
 #
@@ -72,27 +72,6 @@ regress_count() {
     sed -nE 's/.*All ([0-9]+) tests passed.*/\1/p' "$log" | tail -n 1
 }
 
-# Client tests are `[[test]]` targets with `test = false`: then `cargo pgrx test`
-# (which runs `cargo test` on every default target) leaves them to tier 5 and
-# does not build them against its test-only build.
-check_client_targets() {
-    local f missing=0
-    for f in tests/*.rs; do
-        [ -e "$f" ] || continue
-        if ! awk -v path="$f" '
-                /^\[/        { if (ok_p && ok_t) found = 1; block = ($0 == "[[test]]"); ok_p = ok_t = 0; next }
-                block && $0 ~ "^path *= *\"" path "\"" { ok_p = 1 }
-                block && /^test *= *false/             { ok_t = 1 }
-                END          { if (ok_p && ok_t) found = 1; exit !found }' Cargo.toml; then
-            name=$(basename "$f" .rs)
-            printf '%s has no [[test]] entry with test = false in Cargo.toml; add:\n\n[[test]]\nname = "%s"\npath = "%s"\ntest = false\n\n' \
-                "$f" "$name" "$f" >&2
-            missing=1
-        fi
-    done
-    return "$missing"
-}
-
 current_version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
 
 # Install scripts of released versions (tests/upgrade/syncguard--X.sql) go next
@@ -116,8 +95,6 @@ oldest_release() {
 
 for t in "${tiers[@]}"; do
     [[ " ${all_tiers[*]} " == *" $t "* ]] || { echo "no tier '$t' for PostgreSQL $PG (tiers: ${all_tiers[*]})" >&2; exit 2; }
-    # Fail before the long tiers, not after them.
-    if [ "$t" = client ]; then check_client_targets; fi
 done
 
 installed=""
@@ -175,17 +152,17 @@ for t in "${tiers[@]}"; do
         passed "$(regress_count)"
         ;;
     client)
-        header client "client tests against real servers (cargo test --test '*')"
+        header client "client tests against real servers (cargo test -p syncguard-client-tests)"
         install_for_tests
-        # tests/citus.rs needs a Citus: the citus tier runs it.
-        cargo test --test '*' -- --skip citus_ 2>&1 | tee "$log"
+        # tests/client/tests/citus.rs needs a Citus: the citus tier runs it.
+        cargo test -p syncguard-client-tests -- --skip citus_ 2>&1 | tee "$log"
         n=$(cargo_count); passed "$n"
         ;;
     citus)
-        header citus "a Citus coordinator and two workers (tests/citus.rs)"
+        header citus "a Citus coordinator and two workers (tests/client/tests/citus.rs)"
         scripts/citus.sh install
         install_for_tests
-        cargo test --test citus 2>&1 | tee "$log"
+        cargo test -p syncguard-client-tests --test citus 2>&1 | tee "$log"
         n=$(cargo_count); passed "$n"
         ;;
     package)

@@ -13,7 +13,7 @@
 -- Idempotency keys.
 CREATE TYPE syncguard.idem_status AS ENUM ('running', 'succeeded', 'failed', 'dead');
 DROP VIEW syncguard.idempotency_summary;
--- No CHECK constraints on the hot table (sql/idempotency.sql says why).
+-- No CHECK constraints on the hot table (sql/install/idempotency.sql says why).
 ALTER TABLE syncguard.idempotency_keys
     DROP CONSTRAINT idempotency_keys_status_check,
     DROP CONSTRAINT idempotency_keys_check,
@@ -41,6 +41,16 @@ GRANT SELECT ON syncguard.idempotency_summary TO PUBLIC;
 
 -- Retry queue.
 CREATE TYPE syncguard.job_state AS ENUM ('ready', 'leased', 'dead');
+-- Names of sources and queues are per owner (sql/install/names.sql).
+ALTER TABLE syncguard.queues DROP CONSTRAINT queues_pkey, ADD PRIMARY KEY (queue, owner_role);
+ALTER TABLE syncguard.sync_runs DROP CONSTRAINT sync_runs_source_fkey;
+-- A run belongs to its source's owner (sync_begin stamps it so); a run
+-- inserted by hand under another owner is given its source's.
+UPDATE syncguard.sync_runs AS r SET owner_role = s.owner_role
+  FROM syncguard.sync_sources AS s WHERE s.source = r.source AND r.owner_role <> s.owner_role;
+ALTER TABLE syncguard.sync_sources DROP CONSTRAINT sync_sources_pkey, ADD PRIMARY KEY (source, owner_role);
+ALTER TABLE syncguard.sync_runs
+    ADD FOREIGN KEY (source, owner_role) REFERENCES syncguard.sync_sources ON DELETE CASCADE;
 DROP VIEW syncguard.sync_alerts;
 DROP VIEW syncguard.sync_health;
 DROP VIEW syncguard.queue_stats;
@@ -53,7 +63,7 @@ ALTER TABLE syncguard.queue_jobs
     ALTER COLUMN state TYPE syncguard.job_state USING state::syncguard.job_state,
     ALTER COLUMN state SET DEFAULT 'ready';
 CREATE INDEX queue_jobs_due ON syncguard.queue_jobs (queue, visible_at) WHERE state <> 'dead';
-CREATE UNIQUE INDEX queue_jobs_dedupe ON syncguard.queue_jobs (queue, dedupe_key)
+CREATE UNIQUE INDEX queue_jobs_dedupe ON syncguard.queue_jobs (queue, owner_role, dedupe_key)
     WHERE state <> 'dead' AND dedupe_key IS NOT NULL;
 
 CREATE VIEW syncguard.dead_letters WITH (security_invoker = true) AS
@@ -71,6 +81,7 @@ CREATE VIEW syncguard.sync_health WITH (security_invoker = true) AS
 -- times to the second and latencies to the millisecond, so a row fits a
 -- terminal.
 SELECT s.source,
+       s.owner_role,
        coalesce(s.last_success_at, s.created_at) < now() - s.max_silence AS stale,
        coalesce(r.failures::double precision / NULLIF(r.runs, 0) > s.max_error_rate, false) AS error_rate_alert,
        coalesce(p.avg_latency > s.max_avg_latency, false)     AS latency_alert,
@@ -95,20 +106,23 @@ SELECT s.source,
                                   OR (x.status = 'running' AND x.deadline <= now()))    AS failures,
               count(*) FILTER (WHERE x.status = 'running' AND x.deadline > now())      AS running
          FROM syncguard.sync_runs AS x
-        WHERE x.source = s.source AND x.started_at > now() - s.health_window) AS r
+        WHERE x.source = s.source AND x.owner_role = s.owner_role
+          AND x.started_at > now() - s.health_window) AS r
  CROSS JOIN LATERAL (
        SELECT avg(y.latency)                                           AS avg_latency,
               percentile_cont(0.95) WITHIN GROUP (ORDER BY y.latency)  AS p95_latency,
               coalesce(sum(y.records) FILTER (WHERE y.ok), 0)::bigint  AS records
          FROM syncguard.sync_parts AS y
-        WHERE y.source = s.source AND y.reported_at > now() - s.health_window) AS p;
+        WHERE y.source = s.source AND y.owner_role = s.owner_role
+          AND y.reported_at > now() - s.health_window) AS p;
 
--- Per queue (every queue with jobs or settings): depth (live jobs), ready
+-- Per queue of each owner (every queue with jobs or settings): depth (live jobs), ready
 -- (due now), in flight (leased, visibility not passed), failed (waiting for a
 -- retry after nack), dead; the age of the oldest live job and how long the
 -- oldest due job has been waiting, which alerts above the queue's max_job_age.
 CREATE VIEW syncguard.queue_stats WITH (security_invoker = true) AS
 SELECT q.queue,
+       q.owner_role,
        coalesce(j.depth, 0)     AS depth,
        coalesce(j.ready, 0)     AS ready,
        coalesce(j.in_flight, 0) AS in_flight,
@@ -119,10 +133,10 @@ SELECT q.queue,
        coalesce(c.max_job_age, interval '1 hour') AS max_job_age,
        coalesce(now() - j.oldest_due > coalesce(c.max_job_age, interval '1 hour'), false) AS backlog_alert,
        coalesce(j.dead, 0) > 0  AS dead_alert
-  FROM (SELECT c0.queue FROM syncguard.queues AS c0
+  FROM (SELECT c0.queue, c0.owner_role FROM syncguard.queues AS c0
         UNION
-        SELECT DISTINCT j0.queue FROM syncguard.queue_jobs AS j0) AS q
-  LEFT JOIN syncguard.queues AS c ON c.queue = q.queue
+        SELECT DISTINCT j0.queue, j0.owner_role FROM syncguard.queue_jobs AS j0) AS q
+  LEFT JOIN syncguard.queues AS c ON c.queue = q.queue AND c.owner_role = q.owner_role
   LEFT JOIN LATERAL (
        SELECT count(*) FILTER (WHERE x.state <> 'dead')                             AS depth,
               count(*) FILTER (WHERE x.state <> 'dead' AND x.visible_at <= now())   AS ready,
@@ -132,11 +146,11 @@ SELECT q.queue,
               min(x.enqueued_at) FILTER (WHERE x.state <> 'dead')                   AS oldest_enqueued,
               min(x.visible_at) FILTER (WHERE x.state <> 'dead' AND x.visible_at <= now()) AS oldest_due
          FROM syncguard.queue_jobs AS x
-        WHERE x.queue = q.queue) AS j ON true;
+        WHERE x.queue = q.queue AND x.owner_role = q.owner_role) AS j ON true;
 
 -- What is wrong now: one row per raised flag of sync_health and queue_stats.
 CREATE VIEW syncguard.sync_alerts WITH (security_invoker = true) AS
-SELECT 'source'::text AS kind, h.source AS name, a.alert, a.detail
+SELECT 'source'::text AS kind, h.source AS name, h.owner_role, a.alert, a.detail
   FROM syncguard.sync_health AS h
  CROSS JOIN LATERAL (VALUES
        ('error_rate', h.error_rate_alert,
@@ -153,7 +167,7 @@ SELECT 'source'::text AS kind, h.source AS name, a.alert, a.detail
        ) AS a (alert, raised, detail)
  WHERE a.raised
 UNION ALL
-SELECT 'queue', s.queue, a.alert, a.detail
+SELECT 'queue', s.queue, s.owner_role, a.alert, a.detail
   FROM syncguard.queue_stats AS s
  CROSS JOIN LATERAL (VALUES
        ('backlog', s.backlog_alert,
@@ -223,7 +237,8 @@ GRANT INSERT (queue, owner_role, state, payload, dedupe_key, attempts, visible_a
     ON syncguard.queue_jobs TO PUBLIC;
 CREATE POLICY sync_runs_visible_source ON syncguard.sync_runs AS RESTRICTIVE
     USING (true)
-    WITH CHECK (EXISTS (SELECT FROM syncguard.sync_sources AS s WHERE s.source = sync_runs.source));
+    WITH CHECK (EXISTS (SELECT FROM syncguard.sync_sources AS s
+                         WHERE s.source = sync_runs.source AND s.owner_role = sync_runs.owner_role));
 CREATE POLICY sync_parts_visible_run ON syncguard.sync_parts AS RESTRICTIVE
     USING (true)
     WITH CHECK (EXISTS (SELECT FROM syncguard.sync_runs AS r
@@ -234,13 +249,11 @@ GRANT INSERT (source, owner_role, status, parts, since, started_at, deadline, fi
 
 -- Lookups by key never scan the table: a plan a session made while the table
 -- was nearly empty would otherwise stay a sequential scan as the table grows.
--- (enqueue, dequeue and idem_claim have more changes: redefined whole below.)
+-- (enqueue, dequeue, nack and idem_claim have more changes: redefined whole below.)
 ALTER FUNCTION syncguard.queue_leased_job(bigint, integer, text) SET enable_seqscan = off;
 ALTER FUNCTION syncguard.queue_leased_job(bigint, integer, text) SET enable_bitmapscan = off;
 ALTER FUNCTION syncguard.ack(bigint, integer) SET enable_seqscan = off;
 ALTER FUNCTION syncguard.ack(bigint, integer) SET enable_bitmapscan = off;
-ALTER FUNCTION syncguard.nack(bigint, text, boolean, integer) SET enable_seqscan = off;
-ALTER FUNCTION syncguard.nack(bigint, text, boolean, integer) SET enable_bitmapscan = off;
 ALTER FUNCTION syncguard.idem_lease_lost(uuid, text, text) SET enable_seqscan = off;
 ALTER FUNCTION syncguard.idem_lease_lost(uuid, text, text) SET enable_bitmapscan = off;
 ALTER FUNCTION syncguard.idem_complete(uuid, jsonb, text) SET enable_seqscan = off;
@@ -921,21 +934,21 @@ BEGIN
     FOR round IN 1..3 LOOP
         INSERT INTO syncguard.queue_jobs AS j (queue, payload, dedupe_key, visible_at, enqueued_at)
         VALUES (enqueue.queue, enqueue.payload, enqueue.dedupe_key, t + delay, t)
-        ON CONFLICT (queue, dedupe_key) WHERE state <> 'dead' AND dedupe_key IS NOT NULL DO NOTHING
+        ON CONFLICT (queue, owner_role, dedupe_key) WHERE state <> 'dead' AND dedupe_key IS NOT NULL DO NOTHING
         RETURNING j.job_id INTO id;
         IF id IS NOT NULL THEN
             RETURN id;
         END IF;
         SELECT j.job_id INTO id FROM syncguard.queue_jobs AS j
-         WHERE j.queue = enqueue.queue AND j.dedupe_key = enqueue.dedupe_key AND j.state <> 'dead';
+         WHERE j.queue = enqueue.queue AND j.owner_role = current_user
+           AND j.dedupe_key = enqueue.dedupe_key AND j.state <> 'dead';
         IF id IS NOT NULL THEN
             RETURN id;
         END IF;
     END LOOP;
-    RAISE EXCEPTION USING ERRCODE = '42501',
-        MESSAGE = format('enqueue: dedupe key %L of queue %L is held by a job this role cannot see',
-                         dedupe_key, queue),
-        HINT = 'Jobs are shared by role membership: GRANT the producing role to this one.';
+    RAISE EXCEPTION USING ERRCODE = '40001',
+        MESSAGE = format('enqueue: the live job holding dedupe key %L of queue %L kept changing', dedupe_key, queue),
+        HINT = 'Try again.';
 END
 $$;
 CREATE OR REPLACE FUNCTION syncguard.dequeue(queue text, n integer DEFAULT 1, visibility interval DEFAULT '30 seconds')
@@ -1019,7 +1032,8 @@ LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    q syncguard.queues;
+    q     syncguard.queues;
+    owner text;
 BEGIN
     IF queue IS NULL THEN
         RAISE EXCEPTION USING ERRCODE = '22004', MESSAGE = 'queue_configure: queue must not be NULL';
@@ -1027,7 +1041,9 @@ BEGIN
     IF queue = '' THEN
         RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = 'queue_configure: queue must be a non-empty name';
     END IF;
-    INSERT INTO syncguard.queues AS x (queue) VALUES (queue_configure.queue)
+    -- The owner may be a role whose jobs the caller sees, with no settings yet.
+    owner := coalesce(syncguard.queue_owner(queue_configure.queue), current_user);
+    INSERT INTO syncguard.queues AS x (queue, owner_role) VALUES (queue_configure.queue, owner)
     ON CONFLICT ON CONSTRAINT queues_pkey DO NOTHING;
     UPDATE syncguard.queues AS x
        SET max_attempts = coalesce(queue_configure.max_attempts, x.max_attempts),
@@ -1035,11 +1051,12 @@ BEGIN
            cap          = coalesce(queue_configure.cap, x.cap),
            jitter       = coalesce(queue_configure.jitter, x.jitter),
            max_job_age  = coalesce(queue_configure.max_job_age, x.max_job_age)
-     WHERE x.queue = queue_configure.queue
+     WHERE x.queue = queue_configure.queue AND x.owner_role = owner
     RETURNING * INTO q;
     IF NOT FOUND THEN
-        RAISE EXCEPTION USING ERRCODE = '42501',
-            MESSAGE = format('queue %L belongs to another role', queue);
+        RAISE EXCEPTION USING ERRCODE = '40001',
+            MESSAGE = format('queue_configure: queue %L was dropped meanwhile', queue),
+            HINT = 'Try again.';
     END IF;
     RETURN q;
 EXCEPTION WHEN check_violation THEN
@@ -1063,7 +1080,8 @@ LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    s syncguard.sync_sources;
+    s     syncguard.sync_sources;
+    owner text;
 BEGIN
     IF source IS NULL THEN
         RAISE EXCEPTION USING ERRCODE = '22004', MESSAGE = 'sync_configure: source must not be NULL';
@@ -1072,7 +1090,8 @@ BEGIN
         RAISE EXCEPTION USING ERRCODE = '22023',
             MESSAGE = 'sync_configure: source must be a non-empty name';
     END IF;
-    INSERT INTO syncguard.sync_sources AS x (source) VALUES (sync_configure.source)
+    owner := coalesce(syncguard.sync_source_owner(sync_configure.source), current_user);
+    INSERT INTO syncguard.sync_sources AS x (source, owner_role) VALUES (sync_configure.source, owner)
     ON CONFLICT ON CONSTRAINT sync_sources_pkey DO NOTHING;
     UPDATE syncguard.sync_sources AS x
        SET overlap         = coalesce(sync_configure.overlap, x.overlap),
@@ -1081,11 +1100,12 @@ BEGIN
            max_error_rate  = coalesce(sync_configure.max_error_rate, x.max_error_rate),
            max_avg_latency = coalesce(sync_configure.max_avg_latency, x.max_avg_latency),
            max_silence     = coalesce(sync_configure.max_silence, x.max_silence)
-     WHERE x.source = sync_configure.source
+     WHERE x.source = sync_configure.source AND x.owner_role = owner
     RETURNING * INTO s;
     IF NOT FOUND THEN
-        RAISE EXCEPTION USING ERRCODE = '42501',
-            MESSAGE = format('sync source %L belongs to another role', source);
+        RAISE EXCEPTION USING ERRCODE = '40001',
+            MESSAGE = format('sync_configure: sync source %L was dropped meanwhile', source),
+            HINT = 'Try again.';
     END IF;
     RETURN s;
 EXCEPTION WHEN check_violation THEN
@@ -1137,7 +1157,7 @@ BEGIN
 
     UPDATE syncguard.sync_sources AS s
        SET watermark = greatest(s.watermark, r.started_at), last_success_at = t
-     WHERE s.source = r.source;
+     WHERE s.source = r.source AND s.owner_role = r.owner_role;
     UPDATE syncguard.sync_runs AS x
        SET status = 'succeeded', finished_at = t, advanced = true
      WHERE x.source = r.source AND x.run_id = r.run_id;
@@ -1391,16 +1411,19 @@ LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    n bigint;
+    n     bigint;
+    owner text;
 BEGIN
     IF queue IS NULL THEN
         RAISE EXCEPTION USING ERRCODE = '22004', MESSAGE = 'queue_drop: queue must not be NULL';
     END IF;
+    owner := syncguard.queue_owner(queue_drop.queue);
     n := syncguard._delete_visible('syncguard.queue_jobs', ARRAY(
         SELECT jsonb_build_object('job_id', j.job_id, 'queue', j.queue) FROM syncguard.queue_jobs AS j
-         WHERE j.queue = queue_drop.queue FOR UPDATE));
+         WHERE j.queue = queue_drop.queue AND j.owner_role = owner FOR UPDATE));
     PERFORM syncguard._delete_visible('syncguard.queues', ARRAY(
-        SELECT jsonb_build_object('queue', q.queue) FROM syncguard.queues AS q WHERE q.queue = queue_drop.queue));
+        SELECT jsonb_build_object('queue', q.queue, 'owner_role', q.owner_role) FROM syncguard.queues AS q
+         WHERE q.queue = queue_drop.queue AND q.owner_role = owner));
     RETURN n;
 END
 $$;
@@ -1411,15 +1434,20 @@ RETURNS bigint
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+    owner text;
 BEGIN
     IF older_than IS NULL THEN
         RAISE EXCEPTION USING ERRCODE = '22004', MESSAGE = 'sync_prune: older_than must not be NULL',
             HINT = 'Pass how old a finished run must be, e.g. interval ''90 days''.';
     END IF;
+    IF source IS NOT NULL THEN
+        owner := syncguard.sync_source_owner(sync_prune.source);
+    END IF;
     RETURN syncguard._delete_visible('syncguard.sync_runs', ARRAY(
         SELECT jsonb_build_object('run_id', r.run_id, 'source', r.source) FROM syncguard.sync_runs AS r
          WHERE r.status <> 'running' AND r.finished_at < clock_timestamp() - older_than
-           AND (sync_prune.source IS NULL OR r.source = sync_prune.source)
+           AND (sync_prune.source IS NULL OR (r.source = sync_prune.source AND r.owner_role = owner))
            FOR UPDATE));
 END
 $$;
@@ -1428,13 +1456,16 @@ RETURNS boolean
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+    owner text;
 BEGIN
     IF source IS NULL THEN
         RAISE EXCEPTION USING ERRCODE = '22004', MESSAGE = 'sync_drop: source must not be NULL';
     END IF;
+    owner := syncguard.sync_source_owner(sync_drop.source);
     RETURN syncguard._delete_visible('syncguard.sync_sources', ARRAY(
-        SELECT jsonb_build_object('source', s.source) FROM syncguard.sync_sources AS s
-         WHERE s.source = sync_drop.source FOR UPDATE)) > 0;
+        SELECT jsonb_build_object('source', s.source, 'owner_role', s.owner_role) FROM syncguard.sync_sources AS s
+         WHERE s.source = sync_drop.source AND s.owner_role = owner FOR UPDATE)) > 0;
 END
 $$;
 GRANT EXECUTE ON FUNCTION syncguard.sync_prune(interval, text), syncguard.sync_drop(text) TO PUBLIC;
@@ -1489,7 +1520,7 @@ $$;
 GRANT EXECUTE ON FUNCTION syncguard.events_prune(interval, text) TO PUBLIC;
 COMMENT ON FUNCTION syncguard.events_prune(interval, text) IS 'delete entity events older than an interval; returns how many';
 
--- Reconciliation (sql/reconcile.sql, docs/reconcile.md)
+-- Reconciliation (sql/install/reconcile.sql, docs/reconcile.md)
 -- Reconciliation (docs/reconcile.md): every row and field in which a local
 -- table differs from another table, typically a postgres_fdw foreign table
 -- on the source system's server, without pulling that table across the
@@ -2199,8 +2230,8 @@ COMMENT ON FUNCTION syncguard.reconcile_apply(regclass, regclass, text[], text[]
 COMMENT ON FUNCTION syncguard.invariant_reconcile(text, regclass, regclass, text[], text[], integer, integer, interval, text, text, interval, interval) IS
     'define an invariant: rows of a table that differ from another table (reconcile on a schedule)';
 -- Citus (docs/citus.md): idem_complete, idem_fail and idem_prune as
--- sql/idempotency.sql defines them (no volatile function in an UPDATE of a
--- distributed table; idem_prune a scope at a time there), then sql/citus.sql.
+-- sql/install/idempotency.sql defines them (no volatile function in an UPDATE of a
+-- distributed table; idem_prune a scope at a time there), then sql/install/citus.sql.
 
 CREATE OR REPLACE FUNCTION syncguard.idem_complete(token uuid, response jsonb, scope text DEFAULT NULL)
 RETURNS void
@@ -2594,3 +2625,200 @@ COMMENT ON FUNCTION syncguard.undistribute() IS
     'Citus: make syncguard.idempotency_keys a coordinator table again, leaving no shard behind';
 COMMENT ON FUNCTION syncguard.cluster_conflict_stats() IS
     'writes ignored by last_write_wins, per table, summed over every Citus node';
+
+-- Names of sync sources and queues are per owner (sql/install/names.sql): the
+-- functions that take a name, or match jobs by dedupe key or settings.
+
+CREATE FUNCTION syncguard._name_owner(owners text[], name text, what text)
+RETURNS text
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF cardinality(owners) = 0 THEN
+        RETURN NULL;
+    ELSIF current_user::text = ANY (owners) THEN
+        RETURN current_user;
+    ELSIF cardinality(owners) = 1 THEN
+        RETURN owners[1];
+    END IF;
+    RAISE EXCEPTION USING ERRCODE = '42725',
+        MESSAGE = format('%s %L is ambiguous: roles %s each have one', what, name,
+                         array_to_string(ARRAY(SELECT DISTINCT o FROM unnest(owners) AS o ORDER BY o), ', ')),
+        HINT = 'SET ROLE to the owning role first.';
+END
+$$;COMMENT ON FUNCTION syncguard._name_owner(text[], text, text) IS
+    'internal: which owner''s sync source or queue a name means to the caller (its own, else the only one it sees)';
+
+CREATE FUNCTION syncguard.sync_source_owner(source text)
+RETURNS text
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT syncguard._name_owner(ARRAY(SELECT s.owner_role FROM syncguard.sync_sources AS s WHERE s.source = $1),
+                                 $1, 'sync source')
+$$;COMMENT ON FUNCTION syncguard.sync_source_owner(text) IS
+    'internal: the owner of the sync source a name means to the caller, or NULL';
+
+CREATE FUNCTION syncguard.queue_owner(queue text)
+RETURNS text
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT syncguard._name_owner(ARRAY(SELECT q.owner_role FROM syncguard.queues AS q WHERE q.queue = $1
+                                       UNION
+                                       SELECT j.owner_role FROM syncguard.queue_jobs AS j WHERE j.queue = $1),
+                                 $1, 'queue')
+$$;COMMENT ON FUNCTION syncguard.queue_owner(text) IS
+    'internal: the owner of the queue a name means to the caller, or NULL';
+
+CREATE OR REPLACE FUNCTION syncguard.sync_begin(source text, parts text[] DEFAULT NULL,
+                                     OUT run_id bigint, OUT since timestamptz)
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    t     timestamptz := clock_timestamp();
+    owner text := coalesce(syncguard.sync_source_owner(sync_begin.source), current_user);
+    src   syncguard.sync_sources;
+    cur   syncguard.sync_runs;
+BEGIN
+    IF source IS NULL OR source = '' THEN
+        RAISE EXCEPTION USING ERRCODE = CASE WHEN source IS NULL THEN '22004' ELSE '22023' END,
+            MESSAGE = 'sync_begin: source must be a non-empty name',
+            HINT = 'Name the system you sync from, e.g. ''crm'' or ''billing-api''.';
+    END IF;
+    IF parts IS NOT NULL AND (cardinality(parts) = 0 OR array_position(parts, NULL) IS NOT NULL
+                              OR EXISTS (SELECT FROM unnest(parts) p WHERE p = '')
+                              OR (SELECT count(DISTINCT p) FROM unnest(parts) p) <> cardinality(parts)) THEN
+        RAISE EXCEPTION USING ERRCODE = '22023',
+            MESSAGE = format('sync_begin: parts must be distinct non-empty names, got %s', parts),
+            HINT = 'Pass NULL when the run has no declared parts.';
+    END IF;
+
+    INSERT INTO syncguard.sync_sources AS s (source, owner_role) VALUES (sync_begin.source, owner)
+    ON CONFLICT ON CONSTRAINT sync_sources_pkey DO NOTHING;
+    -- The source's row lock serialises runs of one source: a concurrent
+    -- sync_begin waits here, then sees this run running.
+    SELECT * INTO src FROM syncguard.sync_sources AS s
+     WHERE s.source = sync_begin.source AND s.owner_role = owner FOR NO KEY UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION USING ERRCODE = '40001',
+            MESSAGE = format('sync_begin: sync source %L was dropped while this run began', source),
+            HINT = 'Try again.';
+    END IF;
+
+    -- Abandons the stale runs of every source of this name the caller sees:
+    -- past their deadline, they would be abandoned anyway.
+    PERFORM syncguard.sync_abandon_stale(src.source);
+    SELECT * INTO cur FROM syncguard.sync_runs AS r
+     WHERE r.source = src.source AND r.owner_role = src.owner_role AND r.status = 'running'
+     ORDER BY r.started_at LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION USING ERRCODE = 'SG005',
+            MESSAGE = format('sync source %L already has run %s running', src.source, cur.run_id),
+            DETAIL = format('Run %s started at %s; it is abandoned if not finished by %s.',
+                            cur.run_id, cur.started_at, cur.deadline),
+            HINT = 'One run per source at a time: wait for it, or try again later.';
+    END IF;
+
+    since := src.watermark - src.overlap;
+    INSERT INTO syncguard.sync_runs AS r (source, owner_role, parts, since, started_at, deadline)
+    VALUES (src.source, src.owner_role, sync_begin.parts, sync_begin.since, t, t + src.run_timeout)
+    RETURNING r.run_id INTO sync_begin.run_id;
+END
+$$;COMMENT ON FUNCTION syncguard.sync_begin(text, text[]) IS
+    'start a sync run: run_id and since (watermark minus overlap, NULL on the first run)';
+
+CREATE OR REPLACE FUNCTION syncguard.sync_locked_run(run_id bigint, caller text)
+RETURNS syncguard.sync_runs
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    src   text;
+    owner text;
+    r     syncguard.sync_runs;
+BEGIN
+    IF run_id IS NULL THEN
+        RAISE EXCEPTION USING ERRCODE = '22004',
+            MESSAGE = format('%s: run_id must not be NULL', caller),
+            HINT = 'Pass the run_id sync_begin returned.';
+    END IF;
+    SELECT x.source, x.owner_role INTO src, owner FROM syncguard.sync_runs AS x
+     WHERE x.run_id = sync_locked_run.run_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION USING ERRCODE = '22023',
+            MESSAGE = format('%s: there is no sync run %s', caller, run_id),
+            HINT = 'Pass the run_id sync_begin returned; runs of other roles are not visible.';
+    END IF;
+    -- A run's source never changes, so locking it after the lookup is safe.
+    PERFORM FROM syncguard.sync_sources AS s WHERE s.source = src AND s.owner_role = owner FOR NO KEY UPDATE;
+    PERFORM syncguard.sync_abandon_stale(src);
+    SELECT * INTO r FROM syncguard.sync_runs AS x
+     WHERE x.source = src AND x.run_id = sync_locked_run.run_id FOR NO KEY UPDATE;
+    RETURN r;
+END
+$$;COMMENT ON FUNCTION syncguard.sync_locked_run(bigint, text) IS
+    'internal: a run and its source locked for sync_part/sync_finish';
+
+CREATE OR REPLACE FUNCTION syncguard.nack(job_id bigint, error text, retryable boolean DEFAULT true,
+                               attempt integer DEFAULT NULL,
+                               OUT state text, OUT attempts integer, OUT retry_at timestamptz)
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+SET enable_seqscan = off
+SET enable_bitmapscan = off
+AS $$
+DECLARE
+    t timestamptz := clock_timestamp();
+    j syncguard.queue_jobs;
+    q record;
+BEGIN
+    IF retryable IS NULL THEN
+        RAISE EXCEPTION USING ERRCODE = '22004', MESSAGE = 'nack: retryable must not be NULL';
+    END IF;
+    j := syncguard.queue_leased_job(job_id, attempt, 'nack');
+    SELECT coalesce(c.max_attempts, 5) AS max_attempts, coalesce(c.base, '2 seconds') AS base,
+           coalesce(c.cap, '10 minutes') AS cap, coalesce(c.jitter, 0.2) AS jitter INTO q
+      FROM (SELECT) AS one LEFT JOIN syncguard.queues AS c ON c.queue = j.queue AND c.owner_role = j.owner_role;
+    IF retryable AND j.attempts < q.max_attempts THEN
+        UPDATE syncguard.queue_jobs AS x
+           SET state = 'ready', last_error = nack.error,
+               visible_at = t + syncguard.backoff_delay(j.attempts, q.base, q.cap, q.jitter)
+         WHERE x.queue = j.queue AND x.job_id = j.job_id
+        RETURNING x.state, x.attempts, x.visible_at INTO state, attempts, retry_at;
+    ELSE
+        UPDATE syncguard.queue_jobs AS x
+           SET state = 'dead', last_error = nack.error, dead_at = t, visible_at = t
+         WHERE x.queue = j.queue AND x.job_id = j.job_id
+        RETURNING x.state, x.attempts INTO state, attempts;
+    END IF;
+END
+$$;COMMENT ON FUNCTION syncguard.nack(bigint, text, boolean, integer) IS
+    'a leased job failed: due again after backoff, or dead after the last attempt';
+
+CREATE OR REPLACE FUNCTION syncguard.requeue_dead(queue text, job_ids bigint[] DEFAULT NULL)
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    t timestamptz := clock_timestamp();
+    n bigint;
+BEGIN
+    IF queue IS NULL THEN
+        RAISE EXCEPTION USING ERRCODE = '22004', MESSAGE = 'requeue_dead: queue must not be NULL';
+    END IF;
+    UPDATE syncguard.queue_jobs AS j
+       SET state = 'ready', attempts = 0, visible_at = t, dead_at = NULL
+     WHERE j.queue = requeue_dead.queue AND j.state = 'dead'
+       AND (requeue_dead.job_ids IS NULL OR j.job_id = ANY (requeue_dead.job_ids))
+       AND (j.dedupe_key IS NULL
+            OR NOT EXISTS (SELECT FROM syncguard.queue_jobs AS l
+                            WHERE l.queue = j.queue AND l.owner_role = j.owner_role
+                              AND l.dedupe_key = j.dedupe_key AND l.state <> 'dead'));
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
+END
+$$;COMMENT ON FUNCTION syncguard.requeue_dead(text, bigint[]) IS 'make dead jobs ready again';

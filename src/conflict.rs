@@ -7,7 +7,7 @@
 //! `ON CONFLICT … WHERE` (upsert_statement.rs), and calls `version_refused`
 //! to tell which one refused a write.
 
-use crate::errors::{self, raise, OwnError};
+use crate::errors::{self, raise, SqlError};
 use crate::settings::MAX_CLOCK_SKEW;
 use crate::write_policy::WritePolicy;
 use pgrx::prelude::*;
@@ -58,20 +58,20 @@ pub fn skew_micros(wp: &WritePolicy) -> i64 {
     }
 }
 
-pub fn check_skew(ts: i64, skew: i64, table: &str, column: &str) -> Result<(), OwnError> {
+pub fn check_skew(ts: i64, skew: i64, table: &str, column: &str) -> Result<(), SqlError> {
     // SAFETY: reads the clock.
     let now = unsafe { pg_sys::GetCurrentTimestamp() };
     if ts > now.saturating_add(skew) {
-        return Err(OwnError {
-            code: errors::CLOCK_SKEW,
-            message: format!(
+        return Err(SqlError::own(
+            errors::CLOCK_SKEW,
+            format!(
                 "{table}.{column} is {:.3} s ahead of the server clock, more than max_clock_skew ({:.3} s) allows",
                 (ts - now) as f64 / 1e6,
                 skew as f64 / 1e6
             ),
-            detail: format!("incoming {}, server clock {}", show_ts(ts), show_ts(now)),
-            hint: "Fix the writer's clock, or raise syncguard.max_clock_skew or the policy's max_clock_skew. Nothing was written.",
-        });
+        )
+        .detail(format!("incoming {}, server clock {}", show_ts(ts), show_ts(now)))
+        .hint("Fix the writer's clock, or raise syncguard.max_clock_skew or the policy's max_clock_skew. Nothing was written."));
     }
     Ok(())
 }
@@ -92,18 +92,18 @@ pub fn version_error(
     column: &str,
     stored: Option<i64>,
     incoming: Option<i64>,
-) -> OwnError {
+) -> SqlError {
     let show = |v: Option<i64>| v.map_or("NULL".to_string(), |v| v.to_string());
-    OwnError {
-        code: errors::VERSION_CONFLICT,
-        message: format!(
+    SqlError::own(
+        errors::VERSION_CONFLICT,
+        format!(
             "version conflict on {table}: the write carries {column} = {}, the stored row has {}",
             show(incoming),
             show(stored)
         ),
-        detail: "A write must carry a version greater than the stored one.".to_string(),
-        hint: "Reread the row and write its version plus one. The row is unchanged.",
-    }
+    )
+    .detail("A write must carry a version greater than the stored one.")
+    .hint("Reread the row and write its version plus one. The row is unchanged.")
 }
 
 /// A timestamptz datum as microseconds (its representation).

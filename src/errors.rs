@@ -12,14 +12,85 @@ use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::prelude::*;
 use std::ffi::{c_char, c_int, c_long, CString};
 
-/// Raises ERROR with this SQLSTATE, message and optional hint.
-pub fn raise(code: PgSqlErrorCode, message: String, hint: Option<&str>) -> ! {
-    let mut report = ErrorReport::new(code, message, "syncguard");
-    if let Some(h) = hint {
-        report = report.set_hint(h);
+/// An error for the client: its SQLSTATE, message, and optional detail and
+/// hint. Every error syncguard raises is one of these, raised by
+/// [`SqlError::raise`]; code that finds a condition deep in a call returns
+/// it, and the SQL entry point raises it.
+pub struct SqlError {
+    pub code: SqlState,
+    pub message: String,
+    pub detail: Option<String>,
+    pub hint: Option<String>,
+}
+
+/// A SQLSTATE: one of PostgreSQL's, or one of the extension's own `SGnnn`
+/// (built with [`sqlstate`]), which pgrx's error reports cannot carry.
+#[derive(Clone, Copy)]
+pub enum SqlState {
+    Pg(PgSqlErrorCode),
+    Own(c_int),
+}
+
+impl SqlError {
+    pub fn new(code: PgSqlErrorCode, message: String) -> Self {
+        SqlError {
+            code: SqlState::Pg(code),
+            message,
+            detail: None,
+            hint: None,
+        }
     }
-    report.report(PgLogLevel::ERROR);
-    unreachable!("ERROR does not return")
+
+    pub fn own(code: c_int, message: String) -> Self {
+        SqlError {
+            code: SqlState::Own(code),
+            message,
+            detail: None,
+            hint: None,
+        }
+    }
+
+    pub fn detail(mut self, detail: impl Into<String>) -> Self {
+        self.detail = Some(detail.into());
+        self
+    }
+
+    pub fn hint(mut self, hint: impl Into<String>) -> Self {
+        self.hint = Some(hint.into());
+        self
+    }
+
+    /// Raises the error. PostgreSQL's codes go through pgrx, which unwinds
+    /// the Rust frames; the extension's own are raised with the server's
+    /// ereport, which longjmps past them: raise those only where the frames
+    /// above own nothing that must be dropped (the texts are copied into
+    /// palloc'd memory first).
+    pub fn raise(self) -> ! {
+        match self.code {
+            SqlState::Pg(code) => {
+                let mut report = ErrorReport::new(code, self.message, "syncguard");
+                if let Some(d) = self.detail {
+                    report = report.set_detail(d);
+                }
+                if let Some(h) = self.hint {
+                    report = report.set_hint(h);
+                }
+                report.report(PgLogLevel::ERROR);
+                unreachable!("ERROR does not return")
+            }
+            SqlState::Own(code) => raise_unguarded(code, self.message, self.detail, self.hint),
+        }
+    }
+}
+
+/// Raises ERROR with this SQLSTATE, message and optional hint: the short
+/// form of [`SqlError::raise`].
+pub fn raise(code: PgSqlErrorCode, message: String, hint: Option<&str>) -> ! {
+    let e = SqlError::new(code, message);
+    match hint {
+        Some(h) => e.hint(h).raise(),
+        None => e.raise(),
+    }
 }
 
 /// PostgreSQL's MAKE_SQLSTATE.
@@ -57,35 +128,36 @@ mod unguarded {
     }
 }
 
-/// The parts of an `SGnnn` error, built where the condition is found and
-/// raised by [`raise_own`] once nothing with a destructor is left on the stack.
-pub struct OwnError {
-    pub code: c_int,
-    pub message: String,
-    pub detail: String,
-    pub hint: &'static str,
-}
-
-/// Raises an `SGnnn` error. The server longjmps to its error handler from
-/// here, past the Rust frames above: call it only where they own nothing
-/// that must be dropped (the texts are copied into palloc'd memory first).
-pub fn raise_own(e: OwnError) -> ! {
+/// The server's ereport for a code pgrx does not know. The strings are
+/// moved into palloc'd copies and dropped before the longjmp.
+fn raise_unguarded(
+    code: c_int,
+    message: String,
+    detail: Option<String>,
+    hint: Option<String>,
+) -> ! {
     let text = |s: String| {
         let c = CString::new(s.replace('\0', " ")).unwrap_or_default();
         // SAFETY: pstrdup copies into the current memory context.
         unsafe { pg_sys::pstrdup(c.as_ptr()) }
     };
-    let (message, detail, hint) = (text(e.message), text(e.detail), text(e.hint.to_string()));
+    let message = text(message);
+    let detail = detail.map(text);
+    let hint = hint.map(text);
     let fmt = c"%s".as_ptr();
     // SAFETY: the ereport protocol: errstart(ERROR) always returns true and
     // errfinish does not return. Every argument is a NUL-terminated palloc'd
     // string passed through "%s", never as a format.
     unsafe {
         unguarded::errstart(PgLogLevel::ERROR as c_int, std::ptr::null());
-        unguarded::errcode(e.code);
+        unguarded::errcode(code);
         unguarded::errmsg_internal(fmt, message);
-        unguarded::errdetail_internal(fmt, detail);
-        unguarded::errhint(fmt, hint);
+        if let Some(d) = detail {
+            unguarded::errdetail_internal(fmt, d);
+        }
+        if let Some(h) = hint {
+            unguarded::errhint(fmt, h);
+        }
         unguarded::errfinish(c"syncguard".as_ptr(), 0, std::ptr::null());
     }
     unreachable!("ERROR does not return")

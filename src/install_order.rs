@@ -9,27 +9,44 @@
 
 use pgrx::prelude::*;
 
+// What belongs to the schema as a whole: its grant, shared helpers.
+extension_sql_file!(
+    "../sql/install/schema.sql",
+    name = "schema",
+    requires = [has_privs_of]
+);
+
 // The idempotency log: keys and the claim / complete / fail protocol.
-extension_sql_file!("../sql/idempotency.sql", name = "idempotency");
+extension_sql_file!(
+    "../sql/install/idempotency.sql",
+    name = "idempotency",
+    requires = ["schema"]
+);
 
 // Sync runs with honest watermarks, the retry queue (which retries with the
 // idempotency log's backoff_delay) and the health views; the row-level
 // security policies call has_privs_of (src/roles.rs).
-extension_sql_file!("../sql/sync.sql", name = "sync", requires = [has_privs_of]);
+// Their names are per owner (sql/install/names.sql).
+extension_sql_file!("../sql/install/names.sql", name = "names");
 extension_sql_file!(
-    "../sql/queue.sql",
-    name = "queue",
-    requires = ["idempotency", has_privs_of]
+    "../sql/install/sync.sql",
+    name = "sync",
+    requires = ["names", has_privs_of]
 );
 extension_sql_file!(
-    "../sql/health.sql",
+    "../sql/install/queue.sql",
+    name = "queue",
+    requires = ["idempotency", "names", has_privs_of]
+);
+extension_sql_file!(
+    "../sql/install/health.sql",
     name = "health",
     requires = ["sync", "queue"]
 );
 
 // protect() and its views, over the trigger and the merge upsert.
 extension_sql_file!(
-    "../sql/protect.sql",
+    "../sql/install/protect.sql",
     name = "protect",
     requires = [
         "protect_trigger",
@@ -42,18 +59,18 @@ extension_sql_file!(
 // Invariants: the registry and its checks (run in the Rust sandbox), the
 // templates, entity events and the periodic housekeeping of every part.
 extension_sql_file!(
-    "../sql/invariants.sql",
+    "../sql/install/invariants.sql",
     name = "invariants",
     requires = [invariant_check_run, invariant_query_text]
 );
 extension_sql_file!(
-    "../sql/invariant_templates.sql",
+    "../sql/install/invariant_templates.sql",
     name = "invariant_templates",
     requires = ["invariants"]
 );
-extension_sql_file!("../sql/entity_events.sql", name = "entity_events");
+extension_sql_file!("../sql/install/entity_events.sql", name = "entity_events");
 extension_sql_file!(
-    "../sql/housekeeping.sql",
+    "../sql/install/housekeeping.sql",
     name = "housekeeping",
     requires = ["idempotency", "protect", "invariants", "sync"]
 );
@@ -61,7 +78,7 @@ extension_sql_file!(
 // Reconciliation (docs/reconcile.md): SQL that postgres_fdw can send to
 // the remote server, which computes the checksums.
 extension_sql_file!(
-    "../sql/reconcile.sql",
+    "../sql/install/reconcile.sql",
     name = "reconcile",
     requires = ["protect", "invariant_templates", jsonb_merge_diff]
 );
@@ -69,7 +86,7 @@ extension_sql_file!(
 // Scale-out on Citus (docs/citus.md): plpgsql that reaches Citus through
 // EXECUTE, so the extension installs and works without Citus.
 extension_sql_file!(
-    "../sql/citus.sql",
+    "../sql/install/citus.sql",
     name = "citus",
     requires = ["idempotency", "protect", "health", "housekeeping"]
 );

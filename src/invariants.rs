@@ -1,7 +1,7 @@
 //! Invariant checks: the registry, the views, checks, episodes, alerts,
 //! templates, entity events and housekeeping, all plpgsql in
-//! `sql/invariants.sql`, `sql/invariant_templates.sql`,
-//! `sql/entity_events.sql` and `sql/housekeeping.sql` (readable with `\sf`).
+//! `sql/install/invariants.sql`, `sql/install/invariant_templates.sql`,
+//! `sql/install/entity_events.sql` and `sql/install/housekeeping.sql` (readable with `\sf`).
 //!
 //! Rust does the three things plpgsql cannot:
 //! - [`invariant_query_text`]: accept exactly one `SELECT` as an invariant's

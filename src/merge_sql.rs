@@ -6,13 +6,13 @@
 //! distributed tables. None is STRICT: SQL NULL means "nothing known", so
 //! `f(NULL, x) = x` and `f(x, NULL) = x`.
 
+use crate::errors::SqlError;
 use crate::jsonb_arg::JsonbRaw;
 use crate::merge::engine::{self, Limits, MergeError, Merged};
 use crate::merge::jsonb::EMPTY_OBJECT;
 use crate::merge::policy::{Policy, PolicyError};
 use crate::merge::text;
 use crate::settings::MAX_MERGE_DEPTH;
-use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::prelude::*;
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -54,21 +54,13 @@ pub(crate) fn raise_merge_error(e: MergeError) -> ! {
             "The stored jsonb is not in PostgreSQL's binary format; restore it from a backup.",
         ),
     };
-    ErrorReport::new(code, message, function_name!())
-        .set_hint(hint)
-        .report(PgLogLevel::ERROR);
-    unreachable!("ERROR does not return")
+    SqlError::new(code, message).hint(hint).raise()
 }
 
 fn raise_policy_error(e: PolicyError) -> ! {
-    ErrorReport::new(
-        PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
-        e.message,
-        function_name!(),
-    )
-    .set_hint(e.hint)
-    .report(PgLogLevel::ERROR);
-    unreachable!("ERROR does not return")
+    SqlError::new(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, e.message)
+        .hint(e.hint)
+        .raise()
 }
 
 /// How many policies `policy_of` keeps parsed: a statement merges a few

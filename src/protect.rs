@@ -8,7 +8,7 @@
 //! the shard) and `pg_dump` keeps the configuration with the trigger.
 
 use crate::conflict::{check_skew, note_stale};
-use crate::errors::{raise, raise_own, OwnError};
+use crate::errors::{raise, SqlError};
 use crate::freshness::stamp;
 use crate::jsonb_arg::JsonbRaw;
 use crate::merging;
@@ -76,7 +76,7 @@ unsafe fn inserted_row<'a>(
     r: &Resolved,
     table: &str,
     relid: pg_sys::Oid,
-) -> Result<Option<PgHeapTuple<'a, AllocatedByPostgres>>, OwnError> {
+) -> Result<Option<PgHeapTuple<'a, AllocatedByPostgres>>, SqlError> {
     let td = trigger.trigger_data();
     // SAFETY: as the caller promises.
     unsafe {
@@ -210,12 +210,12 @@ pub unsafe extern "C-unwind" fn protect_trigger_wrapper(
         })
     };
     // Raised once nothing with a destructor is left on this frame.
-    outcome.unwrap_or_else(|e| raise_own(e))
+    outcome.unwrap_or_else(|e| e.raise())
 }
 
 fn protect_row<'a>(
     trigger: &'a pgrx::PgTrigger<'a>,
-) -> Result<Option<PgHeapTuple<'a, AllocatedByPostgres>>, OwnError> {
+) -> Result<Option<PgHeapTuple<'a, AllocatedByPostgres>>, SqlError> {
     let td = trigger.trigger_data();
     let ev = td.tg_event;
     let op = ev & pg_sys::TRIGGER_EVENT_OPMASK;

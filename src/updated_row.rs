@@ -7,7 +7,7 @@
 
 use crate::column_merge::{json_to_jsonb, jsonb_to_json, merge_value, raw_bytes, MergeOutcome};
 use crate::conflict::{self, check_skew, version_error};
-use crate::errors::OwnError;
+use crate::errors::SqlError;
 use crate::freshness::stamp;
 use crate::jsonb_arg::JsonbRaw;
 use crate::protect::{column_name, with_columns};
@@ -134,7 +134,7 @@ impl UpdatedRow {
         r: &Resolved,
         table: &str,
         relid: pg_sys::Oid,
-    ) -> Result<bool, OwnError> {
+    ) -> Result<bool, SqlError> {
         let Some((attnum, skew)) = r.lww else {
             return Ok(false);
         };
@@ -154,7 +154,7 @@ impl UpdatedRow {
         r: &Resolved,
         table: &str,
         relid: pg_sys::Oid,
-    ) -> Result<(), OwnError> {
+    ) -> Result<(), SqlError> {
         let Some((attnum, typid)) = r.version else {
             return Ok(());
         };

@@ -11,7 +11,7 @@
 //! execution.
 
 use crate::conflict;
-use crate::errors::{self, bad_input, corrupt, raise, raise_own, OwnError};
+use crate::errors::{self, bad_input, corrupt, raise, SqlError};
 use crate::jsonb_arg::JsonbRaw;
 use crate::merge::jsonb::{Container, Item, Kind as JKind};
 use crate::merging;
@@ -91,7 +91,7 @@ fn merge_upsert(
         Err(e) => {
             drop((plan, keys, cols));
             drop((key, data, policy));
-            raise_own(e)
+            e.raise()
         }
     }
 }
@@ -162,7 +162,7 @@ fn execute(
     plan: &Rc<UpsertPlan>,
     keys: &[(&str, Item)],
     cols: &[(&str, Item)],
-) -> Result<Option<JsonbRaw>, OwnError> {
+) -> Result<Option<JsonbRaw>, SqlError> {
     let (mut values, nulls) = convert(plan, keys, cols);
     if let Some((p, skew)) = plan.lww {
         if nulls[p] == b' ' as std::ffi::c_char {

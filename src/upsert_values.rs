@@ -2,19 +2,21 @@
 //! statement's parameters, as `jsonb_populate_record` converts them; an
 //! error names the column.
 
-use crate::errors::{bad_input, corrupt, raise};
+use crate::errors::{bad_input, corrupt, raise, SqlError};
 use crate::jsonb_arg::JsonbRaw;
 use crate::merge::jsonb::{Item, Kind as JKind, Value, Writer};
 use crate::merge::{numeric, text};
 use crate::table_info::{Column, Kind};
 use crate::upsert_statement::UpsertPlan;
-use pgrx::pg_sys::panic::{CaughtError, ErrorReport};
+use pgrx::pg_sys::panic::CaughtError;
 use pgrx::prelude::*;
 use std::cell::Cell;
 use std::ffi::CString;
 
 thread_local! {
-    /// The column being converted, for the error message.
+    /// The column whose value a type's input function is converting, for
+    /// the error message; usize::MAX outside those calls, where errors are
+    /// syncguard's own and already name the column.
     static CONVERTING: Cell<usize> = const { Cell::new(usize::MAX) };
 }
 
@@ -32,16 +34,15 @@ fn json_text(item: Item) -> String {
     }
 }
 
-/// The text PostgreSQL's input functions get for a JSON value.
-fn item_text(item: Item, c: &Column) -> String {
+/// Refuses a JSON object or array for a column that cannot take it.
+fn check_shape(item: Item, c: &Column) {
     let Some((kind, _)) = item.container_kind() else {
-        return json_text(item);
+        return;
     };
     match (kind, c.kind) {
-        (JKind::Array, Kind::Array) | (JKind::Object, Kind::Composite) => {
-            crate::composite::literal(item, c.typid, &json_text)
-        }
-        (_, Kind::Json) => json_text(item),
+        (JKind::Array, Kind::Array)
+        | (JKind::Object, Kind::Composite)
+        | (_, Kind::Json | Kind::Jsonb) => {}
         _ => raise(
             PgSqlErrorCode::ERRCODE_DATATYPE_MISMATCH,
             format!(
@@ -56,6 +57,15 @@ fn item_text(item: Item, c: &Column) -> String {
             ),
             Some("Only json, jsonb and composite columns take objects; array columns take JSON arrays."),
         ),
+    }
+}
+
+/// The text PostgreSQL's input functions get for a JSON value of the shape
+/// [`check_shape`] allows.
+fn item_text(item: Item, c: &Column) -> String {
+    match item.container_kind() {
+        Some(_) if c.kind != Kind::Json => crate::composite::literal(item, c.typid, &json_text),
+        _ => json_text(item),
     }
 }
 
@@ -92,7 +102,6 @@ pub fn convert(
         let mut nulls = vec![b'n' as std::ffi::c_char; n];
         for (p, &ci) in plan.params.iter().enumerate() {
             let c = &info.columns[ci];
-            CONVERTING.set(ci);
             let item = if p < plan.n_key {
                 let (_, k) = keys[p];
                 if k.is_null() {
@@ -117,11 +126,14 @@ pub fn convert(
                     .unwrap()
             };
             if !item.is_null() {
+                check_shape(item, c);
+                // An error from here on comes from the type's input function.
+                CONVERTING.set(ci);
                 values[p] = to_datum(item, c);
+                CONVERTING.set(usize::MAX);
                 nulls[p] = b' ' as std::ffi::c_char;
             }
         }
-        CONVERTING.set(usize::MAX);
         (values, nulls)
     })
     .catch_others(|e| {
@@ -129,13 +141,10 @@ pub fn convert(
         let (CaughtError::PostgresError(r) | CaughtError::ErrorReport(r)) = &e else {
             e.rethrow()
         };
-        if at == usize::MAX
-            || r.message().starts_with("merge_upsert")
-            || r.message().starts_with("column \"")
-        {
+        if at == usize::MAX {
             e.rethrow()
         }
-        let mut report = ErrorReport::new(
+        let mut error = SqlError::new(
             r.sql_error_code(),
             format!(
                 "column \"{}\" of {}: {}",
@@ -143,16 +152,10 @@ pub fn convert(
                 info.qualified,
                 r.message()
             ),
-            "syncguard",
         );
-        if let Some(d) = r.detail() {
-            report = report.set_detail(d);
-        }
-        if let Some(h) = r.hint() {
-            report = report.set_hint(h);
-        }
-        report.report(PgLogLevel::ERROR);
-        unreachable!()
+        error.detail = r.detail().map(str::to_string);
+        error.hint = r.hint().map(str::to_string);
+        error.raise()
     })
     .execute()
 }

@@ -128,11 +128,21 @@ SELECT (SELECT count(*) FROM syncguard.sync_sources) AS sources, (SELECT count(*
 -- through the functions
 SELECT regress.err_masked(format('SELECT syncguard.sync_part(%s, %L, false)', :ok_run, 'a')) AS sync_part,
        regress.err_masked(format('SELECT syncguard.sync_finish(%s)', :stuck_run)) AS sync_finish;
+-- the producer's names are free for the intruder's own source, queue and
+-- dedupe key (names are per owner); the producer's stay as they are
 SELECT regress.err_masked($$SELECT syncguard.sync_begin('ps_src')$$) AS sync_begin,
        regress.err_masked($$SELECT syncguard.sync_configure('ps_src', overlap => '1 day')$$) AS sync_configure,
        regress.err_masked($$SELECT syncguard.queue_configure('ps_q', max_attempts => 99)$$) AS queue_configure;
-SELECT regress.err_masked($$SELECT syncguard.enqueue('ps_q', '{"evil": 1}', 'three')$$) AS enqueue_held_key;
-SELECT count(*) AS dequeued FROM syncguard.dequeue('ps_q', 10);
+SELECT regress.err_masked($$SELECT syncguard.enqueue('ps_q', '{"evil": 1}', 'three')$$) AS enqueue_same_key;
+SELECT payload FROM syncguard.dequeue('ps_q', 10);
+SELECT source, owner_role, overlap FROM syncguard.sync_sources;
+-- a superuser sees both: a bare name is ambiguous
+RESET ROLE;
+SELECT regress.err_masked($$SELECT syncguard.sync_configure('ps_src')$$) AS superuser_source,
+       regress.err_masked($$SELECT syncguard.queue_drop('ps_q')$$) AS superuser_queue;
+SELECT source, owner_role FROM syncguard.sync_health WHERE source = 'ps_src' ORDER BY 2;
+SELECT queue, owner_role, depth FROM syncguard.queue_stats WHERE queue = 'ps_q' ORDER BY 2;
+SET ROLE ps_intruder;
 SELECT regress.err_masked(format('SELECT syncguard.ack(%s)', :job3)) AS ack,
        regress.err_masked(format('SELECT syncguard.nack(%s, %L)', :job3, 'x')) AS nack;
 SELECT syncguard.requeue_dead('ps_q') AS requeued, syncguard.purge_dead('ps_q') AS purged,
@@ -151,7 +161,7 @@ SELECT regress.err_masked($$UPDATE syncguard.sync_sources SET watermark = now() 
        regress.err_masked($$UPDATE syncguard.invariants SET enabled = false$$) AS invariants,
        regress.err_masked($$DELETE FROM syncguard.violations$$) AS violations,
        regress.err_masked($$DELETE FROM syncguard.entity_events$$) AS events;
--- the delete functions find none of the producer's rows
+-- the delete functions remove the intruder's own and none of the producer's rows
 SELECT syncguard.sync_drop('ps_src') AS source_dropped, syncguard.sync_prune('0') AS runs_pruned,
        syncguard.queue_drop('ps_q') AS jobs_dropped, syncguard.violations_prune('0') AS episodes_pruned,
        syncguard.events_prune('-1 day') AS events_pruned;
@@ -192,9 +202,9 @@ SELECT regress.err_masked($$UPDATE syncguard.violations SET invariant = 'ps_neve
 SELECT syncguard.drop_invariant('ps_mine', keep_history => false);
 RESET ROLE;
 -- the producer's data is as it left it
-SELECT source, watermark IS NOT NULL AS has_watermark, overlap FROM syncguard.sync_sources WHERE source = 'ps_src';
+SELECT source, owner_role, watermark IS NOT NULL AS has_watermark, overlap FROM syncguard.sync_sources WHERE source = 'ps_src';
 SELECT status, count(*) FROM syncguard.sync_runs WHERE source = 'ps_src' GROUP BY 1 ORDER BY 1;
-SELECT queue, max_attempts FROM syncguard.queues WHERE queue = 'ps_q';
+SELECT queue, owner_role, max_attempts FROM syncguard.queues WHERE queue = 'ps_q';
 SELECT queue, owner_role, state, payload FROM syncguard.queue_jobs WHERE queue = 'ps_q' ORDER BY payload::text;
 SELECT name, owner_role, enabled FROM syncguard.invariants WHERE name LIKE 'ps\_%' ORDER BY 1;
 SELECT invariant, owner_role, entity, resolved_at IS NULL AS open FROM syncguard.violations WHERE invariant LIKE 'ps\_%' ORDER BY 1, 3;
