@@ -1,18 +1,28 @@
 #!/usr/bin/env bash
 # `make bench`: time jsonb merge contestants on the reference workloads of
-# benches/workloads.sql (a copy of the shared reference workloads) and write
-# benches/RESULTS.md.
+# benches/workloads.sql (a copy of the shared reference workloads), run the
+# sections benches/sections/*.sh and write benches/RESULTS.md, comparing the
+# merge core's ratios with those of the RESULTS.md it replaces.
 #
-#   RUNS=5 benches/run.sh        (the extension must be installed: `make bench` does it)
+#   benches/run.sh                 the default mode (`make bench`)
+#   BENCH_FULL=1 benches/run.sh    the full mode: longer runs, more rounds
+#   BENCH_SECONDS=1 BENCH_ROUNDS=1 RUNS=1 benches/run.sh
+#                                  a smoke run of the scripts (its figures mean nothing)
+#
+# (the extension must be installed: `make bench` does it). benches/lib.sh has
+# the modes' settings and the helpers of the sections.
 #
 # A throwaway server of its own, every contestant in the same session, each
 # timed RUNS times after a warm-up, median kept, reported in µs per merge and
 # as a ratio to the first contestant (`a || b`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+started=$SECONDS
+overrides=$(env | grep -E '^(RUNS|BENCH_SECONDS|BENCH_ROUNDS|[A-Z]+_(SECONDS|ROUNDS|RUNS))=' | sort | tr '\n' ' ' | sed 's/ $//' || true)
 source scripts/pgcluster.sh
+source benches/lib.sh
 
-RUNS=${RUNS:-5}
+RUNS=${RUNS:-$(bench_pick 5 3)}
 WORKLOADS=${WORKLOADS:-benches/workloads.sql}
 OUT=benches/RESULTS.md
 
@@ -34,7 +44,15 @@ CONTESTANTS=(
 # per-row cost of one backend; shared_buffers big enough to hold the tables.
 export PGCLUSTER_OPTS="-c shared_buffers=1GB -c max_parallel_workers_per_gather=0 -c jit=off"
 pgcluster_start
-psql_q() { psql -X -q -v ON_ERROR_STOP=1 "$@"; }
+
+# The merge core's ratios of the run this one replaces (its "Targets" table):
+# "a 0.30×" a line, and its date and commit.
+previous="" previous_run=""
+if [ -f "$OUT" ]; then
+    previous=$(awk '/^## Targets/ { t = 1; next } /^## / { t = 0 }
+                    t && /^\| \([a-d]\)/ { split($0, f, "|"); l = substr(f[2], 3, 1); gsub(/ /, "", f[3]); print l, f[3] }' "$OUT")
+    previous_run=$(sed -nE 's/^- date: (.*)$/\1/p' "$OUT" | head -n 1)
+fi
 
 echo "Generating the workloads ($WORKLOADS; a minute or two)..."
 psql_q -c "CREATE EXTENSION syncguard" -f "$WORKLOADS" -f benches/plpgsql_deep_merge.sql \
@@ -61,6 +79,11 @@ memory=$(psql_q -At -F ' | ' -f benches/memory.sql -c "SELECT * FROM bench_memor
     echo "Written by \`make bench\` (benches/run.sh); do not edit by hand."
     echo ""
     echo "- date: $(date -u '+%Y-%m-%d %H:%M UTC'), commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+    if [ "$BENCH_MODE" = full ]; then
+        echo "- mode: full (\`BENCH_FULL=1 make bench\`)${overrides:+; overridden: $overrides}"
+    else
+        echo "- mode: default (\`make bench\`; \`BENCH_FULL=1 make bench\` runs longer runs and more rounds)${overrides:+; overridden: $overrides}"
+    fi
     echo "- $(psql -X -At -c 'SELECT version()')"
     echo "- syncguard $(psql -X -At -c 'SELECT syncguard.version()') (release build)"
     echo "- machine: $(nproc) CPUs, $(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -n 1)"
@@ -73,24 +96,29 @@ memory=$(psql_q -At -F ' | ' -f benches/memory.sql -c "SELECT * FROM bench_memor
     echo "## Targets"
     echo ""
     echo "\`syncguard.jsonb_deep_merge(a, b)\` (contestant 3) against \`a || b\` (1) and the plpgsql deep merge (2),"
-    echo "from the table above. Targets: at most 1.3× the time of \`||\` on every workload; at least 20× faster"
-    echo "than plpgsql on (b)–(d)."
+    echo "from the table above. Targets: at most 0.5× the time of \`||\` on every workload, and no slower than"
+    echo "the previous run (*previous*: the ratio of the RESULTS.md this run replaced${previous_run:+, $previous_run});"
+    echo "at least 20× faster than plpgsql on (b)–(d)."
     echo ""
-    echo "| workload | deep merge / \`\|\|\` | target ≤ 1.3× | plpgsql / deep merge | target ≥ 20× |"
-    echo "|---|---|---|---|---|"
+    echo "| workload | deep merge / \`\|\|\` | previous | target ≤ 0.5× | plpgsql / deep merge | target ≥ 20× |"
+    echo "|---|---|---|---|---|---|"
     psql -X -At -F '|' -c "
-        SELECT format('| %s | %s× | %s | %s× | %s |', w.label,
-                      -- Rounded away from the target, so that a figure never reads as met when it is not.
-                      round(ceil((d.median_ms / c.median_ms)::numeric * 100) / 100, 2),
-                      CASE WHEN d.median_ms <= 1.3 * c.median_ms THEN 'met' ELSE '**not met**' END,
-                      trunc((p.median_ms / d.median_ms)::numeric, 1),
-                      CASE WHEN w.tbl = 'pairs_a' THEN '(not a target)'
-                           WHEN p.median_ms >= 20 * d.median_ms THEN 'met' ELSE '**not met**' END)
+        SELECT substr(w.label, 2, 1), w.label,
+               -- Rounded away from the target, so that a figure never reads as met when it is not.
+               round(ceil((d.median_ms / c.median_ms)::numeric * 100) / 100, 2),
+               CASE WHEN d.median_ms <= 0.5 * c.median_ms THEN 'met' ELSE '**not met**' END,
+               trunc((p.median_ms / d.median_ms)::numeric, 1),
+               CASE WHEN w.tbl = 'pairs_a' THEN '(not a target)'
+                    WHEN p.median_ms >= 20 * d.median_ms THEN 'met' ELSE '**not met**' END
           FROM bench_workloads w
           JOIN bench_results c ON c.tbl = w.tbl AND c.ord = 1
           JOIN bench_results p ON p.tbl = w.tbl AND p.ord = 2
           JOIN bench_results d ON d.tbl = w.tbl AND d.ord = 3
-         ORDER BY w.tbl"
+         ORDER BY w.tbl" |
+    while IFS='|' read -r letter label today met plpgsql met20; do
+        before=$(awk -v l="$letter" '$1 == l { print $2 }' <<< "$previous")
+        echo "| $label | ${today}× | ${before:-(none)} | $met | ${plpgsql}× | $met20 |"
+    done
     echo ""
     echo "## Memory per call"
     echo ""
@@ -107,10 +135,14 @@ memory=$(psql_q -At -F ' | ' -f benches/memory.sql -c "SELECT * FROM bench_memor
     echo ""
     # Further sections (pgbench workloads of the other capabilities): each
     # benches/sections/*.sh prints markdown, using this run's server.
+    core_seconds=$((SECONDS - started))
+    durations=()
     for section in benches/sections/*.sh; do
         [ -e "$section" ] || continue
+        section_started=$SECONDS
         bash "$section"
         echo ""
+        durations+=("| \`$section\` | $((SECONDS - section_started)) s |")
     done
     echo "## Contestants"
     echo ""
@@ -125,6 +157,20 @@ memory=$(psql_q -At -F ' | ' -f benches/memory.sql -c "SELECT * FROM bench_memor
         echo ""
         echo "$skipped"
     fi
+    echo ""
+    echo "## Durations"
+    echo ""
+    echo "This run, in the $BENCH_MODE mode${overrides:+ (overridden: $overrides)}, from the start of benches/run.sh (\`make install\` not counted):"
+    echo ""
+    echo "| part | duration |"
+    echo "|---|---|"
+    echo "| server, workloads, merge core timing (median of $RUNS) and memory | $core_seconds s |"
+    printf '%s\n' "${durations[@]}"
+    total=$((SECONDS - started))
+    echo "| **total** | **$total s ($((total / 60)) min $((total % 60)) s)** |"
 } > "$OUT.tmp"
 mv "$OUT.tmp" "$OUT"
 cat "$OUT"
+total=$((SECONDS - started))
+echo ""
+echo "make bench: $BENCH_MODE mode, $total s ($((total / 60)) min $((total % 60)) s) in all; results in $OUT"

@@ -1,16 +1,12 @@
--- Documents and patches of benches/sections/upsert.sh (merge_upsert and
--- protected-table writes under pgbench).
---
--- The shape of workload (b) of ../shared/bench/workloads.sql, about 1 KB:
+-- The table of benches/sections/citus.sh (merge upserts on Citus): documents
+-- of the shape of workload (b) of ../shared/bench/workloads.sql, about 1 KB:
 --   {"id", "name", "version", "s1".."s4": {"g1".."g3": {"f1".."f4"}}}
 -- 48 leaves, typed by leaf as there: f1 int, f2 string, f3 bool, f4 float.
--- Values come from the row id i and a write number v (0 at load time), so a
--- pgbench script builds its patch from two variables, without reading a table.
--- The pieces are SQL functions of one expression, STABLE like jsonb_build_object
--- so that the planner inlines them (an IMMUTABLE one would not be); the three
--- a statement calls (doc, patch, record) are plpgsql, which plans the inlined
--- expression once per session: inlined into each pgbench statement, parsing
--- and planning it would cost more (0.5 ms) than the write itself.
+-- These functions only generate the rows every run starts from; the measured
+-- statements (benches/upsert_plain.sql and its siblings) build their patch
+-- with jsonb_build_object, as ../shared/bench/pgbench/upsert_concat.sql does.
+-- The pieces are SQL functions of one expression, STABLE like
+-- jsonb_build_object so that the planner inlines them.
 
 -- One group {"f1".."f4"}.
 CREATE OR REPLACE FUNCTION upsert_bench_group(i bigint, v int, j int, k int)
@@ -32,11 +28,8 @@ RETURNS jsonb LANGUAGE sql STABLE PARALLEL SAFE AS $$
                    ELSE upsert_bench_group(i, v, j, 3) END)
 $$;
 
--- The stored document (v = 0 at load time). With short = true, the document
--- an application writes with a plain UPDATE: the whole record as it has it,
--- one field short (s4.g3.f4, say from a call that failed). A protected table
--- keeps the stored s4.g3.f4; an unprotected one loses it.
-CREATE OR REPLACE FUNCTION upsert_bench_doc(i bigint, v int, short boolean DEFAULT false)
+-- The stored document (v = 0 at load time).
+CREATE OR REPLACE FUNCTION upsert_bench_doc(i bigint, v int)
 RETURNS jsonb LANGUAGE plpgsql STABLE PARALLEL SAFE AS $$
 BEGIN
     RETURN jsonb_build_object(
@@ -44,21 +37,7 @@ BEGIN
         's1', upsert_bench_section(i, v, 1, false),
         's2', upsert_bench_section(i, v, 2, false),
         's3', upsert_bench_section(i, v, 3, false),
-        's4', upsert_bench_section(i, v, 4, short));
-END
-$$;
-
--- The upsert patch (about half the document): a new version and two whole
--- sections, each without its leaf s*.g3.f4. A deep merge keeps the stored
--- s1.g3.f4 and s3.g3.f4; `||` drops them. Everything else the two write is
--- the same, so both sides store documents of the same size (48 or 46 leaves).
-CREATE OR REPLACE FUNCTION upsert_bench_patch(i bigint, v int)
-RETURNS jsonb LANGUAGE plpgsql STABLE PARALLEL SAFE AS $$
-BEGIN
-    RETURN jsonb_build_object(
-        'version', v,
-        's1', upsert_bench_section(i, v, 1, true),
-        's3', upsert_bench_section(i, v, 3, true));
+        's4', upsert_bench_section(i, v, 4, false));
 END
 $$;
 

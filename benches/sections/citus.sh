@@ -2,20 +2,21 @@
 # `make bench` section: merge upserts on a Citus cluster (a coordinator and two
 # workers of its own, started here; PostgreSQL 15 with Citus installed, see
 # scripts/citus.sh), 2 clients through the coordinator, on `upsert_bench`
-# distributed by id. Baseline: the `||` upsert (benches/upsert_plain.sql);
-# contestants: merge_upsert (benches/upsert_merge_discard.sql) and the
-# plain upsert that deep-merges with jsonb_deep_merge
-# (benches/upsert_deep_merge.sql). Sides alternate, CITUS_ROUNDS times each
-# (default 3), CITUS_SECONDS per run (default 10), every run on a freshly
-# loaded table; median TPS kept. Prints a markdown section (or why it did not run).
+# distributed by id (benches/upsert_setup.sql). Baseline: the `||` upsert
+# (benches/upsert_plain.sql); contestants: merge_upsert
+# (benches/upsert_merge_discard.sql) and the plain upsert that deep-merges
+# with jsonb_deep_merge (benches/upsert_deep_merge.sql). Sides alternate
+# (benches/lib.sh: compare), every run on a freshly loaded table; 3 rounds in
+# the full mode, 2 in the default one. Prints a markdown section (or why it
+# did not run). CITUS_SECONDS and CITUS_ROUNDS override the mode's settings.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-SECONDS_EACH=${CITUS_SECONDS:-10}
-ROUNDS=${CITUS_ROUNDS:-3}
+source scripts/pgversion.sh
+source benches/lib.sh
+RUN_SECONDS=${CITUS_SECONDS:-$BENCH_SECONDS}
+ROUNDS=${CITUS_ROUNDS:-${BENCH_ROUNDS:-$(bench_pick 3 2)}}
 CLIENTS=2
 started=$SECONDS
-source scripts/pgversion.sh
-source benches/sections/lib.sh
 
 echo "## Merge upserts on Citus (pgbench)"
 echo ""
@@ -39,7 +40,7 @@ trap cleanup EXIT
 for n in 0 1 2; do
     (cd / && sudo -u postgres "$bindir/initdb" -D "$base/n$n" -U postgres --auth=trust --no-locale \
         --encoding=UTF8 --no-sync >/dev/null)
-    for attempt in 1 2 3 4 5; do
+    for _ in 1 2 3 4 5; do
         port=$((20000 + RANDOM % 40000))
         opts="-p $port -k $base -c listen_addresses=localhost -c fsync=off -c shared_buffers=512MB -c jit=off"
         opts+=" -c shared_preload_libraries=citus,syncguard -c max_prepared_transactions=20"
@@ -52,7 +53,6 @@ for n in 0 1 2; do
     psql -X -q -h "$base" -p "$port" -U postgres -c "CREATE EXTENSION citus"
 done
 export PGHOST=$base PGPORT=${ports[0]} PGUSER=postgres PGDATABASE=postgres
-psql_q() { psql -X -q -v ON_ERROR_STOP=1 "$@"; }
 psql_q -c "SELECT citus_set_coordinator_host('localhost', ${ports[0]})" \
        -c "SELECT citus_add_node('localhost', ${ports[1]})" \
        -c "SELECT citus_add_node('localhost', ${ports[2]})" \
@@ -68,46 +68,29 @@ VACUUM ANALYZE upsert_bench;
 CHECKPOINT;
 SQL
 }
-tps() {
-    load
-    pgbench -n -c "$CLIENTS" -j "$CLIENTS" -T "$SECONDS_EACH" -f "$1" 2>&1 |
-        sed -nE 's/^tps = ([0-9.]+).*/\1/p' | head -n 1
-}
-# Baseline and contestant alternate (B C, then C B, ...); sets med_b, med_c, runs_b, runs_c.
-compare() {
-    local r side t all_b=() all_c=()
-    runs_b="" runs_c=""
-    for r in $(seq 1 "$ROUNDS"); do
-        for side in $([ $((r % 2)) = 1 ] && echo "b c" || echo "c b"); do
-            if [ "$side" = b ]; then t=$(tps "$1"); else t=$(tps "$2"); fi
-            [ -n "$t" ] || { echo "pgbench failed ($side)" >&2; exit 1; }
-            if [ "$side" = b ]; then all_b+=("$t"); runs_b+="${runs_b:+, }$(printf '%.0f' "$t")"
-            else all_c+=("$t"); runs_c+="${runs_c:+, }$(printf '%.0f' "$t")"; fi
-        done
-    done
-    med_b=$(median "${all_b[@]}")
-    med_c=$(median "${all_c[@]}")
-}
+BENCH_PREPARE=load
 row() {  # $1 label
-    awk -v l="$1" -v b="$med_b" -v k="$med_c" -v rb="$runs_b" -v rk="$runs_c" -v r="$(ratio "$med_c" "$med_b")" \
-        'BEGIN { printf "| %s | %.0f (%s) | %.0f (%s) | **%s×** | %s |\n", l, b, rb, k, rk, r, (k >= 0.9 * b ? "met" : "**not met**") }'
+    echo "| $1 | $(tps_cell 0) | $(tps_cell 1) | $(ratio_cell 1 0 0.9) |"
 }
-compare benches/upsert_plain.sql benches/upsert_merge_discard.sql
+compare "$CLIENTS" simple benches/upsert_plain.sql benches/upsert_merge_discard.sql
 merge_row=$(row "merge_upsert (\`benches/upsert_merge_discard.sql\`)")
-compare benches/upsert_plain.sql benches/upsert_deep_merge.sql
+compare "$CLIENTS" simple benches/upsert_plain.sql benches/upsert_deep_merge.sql
 deep_row=$(row "deep-merge upsert (\`benches/upsert_deep_merge.sql\`)")
-compare benches/upsert_plain_txn.sql benches/upsert_merge_txn.sql
+compare "$CLIENTS" simple benches/upsert_plain_txn.sql benches/upsert_merge_txn.sql
 txn_row=$(row "merge_upsert, both in BEGIN … COMMIT (\`benches/upsert_merge_txn.sql\` against \`benches/upsert_plain_txn.sql\`)")
 version=$(psql -X -At -c "SELECT extversion FROM pg_extension WHERE extname = 'citus'")
 elapsed=$((SECONDS - started))
 
 echo "\`benches/sections/citus.sh\`: a Citus $version cluster of its own on this machine (a coordinator"
-echo "and two workers, fsync off), the table and pgbench scripts of the section \"Merge upserts and"
-echo "protected tables\" with \`upsert_bench\` distributed by \`id\` (32 shards; every write names the key,"
-echo "so Citus routes it to one shard), $CLIENTS clients through the coordinator, ${SECONDS_EACH} s per run, every run on a"
-echo "freshly loaded table (100,000 rows of about 1 KB); the sides alternate, runs per side: $ROUNDS, a cell"
-echo "is the median TPS of a side, its runs in parentheses. Baseline: the \`||\` upsert"
-echo "(\`benches/upsert_plain.sql\`). The section took ${elapsed} s."
+echo "and two workers, fsync off), a table \`upsert_bench (id bigint PRIMARY KEY, data jsonb)\` of 100,000"
+echo "documents of the shape of workload (b), about 1 KB (\`benches/upsert_setup.sql\`), distributed by \`id\`"
+echo "(32 shards; every write names the key, so Citus routes it to one shard). A random key, nine in ten"
+echo "existing and one in ten new, gets the patch of \`../shared/bench/pgbench/upsert_concat.sql\`, built with"
+echo "\`jsonb_build_object\` in the statement on every side. $CLIENTS clients through the coordinator, simple"
+echo "protocol, ${RUN_SECONDS} s per run, every run on a freshly loaded table; the sides alternate (B C C B …),"
+echo "rounds: $ROUNDS; a TPS cell is the median of a side, its runs in parentheses in the order they ran; a"
+echo "ratio is the median of the per-round ratios, their range in parentheses, truncated. Baseline: the"
+echo "\`||\` upsert (\`benches/upsert_plain.sql\`). The section took ${elapsed} s."
 echo ""
 echo "| contestant | baseline \`\|\|\` upsert (TPS) | contestant (TPS) | contestant / baseline | target ≥ 0.9× |"
 echo "|---|---|---|---|---|"

@@ -1,66 +1,96 @@
 #!/usr/bin/env bash
-# `make bench` section: idempotency keys with pgbench. Claim + effect insert +
-# complete in one transaction (benches/idempotency_claim.sql) against the bare
-# effect insert (benches/idempotency_bare.sql), 1 and 2 clients, on the server
-# benches/run.sh started (PGHOST/PGPORT/PGUSER exported, extension created).
-# Prints a markdown section; IDEM_SECONDS sets the duration of each run.
+# `make bench` section: idempotency keys with pgbench, against the key table an
+# application writes by hand, on the server benches/run.sh started
+# (PGHOST/PGPORT/PGUSER exported, extension created). Tables and the
+# two-round-trip scripts are copies of ../shared/bench/pgbench/:
+#   two round trips: syncguard's claim + effect + complete
+#     (benches/idem_syncguard.sql) against the hand-written key table
+#     (benches/idem_hand_written.sql), the bare effect insert
+#     (benches/idem_bare.sql) as a reference, simple protocol;
+#   one statement: benches/idem_one_statement.sql against its hand-written
+#     equivalent (benches/idem_hand_written_one_statement.sql), -M prepared;
+# at 1 and 2 clients, and the two-round-trip comparison once more at 1 client
+# with fsync = on and synchronous_commit = on (a restart of the server).
+# IDEM_SECONDS and IDEM_ROUNDS override the mode's seconds per run and rounds.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-SECONDS_EACH=${IDEM_SECONDS:-10}
+source benches/lib.sh
+RUN_SECONDS=${IDEM_SECONDS:-$BENCH_SECONDS}
+ROUNDS=${IDEM_ROUNDS:-${BENCH_ROUNDS:-3}}
+started=$SECONDS
 
-psql -X -q -v ON_ERROR_STOP=1 <<'SQL' >/dev/null
-SET client_min_messages = warning;
-DROP TABLE IF EXISTS idem_bench_effects;
-CREATE TABLE idem_bench_effects (id bigserial PRIMARY KEY, k bigint NOT NULL, amount int NOT NULL);
-DELETE FROM syncguard.idempotency_keys WHERE scope = 'bench';
-SQL
+psql_q -c "SET client_min_messages = warning" -f benches/idem_setup.sql >/dev/null
 
-# TPS of one pgbench run (-n: no vacuum of pgbench's own tables); $3: protocol.
-tps() {
-    pgbench -n -M "${3:-simple}" -c "$2" -j "$2" -T "$SECONDS_EACH" -f "$1" 2>&1 |
-        sed -nE 's/^tps = ([0-9.]+).*/\1/p' | head -n 1
+# Every run starts from empty tables (they would otherwise grow from run to run).
+empty() {
+    psql_q -c "TRUNCATE effects, hand_keys, syncguard.idempotency_keys" -c "CHECKPOINT"
 }
+BENCH_PREPARE=empty
+# After a run: effects, and keys completed, in either table.
+count() {
+    psql -X -At -c "SELECT (SELECT count(*) FROM effects) || ' effects, '
+                        || (SELECT count(*) FROM hand_keys WHERE status = 'succeeded')
+                        + (SELECT count(*) FROM syncguard.idempotency_keys WHERE status = 'succeeded')
+                        || ' keys succeeded'"
+}
+BENCH_CHECK=count
 
-rows=() prows=()
+two_rt=() one=()
 for clients in 1 2; do
-    bare=$(tps benches/idempotency_bare.sql "$clients")
-    txn=$(tps benches/idempotency_txn.sql "$clients")
-    keyed=$(tps benches/idempotency_claim.sql "$clients")
-    pbare=$(tps benches/idempotency_bare.sql "$clients" prepared)
-    one=$(tps benches/idempotency_one_statement.sql "$clients" prepared)
-    [ -n "$bare" ] && [ -n "$txn" ] && [ -n "$keyed" ] && [ -n "$pbare" ] && [ -n "$one" ] ||
-        { echo "pgbench failed (clients=$clients)" >&2; exit 1; }
-    rows+=("$(awk -v c="$clients" -v b="$bare" -v t="$txn" -v k="$keyed" \
-        'BEGIN { printf "| %d | %.0f | %.0f | %.0f | **%.2f×** | %.2f× |", c, b, t, k, k / b, k / t }')")
-    prows+=("$(awk -v c="$clients" -v b="$pbare" -v o="$one" \
-        'BEGIN { printf "| %d | %.0f | %.0f | **%.2f×** |", c, b, o, o / b }')")
+    compare "$clients" simple benches/idem_bare.sql benches/idem_hand_written.sql benches/idem_syncguard.sql
+    two_rt+=("| $clients | fsync off | $(tps_cell 0) | $(tps_cell 1) | $(tps_cell 2) | $(ratio_cell 2 1 1.0) | $(ratio_cell 2 0) |")
+    checks=("${SIDE_CHECK[@]}")
+    compare "$clients" prepared benches/idem_hand_written_one_statement.sql benches/idem_one_statement.sql
+    one+=("| $clients | $(tps_cell 0) | $(tps_cell 1) | $(ratio_cell 1 0 1.0) |")
 done
-check=$(psql -X -At -c "SELECT (SELECT count(*) FROM idem_bench_effects k0) || ' effects, ' ||
-                                 (SELECT count(*) FROM syncguard.idempotency_keys WHERE scope = 'bench' AND status = 'succeeded') ||
-                                 ' succeeded keys'")
+
+# Durable: fsync only changes with a restart (the command line of
+# scripts/pgcluster.sh sets it off); synchronous_commit per run.
+bench_server_restart "-c fsync=on"
+[ "$(psql -X -At -c 'SHOW fsync')" = on ] || { echo "fsync is not on after the restart" >&2; exit 1; }
+export PGOPTIONS="-c synchronous_commit=on"
+compare 1 simple benches/idem_bare.sql benches/idem_hand_written.sql benches/idem_syncguard.sql
+two_rt+=("| 1 | **fsync on, synchronous_commit on** | $(tps_cell 0) | $(tps_cell 1) | $(tps_cell 2) | $(ratio_cell 2 1 1.0) | $(ratio_cell 2 0) |")
+unset PGOPTIONS
+bench_server_restart
+psql_q -c "DROP TABLE effects, hand_keys" -c "TRUNCATE syncguard.idempotency_keys"
+elapsed=$((SECONDS - started))
 
 echo "## Idempotency keys (pgbench)"
 echo ""
-echo "\`benches/sections/idempotency.sh\`: pgbench, ${SECONDS_EACH} s per run, simple protocol, each client on its"
-echo "own connection. *bare*: \`INSERT\` of one effect row (\`benches/idempotency_bare.sql\`, autocommit)."
-echo "*keyed*: the local-work pattern (\`benches/idempotency_claim.sql\`): \`BEGIN; idem_claim\`, then"
-echo "\`INSERT\` of the effect, \`idem_complete\`, \`COMMIT\`, in two round trips; a new key every time."
-echo "*same transaction shape*: the bare insert inside that two-round-trip transaction, without the key"
-echo "(\`benches/idempotency_txn.sql\`). Target: keyed at least 0.6× the bare insert's TPS. The bench"
-echo "server runs with fsync=off, so a bare insert costs only some 20 µs and the ratio shows the key's"
-echo "CPU and round-trip cost, not what it adds to a durable commit."
+echo "\`benches/sections/idempotency.sh\`: pgbench, ${RUN_SECONDS} s per run, each client on its own connection,"
+echo "the tables of \`../shared/bench/pgbench/idem_setup.sql\` (\`benches/idem_setup.sql\`), emptied before every"
+echo "run. The sides alternate (forward in odd rounds, backward in even ones), rounds: $ROUNDS; a TPS cell"
+echo "is the median of a side, its runs in parentheses in the order they ran; a ratio is the median of the"
+echo "per-round ratios, their range in parentheses, truncated. The bench server runs with fsync = off and"
+echo "synchronous_commit = on (commits written, not flushed), but for the row marked *fsync on*, run after a"
+echo "restart with fsync = on, with synchronous_commit = on: how production runs. The section took ${elapsed} s."
 echo ""
-echo "| clients | bare insert (TPS) | same transaction shape (TPS) | claim + insert + complete (TPS) | keyed / bare | keyed / same shape |"
-echo "|---|---|---|---|---|---|"
-printf '%s\n' "${rows[@]}"
+echo "**Two round trips**, the application needing the claim's outcome before it does the work, simple"
+echo "protocol; a new key every time. *hand-written key table* (\`benches/idem_hand_written.sql\`): \`BEGIN\`,"
+echo "\`INSERT INTO hand_keys … ON CONFLICT DO NOTHING RETURNING key\`, then the effect's \`INSERT\`, an"
+echo "\`UPDATE\` of the key's status and response, \`COMMIT\`. *syncguard* (\`benches/idem_syncguard.sql\`):"
+echo "\`BEGIN\`, \`syncguard.idem_claim\`, then the effect's \`INSERT\`, \`syncguard.idem_complete\`, \`COMMIT\`."
+echo "*bare insert* (\`benches/idem_bare.sql\`, a reference without a target): the effect's \`INSERT\` alone,"
+echo "autocommit. Target: syncguard at least 1.0× the hand-written key table."
 echo ""
-echo "After the keyed runs: $check."
+echo "| clients | server | bare insert (TPS) | hand-written key table (TPS) | syncguard (TPS) | syncguard / hand-written | target ≥ 1.0× | syncguard / bare (reference) |"
+echo "|---|---|---|---|---|---|---|---|"
+printf '%s\n' "${two_rt[@]}"
 echo ""
-echo "*One statement*: when the work is one SQL statement, claim, effect and completion fit in one"
-echo "statement and one round trip, the effect's id in the stored response"
-echo "(\`benches/idempotency_one_statement.sql\`; docs/idempotency.md, \"Two ways to use it\"). Both sides with"
-echo "prepared statements (\`pgbench -M prepared\`), as a driver sends a statement it repeats:"
+echo "What the tables held after the last 2-client run of each side: bare insert ${checks[0]}; hand-written"
+echo "${checks[1]}; syncguard ${checks[2]}."
 echo ""
-echo "| clients | bare insert, prepared (TPS) | claim + insert + complete in one statement, prepared (TPS) | one statement / bare |"
-echo "|---|---|---|---|"
-printf '%s\n' "${prows[@]}"
+echo "**One statement**, when the work is one SQL statement: key, effect and completion in one statement"
+echo "and one round trip, with \`pgbench -M prepared\` as a driver sends a statement it repeats."
+echo "*syncguard* (\`benches/idem_one_statement.sql\`): \`idem_claim\`, the effect's \`INSERT\` when the claim"
+echo "is won, \`idem_complete\` with the effect's id, in one \`WITH\` statement. *hand-written*"
+echo "(\`benches/idem_hand_written_one_statement.sql\`): its equivalent on the key table, the key inserted"
+echo "(\`ON CONFLICT DO NOTHING\`) already completed with the effect's id drawn from the effect's sequence,"
+echo "the effect inserted when the key is new, a replay's stored response read back: the parts of one"
+echo "statement cannot see each other's rows, so the hand-written form writes its key once where"
+echo "syncguard's claims and then completes it. Target: syncguard at least 1.0× the hand-written form."
+echo ""
+echo "| clients | hand-written one statement (TPS) | syncguard one statement (TPS) | syncguard / hand-written | target ≥ 1.0× |"
+echo "|---|---|---|---|---|"
+printf '%s\n' "${one[@]}"

@@ -6,8 +6,8 @@
 # timing (median kept).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-RUNS=${INV_RUNS:-31}
-psql_q() { psql -X -q -v ON_ERROR_STOP=1 "$@"; }
+source benches/lib.sh
+RUNS=${INV_RUNS:-$(bench_pick 31 11)}
 
 # Products: 1 in 10 cancelled a day ago with billing stopped, except 100
 # still billed (the violations, the same 100 at both sizes); 1 in 50

@@ -5,16 +5,15 @@
 # SKIP LOCKED queue tables: one whose consumer holds the job's row lock while it
 # works (benches/queue_bare.sql) and one with leases and a visibility timeout,
 # as syncguard's (benches/queue_bare_lease.sql). 1 and 2 clients, each client
-# producing and consuming; the three alternate QUEUE_ROUNDS times (default 3)
-# and the median TPS of each is kept.
-# Prints a markdown section; QUEUE_SECONDS sets the duration of each run.
+# producing and consuming; the three alternate (benches/lib.sh: compare), 3
+# rounds. Prints a markdown section; QUEUE_SECONDS and QUEUE_ROUNDS override
+# the mode's seconds per run and rounds.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-SECONDS_EACH=${QUEUE_SECONDS:-10}
-ROUNDS=${QUEUE_ROUNDS:-3}
-
-source benches/sections/lib.sh
-psql_q() { psql -X -q -v ON_ERROR_STOP=1 "$@"; }
+source benches/lib.sh
+RUN_SECONDS=${QUEUE_SECONDS:-$BENCH_SECONDS}
+ROUNDS=${QUEUE_ROUNDS:-${BENCH_ROUNDS:-3}}
+started=$SECONDS
 psql_q >/dev/null <<'SQL'
 SET client_min_messages = warning;
 DROP TABLE IF EXISTS queue_bench_bare, queue_bench_lease;
@@ -25,35 +24,29 @@ CREATE INDEX queue_bench_lease_due ON queue_bench_lease (visible_at);
 DELETE FROM syncguard.queue_jobs WHERE queue = 'bench';
 SQL
 
-# TPS of one pgbench run on emptied, vacuumed queues. $1: script, $2: clients.
-tps() {
+# Every run starts from emptied, vacuumed queues.
+empty() {
     psql_q -c "DELETE FROM queue_bench_bare" -c "DELETE FROM queue_bench_lease" \
            -c "DELETE FROM syncguard.queue_jobs WHERE queue = 'bench'" \
-           -c "VACUUM queue_bench_bare, queue_bench_lease, syncguard.queue_jobs" -c "CHECKPOINT" >/dev/null
-    pgbench -n -c "$2" -j "$2" -T "$SECONDS_EACH" -f "$1" 2>&1 |
-        sed -nE 's/^tps = ([0-9.]+).*/\1/p' | head -n 1
+           -c "VACUUM queue_bench_bare, queue_bench_lease, syncguard.queue_jobs" -c "CHECKPOINT"
 }
+BENCH_PREPARE=empty
 
 rows=()
 for clients in 1 2; do
-    bare=() lease=() sg=()
-    for _ in $(seq "$ROUNDS"); do
-        bare+=("$(tps benches/queue_bare.sql "$clients")")
-        lease+=("$(tps benches/queue_bare_lease.sql "$clients")")
-        sg+=("$(tps benches/queue_syncguard.sql "$clients")")
-    done
-    b=$(median "${bare[@]}") l=$(median "${lease[@]}") s=$(median "${sg[@]}")
-    [ -n "$b" ] && [ -n "$l" ] && [ -n "$s" ] || { echo "pgbench failed (clients=$clients)" >&2; exit 1; }
-    rows+=("$(awk -v c="$clients" -v b="$b" -v l="$l" -v s="$s" -v rb="$(ratio "$s" "$b")" -v rl="$(ratio "$s" "$l")" \
-        'BEGIN { printf "| %d | %.0f | %.0f | %.0f | **%s×** %s | **%s×** %s |", c, b, l, s,
-                 rb, (s >= 0.8 * b) ? "met" : "not met", rl, (s >= 0.8 * l) ? "met" : "not met" }')")
+    compare "$clients" simple benches/queue_bare.sql benches/queue_bare_lease.sql benches/queue_syncguard.sql
+    rows+=("| $clients | $(tps_cell 0) | $(tps_cell 1) | $(tps_cell 2) | $(ratio_cell 2 0 0.8) | $(ratio_cell 2 1 0.8) |")
 done
 left=$(psql -X -At -c "SELECT count(*) FROM syncguard.queue_jobs WHERE queue = 'bench'")
+elapsed=$((SECONDS - started))
 
 echo "## Retry queue (pgbench)"
 echo ""
-echo "\`benches/sections/queue.sh\`: pgbench, ${SECONDS_EACH} s per run, median of ${ROUNDS} alternating runs,"
-echo "simple protocol; every client enqueues one job and consumes one. Two bare SKIP LOCKED queue tables"
+echo "\`benches/sections/queue.sh\`: pgbench, ${RUN_SECONDS} s per run, simple protocol, on emptied queues; the"
+echo "three sides alternate (forward in odd rounds, backward in even ones), rounds: ${ROUNDS}; a TPS cell is the"
+echo "median of a side, its runs in parentheses in the order they ran; a ratio is the median of the"
+echo "per-round ratios, their range in parentheses, truncated. The section took ${elapsed} s."
+echo "Every client enqueues one job and consumes one. Two bare SKIP LOCKED queue tables"
 echo "with a \`bigserial\` key. *lock held*: \`INSERT\`, then \`BEGIN; SELECT … ORDER BY id LIMIT 1 FOR UPDATE"
 echo "SKIP LOCKED; DELETE; COMMIT\` (\`benches/queue_bare.sql\`): the consumer keeps the job's row locked"
 echo "in an open transaction while it works, so a job has no visibility timeout and a consumer holds a"
@@ -64,8 +57,8 @@ echo "30 s and handed out again if its consumer dies. *syncguard*: \`enqueue\`, 
 echo "visibility timeout), \`ack(job_id, attempt)\` (\`benches/queue_syncguard.sql\`). Target: syncguard at"
 echo "least 0.8× the bare queue's TPS with 2 clients, here against both."
 echo ""
-echo "| clients | bare queue, lock held (TPS) | bare queue with leases (TPS) | syncguard enqueue + dequeue + ack (TPS) | syncguard / lock held (≥ 0.8×) | syncguard / leases (≥ 0.8×) |"
-echo "|---|---|---|---|---|---|"
+echo "| clients | bare queue, lock held (TPS) | bare queue with leases (TPS) | syncguard enqueue + dequeue + ack (TPS) | syncguard / lock held | ≥ 0.8× | syncguard / leases | ≥ 0.8× |"
+echo "|---|---|---|---|---|---|---|---|"
 printf '%s\n' "${rows[@]}"
 echo ""
 echo "A lease is one more committed row write per job than a held lock (the lease's \`UPDATE\`, which also"

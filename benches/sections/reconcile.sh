@@ -9,9 +9,9 @@
 # Prints a markdown section; RECONCILE_RUNS sets the runs per timing (median).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-RUNS=${RECONCILE_RUNS:-3}
+source benches/lib.sh
+RUNS=${RECONCILE_RUNS:-$(bench_pick 3 1)}
 REMOTE_DB=syncguard_bench_remote
-psql_q() { psql -X -q -v ON_ERROR_STOP=1 "$@"; }
 
 table_sql="CREATE TABLE rc_products (id int PRIMARY KEY, name text NOT NULL, price numeric(10, 2),
                                      attrs jsonb, updated_at timestamptz);
