@@ -328,8 +328,8 @@ BEGIN
     -- open transaction) is skipped this time, never waited for: the checker
     -- (the worker) runs every owner's checks.
     IF owner_name IS NULL THEN
-        owner_name := syncguard.invariant_owner(inv_name, ARRAY(
-            SELECT i.owner_role FROM syncguard.invariants i WHERE i.name = inv_name));
+        owner_name := syncguard._name_owner(ARRAY(
+            SELECT i.owner_role FROM syncguard.invariants i WHERE i.name = inv_name), inv_name, 'invariant');
     END IF;
     SELECT * INTO inv FROM syncguard.invariants i
      WHERE i.name = inv_name AND i.owner_role = owner_name FOR UPDATE SKIP LOCKED;
@@ -759,8 +759,8 @@ BEGIN
             MESSAGE = 'drop_invariant: name and keep_history must not be NULL',
             HINT = 'Pass the invariant''s name.';
     END IF;
-    owner := syncguard.invariant_owner(name, ARRAY(
-        SELECT i.owner_role FROM syncguard.invariants i WHERE i.name = drop_invariant.name));
+    owner := syncguard._name_owner(ARRAY(
+        SELECT i.owner_role FROM syncguard.invariants i WHERE i.name = drop_invariant.name), name, 'invariant');
     -- The row lock orders it with a check or redefinition; no advisory
     -- lock, which any role could take first.
     SELECT i.view_name INTO rel FROM syncguard.invariants i
@@ -784,27 +784,6 @@ BEGIN
     RETURN true;
 END
 $$;
-CREATE FUNCTION syncguard.invariant_owner(name text, owners text[]) RETURNS text
-LANGUAGE plpgsql STABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    roles text[] := ARRAY(SELECT DISTINCT o FROM unnest(owners) AS o WHERE o IS NOT NULL ORDER BY o);
-BEGIN
-    IF current_user::text = ANY (roles) THEN
-        RETURN current_user;
-    ELSIF cardinality(roles) <= 1 THEN
-        RETURN roles[1];
-    END IF;
-    RAISE EXCEPTION USING ERRCODE = '42725',
-        MESSAGE = format('invariant %L is ambiguous: roles %s each have one of that name', name,
-                         (SELECT string_agg(quote_ident(r), ', ') FROM unnest(roles) AS r)),
-        HINT = 'SET ROLE to the owning role first.';
-END
-$$;
-GRANT EXECUTE ON FUNCTION syncguard.invariant_owner(text, text[]) TO PUBLIC;
-COMMENT ON FUNCTION syncguard.invariant_owner(text, text[]) IS
-    'internal: whose invariant a name means for the caller, among the owners of the rows it sees (42725 when several)';
 CREATE OR REPLACE FUNCTION syncguard.check_invariants(name text DEFAULT NULL)
 RETURNS TABLE (invariant text, status text, violations integer, new_episodes integer,
                resolved integer, duration interval, error text)
@@ -817,8 +796,8 @@ DECLARE
     owner text;
 BEGIN
     IF name IS NOT NULL THEN
-        owner := syncguard.invariant_owner(name, ARRAY(
-            SELECT i.owner_role FROM syncguard.invariants i WHERE i.name = check_invariants.name));
+        owner := syncguard._name_owner(ARRAY(
+            SELECT i.owner_role FROM syncguard.invariants i WHERE i.name = check_invariants.name), name, 'invariant');
         IF owner IS NULL THEN
             RAISE EXCEPTION USING ERRCODE = '42704',
                 MESSAGE = format('invariant %L does not exist', name),
@@ -1485,10 +1464,10 @@ BEGIN
             HINT = 'Pass how long ago an episode must have been resolved, e.g. interval ''1 year''.';
     END IF;
     IF invariant IS NOT NULL THEN
-        owner := syncguard.invariant_owner(invariant, ARRAY(
+        owner := syncguard._name_owner(ARRAY(
             SELECT i.owner_role FROM syncguard.invariants i WHERE i.name = violations_prune.invariant
             UNION
-            SELECT v.owner_role FROM syncguard.violations v WHERE v.invariant = violations_prune.invariant));
+            SELECT v.owner_role FROM syncguard.violations v WHERE v.invariant = violations_prune.invariant), invariant, 'invariant');
     END IF;
     RETURN syncguard._delete_visible('syncguard.violations', ARRAY(
         SELECT jsonb_build_object('id', v.id) FROM syncguard.violations v
@@ -2634,21 +2613,22 @@ RETURNS text
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+    roles text[] := ARRAY(SELECT DISTINCT o FROM unnest(owners) AS o WHERE o IS NOT NULL ORDER BY o);
 BEGIN
-    IF cardinality(owners) = 0 THEN
-        RETURN NULL;
-    ELSIF current_user::text = ANY (owners) THEN
+    IF current_user::text = ANY (roles) THEN
         RETURN current_user;
-    ELSIF cardinality(owners) = 1 THEN
-        RETURN owners[1];
+    ELSIF cardinality(roles) <= 1 THEN
+        RETURN roles[1];
     END IF;
     RAISE EXCEPTION USING ERRCODE = '42725',
-        MESSAGE = format('%s %L is ambiguous: roles %s each have one', what, name,
-                         array_to_string(ARRAY(SELECT DISTINCT o FROM unnest(owners) AS o ORDER BY o), ', ')),
+        MESSAGE = format('%s %L is ambiguous: roles %s each have one of that name', what, name,
+                         (SELECT string_agg(quote_ident(r), ', ') FROM unnest(roles) AS r)),
         HINT = 'SET ROLE to the owning role first.';
 END
-$$;COMMENT ON FUNCTION syncguard._name_owner(text[], text, text) IS
-    'internal: which owner''s sync source or queue a name means to the caller (its own, else the only one it sees)';
+$$;
+COMMENT ON FUNCTION syncguard._name_owner(text[], text, text) IS
+    'internal: which owner''s sync source, queue or invariant a name means to the caller (its own, else the only one it sees)';
 
 CREATE FUNCTION syncguard.sync_source_owner(source text)
 RETURNS text
@@ -2657,7 +2637,8 @@ SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT syncguard._name_owner(ARRAY(SELECT s.owner_role FROM syncguard.sync_sources AS s WHERE s.source = $1),
                                  $1, 'sync source')
-$$;COMMENT ON FUNCTION syncguard.sync_source_owner(text) IS
+$$;
+COMMENT ON FUNCTION syncguard.sync_source_owner(text) IS
     'internal: the owner of the sync source a name means to the caller, or NULL';
 
 CREATE FUNCTION syncguard.queue_owner(queue text)
@@ -2669,7 +2650,8 @@ AS $$
                                        UNION
                                        SELECT j.owner_role FROM syncguard.queue_jobs AS j WHERE j.queue = $1),
                                  $1, 'queue')
-$$;COMMENT ON FUNCTION syncguard.queue_owner(text) IS
+$$;
+COMMENT ON FUNCTION syncguard.queue_owner(text) IS
     'internal: the owner of the queue a name means to the caller, or NULL';
 
 CREATE OR REPLACE FUNCTION syncguard.sync_begin(source text, parts text[] DEFAULT NULL,
@@ -2727,7 +2709,8 @@ BEGIN
     VALUES (src.source, src.owner_role, sync_begin.parts, sync_begin.since, t, t + src.run_timeout)
     RETURNING r.run_id INTO sync_begin.run_id;
 END
-$$;COMMENT ON FUNCTION syncguard.sync_begin(text, text[]) IS
+$$;
+COMMENT ON FUNCTION syncguard.sync_begin(text, text[]) IS
     'start a sync run: run_id and since (watermark minus overlap, NULL on the first run)';
 
 CREATE OR REPLACE FUNCTION syncguard.sync_locked_run(run_id bigint, caller text)
@@ -2759,7 +2742,8 @@ BEGIN
      WHERE x.source = src AND x.run_id = sync_locked_run.run_id FOR NO KEY UPDATE;
     RETURN r;
 END
-$$;COMMENT ON FUNCTION syncguard.sync_locked_run(bigint, text) IS
+$$;
+COMMENT ON FUNCTION syncguard.sync_locked_run(bigint, text) IS
     'internal: a run and its source locked for sync_part/sync_finish';
 
 CREATE OR REPLACE FUNCTION syncguard.nack(job_id bigint, error text, retryable boolean DEFAULT true,
@@ -2795,7 +2779,8 @@ BEGIN
         RETURNING x.state, x.attempts INTO state, attempts;
     END IF;
 END
-$$;COMMENT ON FUNCTION syncguard.nack(bigint, text, boolean, integer) IS
+$$;
+COMMENT ON FUNCTION syncguard.nack(bigint, text, boolean, integer) IS
     'a leased job failed: due again after backoff, or dead after the last attempt';
 
 CREATE OR REPLACE FUNCTION syncguard.requeue_dead(queue text, job_ids bigint[] DEFAULT NULL)
@@ -2821,4 +2806,5 @@ BEGIN
     GET DIAGNOSTICS n = ROW_COUNT;
     RETURN n;
 END
-$$;COMMENT ON FUNCTION syncguard.requeue_dead(text, bigint[]) IS 'make dead jobs ready again';
+$$;
+COMMENT ON FUNCTION syncguard.requeue_dead(text, bigint[]) IS 'make dead jobs ready again';

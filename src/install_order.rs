@@ -61,7 +61,7 @@ extension_sql_file!(
 extension_sql_file!(
     "../sql/install/invariants.sql",
     name = "invariants",
-    requires = [invariant_check_run, invariant_query_text]
+    requires = ["names", invariant_check_run, invariant_query_text]
 );
 extension_sql_file!(
     "../sql/install/invariant_templates.sql",

@@ -122,6 +122,6 @@ echo "column, summed per segment; a key other than an integer is also read once 
 echo "the segments): the hashing, not the network, is its cost, so it is a multiple of a \`count(*)\`,"
 echo "which only counts."
 echo "What it saves is the transfer: about 2,000 checksum rows plus the rows of the differing segments"
-echo "(500 each) come back instead of the whole table (tests/reconcile.rs counts them)."
+echo "(500 each) come back instead of the whole table (tests/client/tests/reconcile.rs counts them)."
 echo "With 10,000 differences nearly every segment differs and nearly every row is fetched after the"
 echo "checksums: no faster than the join."

@@ -149,31 +149,6 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
 RETURN jsonb_build_object('kind', kind, 'invariant', invariant, 'id', id)::text;
 
--- Whose invariant `name` means for the caller, given `owners`: the owners of
--- the rows of that name the caller sees. Row-level security shows an
--- ordinary role only its own rows, so for it the name means its own. A
--- superuser or the tables' owner sees every role's: its own if it has one,
--- else the only one; with several, the name is ambiguous (42725). NULL when
--- no row of that name is visible.
-CREATE FUNCTION syncguard.invariant_owner(name text, owners text[]) RETURNS text
-LANGUAGE plpgsql STABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    roles text[] := ARRAY(SELECT DISTINCT o FROM unnest(owners) AS o WHERE o IS NOT NULL ORDER BY o);
-BEGIN
-    IF current_user::text = ANY (roles) THEN
-        RETURN current_user;
-    ELSIF cardinality(roles) <= 1 THEN
-        RETURN roles[1];
-    END IF;
-    RAISE EXCEPTION USING ERRCODE = '42725',
-        MESSAGE = format('invariant %L is ambiguous: roles %s each have one of that name', name,
-                         (SELECT string_agg(quote_ident(r), ', ') FROM unnest(roles) AS r)),
-        HINT = 'SET ROLE to the owning role first.';
-END
-$$;
-
 -- Define (or redefine) an invariant. search_path: the caller's, for the
 -- names in query (defaults are evaluated in the caller's context, before the
 -- function's own search_path applies).
@@ -347,8 +322,8 @@ BEGIN
             MESSAGE = 'drop_invariant: name and keep_history must not be NULL',
             HINT = 'Pass the invariant''s name.';
     END IF;
-    owner := syncguard.invariant_owner(name, ARRAY(
-        SELECT i.owner_role FROM syncguard.invariants i WHERE i.name = drop_invariant.name));
+    owner := syncguard._name_owner(ARRAY(
+        SELECT i.owner_role FROM syncguard.invariants i WHERE i.name = drop_invariant.name), name, 'invariant');
     -- The row lock orders it with a check or redefinition; no advisory
     -- lock, which any role could take first.
     SELECT i.view_name INTO rel FROM syncguard.invariants i
@@ -389,10 +364,10 @@ BEGIN
             HINT = 'Pass how long ago an episode must have been resolved, e.g. interval ''1 year''.';
     END IF;
     IF invariant IS NOT NULL THEN
-        owner := syncguard.invariant_owner(invariant, ARRAY(
+        owner := syncguard._name_owner(ARRAY(
             SELECT i.owner_role FROM syncguard.invariants i WHERE i.name = violations_prune.invariant
             UNION
-            SELECT v.owner_role FROM syncguard.violations v WHERE v.invariant = violations_prune.invariant));
+            SELECT v.owner_role FROM syncguard.violations v WHERE v.invariant = violations_prune.invariant), invariant, 'invariant');
     END IF;
     RETURN syncguard._delete_visible('syncguard.violations', ARRAY(
         SELECT jsonb_build_object('id', v.id) FROM syncguard.violations v
@@ -435,8 +410,8 @@ BEGIN
     -- open transaction) is skipped this time, never waited for: the checker
     -- (the worker) runs every owner's checks.
     IF owner_name IS NULL THEN
-        owner_name := syncguard.invariant_owner(inv_name, ARRAY(
-            SELECT i.owner_role FROM syncguard.invariants i WHERE i.name = inv_name));
+        owner_name := syncguard._name_owner(ARRAY(
+            SELECT i.owner_role FROM syncguard.invariants i WHERE i.name = inv_name), inv_name, 'invariant');
     END IF;
     SELECT * INTO inv FROM syncguard.invariants i
      WHERE i.name = inv_name AND i.owner_role = owner_name FOR UPDATE SKIP LOCKED;
@@ -514,7 +489,7 @@ END
 $$;
 
 -- Run the checks: every enabled invariant, or the one named (enabled or
--- not; syncguard.invariant_owner says whose). One row per check, in name
+-- not; syncguard._name_owner says whose). One row per check, in name
 -- order (then owner).
 CREATE FUNCTION syncguard.check_invariants(name text DEFAULT NULL)
 RETURNS TABLE (invariant text, status text, violations integer, new_episodes integer,
@@ -528,8 +503,8 @@ DECLARE
     owner text;
 BEGIN
     IF name IS NOT NULL THEN
-        owner := syncguard.invariant_owner(name, ARRAY(
-            SELECT i.owner_role FROM syncguard.invariants i WHERE i.name = check_invariants.name));
+        owner := syncguard._name_owner(ARRAY(
+            SELECT i.owner_role FROM syncguard.invariants i WHERE i.name = check_invariants.name), name, 'invariant');
         IF owner IS NULL THEN
             RAISE EXCEPTION USING ERRCODE = '42704',
                 MESSAGE = format('invariant %L does not exist', name),
@@ -606,7 +581,6 @@ $$;
 
 GRANT EXECUTE ON FUNCTION
     syncguard.alert_payload(text, text, bigint),
-    syncguard.invariant_owner(text, text[]),
     syncguard.define_invariant(text, text, interval, text, text, text, interval, interval, boolean, text),
     syncguard.drop_invariant(text, boolean),
     syncguard.violations_prune(interval, text),
@@ -621,8 +595,6 @@ GRANT EXECUTE ON FUNCTION
 
 COMMENT ON FUNCTION syncguard.alert_payload(text, text, bigint) IS
     'the JSON payload of a syncguard_alerts notification: kind, invariant and the id of the episode or run';
-COMMENT ON FUNCTION syncguard.invariant_owner(text, text[]) IS
-    'internal: whose invariant a name means for the caller, among the owners of the rows it sees (42725 when several)';
 COMMENT ON FUNCTION syncguard.define_invariant(text, text, interval, text, text, text, interval, interval, boolean, text) IS
     'define or replace the caller''s invariant of that name: a SELECT returning violating rows (entity, since), and its view';
 COMMENT ON FUNCTION syncguard.drop_invariant(text, boolean) IS

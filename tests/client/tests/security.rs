@@ -559,8 +559,8 @@ const ALLOWED: &[&str] = &[
     "syncguard.purge_dead(text,interval)",
     "syncguard.queue_drop(text)",
     "syncguard.queue_configure(text,integer,interval,interval,double precision,interval)",
-    // internal: which role's source or queue a name means, from the rows
-    // the caller can see
+    // internal: which role's source, queue or invariant a name means, from
+    // the rows the caller can see
     "syncguard._name_owner(text[],text,text)",
     "syncguard.sync_source_owner(text)",
     "syncguard.queue_owner(text)",
@@ -598,8 +598,6 @@ const ALLOWED: &[&str] = &[
     // internal: one check of the caller's own invariants (or of a role whose
     // privileges the caller has), in the sandbox; refuses anyone else
     "syncguard.run_invariant_check(text,text)",
-    // internal: picks among the owners its caller passes, reads nothing
-    "syncguard.invariant_owner(text,text[])",
     "syncguard.invariant_check_run(oid,text,integer)",
     // internal: pure, builds the alert's JSON text
     "syncguard.alert_payload(text,text,bigint)",
