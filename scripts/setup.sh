@@ -26,9 +26,10 @@ if [ "$(id -u)" -eq 0 ]; then SUDO=(); else SUDO=(sudo); fi
 #                                    virtualenv and pip-install SQLAlchemy and Django into it
 #   postgresql-$PG_MAJOR-cron           pg_cron, for tests/client/tests/pg_cron.rs
 #   prometheus-postgres-exporter     the exporter tests/client/tests/prometheus.rs scrapes
+#   valgrind                         callgrind, for the profile of `make bench` (benches/sections/profile.sh)
 packages=(postgresql-$PG_MAJOR postgresql-server-dev-$PG_MAJOR libclang-dev clang
           build-essential pkg-config libssl-dev sudo ca-certificates python3 python3-venv
-          postgresql-$PG_MAJOR-cron prometheus-postgres-exporter)
+          postgresql-$PG_MAJOR-cron prometheus-postgres-exporter valgrind)
 missing=()
 for p in "${packages[@]}"; do
     # "installed", not merely known to dpkg (a removed package keeps its config files).
