@@ -64,9 +64,9 @@ pub fn stamp(old: Option<JsonbRaw>, patch: &[u8], at: i64) -> Option<JsonbRaw> {
     finish(r, old, stamps)
 }
 
-/// `freshness_stamp(stamps, patch, at)`: `stamps` with each top-level key
+/// `syncguard._freshness_stamp(stamps, patch, at)`: `stamps` with each top-level key
 /// of `patch` that carries a value set to `at` (ISO 8601, UTC).
-#[pg_extern(immutable, parallel_safe)]
+#[pg_extern(immutable, parallel_safe, name = "_freshness_stamp")]
 fn freshness_stamp(
     stamps: Option<JsonbRaw>,
     patch: Option<JsonbRaw>,

@@ -61,7 +61,7 @@ type CheckRow = (
 /// longer than `timeout_ms` (or the caller's own statement timeout, when
 /// that is due first). A cancel request from the user is not the check's
 /// error and is raised. The caller must have the privileges of `owner`.
-#[pg_extern(volatile, parallel_unsafe)]
+#[pg_extern(volatile, parallel_unsafe, name = "_invariant_check_run")]
 fn invariant_check_run(
     owner: pg_sys::Oid,
     view_name: &str,
@@ -254,7 +254,7 @@ fn role_name(role: pg_sys::Oid) -> String {
 /// before it, without the trailing semicolon and what follows it. A syntax error is the
 /// parser's (`42601`); anything but exactly one `SELECT` is `42601` too.
 /// STABLE: parsing depends on settings (standard_conforming_strings).
-#[pg_extern(stable, strict, parallel_safe)]
+#[pg_extern(stable, strict, parallel_safe, name = "_invariant_query_text")]
 fn invariant_query_text(query: &str) -> String {
     let bad = |what: String| -> ! {
         raise(

@@ -162,12 +162,12 @@ unsafe fn require_bypass_right(rel: pg_sys::Relation) {
     }
 }
 
-// `syncguard.protect_trigger()`, by hand rather than with `#[pg_trigger]`,
+// `syncguard._protect_trigger()`, by hand rather than with `#[pg_trigger]`,
 // whose wrapper panics (XX000) when the function is called other than as a
 // trigger; PostgreSQL's own trigger functions answer 39P01.
 extension_sql!(
     r#"
-CREATE FUNCTION syncguard."protect_trigger"() RETURNS TRIGGER
+CREATE FUNCTION syncguard."_protect_trigger"() RETURNS TRIGGER
 LANGUAGE c AS 'MODULE_PATHNAME', 'protect_trigger_wrapper';
 "#,
     name = "protect_trigger"
@@ -193,14 +193,14 @@ pub unsafe extern "C-unwind" fn protect_trigger_wrapper(
         if ctx.is_null() || !pgrx::is_a(ctx, pg_sys::NodeTag::T_TriggerData) {
             raise(
                 PgSqlErrorCode::ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED,
-                "syncguard.protect_trigger can only be called as a trigger".into(),
+                "syncguard._protect_trigger can only be called as a trigger".into(),
                 Some("Install it with syncguard.protect(table)."),
             );
         }
         let trigger = pgrx::PgTrigger::from_fcinfo(&*fcinfo).unwrap_or_else(|_| {
             raise(
                 PgSqlErrorCode::ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED,
-                "syncguard.protect_trigger can only be called as a trigger".into(),
+                "syncguard._protect_trigger can only be called as a trigger".into(),
                 None,
             )
         });
@@ -225,7 +225,7 @@ fn protect_row<'a>(
     {
         raise(
             PgSqlErrorCode::ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED,
-            "syncguard.protect_trigger must fire BEFORE INSERT OR UPDATE FOR EACH ROW".into(),
+            "syncguard._protect_trigger must fire BEFORE INSERT OR UPDATE FOR EACH ROW".into(),
             Some("Install it with syncguard.protect(table)."),
         );
     }
@@ -269,7 +269,7 @@ fn trigger_arguments(td: &pg_sys::TriggerData) -> (Cow<'_, str>, Cow<'_, str>) {
         if trig.tgnargs != 2 {
             raise(
                 PgSqlErrorCode::ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED,
-                "syncguard.protect_trigger needs two arguments (table name, configuration)".into(),
+                "syncguard._protect_trigger needs two arguments (table name, configuration)".into(),
                 Some("Install it with syncguard.protect(table)."),
             );
         }

@@ -184,7 +184,7 @@ fn still_fits(info: &TableInfo, cfg: &str) {
 
 /// Checks and canonicalizes a configuration for `protect()`: the columns
 /// and policy must fit the table.
-#[pg_extern(volatile, parallel_unsafe)]
+#[pg_extern(volatile, parallel_unsafe, name = "_protect_config")]
 fn protect_config(
     target: Option<RegClass>,
     columns: Option<Vec<Option<String>>>,

@@ -257,12 +257,18 @@ fn load(relid: pg_sys::Oid) -> TableInfo {
             .unwrap_or_default();
         let unique_keys = keys.into_iter().map(|(k, _)| k).collect();
 
+        // The trigger function by its C symbol, not its SQL name: 0.3.0
+        // renamed it (_protect_trigger), and protected tables must keep
+        // taking writes in a database not yet updated to the library's version.
         let trig = client
             .select(
                 "SELECT t.tgargs FROM pg_catalog.pg_trigger t
                   WHERE t.tgrelid OPERATOR(pg_catalog.=) $1
                     AND t.tgname OPERATOR(pg_catalog.=) 'syncguard_protect'
-                    AND t.tgfoid OPERATOR(pg_catalog.=) 'syncguard.protect_trigger()'::pg_catalog.regprocedure",
+                    AND t.tgfoid OPERATOR(pg_catalog.=) ANY (ARRAY(
+                        SELECT p.oid FROM pg_catalog.pg_proc p
+                         WHERE p.pronamespace OPERATOR(pg_catalog.=) 'syncguard'::pg_catalog.regnamespace
+                           AND p.prosrc OPERATOR(pg_catalog.=) 'protect_trigger_wrapper'))",
                 None,
                 &[relid.into()],
             )

@@ -187,11 +187,11 @@ pub fn prepare(
         let (d, f) = (quote_ident(doc), quote_ident(companion));
         insert_cols.push(f.clone());
         values.push(format!(
-            "syncguard.freshness_stamp(NULL, ${}, pg_catalog.now())",
+            "syncguard._freshness_stamp(NULL, ${}, pg_catalog.now())",
             p + 1
         ));
         sets.push(format!(
-            "{f} = syncguard.freshness_stamp(sg_t.{f}, EXCLUDED.{d}, pg_catalog.now())"
+            "{f} = syncguard._freshness_stamp(sg_t.{f}, EXCLUDED.{d}, pg_catalog.now())"
         ));
     }
     if sets.is_empty() {

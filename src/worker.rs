@@ -134,22 +134,38 @@ pub extern "C-unwind" fn syncguard_worker_main(_arg: pg_sys::Datum) {
     }
 }
 
+/// Whether the worker said that the database's syncguard is at another
+/// version than the library.
+static WARNED_VERSION: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 /// One wake-up: the due checks, then housekeeping.
 fn tick() {
     let installed = step("looking for the syncguard extension", || {
-        Spi::get_one::<bool>(
-            "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_extension WHERE extname = 'syncguard')
-                AND pg_catalog.to_regprocedure('syncguard.due_invariants()') IS NOT NULL",
+        Spi::get_one::<String>(
+            "SELECT (SELECT extversion FROM pg_catalog.pg_extension WHERE extname = 'syncguard')",
         )
     });
-    if installed != Some(Some(true)) {
+    let Some(Some(version)) = installed else {
+        return;
+    };
+    // The SQL the worker calls is this library's version's: in a database
+    // still at another version it would fail every round until
+    // ALTER EXTENSION syncguard UPDATE, so it waits for that, and says so once.
+    if version != env!("CARGO_PKG_VERSION") {
+        if !WARNED_VERSION.swap(true, std::sync::atomic::Ordering::Relaxed) {
+            pgrx::warning!(
+                "syncguard worker: the database has syncguard {version}, the library is {}; \
+                 no checks or housekeeping run until ALTER EXTENSION syncguard UPDATE",
+                env!("CARGO_PKG_VERSION")
+            );
+        }
         return;
     }
     if !citus_coordinator() {
         // A Citus worker node: the protection trigger counts stale writes
         // in this node's own syncguard.stale_writes, for its shards.
         step("folding stale write counters", || {
-            Spi::run("SELECT syncguard.fold_stale_writes()")
+            Spi::run("SELECT syncguard._fold_stale_writes()")
         });
         return;
     }
@@ -180,7 +196,7 @@ fn tick() {
             &format!("checking invariant {name} of role {owner}"),
             || {
                 Spi::run_with_args(
-                    "SELECT count(*) FROM syncguard.run_invariant_check($1, $2)",
+                    "SELECT count(*) FROM syncguard._run_invariant_check($1, $2)",
                     &[name.as_str().into(), owner.as_str().into()],
                 )
             },

@@ -13,7 +13,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 source benches/lib.sh
-CALLS=${PROFILE_CALLS:-$(bench_pick 2000 500)}
+CALLS=${PROFILE_CALLS:-$(bench_pick 1000 300)}
 started=$SECONDS
 
 echo "## Where merge_upsert's time goes (callgrind)"

@@ -14,7 +14,7 @@
 -- function works, without it.
 
 -- Raises 55000 unless this database runs on the Citus coordinator.
-CREATE FUNCTION syncguard.citus_coordinator_only(caller text) RETURNS void
+CREATE FUNCTION syncguard._citus_coordinator_only(caller text) RETURNS void
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -47,7 +47,7 @@ DECLARE
     on_workers boolean;
     moved boolean := false;
 BEGIN
-    PERFORM syncguard.citus_coordinator_only('distribute');
+    PERFORM syncguard._citus_coordinator_only('distribute');
     EXECUTE 'SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_dist_partition WHERE logicalrelid = $1)'
        INTO distributed USING keys;
     IF NOT distributed THEN
@@ -131,7 +131,7 @@ BEGIN
         RETURN NEXT;
         RETURN;
     END IF;
-    PERFORM syncguard.citus_coordinator_only('undistribute');
+    PERFORM syncguard._citus_coordinator_only('undistribute');
     EXECUTE $run$
         SELECT string_agg(format('%s:%s: %s', w.nodename, w.nodeport, w.result), '; ')
           FROM pg_catalog.run_command_on_workers($cmd$DO $do$
@@ -218,11 +218,11 @@ $$;
 -- Placement changes belong to the extension's owner (a superuser); the
 -- counters are as public as conflict_stats, but their query runs on every
 -- node through run_command_on_all_nodes, which is the owner's too.
-REVOKE ALL ON FUNCTION syncguard.citus_coordinator_only(text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION syncguard._citus_coordinator_only(text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION syncguard.distribute(regclass) FROM PUBLIC;
 REVOKE ALL ON FUNCTION syncguard.undistribute() FROM PUBLIC;
 REVOKE ALL ON FUNCTION syncguard.cluster_conflict_stats() FROM PUBLIC;
-COMMENT ON FUNCTION syncguard.citus_coordinator_only(text) IS
+COMMENT ON FUNCTION syncguard._citus_coordinator_only(text) IS
     'internal: raises 55000 unless this is the Citus coordinator';
 COMMENT ON FUNCTION syncguard.distribute(regclass) IS
     'Citus: distribute syncguard.idempotency_keys by scope (co-located with colocate_with); the other tables stay on the coordinator';

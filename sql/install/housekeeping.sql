@@ -8,7 +8,7 @@
 -- after. A live backend's row is left alone: it may be counting right now.
 -- SECURITY DEFINER: only the extension's owner writes
 -- the counters, and folding changes no total.
-CREATE FUNCTION syncguard.fold_stale_writes() RETURNS bigint
+CREATE FUNCTION syncguard._fold_stale_writes() RETURNS bigint
 LANGUAGE sql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -59,7 +59,7 @@ BEGIN
     task := 'idempotency keys pruned'; affected := total;
     RETURN NEXT;
 
-    task := 'stale write counters folded'; affected := syncguard.fold_stale_writes();
+    task := 'stale write counters folded'; affected := syncguard._fold_stale_writes();
     RETURN NEXT;
     -- Sync runs past their timeout: abandoned, so health counts them as failed.
     task := 'sync runs abandoned'; affected := syncguard.sync_abandon_stale();
@@ -76,7 +76,7 @@ END
 $$;
 
 GRANT EXECUTE ON FUNCTION syncguard.housekeeping(integer, interval) TO PUBLIC;
-COMMENT ON FUNCTION syncguard.fold_stale_writes() IS
+COMMENT ON FUNCTION syncguard._fold_stale_writes() IS
     'fold the stale write counters of exited backends into one row per table';
 COMMENT ON FUNCTION syncguard.housekeeping(integer, interval) IS
     'periodic chores: prune expired idempotency keys and old invariant runs, fold stale write counters, abandon timed-out sync runs';

@@ -273,7 +273,7 @@ END
 $$;
 
 -- Raised by idem_complete/idem_fail when `tok` holds no running lease.
-CREATE FUNCTION syncguard.idem_lease_lost(tok uuid, caller text, scope text)
+CREATE FUNCTION syncguard._idem_lease_lost(tok uuid, caller text, scope text)
 RETURNS void
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
@@ -285,7 +285,7 @@ DECLARE
 BEGIN
     SELECT k.scope, k.key, k.status INTO cur
       FROM syncguard.idempotency_keys AS k
-     WHERE k.lease_token = tok AND (idem_lease_lost.scope IS NULL OR k.scope = idem_lease_lost.scope)
+     WHERE k.lease_token = tok AND (_idem_lease_lost.scope IS NULL OR k.scope = _idem_lease_lost.scope)
        AND k.owner_role = current_user;
     IF FOUND THEN
         RAISE EXCEPTION USING ERRCODE = 'SG002',
@@ -335,7 +335,7 @@ BEGIN
            AND k.status = 'running' AND k.owner_role = me;
     END IF;
     IF NOT FOUND THEN
-        PERFORM syncguard.idem_lease_lost(token, 'idem_complete', scope);
+        PERFORM syncguard._idem_lease_lost(token, 'idem_complete', scope);
     END IF;
 END
 $$;
@@ -398,7 +398,7 @@ BEGIN
        AND (idem_fail.scope IS NULL OR k.scope = idem_fail.scope)
     RETURNING k.status, k.attempts, k.next_attempt_at INTO status, attempt, retry_at;
     IF NOT FOUND THEN
-        PERFORM syncguard.idem_lease_lost(token, 'idem_fail', scope);
+        PERFORM syncguard._idem_lease_lost(token, 'idem_fail', scope);
     END IF;
 END
 $$;
@@ -506,5 +506,5 @@ COMMENT ON FUNCTION syncguard.idem_fail(uuid, text, boolean, integer, interval, 
     'record a failed attempt: retry after backoff, or dead';
 COMMENT ON FUNCTION syncguard.idem_prune(integer, text) IS
     'delete up to batch expired idempotency keys';
-COMMENT ON FUNCTION syncguard.idem_lease_lost(uuid, text, text) IS
+COMMENT ON FUNCTION syncguard._idem_lease_lost(uuid, text, text) IS
     'internal: raises SG002 for a token that holds no lease';

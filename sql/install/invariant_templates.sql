@@ -15,7 +15,7 @@
 
 -- `t.<column>` for a column of target, checked to exist (and to be of type
 -- `want`, when given).
-CREATE FUNCTION syncguard.invariant_column(target regclass, col text, want regtype DEFAULT NULL)
+CREATE FUNCTION syncguard._invariant_column(target regclass, col text, want regtype DEFAULT NULL)
 RETURNS text
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
@@ -47,7 +47,7 @@ $$;
 
 -- The entity expression of a row of target: its key columns (default: the
 -- primary key) as text, one column as its text, several as a JSON array.
-CREATE FUNCTION syncguard.invariant_entity(target regclass, key_columns text[] DEFAULT NULL)
+CREATE FUNCTION syncguard._invariant_entity(target regclass, key_columns text[] DEFAULT NULL)
 RETURNS text
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
@@ -68,10 +68,10 @@ BEGIN
             HINT = 'Pass key_columns: the columns that identify a row.';
     END IF;
     IF cardinality(cols) = 1 THEN
-        RETURN syncguard.invariant_column(target, cols[1]) || '::text';
+        RETURN syncguard._invariant_column(target, cols[1]) || '::text';
     END IF;
     RETURN format('jsonb_build_array(%s)::text',
-                  (SELECT string_agg(syncguard.invariant_column(target, c), ', ' ORDER BY o)
+                  (SELECT string_agg(syncguard._invariant_column(target, c), ', ' ORDER BY o)
                      FROM unnest(cols) WITH ORDINALITY AS u(c, o)));
 END
 $$;
@@ -101,18 +101,18 @@ BEGIN
             MESSAGE = format('invariant %L: key_columns must name at least one column', name),
             HINT = 'Pass the columns that should be unique, e.g. ARRAY[''email''].';
     END IF;
-    SELECT string_agg(syncguard.invariant_column(target, c), ', ' ORDER BY o),
-           string_agg(syncguard.invariant_column(target, c) || ' IS NOT NULL', ' AND ' ORDER BY o)
+    SELECT string_agg(syncguard._invariant_column(target, c), ', ' ORDER BY o),
+           string_agg(syncguard._invariant_column(target, c) || ' IS NOT NULL', ' AND ' ORDER BY o)
       INTO keys, not_null
       FROM unnest(key_columns) WITH ORDINALITY AS u(c, o);
     IF since_column IS NOT NULL THEN
         since := format('(array_agg(%1$s ORDER BY %1$s))[2]',
-                        syncguard.invariant_column(target, since_column, 'timestamptz'));
+                        syncguard._invariant_column(target, since_column, 'timestamptz'));
     END IF;
     RETURN syncguard.define_invariant(
         name,
         format('SELECT %s AS entity, %s AS since, count(*) AS copies FROM %s AS t WHERE %s GROUP BY %s HAVING count(*) > 1',
-               syncguard.invariant_entity(target, key_columns), since, target, not_null, keys),
+               syncguard._invariant_entity(target, key_columns), since, target, not_null, keys),
         grace => grace, severity => severity,
         remediation => coalesce(remediation, format('Merge or delete the duplicate rows of %s, then add a unique index on (%s).',
                                                     target, array_to_string(key_columns, ', '))),
@@ -139,7 +139,7 @@ LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    synced text := syncguard.invariant_column(target, synced_at_column, 'timestamptz');
+    synced text := syncguard._invariant_column(target, synced_at_column, 'timestamptz');
 BEGIN
     IF within IS NULL OR within <= interval '0' THEN
         RAISE EXCEPTION USING ERRCODE = '22023',
@@ -149,7 +149,7 @@ BEGIN
     RETURN syncguard.define_invariant(
         name,
         format('SELECT %s AS entity, %s + %L::interval AS since FROM %s AS t WHERE %2$s < now() - %3$L::interval',
-               syncguard.invariant_entity(target, key_columns), synced, within, target),
+               syncguard._invariant_entity(target, key_columns), synced, within, target),
         grace => grace, severity => severity,
         remediation => coalesce(remediation, format('Find why the sync of %s stopped for these rows (its log, its retry queue) and re-sync them.', target)),
         description => format('rows of %s not synced within %s (%s)', target, within, synced_at_column),
@@ -177,10 +177,10 @@ BEGIN
     RETURN syncguard.define_invariant(
         name,
         format('SELECT %s AS entity, %s AS since FROM %s AS t WHERE %s IS NULL',
-               syncguard.invariant_entity(target, key_columns),
+               syncguard._invariant_entity(target, key_columns),
                CASE WHEN created_at_column IS NULL THEN '''-infinity''::timestamptz'
-                    ELSE syncguard.invariant_column(target, created_at_column, 'timestamptz') END,
-               target, syncguard.invariant_column(target, synced_at_column, 'timestamptz')),
+                    ELSE syncguard._invariant_column(target, created_at_column, 'timestamptz') END,
+               target, syncguard._invariant_column(target, synced_at_column, 'timestamptz')),
         grace => grace, severity => severity,
         remediation => coalesce(remediation, format('Check that new rows of %s reach the sync job (its queue, its filters) and sync them.', target)),
         description => format('rows of %s never synced (%s is NULL)', target, synced_at_column),
@@ -204,7 +204,7 @@ LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    col text := syncguard.invariant_column(target, ts_column, 'timestamptz');
+    col text := syncguard._invariant_column(target, ts_column, 'timestamptz');
 BEGIN
     IF skew IS NULL OR skew < interval '0' THEN
         RAISE EXCEPTION USING ERRCODE = '22023',
@@ -214,7 +214,7 @@ BEGIN
     RETURN syncguard.define_invariant(
         name,
         format('SELECT %s AS entity, ''-infinity''::timestamptz AS since, %s AS value FROM %s AS t WHERE %2$s > now() + %4$L::interval',
-               syncguard.invariant_entity(target, key_columns), col, target, skew),
+               syncguard._invariant_entity(target, key_columns), col, target, skew),
         severity => severity,
         remediation => coalesce(remediation, format('Fix the clock (or time zone) of the writer of %s.%s, then correct the rows.', target, ts_column)),
         description => format('rows of %s with %s more than %s in the future', target, ts_column, skew),
@@ -257,8 +257,8 @@ END
 $$;
 
 GRANT EXECUTE ON FUNCTION
-    syncguard.invariant_column(regclass, text, regtype),
-    syncguard.invariant_entity(regclass, text[]),
+    syncguard._invariant_column(regclass, text, regtype),
+    syncguard._invariant_entity(regclass, text[]),
     syncguard.invariant_duplicates(text, regclass, text[], text, interval, text, text, interval),
     syncguard.invariant_not_synced_within(text, regclass, text, interval, text[], interval, text, text, interval),
     syncguard.invariant_never_synced(text, regclass, text, text, text[], interval, text, text, interval),
@@ -266,9 +266,9 @@ GRANT EXECUTE ON FUNCTION
     syncguard.invariant_count_mismatch(text, regclass, regclass, bigint, text, text, interval)
     TO PUBLIC;
 
-COMMENT ON FUNCTION syncguard.invariant_column(regclass, text, regtype) IS
+COMMENT ON FUNCTION syncguard._invariant_column(regclass, text, regtype) IS
     'internal: t.<column> for a template''s query, checked against the table';
-COMMENT ON FUNCTION syncguard.invariant_entity(regclass, text[]) IS
+COMMENT ON FUNCTION syncguard._invariant_entity(regclass, text[]) IS
     'internal: the entity expression of a template''s query (key columns, default the primary key)';
 COMMENT ON FUNCTION syncguard.invariant_duplicates(text, regclass, text[], text, interval, text, text, interval) IS
     'define an invariant: rows sharing the same key columns';

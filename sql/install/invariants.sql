@@ -16,7 +16,7 @@
 -- SECURITY INVOKER and the tables are granted to PUBLIC under row-level
 -- security: a role sees, checks and drops its own invariants and their
 -- history. A check always runs as the invariant's owner, in a
--- security-restricted context (syncguard.invariant_check_run), whoever runs
+-- security-restricted context (syncguard._invariant_check_run), whoever runs
 -- it: a superuser's check_invariants() or the background worker reads no
 -- table through an invariant that its owner could not read.
 
@@ -144,7 +144,7 @@ GRANT INSERT (invariant, owner_role, entity, since, first_seen, last_seen, count
 -- (and NOTIFY) on a channel, so the payload carries nothing else: a
 -- forwarder that may read the invariant looks the rest up by id, which also
 -- tells a real alert from a forged one (docs/privileges.md).
-CREATE FUNCTION syncguard.alert_payload(kind text, invariant text, id bigint) RETURNS text
+CREATE FUNCTION syncguard._alert_payload(kind text, invariant text, id bigint) RETURNS text
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
 RETURN jsonb_build_object('kind', kind, 'invariant', invariant, 'id', id)::text;
@@ -240,7 +240,7 @@ BEGIN
         EXECUTE format('DROP VIEW %s', qualified);
     END IF;
 
-    stmt := syncguard.invariant_query_text(query);
+    stmt := syncguard._invariant_query_text(query);
     -- Citus (docs/citus.md): the view stays on the coordinator, where the
     -- checks run; Citus would make a view over distributed tables on every
     -- worker too, where the caller may have no CREATE on the schema.
@@ -386,7 +386,7 @@ $$;
 -- request from the user is not a timeout and is raised. owner_role: whose
 -- invariant of that name (the worker and check_invariants pass it); NULL
 -- resolves the name as check_invariants(name) does.
-CREATE FUNCTION syncguard.run_invariant_check(
+CREATE FUNCTION syncguard._run_invariant_check(
     inv_name text,
     owner_role text DEFAULT NULL,
     OUT invariant text, OUT status text, OUT violations integer, OUT new_episodes integer,
@@ -399,7 +399,7 @@ DECLARE
     inv syncguard.invariants;
     t0 timestamptz := clock_timestamp();
     owner oid;
-    owner_name text := run_invariant_check.owner_role;
+    owner_name text := _run_invariant_check.owner_role;
     entities text[];
     sinces timestamptz[];
     st text;
@@ -427,7 +427,7 @@ BEGIN
         -- The sandbox: as the owner, security-restricted, settings rolled
         -- back, under the check's own timer (src/invariants.rs).
         SELECT r.entities, r.sinces, r.sqlstate, r.error INTO entities, sinces, st, error
-          FROM syncguard.invariant_check_run(owner, inv.view_name,
+          FROM syncguard._invariant_check_run(owner, inv.view_name,
                    ceil(extract(epoch FROM inv.statement_timeout) * 1000)::integer) AS r;
         IF st = '57014' THEN
             error := format('canceled: the check ran longer than its statement_timeout (%s)', inv.statement_timeout);
@@ -460,7 +460,7 @@ BEGIN
                AND NOT EXISTS (SELECT 1 FROM cur c WHERE c.entity = v.entity)
             RETURNING 1
         ), alerts AS (
-            SELECT pg_notify('syncguard_alerts', syncguard.alert_payload('new_episode', inv.name, o.id))
+            SELECT pg_notify('syncguard_alerts', syncguard._alert_payload('new_episode', inv.name, o.id))
               FROM opened o
         )
         SELECT (SELECT count(*) FROM alerts), (SELECT count(*) FROM closed)
@@ -480,10 +480,10 @@ BEGIN
     RETURNING id INTO run_id;
     -- Alert when the check starts erroring, not on every run while it keeps erroring.
     IF st IS NOT NULL AND inv.last_status IS DISTINCT FROM 'errored' THEN
-        PERFORM pg_notify('syncguard_alerts', syncguard.alert_payload('check_error', inv.name, run_id));
+        PERFORM pg_notify('syncguard_alerts', syncguard._alert_payload('check_error', inv.name, run_id));
     END IF;
     UPDATE syncguard.invariants i
-       SET last_run_at = t0, last_status = run_invariant_check.status, last_error = run_invariant_check.error
+       SET last_run_at = t0, last_status = _run_invariant_check.status, last_error = _run_invariant_check.error
      WHERE i.name = inv.name AND i.owner_role = inv.owner_role;
 END
 $$;
@@ -515,7 +515,7 @@ BEGIN
                  WHERE (i.name = check_invariants.name AND i.owner_role = owner)
                     OR (check_invariants.name IS NULL AND i.enabled)
                  ORDER BY i.name, i.owner_role LOOP
-        RETURN QUERY SELECT * FROM syncguard.run_invariant_check(n, o) r WHERE r.invariant IS NOT NULL;
+        RETURN QUERY SELECT * FROM syncguard._run_invariant_check(n, o) r WHERE r.invariant IS NOT NULL;
     END LOOP;
 END
 $$;
@@ -542,7 +542,7 @@ LANGUAGE sql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT r.* FROM syncguard.due_invariants() AS d,
-                    LATERAL syncguard.run_invariant_check(d.name, d.owner_role) AS r
+                    LATERAL syncguard._run_invariant_check(d.name, d.owner_role) AS r
      WHERE r.invariant IS NOT NULL
 $$;
 
@@ -580,20 +580,20 @@ AS $$
 $$;
 
 GRANT EXECUTE ON FUNCTION
-    syncguard.alert_payload(text, text, bigint),
+    syncguard._alert_payload(text, text, bigint),
     syncguard.define_invariant(text, text, interval, text, text, text, interval, interval, boolean, text),
     syncguard.drop_invariant(text, boolean),
     syncguard.violations_prune(interval, text),
-    syncguard.run_invariant_check(text, text),
+    syncguard._run_invariant_check(text, text),
     syncguard.check_invariants(text),
     syncguard.due_invariants(),
     syncguard.check_due_invariants(),
     syncguard.audit(),
-    syncguard.invariant_query_text(text),
-    syncguard.invariant_check_run(oid, text, integer)
+    syncguard._invariant_query_text(text),
+    syncguard._invariant_check_run(oid, text, integer)
     TO PUBLIC;
 
-COMMENT ON FUNCTION syncguard.alert_payload(text, text, bigint) IS
+COMMENT ON FUNCTION syncguard._alert_payload(text, text, bigint) IS
     'the JSON payload of a syncguard_alerts notification: kind, invariant and the id of the episode or run';
 COMMENT ON FUNCTION syncguard.define_invariant(text, text, interval, text, text, text, interval, interval, boolean, text) IS
     'define or replace the caller''s invariant of that name: a SELECT returning violating rows (entity, since), and its view';
@@ -601,7 +601,7 @@ COMMENT ON FUNCTION syncguard.drop_invariant(text, boolean) IS
     'drop an invariant and its view; keep_history keeps its runs and episodes';
 COMMENT ON FUNCTION syncguard.violations_prune(interval, text) IS
     'delete episodes resolved more than an interval ago; returns how many';
-COMMENT ON FUNCTION syncguard.run_invariant_check(text, text) IS
+COMMENT ON FUNCTION syncguard._run_invariant_check(text, text) IS
     'internal: one check, recorded as a run, episodes and alerts';
 COMMENT ON FUNCTION syncguard.check_invariants(text) IS
     'run every enabled invariant check (or the one named), each isolated, with its own timeout';
@@ -611,7 +611,7 @@ COMMENT ON FUNCTION syncguard.check_due_invariants() IS
     'run the due invariant checks (for pg_cron)';
 COMMENT ON FUNCTION syncguard.audit() IS
     'one row per invariant, worst first: status, open violations, oldest age, remediation';
-COMMENT ON FUNCTION syncguard.invariant_query_text(text) IS
+COMMENT ON FUNCTION syncguard._invariant_query_text(text) IS
     'internal: the single SELECT of an invariant query, or an error';
-COMMENT ON FUNCTION syncguard.invariant_check_run(oid, text, integer) IS
+COMMENT ON FUNCTION syncguard._invariant_check_run(oid, text, integer) IS
     'internal: one check''s query, run as the invariant''s owner in a sandbox it cannot leave';

@@ -33,7 +33,7 @@ COMMENT ON VIEW syncguard.conflict_stats IS 'writes ignored by last_write_wins, 
 -- Only the table's owner (or a member of the owning role, or a superuser)
 -- may change its protection, as for ALTER TABLE. CREATE TRIGGER alone would
 -- admit anyone holding the TRIGGER privilege.
-CREATE FUNCTION syncguard.require_owner(target regclass) RETURNS text
+CREATE FUNCTION syncguard._require_owner(target regclass) RETURNS text
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -59,14 +59,14 @@ BEGIN
     RETURN qualified;
 END
 $$;
-COMMENT ON FUNCTION syncguard.require_owner(regclass) IS 'internal: the table''s qualified name, or an error unless the caller owns it';
+COMMENT ON FUNCTION syncguard._require_owner(regclass) IS 'internal: the table''s qualified name, or an error unless the caller owns it';
 
 -- Partitions share their parent's trigger (PostgreSQL clones it onto each
 -- of them, present and future): a partition is protected through its
 -- parent, never on its own, and a partitioned table is protected only when
 -- no partition has a protection of its own. Raised before any DDL, so the
 -- caller reads what is protected through what, not a DDL error.
-CREATE FUNCTION syncguard.protect_partition_check(target regclass, qualified text) RETURNS void
+CREATE FUNCTION syncguard._protect_partition_check(target regclass, qualified text) RETURNS void
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -97,11 +97,11 @@ BEGIN
     END IF;
 END
 $$;
-COMMENT ON FUNCTION syncguard.protect_partition_check(regclass, text) IS
+COMMENT ON FUNCTION syncguard._protect_partition_check(regclass, text) IS
     'internal: refuses protect/unprotect of a partition protected through its parent, and of a parent whose partition has its own protection';
 
 -- The inheritance children of `target` (not partitions), all levels down.
-CREATE FUNCTION syncguard.inheritance_children(target regclass) RETURNS SETOF regclass
+CREATE FUNCTION syncguard._inheritance_children(target regclass) RETURNS SETOF regclass
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -113,7 +113,7 @@ AS $$
     )
     SELECT relid::regclass FROM kids
 $$;
-COMMENT ON FUNCTION syncguard.inheritance_children(regclass) IS
+COMMENT ON FUNCTION syncguard._inheritance_children(regclass) IS
     'internal: the inheritance children of a table (not partitions), at every level';
 
 CREATE FUNCTION syncguard.protect(target regclass, columns text[] DEFAULT NULL, policy jsonb DEFAULT NULL)
@@ -122,16 +122,16 @@ LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    qualified text := syncguard.require_owner(target);
+    qualified text := syncguard._require_owner(target);
     config text;
     events text;
     child regclass;
 BEGIN
-    PERFORM syncguard.protect_partition_check(target, qualified);
+    PERFORM syncguard._protect_partition_check(target, qualified);
     -- Serializes protect/unprotect of one table and keeps writers out while
     -- the trigger is replaced.
     EXECUTE format('LOCK TABLE %s IN SHARE ROW EXCLUSIVE MODE', target);
-    config := syncguard.protect_config(target, columns, policy);
+    config := syncguard._protect_config(target, columns, policy);
     -- Rows of inheritance children are updated through the parent but keep
     -- their own triggers: each child gets the parent's protection, under
     -- its own name. Children created later show in protected_tables.
@@ -139,13 +139,13 @@ BEGIN
     -- a last_write_wins timestamp's clock skew, stamp freshness companions.
     events := CASE WHEN config::jsonb -> 'policy' ?| ARRAY['last_write_wins', 'freshness']
                    THEN 'INSERT OR UPDATE' ELSE 'UPDATE' END;
-    FOR child IN SELECT target UNION ALL SELECT syncguard.inheritance_children(target) LOOP
+    FOR child IN SELECT target UNION ALL SELECT syncguard._inheritance_children(target) LOOP
         IF EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = child AND tgname = 'syncguard_protect') THEN
             EXECUTE format('DROP TRIGGER syncguard_protect ON %s', child);
         END IF;
         EXECUTE format('CREATE TRIGGER syncguard_protect BEFORE %s ON %s FOR EACH ROW '
-                       'EXECUTE FUNCTION syncguard.protect_trigger(%L, %L)',
-                       events, child, syncguard.require_owner(child), config);
+                       'EXECUTE FUNCTION syncguard._protect_trigger(%L, %L)',
+                       events, child, syncguard._require_owner(child), config);
     END LOOP;
 END
 $$;
@@ -156,14 +156,14 @@ LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    qualified text := syncguard.require_owner(target);
+    qualified text := syncguard._require_owner(target);
     child regclass;
     was boolean;
 BEGIN
-    PERFORM syncguard.protect_partition_check(target, qualified);
+    PERFORM syncguard._protect_partition_check(target, qualified);
     was := EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = target AND tgname = 'syncguard_protect');
-    FOR child IN SELECT target UNION ALL SELECT syncguard.inheritance_children(target) LOOP
-        PERFORM syncguard.require_owner(child);
+    FOR child IN SELECT target UNION ALL SELECT syncguard._inheritance_children(target) LOOP
+        PERFORM syncguard._require_owner(child);
         IF EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = child AND tgname = 'syncguard_protect') THEN
             EXECUTE format('DROP TRIGGER syncguard_protect ON %s', child);
         END IF;
@@ -187,7 +187,7 @@ SELECT t.tgrelid::regclass AS table_name,
        c.config -> 'policy' AS policy,
        -- Inheritance children created after protect(): not protected until
        -- protect runs again.
-       ARRAY(SELECT k FROM syncguard.inheritance_children(t.tgrelid) AS k
+       ARRAY(SELECT k FROM syncguard._inheritance_children(t.tgrelid) AS k
               WHERE NOT EXISTS (SELECT FROM pg_catalog.pg_trigger kt
                                  WHERE kt.tgrelid = k AND kt.tgname = 'syncguard_protect'))
            AS unprotected_children
@@ -197,10 +197,10 @@ SELECT t.tgrelid::regclass AS table_name,
                     pg_catalog.substring(t.tgargs, a.sep + 1, pg_catalog.length(t.tgargs) - a.sep - 1),
                     'UTF8')::jsonb AS config) c
  WHERE t.tgname = 'syncguard_protect'
-   AND t.tgfoid = 'syncguard.protect_trigger()'::regprocedure;
+   AND t.tgfoid = 'syncguard._protect_trigger()'::regprocedure;
 GRANT SELECT ON syncguard.protected_tables TO PUBLIC;
 COMMENT ON VIEW syncguard.protected_tables IS 'tables protected by syncguard.protect, with their columns, write policy and unprotected inheritance children';
 
 COMMENT ON FUNCTION syncguard.merge_upsert(regclass, jsonb, jsonb, jsonb) IS 'insert or deep-merge one row by a unique key; returns the stored row';
-COMMENT ON FUNCTION syncguard.protect_config(regclass, text[], jsonb) IS 'internal: checks a protection configuration against the table';
-COMMENT ON FUNCTION syncguard.freshness_stamp(jsonb, jsonb, timestamptz) IS 'stamps each top-level key of patch that carries a value with at';
+COMMENT ON FUNCTION syncguard._protect_config(regclass, text[], jsonb) IS 'internal: checks a protection configuration against the table';
+COMMENT ON FUNCTION syncguard._freshness_stamp(jsonb, jsonb, timestamptz) IS 'stamps each top-level key of patch that carries a value with at';

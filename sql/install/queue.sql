@@ -96,7 +96,7 @@ GRANT INSERT (queue, owner_role, state, payload, dedupe_key, attempts, visible_a
 -- The owner of the queue a name means to the caller (sql/install/names.sql), from
 -- the queues' settings and their jobs (a queue needs no settings row), or
 -- NULL when the caller sees neither.
-CREATE FUNCTION syncguard.queue_owner(queue text)
+CREATE FUNCTION syncguard._queue_owner(queue text)
 RETURNS text
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
@@ -106,7 +106,7 @@ AS $$
                                        SELECT j.owner_role FROM syncguard.queue_jobs AS j WHERE j.queue = $1),
                                  $1, 'queue')
 $$;
-COMMENT ON FUNCTION syncguard.queue_owner(text) IS
+COMMENT ON FUNCTION syncguard._queue_owner(text) IS
     'internal: the owner of the queue a name means to the caller, or NULL';
 
 -- Add a job; returns its id. With a dedupe key, a live (ready or leased) job
@@ -224,7 +224,7 @@ BEGIN
         RETURNING j.job_id, j.payload, j.attempts, j.dedupe_key, j.enqueued_at, j.last_error;
         IF NOT FOUND THEN
             -- Still leased past its visibility: the consumer died or hung.
-            PERFORM syncguard.queue_lease_expired(id, $1);
+            PERFORM syncguard._queue_lease_expired(id, $1);
         END IF;
     END LOOP;
 END
@@ -234,7 +234,7 @@ $$;
 -- consumer died or hung), so it is retried after backoff_delay like a nack,
 -- or dead once it has had the queue's max_attempts deliveries, never handed
 -- out again at once. Anything else (a live lease, a ready job) is left alone.
-CREATE FUNCTION syncguard.queue_lease_expired(job_id bigint, queue text)
+CREATE FUNCTION syncguard._queue_lease_expired(job_id bigint, queue text)
 RETURNS void
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
@@ -245,7 +245,7 @@ DECLARE
     attempts integer;
 BEGIN
     SELECT x.attempts INTO attempts FROM syncguard.queue_jobs AS x
-     WHERE x.job_id = queue_lease_expired.job_id AND x.queue = queue_lease_expired.queue
+     WHERE x.job_id = _queue_lease_expired.job_id AND x.queue = _queue_lease_expired.queue
        AND x.state = 'leased' AND x.visible_at <= clock_timestamp()
        FOR UPDATE;
     IF FOUND THEN
@@ -255,12 +255,12 @@ BEGIN
     END IF;
 END
 $$;
-COMMENT ON FUNCTION syncguard.queue_lease_expired(bigint, text) IS
+COMMENT ON FUNCTION syncguard._queue_lease_expired(bigint, text) IS
     'internal: a job whose lease ran out counts as a failed attempt (backoff, or dead)';
 
 -- The job `job_id`, locked, checked to be leased (and at `attempt`, when
 -- given); raises SG007 otherwise. `caller` names the function in the messages.
-CREATE FUNCTION syncguard.queue_leased_job(job_id bigint, attempt integer, caller text)
+CREATE FUNCTION syncguard._queue_leased_job(job_id bigint, attempt integer, caller text)
 RETURNS syncguard.queue_jobs
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
@@ -275,7 +275,7 @@ BEGIN
             MESSAGE = format('%s: job_id must not be NULL', caller),
             HINT = 'Pass the job_id dequeue returned.';
     END IF;
-    SELECT * INTO j FROM syncguard.queue_jobs AS x WHERE x.job_id = queue_leased_job.job_id FOR UPDATE;
+    SELECT * INTO j FROM syncguard.queue_jobs AS x WHERE x.job_id = _queue_leased_job.job_id FOR UPDATE;
     IF NOT FOUND THEN
         RAISE EXCEPTION USING ERRCODE = 'SG007',
             MESSAGE = format('%s: job %s does not exist (already acked, purged, or another role''s)', caller, job_id),
@@ -291,7 +291,7 @@ BEGIN
     RETURN j;
 END
 $$;
-COMMENT ON FUNCTION syncguard.queue_leased_job(bigint, integer, text) IS
+COMMENT ON FUNCTION syncguard._queue_leased_job(bigint, integer, text) IS
     'internal: a leased job locked for ack/nack, or SG007';
 
 -- Acknowledge a job: it is done and deleted. `attempt` (from dequeue)
@@ -309,7 +309,7 @@ BEGIN
             WHERE j.job_id = ack.job_id AND j.state = 'leased'
               AND (ack.attempt IS NULL OR j.attempts = ack.attempt)
               FOR UPDATE)) = 0 THEN
-        PERFORM syncguard.queue_leased_job(job_id, attempt, 'ack');
+        PERFORM syncguard._queue_leased_job(job_id, attempt, 'ack');
     END IF;
 END
 $$;
@@ -333,7 +333,7 @@ BEGIN
     IF retryable IS NULL THEN
         RAISE EXCEPTION USING ERRCODE = '22004', MESSAGE = 'nack: retryable must not be NULL';
     END IF;
-    j := syncguard.queue_leased_job(job_id, attempt, 'nack');
+    j := syncguard._queue_leased_job(job_id, attempt, 'nack');
     SELECT coalesce(c.max_attempts, 5) AS max_attempts, coalesce(c.base, '2 seconds') AS base,
            coalesce(c.cap, '10 minutes') AS cap, coalesce(c.jitter, 0.2) AS jitter INTO q
       FROM (SELECT) AS one LEFT JOIN syncguard.queues AS c ON c.queue = j.queue AND c.owner_role = j.owner_role;
@@ -412,7 +412,7 @@ BEGIN
     IF queue IS NULL THEN
         RAISE EXCEPTION USING ERRCODE = '22004', MESSAGE = 'queue_drop: queue must not be NULL';
     END IF;
-    owner := syncguard.queue_owner(queue_drop.queue);
+    owner := syncguard._queue_owner(queue_drop.queue);
     n := syncguard._delete_visible('syncguard.queue_jobs', ARRAY(
         SELECT jsonb_build_object('job_id', j.job_id, 'queue', j.queue) FROM syncguard.queue_jobs AS j
          WHERE j.queue = queue_drop.queue AND j.owner_role = owner FOR UPDATE));
@@ -446,7 +446,7 @@ BEGIN
         RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = 'queue_configure: queue must be a non-empty name';
     END IF;
     -- The owner may be a role whose jobs the caller sees, with no settings yet.
-    owner := coalesce(syncguard.queue_owner(queue_configure.queue), current_user);
+    owner := coalesce(syncguard._queue_owner(queue_configure.queue), current_user);
     INSERT INTO syncguard.queues AS x (queue, owner_role) VALUES (queue_configure.queue, owner)
     ON CONFLICT ON CONSTRAINT queues_pkey DO NOTHING;
     UPDATE syncguard.queues AS x

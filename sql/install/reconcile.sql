@@ -23,7 +23,7 @@
 -- The columns compared, key columns first, each once: name, type, whether
 -- part of the key. Checks that every column exists on both sides with the
 -- same type.
-CREATE FUNCTION syncguard.reconcile_columns(
+CREATE FUNCTION syncguard._reconcile_columns(
     local regclass, remote regclass, key_columns text[], columns text[]
 ) RETURNS TABLE(name text, typ regtype, is_key boolean)
 LANGUAGE plpgsql STABLE
@@ -108,7 +108,7 @@ $$;
 -- go through an immutable conversion. Other types hash their text through the
 -- type's output function when it is immutable (still computed remotely), or
 -- their cast to text (computed locally: the foreign table's rows are fetched).
-CREATE FUNCTION syncguard.reconcile_hash(col text, typ regtype, seed integer)
+CREATE FUNCTION syncguard._reconcile_hash(col text, typ regtype, seed integer)
 RETURNS text
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
@@ -169,7 +169,7 @@ $$;
 -- the remote server and an index on the key serves. op: '<' or '>='. A bound
 -- may give fewer columns than the key: the rest count as lower than any
 -- value (a bound [x] of key (a, b) lies before every row with a = x).
-CREATE FUNCTION syncguard.reconcile_compare(cols text[], types regtype[], bound jsonb, op text)
+CREATE FUNCTION syncguard._reconcile_compare(cols text[], types regtype[], bound jsonb, op text)
 RETURNS text
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
@@ -193,7 +193,7 @@ $$;
 -- searches linearly (a few µs per row for 2000 text values), so past 64
 -- values it goes in two steps of about sqrt(n) values each: a coarse array
 -- of every k-th value, then the k - 1 values after the one found.
-CREATE FUNCTION syncguard.reconcile_bucket(col text, typ regtype, vals jsonb)
+CREATE FUNCTION syncguard._reconcile_bucket(col text, typ regtype, vals jsonb)
 RETURNS text
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
@@ -209,11 +209,11 @@ BEGIN
                       typ);
     END IF;
     RETURN format('CASE %s%s END',
-                  syncguard.reconcile_bucket(col, typ,
+                  syncguard._reconcile_bucket(col, typ,
                       (SELECT jsonb_agg(e.v ORDER BY e.o) FROM jsonb_array_elements(vals) WITH ORDINALITY AS e(v, o)
                         WHERE e.o % k = 0)),
                   (SELECT string_agg(format(' WHEN %s THEN %s', j, CASE WHEN f.vals IS NULL THEN (j * k)::text
-                                     ELSE format('%s + %s', j * k, syncguard.reconcile_bucket(col, typ, f.vals)) END), '' ORDER BY j)
+                                     ELSE format('%s + %s', j * k, syncguard._reconcile_bucket(col, typ, f.vals)) END), '' ORDER BY j)
                      FROM generate_series(0, n / k) AS j
                      CROSS JOIN LATERAL (SELECT jsonb_agg(e.v ORDER BY e.o) AS vals
                                            FROM jsonb_array_elements(vals) WITH ORDINALITY AS e(v, o)
@@ -222,7 +222,7 @@ END
 $$;
 
 -- The segment of a row: the number of bounds (sorted key values, possibly
--- shorter than the key, see reconcile_compare) at or below its key,
+-- shorter than the key, see _reconcile_compare) at or below its key,
 -- 0 … cardinality. width_bucket over the bounds' first column counts every
 -- bound whose first column is at or below the row's; for a row whose first
 -- column equals that of bounds with more columns, those count only where
@@ -230,7 +230,7 @@ $$;
 -- over the rest). Compact, so the remote's planner and JIT see a small
 -- expression: one CASE arm per first-column value that holds several
 -- segments, not one per bound.
-CREATE FUNCTION syncguard.reconcile_segment(cols text[], types regtype[], bounds jsonb)
+CREATE FUNCTION syncguard._reconcile_segment(cols text[], types regtype[], bounds jsonb)
 RETURNS text
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
@@ -242,7 +242,7 @@ BEGIN
     IF jsonb_array_length(bounds) = 0 THEN
         RETURN '0';
     END IF;
-    expr := syncguard.reconcile_bucket(cols[1], types[1],
+    expr := syncguard._reconcile_bucket(cols[1], types[1],
                                        (SELECT jsonb_agg(e.b -> 0 ORDER BY e.o)
                                           FROM jsonb_array_elements(bounds) WITH ORDINALITY AS e(b, o)));
     IF cardinality(cols) = 1 THEN
@@ -250,7 +250,7 @@ BEGIN
     END IF;
     SELECT string_agg(format(' WHEN %s OPERATOR(pg_catalog.=) %L::%s THEN %s - %s',
                              cols[1], g.v, types[1],
-                             syncguard.reconcile_segment(cols[2:], types[2:], g.rests),
+                             syncguard._reconcile_segment(cols[2:], types[2:], g.rests),
                              jsonb_array_length(g.rests)), '' ORDER BY g.first)
       INTO adjust
       FROM (SELECT e.b ->> 0 AS v, min(e.o) AS first, jsonb_agg(e.b - 0 ORDER BY e.o) AS rests
@@ -266,15 +266,15 @@ $$;
 
 -- The condition selecting the rows of a list of key ranges [lo, hi) (a NULL
 -- bound is open), as SQL text.
-CREATE FUNCTION syncguard.reconcile_ranges(cols text[], types regtype[], ranges jsonb)
+CREATE FUNCTION syncguard._reconcile_ranges(cols text[], types regtype[], ranges jsonb)
 RETURNS text
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 BEGIN ATOMIC
     SELECT coalesce(string_agg(
                '(' || concat_ws(' AND ',
-                   CASE WHEN jsonb_typeof(r->0) = 'array' THEN syncguard.reconcile_compare(cols, types, r->0, '>=') END,
-                   CASE WHEN jsonb_typeof(r->1) = 'array' THEN syncguard.reconcile_compare(cols, types, r->1, '<') END,
+                   CASE WHEN jsonb_typeof(r->0) = 'array' THEN syncguard._reconcile_compare(cols, types, r->0, '>=') END,
+                   CASE WHEN jsonb_typeof(r->1) = 'array' THEN syncguard._reconcile_compare(cols, types, r->1, '<') END,
                    'true') || ')',
                ' OR ' ORDER BY o), 'false')
       FROM jsonb_array_elements(ranges) WITH ORDINALITY AS e(r, o);
@@ -282,7 +282,7 @@ END;
 
 -- The query comparing the rows of local and remote that `cond` selects
 -- (key columns as t.<name>): the rows reconcile returns, in key order.
-CREATE FUNCTION syncguard.reconcile_rows_query(
+CREATE FUNCTION syncguard._reconcile_rows_query(
     local regclass, remote regclass, key_columns text[], columns text[], cond text
 ) RETURNS text
 LANGUAGE plpgsql STABLE
@@ -317,10 +317,10 @@ BEGIN
            coalesce(string_agg(format('%L, l.%I', c.name, c.name), ', ') FILTER (WHERE NOT c.is_key), ''),
            coalesce(string_agg(format('%L, r.%I', c.name, c.name), ', ') FILTER (WHERE NOT c.is_key), '')
       INTO sel, keyobj, joinon, order_by, rowdiff, lrow, rrow
-      FROM syncguard.reconcile_columns(local, remote, key_columns, columns) AS c;
+      FROM syncguard._reconcile_columns(local, remote, key_columns, columns) AS c;
     -- Any key column tells a missing side: key values are never NULL.
     SELECT format('%I', c.name) INTO k1
-      FROM syncguard.reconcile_columns(local, remote, key_columns, columns) AS c WHERE c.is_key LIMIT 1;
+      FROM syncguard._reconcile_columns(local, remote, key_columns, columns) AS c WHERE c.is_key LIMIT 1;
     RETURN format(
         'WITH l AS (SELECT %1$s FROM %2$s AS t WHERE %4$s),'
         '     r AS (SELECT %1$s FROM %3$s AS t WHERE %4$s)'
@@ -338,10 +338,10 @@ END
 $$;
 
 -- The condition selecting the rows of some segments (numbers into `bounds`,
--- as reconcile_segment counts them), as SQL text. Runs of consecutive
+-- as _reconcile_segment counts them), as SQL text. Runs of consecutive
 -- segments become one key range each, which an index on the key serves;
 -- past 500 ranges, the segment number of every row is tested instead.
-CREATE FUNCTION syncguard.reconcile_where(cols text[], types regtype[], bounds jsonb, segs integer[])
+CREATE FUNCTION syncguard._reconcile_where(cols text[], types regtype[], bounds jsonb, segs integer[])
 RETURNS text
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
@@ -358,10 +358,10 @@ BEGIN
                       FROM (SELECT DISTINCT s FROM unnest(segs) AS u(s)) AS d) AS n
              GROUP BY island) AS i;
     IF jsonb_array_length(ranges) <= 500 THEN
-        RETURN syncguard.reconcile_ranges(cols, types, ranges);
+        RETURN syncguard._reconcile_ranges(cols, types, ranges);
     END IF;
     RETURN format('%s OPERATOR(pg_catalog.=) ANY (%L::pg_catalog.int4[])',
-                  syncguard.reconcile_segment(cols, types, bounds), segs);
+                  syncguard._reconcile_segment(cols, types, bounds), segs);
 END
 $$;
 
@@ -430,11 +430,11 @@ BEGIN
            string_agg(format('t.%I', c.name), ', '),
            format('pg_catalog.jsonb_build_array(%s)', string_agg(format('t.%I::pg_catalog.text', c.name), ', '))
       INTO kcols, ktypes, korder, key_json
-      FROM syncguard.reconcile_columns(local, remote, key_columns, columns) AS c
+      FROM syncguard._reconcile_columns(local, remote, key_columns, columns) AS c
      WHERE c.is_key;
-    SELECT string_agg(syncguard.reconcile_hash(format('t.%I', c.name), c.typ, (o - 1)::integer), ' OPERATOR(pg_catalog.#) ' ORDER BY o)
+    SELECT string_agg(syncguard._reconcile_hash(format('t.%I', c.name), c.typ, (o - 1)::integer), ' OPERATOR(pg_catalog.#) ' ORDER BY o)
       INTO rowhash
-      FROM syncguard.reconcile_columns(local, remote, key_columns, columns) WITH ORDINALITY AS c(name, typ, is_key, o);
+      FROM syncguard._reconcile_columns(local, remote, key_columns, columns) WITH ORDINALITY AS c(name, typ, is_key, o);
     -- The planner's row count is enough to size the first pass's segments.
     SELECT CASE WHEN c.reltuples > 0 THEN c.reltuples END INTO pending_rows FROM pg_class c WHERE c.oid = local;
     IF pending_rows IS NULL THEN
@@ -479,7 +479,7 @@ BEGIN
                           FROM (SELECT %2$s AS ps, %3$s, row_number() OVER (PARTITION BY %2$s ORDER BY %4$s) AS rn
                                   FROM %5$s AS t WHERE %6$s) AS t
                          WHERE t.rn > 1 AND (t.rn - 1) %% %7$s = 0) AS u$q$,
-                key_json, syncguard.reconcile_segment(kcols, ktypes, bounds),
+                key_json, syncguard._reconcile_segment(kcols, ktypes, bounds),
                 array_to_string(kcols, ', '), korder, local, cond, step)
               INTO bounds
               USING bounds;
@@ -494,7 +494,7 @@ BEGIN
                   FROM (SELECT e.b, e.o, lag(e.b ->> 0) OVER (ORDER BY e.o) AS prev
                           FROM jsonb_array_elements(bounds) WITH ORDINALITY AS e(b, o)) AS x;
             END IF;
-            seg_expr := syncguard.reconcile_segment(kcols, ktypes, bounds);
+            seg_expr := syncguard._reconcile_segment(kcols, ktypes, bounds);
         END IF;
         -- Both sides' count and hash sum per segment, the remote's in one
         -- grouped query that postgres_fdw sends whole (one row per segment
@@ -521,11 +521,11 @@ BEGIN
                   FROM (SELECT jsonb_object_keys(local_sums) UNION SELECT jsonb_object_keys(remote_sums)) AS k(s)
                  WHERE local_sums -> k.s IS DISTINCT FROM remote_sums -> k.s) AS d;
         IF cardinality(leaves) > 0 THEN
-            RETURN QUERY EXECUTE syncguard.reconcile_rows_query(local, remote, key_columns, columns,
-                                     syncguard.reconcile_where(kcols, ktypes, bounds, leaves));
+            RETURN QUERY EXECUTE syncguard._reconcile_rows_query(local, remote, key_columns, columns,
+                                     syncguard._reconcile_where(kcols, ktypes, bounds, leaves));
         END IF;
         EXIT WHEN cardinality(pending) = 0;
-        cond := syncguard.reconcile_where(kcols, ktypes, bounds, pending);
+        cond := syncguard._reconcile_where(kcols, ktypes, bounds, pending);
     END LOOP;
 END
 $$;
@@ -578,7 +578,7 @@ BEGIN
                   string_agg(format('%L, t.%I', c.name, c.name), ', ') FILTER (WHERE NOT c.is_key)),
            coalesce(array_agg(c.name) FILTER (WHERE c.typ IN ('jsonb'::regtype, 'json'::regtype)), '{}')
       INTO by_key, find_remote, jsonb_cols
-      FROM syncguard.reconcile_columns(local, remote, key_columns, columns) AS c;
+      FROM syncguard._reconcile_columns(local, remote, key_columns, columns) AS c;
     find_local := format('SELECT pg_catalog.to_jsonb(t) FROM %s AS t WHERE %s', local, by_key);
     -- Every compared column: an INSERT … ON CONFLICT needs the NOT NULL ones
     -- even when the row exists.
@@ -648,7 +648,7 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     -- The columns' errors now rather than at the first check.
-    PERFORM FROM syncguard.reconcile_columns(local, remote, key_columns, columns);
+    PERFORM FROM syncguard._reconcile_columns(local, remote, key_columns, columns);
     IF segments IS NULL OR segments NOT BETWEEN 2 AND 10000 OR threshold IS NULL OR threshold < 1 THEN
         RAISE EXCEPTION USING ERRCODE = '22023',
             MESSAGE = format('invariant %L: segments must be 2 … 10000 and threshold at least 1, got %s and %s',
@@ -671,34 +671,34 @@ END
 $$;
 
 GRANT EXECUTE ON FUNCTION
-    syncguard.reconcile_columns(regclass, regclass, text[], text[]),
-    syncguard.reconcile_hash(text, regtype, integer),
-    syncguard.reconcile_compare(text[], regtype[], jsonb, text),
-    syncguard.reconcile_bucket(text, regtype, jsonb),
-    syncguard.reconcile_segment(text[], regtype[], jsonb),
-    syncguard.reconcile_ranges(text[], regtype[], jsonb),
-    syncguard.reconcile_where(text[], regtype[], jsonb, integer[]),
-    syncguard.reconcile_rows_query(regclass, regclass, text[], text[], text),
+    syncguard._reconcile_columns(regclass, regclass, text[], text[]),
+    syncguard._reconcile_hash(text, regtype, integer),
+    syncguard._reconcile_compare(text[], regtype[], jsonb, text),
+    syncguard._reconcile_bucket(text, regtype, jsonb),
+    syncguard._reconcile_segment(text[], regtype[], jsonb),
+    syncguard._reconcile_ranges(text[], regtype[], jsonb),
+    syncguard._reconcile_where(text[], regtype[], jsonb, integer[]),
+    syncguard._reconcile_rows_query(regclass, regclass, text[], text[], text),
     syncguard.reconcile(regclass, regclass, text[], text[], integer, integer),
     syncguard.reconcile_apply(regclass, regclass, text[], text[], integer, integer, integer, jsonb),
     syncguard.invariant_reconcile(text, regclass, regclass, text[], text[], integer, integer, interval, text, text, interval, interval)
     TO PUBLIC;
 
-COMMENT ON FUNCTION syncguard.reconcile_columns(regclass, regclass, text[], text[]) IS
+COMMENT ON FUNCTION syncguard._reconcile_columns(regclass, regclass, text[], text[]) IS
     'internal: the columns reconcile compares, checked on both sides';
-COMMENT ON FUNCTION syncguard.reconcile_hash(text, regtype, integer) IS
+COMMENT ON FUNCTION syncguard._reconcile_hash(text, regtype, integer) IS
     'internal: the SQL of a column''s 64-bit hash, the same on every server';
-COMMENT ON FUNCTION syncguard.reconcile_compare(text[], regtype[], jsonb, text) IS
+COMMENT ON FUNCTION syncguard._reconcile_compare(text[], regtype[], jsonb, text) IS
     'internal: the SQL comparing a key with a bound, column by column';
-COMMENT ON FUNCTION syncguard.reconcile_bucket(text, regtype, jsonb) IS
+COMMENT ON FUNCTION syncguard._reconcile_bucket(text, regtype, jsonb) IS
     'internal: the SQL counting the sorted values at or below a column''s';
-COMMENT ON FUNCTION syncguard.reconcile_segment(text[], regtype[], jsonb) IS
+COMMENT ON FUNCTION syncguard._reconcile_segment(text[], regtype[], jsonb) IS
     'internal: the SQL of a row''s segment number among sorted key bounds';
-COMMENT ON FUNCTION syncguard.reconcile_ranges(text[], regtype[], jsonb) IS
+COMMENT ON FUNCTION syncguard._reconcile_ranges(text[], regtype[], jsonb) IS
     'internal: the SQL selecting the rows of a list of key ranges';
-COMMENT ON FUNCTION syncguard.reconcile_where(text[], regtype[], jsonb, integer[]) IS
+COMMENT ON FUNCTION syncguard._reconcile_where(text[], regtype[], jsonb, integer[]) IS
     'internal: the SQL selecting the rows of some segments';
-COMMENT ON FUNCTION syncguard.reconcile_rows_query(regclass, regclass, text[], text[], text) IS
+COMMENT ON FUNCTION syncguard._reconcile_rows_query(regclass, regclass, text[], text[], text) IS
     'internal: the query comparing the rows of key ranges field by field';
 COMMENT ON FUNCTION syncguard.reconcile(regclass, regclass, text[], text[], integer, integer) IS
     'every row and field in which a table differs from another (e.g. a postgres_fdw foreign table), by checksums of key ranges computed on each side';

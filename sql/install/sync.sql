@@ -135,7 +135,7 @@ GRANT INSERT (source, owner_role, status, parts, since, started_at, deadline, fi
 
 -- The owner of the source a name means to the caller (sql/install/names.sql), or
 -- NULL when the caller sees no source of that name.
-CREATE FUNCTION syncguard.sync_source_owner(source text)
+CREATE FUNCTION syncguard._sync_source_owner(source text)
 RETURNS text
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
@@ -143,7 +143,7 @@ AS $$
     SELECT syncguard._name_owner(ARRAY(SELECT s.owner_role FROM syncguard.sync_sources AS s WHERE s.source = $1),
                                  $1, 'sync source')
 $$;
-COMMENT ON FUNCTION syncguard.sync_source_owner(text) IS
+COMMENT ON FUNCTION syncguard._sync_source_owner(text) IS
     'internal: the owner of the sync source a name means to the caller, or NULL';
 
 -- Mark runs past their deadline as abandoned, of `source` or of every source
@@ -178,7 +178,7 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     t     timestamptz := clock_timestamp();
-    owner text := coalesce(syncguard.sync_source_owner(sync_begin.source), current_user);
+    owner text := coalesce(syncguard._sync_source_owner(sync_begin.source), current_user);
     src   syncguard.sync_sources;
     cur   syncguard.sync_runs;
 BEGIN
@@ -232,7 +232,7 @@ $$;
 -- if its deadline has passed. Locks are taken in sync_begin's order (source,
 -- then run), so no two calls wait for each other in a cycle. `caller` names
 -- the function in the messages.
-CREATE FUNCTION syncguard.sync_locked_run(run_id bigint, caller text)
+CREATE FUNCTION syncguard._sync_locked_run(run_id bigint, caller text)
 RETURNS syncguard.sync_runs
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
@@ -248,7 +248,7 @@ BEGIN
             HINT = 'Pass the run_id sync_begin returned.';
     END IF;
     SELECT x.source, x.owner_role INTO src, owner FROM syncguard.sync_runs AS x
-     WHERE x.run_id = sync_locked_run.run_id;
+     WHERE x.run_id = _sync_locked_run.run_id;
     IF NOT FOUND THEN
         RAISE EXCEPTION USING ERRCODE = '22023',
             MESSAGE = format('%s: there is no sync run %s', caller, run_id),
@@ -258,11 +258,11 @@ BEGIN
     PERFORM FROM syncguard.sync_sources AS s WHERE s.source = src AND s.owner_role = owner FOR NO KEY UPDATE;
     PERFORM syncguard.sync_abandon_stale(src);
     SELECT * INTO r FROM syncguard.sync_runs AS x
-     WHERE x.source = src AND x.run_id = sync_locked_run.run_id FOR NO KEY UPDATE;
+     WHERE x.source = src AND x.run_id = _sync_locked_run.run_id FOR NO KEY UPDATE;
     RETURN r;
 END
 $$;
-COMMENT ON FUNCTION syncguard.sync_locked_run(bigint, text) IS
+COMMENT ON FUNCTION syncguard._sync_locked_run(bigint, text) IS
     'internal: a run and its source locked for sync_part/sync_finish';
 
 -- Report the outcome of one part of a run. A part may report again (a retry
@@ -289,7 +289,7 @@ BEGIN
                              records, coalesce(latency::text, 'NULL')),
             HINT = 'records counts what the part synced; latency is how long its call took.';
     END IF;
-    r := syncguard.sync_locked_run(run_id, 'sync_part');
+    r := syncguard._sync_locked_run(run_id, 'sync_part');
     IF r.status <> 'running' THEN
         RAISE EXCEPTION USING ERRCODE = 'SG006',
             MESSAGE = format('sync_part: sync run %s of source %L is already %s; nothing recorded',
@@ -329,7 +329,7 @@ DECLARE
     failed  text;
     missing text[];
 BEGIN
-    r := syncguard.sync_locked_run(run_id, 'sync_finish');
+    r := syncguard._sync_locked_run(run_id, 'sync_finish');
     IF r.status <> 'running' THEN
         RETURN r.advanced;
     END IF;
@@ -394,7 +394,7 @@ BEGIN
         RAISE EXCEPTION USING ERRCODE = '22023',
             MESSAGE = 'sync_configure: source must be a non-empty name';
     END IF;
-    owner := coalesce(syncguard.sync_source_owner(sync_configure.source), current_user);
+    owner := coalesce(syncguard._sync_source_owner(sync_configure.source), current_user);
     INSERT INTO syncguard.sync_sources AS x (source, owner_role) VALUES (sync_configure.source, owner)
     ON CONFLICT ON CONSTRAINT sync_sources_pkey DO NOTHING;
     UPDATE syncguard.sync_sources AS x
@@ -435,7 +435,7 @@ BEGIN
             HINT = 'Pass how old a finished run must be, e.g. interval ''90 days''.';
     END IF;
     IF source IS NOT NULL THEN
-        owner := syncguard.sync_source_owner(sync_prune.source);
+        owner := syncguard._sync_source_owner(sync_prune.source);
     END IF;
     RETURN syncguard._delete_visible('syncguard.sync_runs', ARRAY(
         SELECT jsonb_build_object('run_id', r.run_id, 'source', r.source) FROM syncguard.sync_runs AS r
@@ -458,7 +458,7 @@ BEGIN
     IF source IS NULL THEN
         RAISE EXCEPTION USING ERRCODE = '22004', MESSAGE = 'sync_drop: source must not be NULL';
     END IF;
-    owner := syncguard.sync_source_owner(sync_drop.source);
+    owner := syncguard._sync_source_owner(sync_drop.source);
     RETURN syncguard._delete_visible('syncguard.sync_sources', ARRAY(
         SELECT jsonb_build_object('source', s.source, 'owner_role', s.owner_role) FROM syncguard.sync_sources AS s
          WHERE s.source = sync_drop.source AND s.owner_role = owner FOR UPDATE)) > 0;

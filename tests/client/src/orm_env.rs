@@ -47,7 +47,6 @@ pub fn run(cmd: &mut Command, hint: &str) -> Output {
     out
 }
 
-
 /// The system's python: `/usr/bin/python3` when there is one (a pyenv shim
 /// earlier on PATH may point at an interpreter without venv), else `python3`.
 fn system_python() -> PathBuf {

@@ -15,8 +15,8 @@ use serde_json::{json, Value};
 fn documented(code: &str) -> bool {
     static CODES: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
     let codes = CODES.get_or_init(|| {
-        let doc = std::fs::read_to_string(syncguard_client_tests::repo().join("docs/errors.md"))
-            .unwrap();
+        let doc =
+            std::fs::read_to_string(syncguard_client_tests::repo().join("docs/errors.md")).unwrap();
         doc.lines()
             .filter_map(|l| l.strip_prefix("| `")?.split('`').next().map(str::to_string))
             .collect()

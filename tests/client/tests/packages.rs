@@ -18,8 +18,7 @@ fn meta_json_is_valid_pgxn_metadata_for_this_version() {
     assert_eq!(meta["version"], version);
     assert_eq!(meta["provides"]["syncguard"]["version"], version);
     let control =
-        std::fs::read_to_string(syncguard_client_tests::repo().join("syncguard.control"))
-            .unwrap();
+        std::fs::read_to_string(syncguard_client_tests::repo().join("syncguard.control")).unwrap();
     assert!(
         control.contains("default_version = '@CARGO_VERSION@'"),
         "{control}"

@@ -104,7 +104,7 @@ fn an_invariant_cannot_leave_its_sandbox() {
                  BEGIN EXECUTE 'SET ROLE postgres'; EXCEPTION WHEN others THEN NULL; END;
                  BEGIN EXECUTE 'SET SESSION AUTHORIZATION postgres'; EXCEPTION WHEN others THEN NULL; END;
                  BEGIN PERFORM set_config('role', 'postgres', false); EXCEPTION WHEN others THEN NULL; END;
-                 BEGIN PERFORM syncguard.invariant_check_run('postgres'::regrole, 'escape', 1000);
+                 BEGIN PERFORM syncguard._invariant_check_run('postgres'::regrole, 'escape', 1000);
                  EXCEPTION WHEN others THEN NULL; END;
                  BEGIN EXECUTE 'ALTER ROLE mallory SUPERUSER'; EXCEPTION WHEN others THEN NULL; END;
                  RETURN 1;
@@ -135,7 +135,7 @@ fn an_invariant_cannot_leave_its_sandbox() {
     // Mallory cannot run a check as another role either.
     let e = mallory
         .query_one(
-            "SELECT * FROM syncguard.invariant_check_run('postgres'::regrole, 'escape', 1000)",
+            "SELECT * FROM syncguard._invariant_check_run('postgres'::regrole, 'escape', 1000)",
             &[],
         )
         .unwrap_err();
@@ -464,7 +464,10 @@ fn hostile_arguments_get_clean_errors() {
         ("SELECT syncguard.merge_upsert(NULL, '{}', '{}')", "22004"),
         ("SELECT syncguard.protect(NULL)", "22004"),
         ("SELECT syncguard.unprotect(NULL)", "22004"),
-        ("SELECT syncguard.protect_config(NULL, NULL, NULL)", "22004"),
+        (
+            "SELECT syncguard._protect_config(NULL, NULL, NULL)",
+            "22004",
+        ),
     ] {
         let e = mallory.batch_execute(sql).unwrap_err();
         let db = e.as_db_error().unwrap_or_else(|| panic!("{sql}: {e}"));
@@ -526,14 +529,14 @@ const ALLOWED: &[&str] = &[
     "syncguard.protect(regclass,text[],jsonb)",
     "syncguard.unprotect(regclass)",
     // internal, called by protect() as the caller: reads only the catalog
-    "syncguard.protect_config(regclass,text[],jsonb)",
-    "syncguard.require_owner(regclass)",
-    "syncguard.protect_partition_check(regclass,text)",
-    "syncguard.inheritance_children(regclass)",
+    "syncguard._protect_config(regclass,text[],jsonb)",
+    "syncguard._require_owner(regclass)",
+    "syncguard._protect_partition_check(regclass,text)",
+    "syncguard._inheritance_children(regclass)",
     // internal: pure, the per-key freshness stamps of merge_upsert
-    "syncguard.freshness_stamp(jsonb,jsonb,timestamp with time zone)",
+    "syncguard._freshness_stamp(jsonb,jsonb,timestamp with time zone)",
     // internal: the trigger function; PostgreSQL refuses a direct call
-    "syncguard.protect_trigger()",
+    "syncguard._protect_trigger()",
     // idempotency keys: the caller's own keys (row-level security)
     "syncguard.idem_claim(text,text,jsonb,interval,interval,text[])",
     "syncguard.idem_complete(uuid,jsonb,text)",
@@ -542,7 +545,7 @@ const ALLOWED: &[&str] = &[
     "syncguard.request_fingerprint(jsonb,text[])",
     "syncguard.backoff_delay(integer,interval,interval,double precision)",
     // internal: only raises the lease-lost error about the caller's own key
-    "syncguard.idem_lease_lost(uuid,text,text)",
+    "syncguard._idem_lease_lost(uuid,text,text)",
     // sync runs and the retry queue: rows the caller may see (row-level security)
     "syncguard.sync_begin(text,text[])",
     "syncguard.sync_part(bigint,text,boolean,text,integer,interval)",
@@ -562,13 +565,13 @@ const ALLOWED: &[&str] = &[
     // internal: which role's source, queue or invariant a name means, from
     // the rows the caller can see
     "syncguard._name_owner(text[],text,text)",
-    "syncguard.sync_source_owner(text)",
-    "syncguard.queue_owner(text)",
+    "syncguard._sync_source_owner(text)",
+    "syncguard._queue_owner(text)",
     // internal: lock a run or job the caller can see, as the caller
-    "syncguard.sync_locked_run(bigint,text)",
-    "syncguard.queue_leased_job(bigint,integer,text)",
+    "syncguard._sync_locked_run(bigint,text)",
+    "syncguard._queue_leased_job(bigint,integer,text)",
     // internal: retries or kills a visible job only once its lease ran out
-    "syncguard.queue_lease_expired(bigint,text)",
+    "syncguard._queue_lease_expired(bigint,text)",
     // internal: deletes, as the table's owner, only rows of the shared
     // tables that the caller's row-level security lets it see
     "syncguard._delete_visible(regclass,jsonb[])",
@@ -591,18 +594,18 @@ const ALLOWED: &[&str] = &[
     "syncguard.events_prune(interval,text)",
     "syncguard.housekeeping(integer,interval)",
     // internal, template helpers: read only the catalog
-    "syncguard.invariant_column(regclass,text,regtype)",
-    "syncguard.invariant_entity(regclass,text[])",
+    "syncguard._invariant_column(regclass,text,regtype)",
+    "syncguard._invariant_entity(regclass,text[])",
     // internal: parses a query, runs nothing
-    "syncguard.invariant_query_text(text)",
+    "syncguard._invariant_query_text(text)",
     // internal: one check of the caller's own invariants (or of a role whose
     // privileges the caller has), in the sandbox; refuses anyone else
-    "syncguard.run_invariant_check(text,text)",
-    "syncguard.invariant_check_run(oid,text,integer)",
+    "syncguard._run_invariant_check(text,text)",
+    "syncguard._invariant_check_run(oid,text,integer)",
     // internal: pure, builds the alert's JSON text
-    "syncguard.alert_payload(text,text,bigint)",
+    "syncguard._alert_payload(text,text,bigint)",
     // internal: SECURITY DEFINER; folds the counters of exited backends, changes no total
-    "syncguard.fold_stale_writes()",
+    "syncguard._fold_stale_writes()",
     // reconciliation: SECURITY INVOKER, reads and writes only what the caller
     // may (both tables, merge_upsert as the caller); the template defines
     // the caller's own invariant
@@ -610,12 +613,12 @@ const ALLOWED: &[&str] = &[
     "syncguard.reconcile_apply(regclass,regclass,text[],text[],integer,integer,integer,jsonb)",
     "syncguard.invariant_reconcile(text,regclass,regclass,text[],text[],integer,integer,interval,text,text,interval,interval)",
     // internal, reconciliation: build SQL text from the catalog, run nothing
-    "syncguard.reconcile_columns(regclass,regclass,text[],text[])",
-    "syncguard.reconcile_hash(text,regtype,integer)",
-    "syncguard.reconcile_compare(text[],regtype[],jsonb,text)",
-    "syncguard.reconcile_bucket(text,regtype,jsonb)",
-    "syncguard.reconcile_segment(text[],regtype[],jsonb)",
-    "syncguard.reconcile_ranges(text[],regtype[],jsonb)",
-    "syncguard.reconcile_where(text[],regtype[],jsonb,integer[])",
-    "syncguard.reconcile_rows_query(regclass,regclass,text[],text[],text)",
+    "syncguard._reconcile_columns(regclass,regclass,text[],text[])",
+    "syncguard._reconcile_hash(text,regtype,integer)",
+    "syncguard._reconcile_compare(text[],regtype[],jsonb,text)",
+    "syncguard._reconcile_bucket(text,regtype,jsonb)",
+    "syncguard._reconcile_segment(text[],regtype[],jsonb)",
+    "syncguard._reconcile_ranges(text[],regtype[],jsonb)",
+    "syncguard._reconcile_where(text[],regtype[],jsonb,integer[])",
+    "syncguard._reconcile_rows_query(regclass,regclass,text[],text[],text)",
 ];

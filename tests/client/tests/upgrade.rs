@@ -117,11 +117,9 @@ fn installed_build_is_this_version() {
     );
 }
 
-#[test]
-fn every_installable_version_updates_to_the_current_one() {
-    let cluster = TestCluster::new();
-    let mut admin = cluster.connect();
-    let mut versions: Vec<String> = admin
+/// The versions the server can install, oldest first.
+fn installable_versions(client: &mut Client) -> Vec<String> {
+    let mut versions: Vec<String> = client
         .query(
             "SELECT version FROM pg_available_extension_versions WHERE name = 'syncguard'",
             &[],
@@ -131,6 +129,14 @@ fn every_installable_version_updates_to_the_current_one() {
         .map(|r| r.get(0))
         .collect();
     versions.sort_by_key(|v| version_key(v));
+    versions
+}
+
+#[test]
+fn every_installable_version_updates_to_the_current_one() {
+    let cluster = TestCluster::new();
+    let mut admin = cluster.connect();
+    let versions = installable_versions(&mut admin);
     assert!(
         versions.iter().any(|v| v == VERSION),
         "{VERSION} not among {versions:?}"
@@ -442,4 +448,72 @@ fn lines_missing_from(a: &[String], b: &[String]) -> String {
         .filter(|l| !b.contains(l))
         .map(|l| format!("  {l}\n"))
         .collect()
+}
+
+/// A new library in a database still at the previous release (the package
+/// upgraded and the server restarted, `ALTER EXTENSION … UPDATE` not run
+/// yet): protected tables keep taking writes through their trigger, and the
+/// worker runs no check, saying why once, until the update; then it checks.
+#[test]
+fn a_database_not_yet_updated_keeps_its_writes_and_waits_for_the_update() {
+    let cluster = TestCluster::with_settings(&[
+        ("shared_preload_libraries", "syncguard"),
+        ("syncguard.worker_interval", "1"),
+        ("syncguard.worker_database", "postgres"),
+    ]);
+    let mut c = cluster.connect();
+    let versions = installable_versions(&mut c);
+    let Some(previous) = versions.iter().filter(|v| *v != VERSION).last() else {
+        return; // no released version to start from
+    };
+    c.batch_execute(&format!(
+        "CREATE EXTENSION syncguard VERSION '{previous}';
+         CREATE TABLE docs (id int PRIMARY KEY, data jsonb);
+         SELECT syncguard.protect('docs', ARRAY['data']);
+         SELECT syncguard.define_invariant('always', 'SELECT 1 AS entity, now() - interval ''1 day'' AS since',
+                                           schedule => '1 second');"
+    ))
+    .unwrap();
+    c.batch_execute(
+        "INSERT INTO docs VALUES (1, '{\"a\": 1, \"b\": {\"c\": 1}}');
+         UPDATE docs SET data = '{\"b\": {\"d\": 2}}' WHERE id = 1;",
+    )
+    .unwrap();
+    let data: String = c
+        .query_one("SELECT data::text FROM docs WHERE id = 1", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        data, r#"{"a": 1, "b": {"c": 1, "d": 2}}"#,
+        "the trigger merged"
+    );
+
+    let warning = "no checks or housekeeping run until ALTER EXTENSION syncguard UPDATE";
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !cluster.log_text().contains(warning) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no warning: {}",
+            cluster.log_tail()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    assert_eq!(cluster.log_text().matches(warning).count(), 1, "said once");
+    let runs = |c: &mut Client| -> i64 {
+        c.query_one("SELECT count(*) FROM syncguard.invariant_runs", &[])
+            .unwrap()
+            .get(0)
+    };
+    assert_eq!(runs(&mut c), 0, "no check in a database at {previous}");
+
+    c.batch_execute("ALTER EXTENSION syncguard UPDATE").unwrap();
+    while runs(&mut c) == 0 {
+        assert!(
+            std::time::Instant::now() < deadline + std::time::Duration::from_secs(60),
+            "the worker did not check after the update: {}",
+            cluster.log_tail()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
 }

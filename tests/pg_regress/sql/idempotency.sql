@@ -32,7 +32,7 @@ SELECT p.oid::regprocedure AS function,
   FROM pg_proc p
  WHERE p.pronamespace = 'syncguard'::regnamespace
    AND p.prolang = (SELECT oid FROM pg_language WHERE lanname = 'plpgsql')
-   AND (p.proname LIKE 'idem%' OR p.proname IN ('request_fingerprint', 'backoff_delay'))
+   AND (p.proname ~ '^_?idem' OR p.proname IN ('request_fingerprint', 'backoff_delay'))
  ORDER BY p.oid::regprocedure::text;
 
 -- 1. claimed: a new key. The caller owns it and does the work.

@@ -110,7 +110,7 @@ SELECT table_name, backend_pid = pg_backend_pid() AS live, ignored FROM syncguar
 SELECT key FROM syncguard.idempotency_keys WHERE scope = 'hk' ORDER BY key;
 -- Folding again adds to the folded row.
 UPDATE syncguard.stale_writes SET backend_pid = -4 WHERE table_name = 'hk.a' AND backend_pid = pg_backend_pid();
-SELECT syncguard.fold_stale_writes() >= 1 AS folded;
+SELECT syncguard._fold_stale_writes() >= 1 AS folded;
 SELECT table_name, backend_pid, ignored FROM syncguard.stale_writes WHERE table_name LIKE 'hk.%' ORDER BY 1, 2;
 SELECT regress.err($$SELECT * FROM syncguard.housekeeping(0)$$);
 DELETE FROM syncguard.stale_writes WHERE table_name LIKE 'hk.%';

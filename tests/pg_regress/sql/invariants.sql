@@ -139,7 +139,7 @@ SELECT invariant, status, violations, error FROM syncguard.check_invariants();
 SELECT syncguard.define_invariant('cancelled_still_billed', 'SELECT 1 AS entity, now() - interval ''1 day'' AS since');
 SELECT name, owner_role, view_name FROM syncguard.invariants WHERE name = 'cancelled_still_billed';
 SELECT invariant, status, violations FROM syncguard.check_invariants('cancelled_still_billed');
-SELECT regress.err($$SELECT * FROM syncguard.invariant_check_run(10, 'cancelled_still_billed', 1000)$$);
+SELECT regress.err($$SELECT * FROM syncguard._invariant_check_run(10, 'cancelled_still_billed', 1000)$$);
 -- It drops its own; postgres's stays (dropped below).
 SELECT syncguard.drop_invariant('cancelled_still_billed', keep_history => false) AS dropped_own;
 SELECT syncguard.drop_invariant('cancelled_still_billed') AS dropped_another_roles;
@@ -154,7 +154,7 @@ SELECT name, owner_role, view_name FROM syncguard.invariants WHERE name = 'role_
 SELECT regress.err($$SELECT * FROM syncguard.check_invariants('role_inv')$$);
 SELECT regress.err($$SELECT syncguard.drop_invariant('role_inv')$$);
 SELECT regress.err($$SELECT syncguard.violations_prune('0', 'role_inv')$$);
-SELECT invariant, status, violations FROM syncguard.run_invariant_check('role_inv', 'inv_role2');
+SELECT invariant, status, violations FROM syncguard._run_invariant_check('role_inv', 'inv_role2');
 SELECT invariant, owner_role FROM syncguard.violations WHERE invariant = 'role_inv';
 SET ROLE inv_role2;
 SELECT invariant, status, violations FROM syncguard.check_invariants('role_inv');

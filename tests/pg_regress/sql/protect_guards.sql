@@ -123,7 +123,7 @@ SELECT regress.err($$UPDATE g_conf SET data = '{"x": 1}' WHERE id = 1$$);
 SELECT syncguard.protect('g_conf', '{m,data}');
 UPDATE g_conf SET data = '{"x": 1}', m = NULL WHERE id = 1;
 SELECT id, m, data FROM g_conf;
-SELECT regress.err($$SELECT syncguard.protect_trigger()$$);
+SELECT regress.err($$SELECT syncguard._protect_trigger()$$);
 
 -- 8. A version column set to NULL: the message says so.
 SELECT regress.err($$UPDATE g_ver SET v = NULL WHERE id = 1$$);
