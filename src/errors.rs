@@ -86,11 +86,11 @@ impl SqlError {
 /// Raises ERROR with this SQLSTATE, message and optional hint: the short
 /// form of [`SqlError::raise`].
 pub fn raise(code: PgSqlErrorCode, message: String, hint: Option<&str>) -> ! {
-    let e = SqlError::new(code, message);
-    match hint {
-        Some(h) => e.hint(h).raise(),
-        None => e.raise(),
+    SqlError {
+        hint: hint.map(str::to_string),
+        ..SqlError::new(code, message)
     }
+    .raise()
 }
 
 /// PostgreSQL's MAKE_SQLSTATE.
