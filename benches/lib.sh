@@ -121,15 +121,10 @@ ratio_cell() {
 # A table cell for side $1: its median TPS and its runs, "3338 (3338, 3296, …)".
 tps_cell() { printf '%.0f (%s)' "${SIDE_MED[$1]}" "${SIDE_RUNS[$1]}"; }
 
-# Restart the server of benches/run.sh (PGHOST is its directory, PGPORT its
-# port) with its own settings and then $1 ("-c name=value …"), or with its
-# own settings alone when $1 is empty: for a setting that only a restart
-# changes over the command line's fsync=off (scripts/pgcluster.sh), such as
-# fsync = on. The server's options as scripts/pgcluster.sh starts it.
+# Restart the server of benches/run.sh with its own settings and then $1
+# ("-c name=value …"), or with its own settings alone when $1 is empty.
 bench_server_restart() {
     # shellcheck source=scripts/pgcluster.sh
     source scripts/pgcluster.sh
-    as_server "$PG_BINDIR/pg_ctl" -D "$PGHOST/data" -l "$PGHOST/server.log" -w -t 60 -m fast \
-        -o "-p $PGPORT -k $PGHOST -c listen_addresses=localhost -c fsync=off ${PGCLUSTER_OPTS:-} ${1:-}" \
-        restart >/dev/null
+    pgcluster_restart "${1:-}"
 }

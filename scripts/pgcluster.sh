@@ -23,6 +23,14 @@ as_postgres() {
     (cd / && sudo -u postgres "$@")
 }
 
+# The options of a cluster's server, listening on port $1 with its socket in
+# directory $2. fsync=off: these clusters are thrown away; it makes setup and
+# tests faster. PGCLUSTER_OPTS: extra server settings ("-c name=value ..."),
+# e.g. for the bench.
+pgcluster_opts() {
+    echo "-p $1 -k $2 -c listen_addresses=localhost -c fsync=off ${PGCLUSTER_OPTS:-}"
+}
+
 pgcluster_start() {
     PGCLUSTER_DIR=$(as_postgres mktemp -d "$PG_ROOT/tmp/syncguard-pg.XXXXXX")
     # Clients that are not root must reach the socket inside it.
@@ -45,11 +53,8 @@ pgcluster_start() {
     for attempt in 1 2 3 4 5 6 7 8 9 10; do
         port=$((20000 + RANDOM % 40000))
         if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then continue; fi
-        # fsync=off: these clusters are thrown away; it makes setup and tests faster.
-        # PGCLUSTER_OPTS: extra server settings ("-c name=value ..."), e.g. for the bench.
         if as_server "$PG_BINDIR/pg_ctl" -D "$PGCLUSTER_DIR/data" -l "$PGCLUSTER_DIR/server.log" \
-               -w -t 60 -o "-p $port -k $PGCLUSTER_DIR -c listen_addresses=localhost -c fsync=off ${PGCLUSTER_OPTS:-}" \
-               start >/dev/null; then
+               -w -t 60 -o "$(pgcluster_opts "$port" "$PGCLUSTER_DIR")" start >/dev/null; then
             export PGHOST=$PGCLUSTER_DIR PGPORT=$port PGUSER=postgres PGDATABASE=postgres
             return 0
         fi
@@ -57,6 +62,14 @@ pgcluster_start() {
     echo "pgcluster: could not start a server after $attempt attempts; log:" >&2
     as_postgres tail -n 30 "$PGCLUSTER_DIR/server.log" >&2 || true
     return 1
+}
+
+# Restart the running cluster (the one PGHOST and PGPORT name, maybe started
+# by another process) with its options and then $1 ("-c name=value ..."), for
+# a setting its command line would otherwise override, such as fsync = on.
+pgcluster_restart() {
+    as_server "$PG_BINDIR/pg_ctl" -D "$PGHOST/data" -l "$PGHOST/server.log" -w -t 60 -m fast \
+        -o "$(pgcluster_opts "$PGPORT" "$PGHOST") ${1:-}" restart >/dev/null
 }
 
 # Stop and delete the cluster. Runs from the EXIT trap, so it keeps the exit

@@ -25,7 +25,8 @@ fi
 # A cluster of its own (pgcluster.sh's EXIT trap removes it); stopped after
 # the setup and started again under callgrind.
 source scripts/pgcluster.sh
-PGCLUSTER_OPTS="-c jit=off -c autovacuum=off" pgcluster_start
+PGCLUSTER_OPTS="-c jit=off -c autovacuum=off"
+pgcluster_start
 psql_q -c "CREATE EXTENSION syncguard" \
        -c "CREATE TABLE profiles (user_id int PRIMARY KEY, data jsonb NOT NULL)" \
        -c "INSERT INTO profiles
@@ -41,9 +42,9 @@ as_server "$PG_BINDIR/pg_ctl" -D "$PGCLUSTER_DIR/data" -m fast -w stop >/dev/nul
 cg="$PGCLUSTER_DIR/callgrind"
 as_postgres mkdir "$cg"
 # Every process of the server writes its own file when it exits (%p: its pid).
+# shellcheck disable=SC2046  # the options are words
 as_server valgrind --tool=callgrind --trace-children=yes --callgrind-out-file="$cg/%p" \
-    "$PG_BINDIR/postgres" -D "$PGCLUSTER_DIR/data" -p "$PGPORT" -k "$PGCLUSTER_DIR" \
-    -c listen_addresses=localhost -c fsync=off -c jit=off -c autovacuum=off \
+    "$PG_BINDIR/postgres" -D "$PGCLUSTER_DIR/data" $(pgcluster_opts "$PGPORT" "$PGCLUSTER_DIR") \
     >"$PGCLUSTER_DIR/valgrind.log" 2>&1 &
 for _ in $(seq 120); do pg_isready -q && break; sleep 1; done
 
@@ -121,12 +122,13 @@ echo ""
 echo "Findings, from the table:"
 echo ""
 awk -v c="$c_all" -v m="$m_all" -v ca="$c_args" -v ma="$m_args" -v cm="$c_merge" -v mm="$m_merge" \
-    -v cp="$c_plan" -v mp="$m_plan" -v cc="$c_cat" -v mc="$m_cat" -v own="$m_own" -v q="'" 'BEGIN {
+    -v cp="$c_plan" -v mp="$m_plan" -v cc="$c_cat" -v mc="$m_cat" -v own="$m_own" -v q="'" \
+    -v ratio="$(ratio "$c_all" "$m_all")" 'BEGIN {
     gap = m - c; args = ma - ca
     share = gap <= 0 ? "and merge_upsert is not slower" : \
             (args >= gap ? sprintf("more than all of the %.1f k difference", gap) \
                          : sprintf("%d%% of the %.1f k difference", args / gap * 100, gap))
-    printf "- In instructions, merge_upsert runs at %.2f× the `||` upsert (`||` / merge_upsert per call).\n", int(c / m * 100 + 1e-9) / 100
+    printf "- In instructions, merge_upsert runs at %s× the `||` upsert (`||` / merge_upsert per call).\n", ratio
     printf "- The key and data objects the caller builds for merge_upsert (`jsonb_build_object(%suser_id%s, …)`, and `jsonb_build_object(%sdata%s, <patch>)`, which copies the patch into a new object) cost %.1f k a call: %s.\n", q, q, q, q, args, share
     printf "- The deep merge costs %.1f k a call against %.1f k for `||`, which sorts the keys of the merged object.\n", mm, cm
     printf "- merge_upsert%ss own work around its statement (splitting the arguments, converting the values, finding its plan, building the returned row) is %.1f k a call.\n", q, own
