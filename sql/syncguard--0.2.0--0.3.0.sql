@@ -989,8 +989,7 @@ BEGIN
     -- open transaction) is skipped this time, never waited for: the checker
     -- (the worker) runs every owner's checks.
     IF owner_name IS NULL THEN
-        owner_name := syncguard._name_owner(ARRAY(
-            SELECT i.owner_role FROM syncguard.invariants i WHERE i.name = inv_name), inv_name, 'invariant');
+        owner_name := syncguard._invariant_owner(inv_name);
     END IF;
     SELECT * INTO inv FROM syncguard.invariants i
      WHERE i.name = inv_name AND i.owner_role = owner_name FOR UPDATE SKIP LOCKED;
@@ -1079,8 +1078,7 @@ DECLARE
     owner text;
 BEGIN
     IF name IS NOT NULL THEN
-        owner := syncguard._name_owner(ARRAY(
-            SELECT i.owner_role FROM syncguard.invariants i WHERE i.name = check_invariants.name), name, 'invariant');
+        owner := syncguard._invariant_owner(name);
         IF owner IS NULL THEN
             RAISE EXCEPTION USING ERRCODE = '42704',
                 MESSAGE = format('invariant %L does not exist', name),
@@ -2086,3 +2084,58 @@ BEGIN
     RETURN NEXT;
 END
 $$;
+
+-- The functions that name an invariant find its owner through one helper,
+-- as those of sync sources and queues do.
+
+CREATE FUNCTION syncguard._invariant_owner(name text)
+RETURNS text
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT syncguard._name_owner(ARRAY(SELECT i.owner_role FROM syncguard.invariants AS i WHERE i.name = $1),
+                                 $1, 'invariant')
+$$;
+COMMENT ON FUNCTION syncguard._invariant_owner(text) IS
+    'internal: the owner of the invariant a name means to the caller, or NULL';
+
+CREATE OR REPLACE FUNCTION syncguard.drop_invariant(name text, keep_history boolean DEFAULT true)
+RETURNS boolean
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    owner text;
+    rel text;
+BEGIN
+    IF name IS NULL OR keep_history IS NULL THEN
+        RAISE EXCEPTION USING ERRCODE = '22004',
+            MESSAGE = 'drop_invariant: name and keep_history must not be NULL',
+            HINT = 'Pass the invariant''s name.';
+    END IF;
+    owner := syncguard._invariant_owner(name);
+    -- The row lock orders it with a check or redefinition; no advisory
+    -- lock, which any role could take first.
+    SELECT i.view_name INTO rel FROM syncguard.invariants i
+     WHERE i.name = drop_invariant.name AND i.owner_role = owner FOR UPDATE;
+    IF NOT FOUND OR syncguard._delete_visible('syncguard.invariants', ARRAY[
+           jsonb_build_object('name', name, 'owner_role', owner)]) = 0 THEN
+        RETURN false;
+    END IF;
+    EXECUTE format('DROP VIEW IF EXISTS syncguard_invariants.%I', rel);
+    IF keep_history THEN
+        UPDATE syncguard.violations v SET resolved_at = now()
+         WHERE v.invariant = drop_invariant.name AND v.owner_role = owner AND v.resolved_at IS NULL;
+    ELSE
+        PERFORM syncguard._delete_visible('syncguard.violations', ARRAY(
+            SELECT jsonb_build_object('id', v.id) FROM syncguard.violations v
+             WHERE v.invariant = drop_invariant.name AND v.owner_role = owner));
+        PERFORM syncguard._delete_visible('syncguard.invariant_runs', ARRAY(
+            SELECT jsonb_build_object('id', r.id) FROM syncguard.invariant_runs r
+             WHERE r.invariant = drop_invariant.name AND r.owner_role = owner));
+    END IF;
+    RETURN true;
+END
+$$;
+COMMENT ON FUNCTION syncguard.drop_invariant(text, boolean) IS
+    'drop an invariant and its view; keep_history keeps its runs and episodes';

@@ -306,6 +306,19 @@ BEGIN
 END
 $$;
 
+-- The owner of the invariant a name means to the caller (sql/install/names.sql),
+-- or NULL when the caller sees none of that name.
+CREATE FUNCTION syncguard._invariant_owner(name text)
+RETURNS text
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT syncguard._name_owner(ARRAY(SELECT i.owner_role FROM syncguard.invariants AS i WHERE i.name = $1),
+                                 $1, 'invariant')
+$$;
+COMMENT ON FUNCTION syncguard._invariant_owner(text) IS
+    'internal: the owner of the invariant a name means to the caller, or NULL';
+
 -- Drop an invariant and its view. keep_history: its runs and episodes stay
 -- (open episodes are closed at the time of the drop); otherwise they go too.
 CREATE FUNCTION syncguard.drop_invariant(name text, keep_history boolean DEFAULT true)
@@ -322,8 +335,7 @@ BEGIN
             MESSAGE = 'drop_invariant: name and keep_history must not be NULL',
             HINT = 'Pass the invariant''s name.';
     END IF;
-    owner := syncguard._name_owner(ARRAY(
-        SELECT i.owner_role FROM syncguard.invariants i WHERE i.name = drop_invariant.name), name, 'invariant');
+    owner := syncguard._invariant_owner(name);
     -- The row lock orders it with a check or redefinition; no advisory
     -- lock, which any role could take first.
     SELECT i.view_name INTO rel FROM syncguard.invariants i
@@ -410,8 +422,7 @@ BEGIN
     -- open transaction) is skipped this time, never waited for: the checker
     -- (the worker) runs every owner's checks.
     IF owner_name IS NULL THEN
-        owner_name := syncguard._name_owner(ARRAY(
-            SELECT i.owner_role FROM syncguard.invariants i WHERE i.name = inv_name), inv_name, 'invariant');
+        owner_name := syncguard._invariant_owner(inv_name);
     END IF;
     SELECT * INTO inv FROM syncguard.invariants i
      WHERE i.name = inv_name AND i.owner_role = owner_name FOR UPDATE SKIP LOCKED;
@@ -503,8 +514,7 @@ DECLARE
     owner text;
 BEGIN
     IF name IS NOT NULL THEN
-        owner := syncguard._name_owner(ARRAY(
-            SELECT i.owner_role FROM syncguard.invariants i WHERE i.name = check_invariants.name), name, 'invariant');
+        owner := syncguard._invariant_owner(name);
         IF owner IS NULL THEN
             RAISE EXCEPTION USING ERRCODE = '42704',
                 MESSAGE = format('invariant %L does not exist', name),

@@ -567,6 +567,7 @@ const ALLOWED: &[&str] = &[
     "syncguard._name_owner(text[],text,text)",
     "syncguard._sync_source_owner(text)",
     "syncguard._queue_owner(text)",
+    "syncguard._invariant_owner(text)",
     // internal: lock a run or job the caller can see, as the caller
     "syncguard._sync_locked_run(bigint,text)",
     "syncguard._queue_leased_job(bigint,integer,text)",
