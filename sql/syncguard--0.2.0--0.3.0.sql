@@ -64,42 +64,27 @@ BEGIN
 END
 $$;
 
+-- idem_claim and idem_complete are C now (src/idempotency.rs).
+CREATE OR REPLACE FUNCTION syncguard.idem_claim(
+    scope text,
+    key text,
+    request jsonb,
+    lease interval DEFAULT '30 seconds',
+    ttl interval DEFAULT '24 hours',
+    ignore text[] DEFAULT NULL,
+    OUT outcome text,
+    OUT token uuid,
+    OUT response jsonb,
+    OUT attempt integer,
+    OUT retry_at timestamptz
+)
+LANGUAGE c VOLATILE
+AS 'MODULE_PATHNAME', 'idem_claim_wrapper';
+
 CREATE OR REPLACE FUNCTION syncguard.idem_complete(token uuid, response jsonb, scope text DEFAULT NULL)
 RETURNS void
-LANGUAGE plpgsql VOLATILE
-SET search_path = pg_catalog, pg_temp
-SET enable_seqscan = off
-SET enable_bitmapscan = off
-AS $$
-DECLARE
-    t  timestamptz := clock_timestamp();
-    me text := current_user;
-BEGIN
-    IF token IS NULL THEN
-        RAISE EXCEPTION USING ERRCODE = '22004',
-            MESSAGE = 'idem_complete: token must not be NULL',
-            HINT = 'Pass the token idem_claim returned with outcome claimed.';
-    END IF;
-    -- Citus (docs/citus.md): an UPDATE of a distributed table evaluates no
-    -- volatile function (the clock and the user are values here), and the
-    -- one with scope = $n is planned for the scope's shard alone.
-    IF idem_complete.scope IS NULL THEN
-        UPDATE syncguard.idempotency_keys AS k
-           SET status = 'succeeded', response = idem_complete.response, last_error = NULL,
-               lease_expires_at = NULL, updated_at = t
-         WHERE k.lease_token = idem_complete.token AND k.status = 'running' AND k.owner_role = me;
-    ELSE
-        UPDATE syncguard.idempotency_keys AS k
-           SET status = 'succeeded', response = idem_complete.response, last_error = NULL,
-               lease_expires_at = NULL, updated_at = t
-         WHERE k.scope = idem_complete.scope AND k.lease_token = idem_complete.token
-           AND k.status = 'running' AND k.owner_role = me;
-    END IF;
-    IF NOT FOUND THEN
-        PERFORM syncguard._idem_lease_lost(token, 'idem_complete', scope);
-    END IF;
-END
-$$;
+LANGUAGE c VOLATILE
+AS 'MODULE_PATHNAME', 'idem_complete_wrapper';
 
 CREATE OR REPLACE FUNCTION syncguard.idem_fail(
     token uuid,

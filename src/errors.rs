@@ -104,6 +104,8 @@ const fn sqlstate(code: &[u8; 5]) -> c_int {
     v
 }
 
+/// SG001: an idempotency key was used for another request.
+pub const KEY_REUSED: c_int = sqlstate(b"SG001");
 /// SG003: a write's version is not newer than the stored row's.
 pub const VERSION_CONFLICT: c_int = sqlstate(b"SG003");
 /// SG004: a last-write-wins timestamp lies too far in the future.

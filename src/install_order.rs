@@ -5,7 +5,9 @@
 //! The files themselves are plain SQL and plpgsql: every step of the
 //! idempotency log, sync runs, queue and invariants is a few indexed
 //! statements, where the interpreter costs little next to the index and WAL
-//! work, and users audit the functions with `\sf`.
+//! work, and users audit the functions with `\sf`. The exceptions are
+//! `idem_claim` and `idem_complete`, which every request calls: they are C
+//! (src/idempotency.rs), declared in the SQL file.
 
 use pgrx::prelude::*;
 

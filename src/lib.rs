@@ -8,6 +8,7 @@ mod composite;
 mod conflict;
 mod errors;
 mod freshness;
+mod idempotency;
 mod install_order;
 mod invariants;
 mod jsonb_arg;

@@ -1,18 +1,22 @@
 -- Idempotency log: syncguard.idempotency_keys and the claim / complete / fail
 -- protocol (docs/idempotency.md). Loaded in the order of src/install_order.rs.
 --
--- Every object is schema-qualified and every function pins
+-- Every object is schema-qualified and every plpgsql function pins
 -- search_path = pg_catalog, pg_temp: this script assumes no search_path.
+-- idem_claim and idem_complete, the two calls of every request, are C
+-- (src/idempotency.rs): their statements, prepared once per backend, qualify
+-- every name, operators included, and need no setting of their own.
 --
 -- Clock: lease, retry and expiry checks use clock_timestamp(), read once per
 -- call, not now(). now() is the start of the transaction, so a lease taken late
 -- in a long transaction would be measured from a moment already past and
 -- expire early, and a claim would judge other leases by a stale clock.
 --
--- Plans: the functions that find a row by its key SET enable_seqscan and
--- enable_bitmapscan off. A session keeps its plans; one made while the table
--- was nearly empty (a new install) would otherwise stay a sequential scan
--- while the table fills up with keys.
+-- Plans: the plpgsql functions that find a row by its key SET enable_seqscan
+-- and enable_bitmapscan off. A session keeps its plans; one made while the
+-- table was nearly empty (a new install) would otherwise stay a sequential
+-- scan while the table fills up with keys. idem_claim finds its key through
+-- ON CONFLICT's arbiter index, which no plan chooses.
 --
 -- Privileges: the functions are SECURITY INVOKER. Each role has its own
 -- keys: owner_role (= current_user) is part of the primary key, so two roles
@@ -143,11 +147,13 @@ BEGIN
 END
 $$;
 
--- Claim (scope, key) for request: one INSERT ... ON CONFLICT DO UPDATE
--- arbitrates between concurrent callers. It inserts a new key, or takes over
--- an expired lease or a failed key whose retry is due, or an expired key (a
--- new request); otherwise it changes nothing but leaves the row locked until
--- the end of the transaction, and the locked row decides the outcome.
+-- Claim (scope, key) for request. A new key is one INSERT ... ON CONFLICT DO
+-- NOTHING. A key that exists goes to an INSERT ... ON CONFLICT DO UPDATE,
+-- which arbitrates between concurrent callers: it takes over an expired
+-- lease or a failed key whose retry is due, or an expired key (a new
+-- request); otherwise it changes nothing but leaves the row locked until the
+-- end of the transaction, and the locked row decides the outcome. The
+-- statements are in src/idempotency.rs.
 CREATE FUNCTION syncguard.idem_claim(
     scope text,
     key text,
@@ -161,116 +167,8 @@ CREATE FUNCTION syncguard.idem_claim(
     OUT attempt integer,
     OUT retry_at timestamptz
 )
-LANGUAGE plpgsql VOLATILE
-SET search_path = pg_catalog, pg_temp
-SET enable_seqscan = off
-SET enable_bitmapscan = off
-AS $$
-DECLARE
-    t   timestamptz := clock_timestamp();
-    fp  text;
-    tok uuid := gen_random_uuid();
-    me  text := current_user;
-    cur record;
-BEGIN
-    IF scope IS NULL OR key IS NULL OR request IS NULL THEN
-        RAISE EXCEPTION USING ERRCODE = '22004',
-            MESSAGE = 'idem_claim: scope, key and request must not be NULL',
-            HINT = 'Pass ''{}'' as the request when it has no body.';
-    END IF;
-    IF key = '' THEN
-        RAISE EXCEPTION USING ERRCODE = '22023',
-            MESSAGE = 'idem_claim: key must not be empty',
-            HINT = 'Use the idempotency key the client sent, e.g. a UUID.';
-    END IF;
-    -- The primary key's index takes entries of up to about 2.7 kB.
-    IF octet_length(key) > 1000 OR octet_length(scope) > 200 THEN
-        RAISE EXCEPTION USING ERRCODE = '22023',
-            MESSAGE = format('idem_claim: the key may have at most 1000 bytes and the scope 200, got %s and %s',
-                             octet_length(key), octet_length(scope)),
-            HINT = 'Pass a digest of a longer key, e.g. encode(sha256(convert_to(key, ''UTF8'')), ''hex'').';
-    END IF;
-    -- Bounded: a key remembered for ever, or a lease that never runs out,
-    -- is a mistake, not a setting.
-    IF lease IS NULL OR lease <= interval '0' OR lease > interval '1 day'
-       OR ttl IS NULL OR ttl <= interval '0' OR ttl > interval '1 year' THEN
-        RAISE EXCEPTION USING ERRCODE = '22023',
-            MESSAGE = format('idem_claim: lease must be positive and at most 1 day, ttl positive and at most 1 year, got lease %s and ttl %s',
-                             coalesce(lease::text, 'NULL'), coalesce(ttl::text, 'NULL')),
-            HINT = 'The lease covers one attempt (e.g. ''30 seconds''); the ttl how long the key is remembered (e.g. ''24 hours'').';
-    END IF;
-
-    IF ignore IS NULL THEN
-        fp := encode(sha256(convert_to(request::text, 'UTF8')), 'hex');
-    ELSE
-        fp := syncguard.request_fingerprint(request, ignore);
-    END IF;
-
-    INSERT INTO syncguard.idempotency_keys AS k
-           (scope, key, owner_role, fingerprint, status, attempts, lease_token,
-            lease_expires_at, created_at, updated_at, expires_at)
-    VALUES (idem_claim.scope, idem_claim.key, me, fp, 'running', 1, tok,
-            t + lease, t, t, t + ttl)
-    ON CONFLICT ON CONSTRAINT idempotency_keys_pkey DO UPDATE
-       SET fingerprint      = excluded.fingerprint,
-           status           = 'running',
-           response         = NULL,
-           attempts         = CASE WHEN k.expires_at <= t THEN 1 ELSE k.attempts + 1 END,
-           last_error       = CASE WHEN k.expires_at <= t THEN NULL ELSE k.last_error END,
-           lease_token      = excluded.lease_token,
-           lease_expires_at = excluded.lease_expires_at,
-           next_attempt_at  = NULL,
-           created_at       = CASE WHEN k.expires_at <= t THEN excluded.created_at ELSE k.created_at END,
-           updated_at       = excluded.updated_at,
-           expires_at       = CASE WHEN k.expires_at <= t THEN excluded.expires_at
-                                   ELSE greatest(k.expires_at, excluded.expires_at) END
-     WHERE NOT (k.status = 'running' AND k.lease_expires_at > t)
-       AND (k.expires_at <= t                    -- forgotten: a new request
-            OR (k.fingerprint = excluded.fingerprint
-                AND (k.status = 'running'        -- lease expired
-                     OR (k.status = 'failed' AND k.next_attempt_at <= t))))
-    RETURNING k.attempts INTO attempt;
-
-    IF FOUND THEN
-        outcome := 'claimed';
-        token := tok;
-        RETURN;
-    END IF;
-
-    -- The conflicting row is locked by the INSERT above until the end of
-    -- this transaction, so it is still there and cannot change under us.
-    SELECT k.fingerprint, k.status, k.response, k.last_error,
-           k.attempts, k.lease_expires_at, k.next_attempt_at
-      INTO STRICT cur
-      FROM syncguard.idempotency_keys AS k
-     WHERE k.scope = idem_claim.scope AND k.key = idem_claim.key AND k.owner_role = me;
-
-    IF cur.fingerprint <> fp THEN
-        RAISE EXCEPTION USING ERRCODE = 'SG001',
-            MESSAGE = format('idempotency key %L in scope %L was used for a different request', key, scope),
-            DETAIL = format('Stored request fingerprint %s…, this request %s….',
-                            left(cur.fingerprint, 12), left(fp, 12)),
-            HINT = 'A retry must send the same request; a new request needs a new key. Pass ignore => ARRAY[''field''] to leave volatile fields out of the fingerprint.';
-    END IF;
-
-    attempt := cur.attempts;
-    CASE cur.status
-    WHEN 'succeeded' THEN
-        outcome := 'replay';
-        response := cur.response;
-    WHEN 'running' THEN
-        outcome := 'in_progress';
-        retry_at := cur.lease_expires_at;
-    WHEN 'failed' THEN
-        outcome := 'retry_later';
-        response := jsonb_build_object('error', cur.last_error);
-        retry_at := cur.next_attempt_at;
-    ELSE
-        outcome := 'dead';
-        response := jsonb_build_object('error', cur.last_error);
-    END CASE;
-END
-$$;
+LANGUAGE c VOLATILE
+AS 'MODULE_PATHNAME', 'idem_claim_wrapper';
 
 -- Raised by idem_complete/idem_fail when `tok` holds no running lease.
 CREATE FUNCTION syncguard._idem_lease_lost(tok uuid, caller text, scope text)
@@ -305,40 +203,8 @@ $$;
 -- completes. `scope` is optional: given, the lookup stays on one Citus shard.
 CREATE FUNCTION syncguard.idem_complete(token uuid, response jsonb, scope text DEFAULT NULL)
 RETURNS void
-LANGUAGE plpgsql VOLATILE
-SET search_path = pg_catalog, pg_temp
-SET enable_seqscan = off
-SET enable_bitmapscan = off
-AS $$
-DECLARE
-    t  timestamptz := clock_timestamp();
-    me text := current_user;
-BEGIN
-    IF token IS NULL THEN
-        RAISE EXCEPTION USING ERRCODE = '22004',
-            MESSAGE = 'idem_complete: token must not be NULL',
-            HINT = 'Pass the token idem_claim returned with outcome claimed.';
-    END IF;
-    -- Citus (docs/citus.md): an UPDATE of a distributed table evaluates no
-    -- volatile function (the clock and the user are values here), and the
-    -- one with scope = $n is planned for the scope's shard alone.
-    IF idem_complete.scope IS NULL THEN
-        UPDATE syncguard.idempotency_keys AS k
-           SET status = 'succeeded', response = idem_complete.response, last_error = NULL,
-               lease_expires_at = NULL, updated_at = t
-         WHERE k.lease_token = idem_complete.token AND k.status = 'running' AND k.owner_role = me;
-    ELSE
-        UPDATE syncguard.idempotency_keys AS k
-           SET status = 'succeeded', response = idem_complete.response, last_error = NULL,
-               lease_expires_at = NULL, updated_at = t
-         WHERE k.scope = idem_complete.scope AND k.lease_token = idem_complete.token
-           AND k.status = 'running' AND k.owner_role = me;
-    END IF;
-    IF NOT FOUND THEN
-        PERFORM syncguard._idem_lease_lost(token, 'idem_complete', scope);
-    END IF;
-END
-$$;
+LANGUAGE c VOLATILE
+AS 'MODULE_PATHNAME', 'idem_complete_wrapper';
 
 -- Record a failed attempt. Retryable and below max_attempts: status failed,
 -- the next claim is due after backoff_delay(attempts, base, cap); otherwise

@@ -25,13 +25,13 @@ LANGUAGE sql AS $$
       FROM syncguard.idempotency_keys WHERE scope = s AND key = k
 $$;
 
--- The table is kept by pg_dump, and the API is in place.
+-- The table is kept by pg_dump, and the API is in place: plpgsql functions
+-- pin their settings; the C ones (claim and complete) need none.
 SELECT 'syncguard.idempotency_keys'::regclass = ANY (extconfig) AS dumped FROM pg_extension WHERE extname = 'syncguard';
-SELECT p.oid::regprocedure AS function,
+SELECT p.oid::regprocedure AS function, l.lanname AS language,
        p.provolatile AS volatility, p.proisstrict AS strict, p.prosecdef AS security_definer, p.proconfig AS settings
-  FROM pg_proc p
+  FROM pg_proc p JOIN pg_language l ON l.oid = p.prolang
  WHERE p.pronamespace = 'syncguard'::regnamespace
-   AND p.prolang = (SELECT oid FROM pg_language WHERE lanname = 'plpgsql')
    AND (p.proname ~ '^_?idem' OR p.proname IN ('request_fingerprint', 'backoff_delay'))
  ORDER BY p.oid::regprocedure::text;
 
@@ -71,6 +71,11 @@ SELECT syncguard.request_fingerprint('{"b": 1, "a": [1, 2]}') = syncguard.reques
        syncguard.request_fingerprint('{"x": 1, "t": 2}', ARRAY['t', 'no.such.path', NULL]) = syncguard.request_fingerprint('{"x": 1}') AS ignored,
        syncguard.request_fingerprint('[1]', ARRAY['t']) = syncguard.request_fingerprint('[1]') AS non_object_unchanged,
        length(syncguard.request_fingerprint('{}')) AS hex_length;
+-- a claim stores request_fingerprint(request), non-ASCII text included
+SELECT outcome FROM syncguard.idem_claim('fp', 'k', '{"name": "Zoë ☃", "n": 1.50}');
+SELECT fingerprint = syncguard.request_fingerprint('{"n": 1.50, "name": "Zoë ☃"}') AS stored_is_request_fingerprint
+  FROM syncguard.idempotency_keys WHERE scope = 'fp';
+DELETE FROM syncguard.idempotency_keys WHERE scope = 'fp';
 
 -- 6. An expired lease is taken over: claimed again with attempt 2 and a new
 -- token; the old holder's complete and fail are rejected (SG002) and change nothing.

@@ -68,6 +68,15 @@ CREATE OPERATOR sec_evil.= (LEFTARG = text, RIGHTARG = text, FUNCTION = sec_evil
 CREATE FUNCTION sec_evil.eq_jsonb(a jsonb, b jsonb) RETURNS boolean LANGUAGE sql
     AS $$ SELECT sec_evil.note('= jsonb'); SELECT a OPERATOR(pg_catalog.=) b $$;
 CREATE OPERATOR sec_evil.= (LEFTARG = jsonb, RIGHTARG = jsonb, FUNCTION = sec_evil.eq_jsonb);
+CREATE FUNCTION sec_evil.eq_uuid(a uuid, b uuid) RETURNS boolean LANGUAGE sql
+    AS $$ SELECT sec_evil.note('= uuid'); SELECT a OPERATOR(pg_catalog.=) b $$;
+CREATE OPERATOR sec_evil.= (LEFTARG = uuid, RIGHTARG = uuid, FUNCTION = sec_evil.eq_uuid);
+CREATE FUNCTION sec_evil.le_tstz(a timestamptz, b timestamptz) RETURNS boolean LANGUAGE sql
+    AS $$ SELECT sec_evil.note('<= timestamptz'); SELECT a OPERATOR(pg_catalog.<=) b $$;
+CREATE OPERATOR sec_evil.<= (LEFTARG = timestamptz, RIGHTARG = timestamptz, FUNCTION = sec_evil.le_tstz);
+CREATE FUNCTION sec_evil.plus_tstz(a timestamptz, b interval) RETURNS timestamptz LANGUAGE sql
+    AS $$ SELECT sec_evil.note('+ timestamptz'); SELECT a OPERATOR(pg_catalog.+) b $$;
+CREATE OPERATOR sec_evil.+ (LEFTARG = timestamptz, RIGHTARG = interval, FUNCTION = sec_evil.plus_tstz);
 CREATE FUNCTION sec_evil.eq_int(a int, b int) RETURNS boolean LANGUAGE sql
     AS $$ SELECT sec_evil.note('= int'); SELECT a OPERATOR(pg_catalog.=) b $$;
 CREATE OPERATOR sec_evil.= (LEFTARG = int, RIGHTARG = int, FUNCTION = sec_evil.eq_int);
@@ -136,6 +145,8 @@ SELECT outcome, attempt, token AS token1 FROM syncguard.idem_claim('sec', 'k1', 
 SELECT :'outcome' AS outcome, :attempt AS attempt;
 SELECT syncguard.idem_complete(:'token1', '{"ok": true}');
 SELECT outcome, response FROM syncguard.idem_claim('sec', 'k1', '{"r": 1, "t": 6}', ignore => '{t}');
+SELECT outcome, attempt FROM syncguard.idem_claim('sec', 'k3', '{}');
+SELECT outcome, attempt, retry_at IS NOT NULL AS retry_at FROM syncguard.idem_claim('sec', 'k3', '{}');
 SELECT outcome, token AS token2 FROM syncguard.idem_claim('sec', 'k2', '{}') \gset
 SELECT :'outcome' AS outcome;
 SELECT status, attempt FROM syncguard.idem_fail(:'token2', 'boom', false);
