@@ -135,12 +135,24 @@ pub fn is_tombstone(item: Item<'_>) -> bool {
 }
 
 /// Whether a value may hold a tombstone: a byte scan for its key, so an
-/// inserted subtree without one is copied without being walked.
+/// inserted subtree without one is copied without being walked. Eight bytes
+/// at a time: a word holds a `$` exactly when the word XOR eight `$`s has a
+/// zero byte; only such words are looked at byte by byte.
 pub fn may_hold_tombstone(patch: &[u8]) -> bool {
-    patch
-        .iter()
-        .enumerate()
-        .any(|(i, &b)| b == b'$' && patch[i..].starts_with(TOMBSTONE_KEY))
+    const ONES: u64 = u64::from_ne_bytes([1; 8]);
+    const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
+    const DOLLARS: u64 = u64::from_ne_bytes([b'$'; 8]);
+    let at = |i: usize| patch[i] == b'$' && patch[i..].starts_with(TOMBSTONE_KEY);
+    let mut words = patch.chunks_exact(8);
+    let mut start = 0;
+    for w in words.by_ref() {
+        let x = u64::from_ne_bytes(w.try_into().expect("8 bytes")) ^ DOLLARS;
+        if x.wrapping_sub(ONES) & !x & HIGHS != 0 && (start..start + 8).any(at) {
+            return true;
+        }
+        start += 8;
+    }
+    (start..patch.len()).any(at)
 }
 
 /// The rules in force at one position of the walk.
@@ -374,6 +386,64 @@ impl<'a, 'p> Walker<'a, 'p> {
                 _ => self.insert(p),
             },
         }))
+    }
+
+    /// Whether merging object `p` into object `t` gives `p` itself: every
+    /// key of `t` is in `p`, and every key's decision keeps `p`'s value
+    /// (objects in both sides, recursively). An application that loaded a
+    /// document and writes it back whole, changed, sends such a patch; the
+    /// merge then needs no new document. Decides without writing: a key
+    /// only `t` has, found early when `p` is a small patch, ends it.
+    fn yields_patch(
+        &self,
+        t: Container<'a>,
+        p: Container<'a>,
+        c: &Ctx<'p>,
+        depth: usize,
+    ) -> Result<bool, MergeError> {
+        self.check_depth(depth)?;
+        if p.len() < t.len() {
+            return Ok(false);
+        }
+        let mut join = Join::new(Some(t), p)?;
+        for (key, tv, pv) in join.by_ref() {
+            let Some(pv) = pv else { return Ok(false) };
+            let cc = self.child_ctx(c, key);
+            // The same value on both sides, where no rule changes it: the
+            // merge gives it back, with no need to walk it.
+            if tv.is_some_and(|tv| tv.ty == pv.ty && tv.data == pv.data)
+                && self.plain(&cc, pv, depth + 1)
+            {
+                continue;
+            }
+            let kept = match self.decide(tv, pv, &cc)? {
+                Some(Action::Copy(x)) => std::ptr::eq(x.data, pv.data) && x.ty == pv.ty,
+                Some(Action::Null) => pv.is_null(),
+                Some(Action::Merge(Some(ti), pi)) => match (ti.as_object(), pi.as_object()) {
+                    (Some(to), Some(po)) => self.yields_patch(to, po, &cc, depth + 1)?,
+                    _ => false,
+                },
+                _ => false,
+            };
+            if !kept {
+                return Ok(false);
+            }
+        }
+        join.finish()?;
+        Ok(true)
+    }
+
+    /// Whether merging `p` (at `depth`) with itself gives it back: no path
+    /// rule applies here or below, arrays are replaced, a null deletes
+    /// nothing and no tombstone can delete a key; and the walk it saves
+    /// could not have gone past the depth limit (a container level takes
+    /// at least 8 bytes), which stays exact.
+    fn plain(&self, c: &Ctx<'p>, p: Item<'a>, depth: usize) -> bool {
+        depth + p.data.len() / 8 < self.limits.max_depth
+            && c.active.is_empty()
+            && *c.arrays == ArrayMode::Replace
+            && c.nulls != NullMode::Delete
+            && !(self.tombstones && may_hold_tombstone(p.data))
     }
 
     /// Plans and writes one object (target side optional: stripping nulls).
@@ -812,6 +882,13 @@ pub fn deep_merge(
         Some(a) => a,
         None => Action::Copy(p),
     };
+    if let Action::Merge(Some(to), po) = action {
+        if let (Some(to), Some(po)) = (to.as_object(), po.as_object()) {
+            if walker.yields_patch(to, po, &c, 1)? {
+                return Ok(Merged::Patch);
+            }
+        }
+    }
     Ok(match action {
         Action::Copy(x) if std::ptr::eq(x.data, t.data) && x.ty == t.ty => Merged::Target,
         Action::Copy(x) if std::ptr::eq(x.data, p.data) && x.ty == p.ty => Merged::Patch,

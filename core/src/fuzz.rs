@@ -788,6 +788,28 @@ fn deep_merge_equals_the_reference_under_any_policy() {
     );
 }
 
+/// A document loaded and written back whole, changed: the patch holds every
+/// key of the stored document, where the engine answers that the patch is
+/// the result without writing a new one.
+#[test]
+fn a_document_written_back_whole_merges_as_the_reference() {
+    fuzz(
+        1,
+        || (doc(), doc(), policy()),
+        |(t, q, rp)| {
+            let text = policy_json(&rp).to_string();
+            let policy = Policy::parse_str(&text)
+                .map_err(|e| TestCaseError::fail(format!("valid policy {text} rejected: {e:?}")))?;
+            let Some(p) = RefPolicy::default_merge().merge(&t, &q) else {
+                return Ok(());
+            };
+            let got = engine_merge(&t, &p, &policy, LIMIT)?;
+            prop_assert_eq!(got, reference(rp.merge(&t, &p)), "policy {}", text);
+            Ok(())
+        },
+    );
+}
+
 #[test]
 fn default_merge_equals_the_reference() {
     fuzz(

@@ -611,3 +611,67 @@ fn every_single_byte_corruption_is_an_error_or_a_result() {
         }
     }
 }
+
+/// A document written back whole, changed: the result is the patch itself,
+/// with no new document written; anything the patch lacks, or a rule that
+/// keeps a stored value, makes a new one.
+#[test]
+fn a_patch_holding_every_stored_key_is_the_result() {
+    let kind = |t: &str, p: &str, policy: &str| {
+        let (t, p) = (json(t), json(p));
+        let policy = Policy::parse_str(policy).unwrap();
+        match engine::deep_merge(&t[4..], &p[4..], &policy, Limits::depth(DEFAULT_MAX_DEPTH)) {
+            Ok(Merged::Patch) => "patch",
+            Ok(Merged::Target) => "target",
+            Ok(Merged::Built(_)) => "built",
+            other => panic!("{other:?}"),
+        }
+    };
+    let stored = r#"{"a": 1, "s": {"g": {"f": 1, "h": "x"}, "l": [1]}}"#;
+    let written = r#"{"a": 1, "s": {"g": {"f": 2, "h": "x"}, "l": [1]}, "n": null}"#;
+    assert_eq!(kind(stored, written, "null"), "patch");
+    assert_eq!(
+        kind(
+            stored,
+            r#"{"a": 2, "s": {"g": {"f": 2}, "l": [1]}}"#,
+            "null"
+        ),
+        "built"
+    );
+    assert_eq!(kind(stored, written, r#"{"nulls": "delete"}"#), "built");
+    assert_eq!(
+        kind(stored, written, r#"{"paths": {"s.g.f": "keep"}}"#),
+        "built"
+    );
+    assert_eq!(kind(stored, written, r#"{"arrays": "union"}"#), "built");
+    assert_eq!(
+        kind(stored, written, r#"{"paths": {"s.g.f": "max"}}"#),
+        "patch"
+    );
+}
+
+#[test]
+fn a_tombstone_key_is_found_at_any_offset() {
+    for len in 0..40 {
+        let plain = vec![b'x'; len];
+        assert!(!engine::may_hold_tombstone(&plain));
+        for at in 0..len {
+            let mut b = plain.clone();
+            b[at] = b'$';
+            assert!(!engine::may_hold_tombstone(&b), "a lone $ at {at} of {len}");
+            let mut b = plain.clone();
+            b.splice(at.., engine::TOMBSTONE_KEY.iter().copied());
+            assert!(
+                engine::may_hold_tombstone(&b),
+                "$delete at {at} of {}",
+                b.len()
+            );
+            b.pop();
+            assert!(
+                !engine::may_hold_tombstone(&b),
+                "$delet at {at} of {}",
+                b.len()
+            );
+        }
+    }
+}
