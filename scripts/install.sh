@@ -20,4 +20,10 @@ esac
 # The system's extension directories belong to root.
 [ "$(id -u)" -eq 0 ] || args+=(--sudo)
 
+# Backends of a running server have the old library mapped: removed first,
+# it is replaced by a new file instead of being overwritten under them.
+lib="$("$PG_CONFIG" --pkglibdir)/syncguard.so"
+if [ -e "$lib" ]; then
+    if [ "$(id -u)" -eq 0 ]; then rm -f "$lib"; else sudo rm -f "$lib"; fi
+fi
 cargo pgrx install "${args[@]}"
