@@ -9,8 +9,12 @@
 -- built-in IMMUTABLE function, so postgres_fdw sends the whole aggregate to
 -- the remote server and only one row per segment comes back. Segments whose
 -- (count, sum) differ are cut again, until a segment holds at most
--- `threshold` rows; only those rows are fetched from both sides and compared
--- field by field.
+-- `threshold` rows; of those, both sides send each row's key and hash (the
+-- remote's as arrays, one row per segment), and only the rows whose hash
+-- differs are fetched from both sides and compared field by field. The two
+-- sides' queries are one statement each, so with postgres_fdw's
+-- async_capable option the remote server computes its part while we
+-- compute ours.
 --
 -- The row hash is built from each column type's own extended hash function
 -- (its default hash operator class), which hashes the value, not its text:
@@ -105,10 +109,22 @@ $$;
 -- is a built-in function that hashes the value the same way on every server
 -- (not enums: those hash their OID, which differs between databases);
 -- timestamptz, date and boolean, whose hash functions take another type,
--- go through an immutable conversion. Other types hash their text through the
--- type's output function when it is immutable (still computed remotely), or
--- their cast to text (computed locally: the foreign table's rows are fetched).
-CREATE FUNCTION syncguard._reconcile_hash(col text, typ regtype, seed integer)
+-- go through an immutable conversion (a finite timestamptz: its distance
+-- from 2000-01-01 UTC, an interval, the microseconds it is stored as; cheaper
+-- than the one-element array whose hash calls the timestamp hash, which
+-- stays for infinity, where subtracting fails). numeric's hash leaves out
+-- the sign: a negative number takes another seed. Other types hash their text through the
+-- type's output function when it is immutable, or their cast to text
+-- (computed locally either way: postgres_fdw sends no function of a text
+-- that is not a column, so the foreign table's rows are fetched).
+-- `exact`: for the comparison of single rows, where the cost matters less,
+-- a jsonb document hashes its text (its keys in jsonb's order; as bytea,
+-- the way jsonb_send sends it, since postgres_fdw computes no function of a
+-- text that is not a column remotely), since jsonb's hash leaves out the
+-- signs of its numbers and where its objects and arrays end; equal
+-- documents whose numbers are written with another scale then differ here
+-- (and their rows are fetched to be compared).
+CREATE FUNCTION syncguard._reconcile_hash(col text, typ regtype, seed integer, exact boolean)
 RETURNS text
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
@@ -123,12 +139,19 @@ BEGIN
     SELECT coalesce(nullif(t.typbasetype, 0), t.oid) INTO base FROM pg_type t WHERE t.oid = typ;
     SELECT t.typtype, t.typoutput INTO kind, output FROM pg_type t WHERE t.oid = base;
     expr := CASE base
-        -- (its opclass's function takes timestamp; the array's hash calls it for
-        -- timestamptz. Not timezone('UTC', …): postgres_fdw keeps a function
-        -- with a text constant argument local.)
-        WHEN 'timestamptz'::regtype THEN format('pg_catalog.hash_array_extended(ARRAY[%s], %s)', col, seed)
+        -- (its opclass's function takes timestamp, the array's hash calls it for
+        -- timestamptz; the cast to timestamp depends on the time zone. Not
+        -- timezone('UTC', …): postgres_fdw keeps a function with a text
+        -- constant argument local.)
+        WHEN 'timestamptz'::regtype THEN format('CASE WHEN pg_catalog.isfinite(%1$s)'
+                                                ' THEN pg_catalog.interval_hash_extended(%1$s OPERATOR(pg_catalog.-) ''2000-01-01 00:00:00+00''::pg_catalog.timestamptz, %2$s)'
+                                                ' ELSE pg_catalog.hash_array_extended(ARRAY[%1$s], %2$s) END', col, seed)
         WHEN 'date'::regtype THEN format('pg_catalog.timestamp_hash_extended(pg_catalog."timestamp"(%s), %s)', col, seed)
         WHEN 'bool'::regtype THEN format('pg_catalog.hashint4extended(pg_catalog.int4(%s), %s)', col, seed)
+        WHEN 'numeric'::regtype THEN format('pg_catalog.hash_numeric_extended(%1$s, CASE WHEN %1$s OPERATOR(pg_catalog.<) 0::pg_catalog.numeric'
+                                            ' THEN %2$s ELSE %3$s END)', col, -1 - seed, seed)
+        WHEN 'jsonb'::regtype THEN CASE WHEN exact THEN
+            format('pg_catalog.hash_array_extended(ARRAY[pg_catalog.jsonb_send(%s)], %s)', col, seed) END
         END;
     IF expr IS NULL AND kind IN ('b', 'r', 'm') THEN
         SELECT p.amproc INTO fn
@@ -382,7 +405,8 @@ $$;
 -- first pass cuts equal key widths instead); then one grouped
 -- query per side sums the row hashes of each segment, the remote one
 -- computed by the remote server. A differing segment of at most `threshold` rows on both
--- sides has its rows compared; a larger one is the next pass's.
+-- sides has its rows' hashes compared and the rows whose hash differs
+-- compared; a larger one is the next pass's.
 CREATE FUNCTION syncguard.reconcile(
     local regclass,
     remote regclass,
@@ -404,6 +428,7 @@ DECLARE
     ktypes regtype[];
     korder text;
     rowhash text;
+    rowhash_exact text;  -- (the hash of single rows, see _reconcile_hash)
     key_json text;       -- jsonb_build_array of the key columns' text: a bound
     bounds jsonb := '[]';
     seg_expr text;
@@ -413,7 +438,13 @@ DECLARE
     local_sums jsonb;
     remote_sums jsonb;
     leaves integer[];
+    small integer[];
     pending integer[];
+    small_cond text;
+    rows_cond text;
+    keys_query text[];
+    nkeys bigint;
+    keyvals text[];
     level integer := 0;
     kmin numeric;        -- an integer key's range, width and segments in the first pass
     kmax numeric;
@@ -432,9 +463,30 @@ BEGIN
       INTO kcols, ktypes, korder, key_json
       FROM syncguard._reconcile_columns(local, remote, key_columns, columns) AS c
      WHERE c.is_key;
-    SELECT string_agg(syncguard._reconcile_hash(format('t.%I', c.name), c.typ, (o - 1)::integer), ' OPERATOR(pg_catalog.#) ' ORDER BY o)
-      INTO rowhash
+    SELECT string_agg(syncguard._reconcile_hash(format('t.%I', c.name), c.typ, (o - 1)::integer, false), ' OPERATOR(pg_catalog.#) ' ORDER BY o),
+           string_agg(syncguard._reconcile_hash(format('t.%I', c.name), c.typ, (o - 1)::integer, true), ' OPERATOR(pg_catalog.#) ' ORDER BY o)
+      INTO rowhash, rowhash_exact
       FROM syncguard._reconcile_columns(local, remote, key_columns, columns) WITH ORDINALITY AS c(name, typ, is_key, o);
+    -- Parts of the query finding the keys of differing rows (see below),
+    -- each with an item per key column: [1] the keys found, as text arrays;
+    -- [2] a segment's arrays of our keys (l1) and of the remote's (r1);
+    -- [3] the remote's arrays; [4] and [5] ours, in two steps (the rows'
+    -- keys and hashes, then their arrays: sorting the rows by segment then
+    -- sorts narrow ones); [6] the key of either side; [7] and [9] our and
+    -- the remote's keys unnested; [8] their names; [10] the join by key.
+    SELECT ARRAY[string_agg(format('pg_catalog.array_agg(d.k%s)::pg_catalog.text', i), ', ' ORDER BY i),
+                 string_agg(format('pg_catalog.max(a.k%1$s) FILTER (WHERE NOT a.side) AS l%1$s,'
+                                   ' pg_catalog.max(a.k%1$s) FILTER (WHERE a.side) AS r%1$s', i), ', ' ORDER BY i),
+                 string_agg(format('pg_catalog.array_agg(%s) AS k%s', kcols[i], i), ', ' ORDER BY i),
+                 string_agg(format('pg_catalog.array_agg(t.k%s)', i), ', ' ORDER BY i),
+                 string_agg(format('%s AS k%s', kcols[i], i), ', ' ORDER BY i),
+                 string_agg(format('COALESCE(l.k%1$s, r.k%1$s) AS k%1$s', i), ', ' ORDER BY i),
+                 string_agg(format('pg_catalog.unnest(p.l%s)', i), ', ' ORDER BY i),
+                 string_agg(format('k%s', i), ', ' ORDER BY i),
+                 string_agg(format('pg_catalog.unnest(p.r%s)', i), ', ' ORDER BY i),
+                 string_agg(format('l.k%1$s OPERATOR(pg_catalog.=) r.k%1$s', i), ' AND ' ORDER BY i)]
+      INTO keys_query
+      FROM generate_subscripts(kcols, 1) AS i;
     -- The planner's row count is enough to size the first pass's segments.
     SELECT CASE WHEN c.reltuples > 0 THEN c.reltuples END INTO pending_rows FROM pg_class c WHERE c.oid = local;
     IF pending_rows IS NULL THEN
@@ -499,30 +551,82 @@ BEGIN
         -- Both sides' count and hash sum per segment, the remote's in one
         -- grouped query that postgres_fdw sends whole (one row per segment
         -- comes back). One statement: with the foreign server's
-        -- async_capable option the two sides run at the same time.
+        -- async_capable option the two sides run at the same time. (The
+        -- OFFSET 0 keeps the UNION ALL a set operation of its own: pulled up
+        -- into the outer query, each side would sit under a Subquery Scan,
+        -- and postgres_fdw runs a foreign scan asynchronously only directly
+        -- under the Append.)
         EXECUTE format(
             'SELECT coalesce(jsonb_object_agg(u.s, jsonb_build_array(u.n, u.h::text)) FILTER (WHERE u.side), ''{}''),'
             '       coalesce(jsonb_object_agg(u.s, jsonb_build_array(u.n, u.h::text)) FILTER (WHERE NOT u.side), ''{}'')'
             '  FROM (SELECT false AS side, %1$s AS s, count(*) AS n, sum(%2$s) AS h FROM %4$s AS t WHERE %5$s GROUP BY 2'
             '        UNION ALL'
-            '        SELECT true, %1$s, count(*), sum(%2$s) FROM %3$s AS t WHERE %5$s GROUP BY 2) AS u',
+            '        SELECT true, %1$s, count(*), sum(%2$s) FROM %3$s AS t WHERE %5$s GROUP BY 2'
+            '        OFFSET 0) AS u',
             seg_expr, rowhash, local, remote, cond)
           INTO local_sums, remote_sums;
-        -- Differing segments: small ones (or ones the local keys cannot cut
-        -- further) are compared row by row, the others go to the next pass.
-        SELECT coalesce(array_agg(d.s) FILTER (WHERE d.leaf), '{}'),
-               coalesce(array_agg(d.s) FILTER (WHERE NOT d.leaf), '{}'),
-               coalesce(sum(d.nl) FILTER (WHERE NOT d.leaf), 0)
-          INTO leaves, pending, pending_rows
-          FROM (SELECT k.s::integer AS s, coalesce((local_sums -> k.s ->> 0)::bigint, 0) AS nl,
-                       greatest(coalesce((local_sums -> k.s ->> 0)::bigint, 0),
-                                coalesce((remote_sums -> k.s ->> 0)::bigint, 0)) <= threshold
-                       OR coalesce((local_sums -> k.s ->> 0)::bigint, 0) < 2 OR level >= 40 AS leaf
-                  FROM (SELECT jsonb_object_keys(local_sums) UNION SELECT jsonb_object_keys(remote_sums)) AS k(s)
-                 WHERE local_sums -> k.s IS DISTINCT FROM remote_sums -> k.s) AS d;
+        -- Differing segments: small ones (of at most threshold rows on both
+        -- sides) have the keys of their differing rows found by the rows'
+        -- hashes; ones the local keys cannot cut further are compared row
+        -- by row whole; the others go to the next pass.
+        SELECT coalesce(array_agg(d.s) FILTER (WHERE d.small), '{}'),
+               coalesce(array_agg(d.s) FILTER (WHERE NOT d.small AND (d.nl < 2 OR level >= 40)), '{}'),
+               coalesce(array_agg(d.s) FILTER (WHERE NOT d.small AND NOT (d.nl < 2 OR level >= 40)), '{}'),
+               coalesce(sum(d.nl) FILTER (WHERE NOT d.small AND NOT (d.nl < 2 OR level >= 40)), 0)
+          INTO small, leaves, pending, pending_rows
+          FROM (SELECT c.s, c.nl, greatest(c.nl, c.nr) <= threshold AS small
+                  FROM (SELECT k.s::integer AS s, coalesce((local_sums -> k.s ->> 0)::bigint, 0) AS nl,
+                               coalesce((remote_sums -> k.s ->> 0)::bigint, 0) AS nr
+                          FROM (SELECT jsonb_object_keys(local_sums) UNION SELECT jsonb_object_keys(remote_sums)) AS k(s)
+                         WHERE local_sums -> k.s IS DISTINCT FROM remote_sums -> k.s) AS c) AS d;
+        rows_cond := NULL;
+        IF cardinality(small) > 0 THEN
+            -- The keys (an array per key column, as text) of the rows of the
+            -- small segments whose hash differs or which one side lacks:
+            -- each side's keys and exact row hashes as arrays, one row per
+            -- segment, the remote's computed by the remote server (few rows,
+            -- and narrow, cross the network; with async_capable the two
+            -- sides run at the same time, as for the checksums), then the
+            -- two sides' rows of each segment joined by key. Only those rows
+            -- are fetched whole.
+            small_cond := syncguard._reconcile_where(kcols, ktypes, bounds, small);
+            EXECUTE format(
+                'SELECT pg_catalog.count(*), ARRAY[%1$s]'
+                '  FROM (SELECT a.s, %2$s, pg_catalog.max(a.h) FILTER (WHERE NOT a.side) AS lh,'
+                '               pg_catalog.max(a.h) FILTER (WHERE a.side) AS rh'
+                '          FROM (SELECT true AS side, %11$s AS s, %3$s, pg_catalog.array_agg(%12$s) AS h'
+                '                  FROM %13$s AS t WHERE %15$s GROUP BY 2'
+                '                UNION ALL'
+                '                SELECT false, t.s, %4$s, pg_catalog.array_agg(t.h)'
+                '                  FROM (SELECT %11$s AS s, %5$s, %12$s AS h FROM %14$s AS t WHERE %15$s OFFSET 0) AS t GROUP BY 2'
+                '                OFFSET 0) AS a'
+                '         GROUP BY a.s) AS p'
+                ' CROSS JOIN LATERAL (SELECT %6$s FROM ROWS FROM (%7$s, pg_catalog.unnest(p.lh)) AS l(%8$s, h)'
+                '                       FULL JOIN ROWS FROM (%9$s, pg_catalog.unnest(p.rh)) AS r(%8$s, h) ON %10$s'
+                '                      WHERE l.h IS DISTINCT FROM r.h) AS d',
+                keys_query[1], keys_query[2], keys_query[3], keys_query[4], keys_query[5],
+                keys_query[6], keys_query[7], keys_query[8], keys_query[9], keys_query[10],
+                seg_expr, rowhash_exact, remote, local, small_cond)
+              INTO nkeys, keyvals;
+            IF nkeys > 100000 THEN
+                -- (a condition as long as the rows: their segments instead)
+                rows_cond := small_cond;
+            ELSIF nkeys > 0 THEN
+                -- Those keys: each key column among its values (a composite
+                -- key within those segments too).
+                SELECT concat_ws(' AND ', CASE WHEN cardinality(kcols) > 1 THEN format('(%s)', small_cond) END,
+                                 string_agg(format('%s OPERATOR(pg_catalog.=) ANY (%L::%s[])', kcols[i], keyvals[i], ktypes[i]),
+                                            ' AND ' ORDER BY i))
+                  INTO rows_cond
+                  FROM generate_subscripts(kcols, 1) AS i;
+            END IF;
+        END IF;
         IF cardinality(leaves) > 0 THEN
-            RETURN QUERY EXECUTE syncguard._reconcile_rows_query(local, remote, key_columns, columns,
-                                     syncguard._reconcile_where(kcols, ktypes, bounds, leaves));
+            rows_cond := concat_ws(' OR ', '(' || rows_cond || ')',
+                                   format('(%s)', syncguard._reconcile_where(kcols, ktypes, bounds, leaves)));
+        END IF;
+        IF rows_cond IS NOT NULL THEN
+            RETURN QUERY EXECUTE syncguard._reconcile_rows_query(local, remote, key_columns, columns, rows_cond);
         END IF;
         EXIT WHEN cardinality(pending) = 0;
         cond := syncguard._reconcile_where(kcols, ktypes, bounds, pending);
@@ -672,7 +776,7 @@ $$;
 
 GRANT EXECUTE ON FUNCTION
     syncguard._reconcile_columns(regclass, regclass, text[], text[]),
-    syncguard._reconcile_hash(text, regtype, integer),
+    syncguard._reconcile_hash(text, regtype, integer, boolean),
     syncguard._reconcile_compare(text[], regtype[], jsonb, text),
     syncguard._reconcile_bucket(text, regtype, jsonb),
     syncguard._reconcile_segment(text[], regtype[], jsonb),
@@ -686,7 +790,7 @@ GRANT EXECUTE ON FUNCTION
 
 COMMENT ON FUNCTION syncguard._reconcile_columns(regclass, regclass, text[], text[]) IS
     'internal: the columns reconcile compares, checked on both sides';
-COMMENT ON FUNCTION syncguard._reconcile_hash(text, regtype, integer) IS
+COMMENT ON FUNCTION syncguard._reconcile_hash(text, regtype, integer, boolean) IS
     'internal: the SQL of a column''s 64-bit hash, the same on every server';
 COMMENT ON FUNCTION syncguard._reconcile_compare(text[], regtype[], jsonb, text) IS
     'internal: the SQL comparing a key with a bound, column by column';

@@ -615,7 +615,7 @@ const ALLOWED: &[&str] = &[
     "syncguard.invariant_reconcile(text,regclass,regclass,text[],text[],integer,integer,interval,text,text,interval,interval)",
     // internal, reconciliation: build SQL text from the catalog, run nothing
     "syncguard._reconcile_columns(regclass,regclass,text[],text[])",
-    "syncguard._reconcile_hash(text,regtype,integer)",
+    "syncguard._reconcile_hash(text,regtype,integer,boolean)",
     "syncguard._reconcile_compare(text[],regtype[],jsonb,text)",
     "syncguard._reconcile_bucket(text,regtype,jsonb)",
     "syncguard._reconcile_segment(text[],regtype[],jsonb)",
