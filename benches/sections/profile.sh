@@ -70,12 +70,13 @@ as_server valgrind --tool=callgrind --trace-children=yes --callgrind-out-file="$
 for _ in $(seq 120); do pg_isready -q && break; sleep 1; done
 
 # Runs pgbench for $2 transactions of script $1, random seed $3, protocol $4
-# (prepared unless given), and prints the callgrind file
+# (prepared unless given), after the SQL $5 (if given), and prints the callgrind file
 # of its client's backend: the biggest one written meanwhile (a backend
 # writes its file when it exits, a moment after its client disconnects;
 # pgbench's first connection, which only looks around, writes a small one).
 profile_run() {
     local before new seen="" stable=0 f
+    [ -z "${5:-}" ] || psql_q -c "$5" >/dev/null
     before=$(as_postgres ls "$cg")
     pgbench -n -M "${4:-prepared}" -c 1 -t "$2" --random-seed="$3" -f "$1" >/dev/null
     for _ in $(seq 120); do
@@ -101,18 +102,21 @@ incl() {
                           END { printf "%d", s }'
 }
 declare -A run
-profile_side() {  # side script [protocol]
+profile_side() {  # side script [protocol [sql before each run]]
     # Other keys in the longer run: rows the first one wrote would be
     # written again with the same values.
-    run[$1.1]=$(profile_run "$2" "$CALLS" 7 "${3:-}")
-    run[$1.2]=$(profile_run "$2" $((2 * CALLS)) 8 "${3:-}")
+    run[$1.1]=$(profile_run "$2" "$CALLS" 7 "${3:-}" "${4:-}")
+    run[$1.2]=$(profile_run "$2" $((2 * CALLS)) 8 "${3:-}" "${4:-}")
 }
 profile_side concat benches/upsert_concat.sql
 profile_side merge benches/upsert_merge_upsert.sql
 profile_side plain "$update_plain"
 profile_side protected "$update_protected"
-profile_side hand benches/idem_hand_written.sql simple
-profile_side idem benches/idem_syncguard.sql simple
+# Empty key tables before every run, as the idempotency section has them: a
+# table growing through a run changes its plans on the way.
+empty="TRUNCATE effects, hand_keys, syncguard.idempotency_keys"
+profile_side hand benches/idem_hand_written.sql simple "$empty"
+profile_side idem benches/idem_syncguard.sql simple "$empty"
 per_call() { awk -v a="$1" -v b="$2" -v n="$CALLS" 'BEGIN { printf "%.1f", (a - b) / n / 1000 }'; }
 # Per call of side $1: everything, or the functions matching $2.
 side() {
@@ -135,9 +139,10 @@ row() { printf '| %s | %s | %s | %s |\n' "$1" "$2" "$3" "$(delta "$2" "$3")"; }
 
 echo "\`benches/sections/profile.sh\`: a server under callgrind; pgbench sends each statement of the"
 echo "upsert section (\`-M prepared\`, one client, the same random keys on both sides) $CALLS and"
-echo "$((2 * CALLS)) times, each run one backend: the difference, per call, in thousands of"
-echo "instructions, is the cost of a call in a warm backend. A function's figure is inclusive (with"
-echo "what it calls), so rows overlap."
+echo "$((2 * CALLS)) times (other keys in the second run), each run one backend: the difference, per"
+echo "call, in thousands of instructions, is the cost of a call in a warm backend. A function's figure"
+echo "is inclusive (with what it calls), so rows overlap. The same for the UPDATE of the protection"
+echo "section and for the idempotency scripts (their tables emptied before every run), below."
 echo ""
 echo "| per call (thousands of instructions) | \`||\` upsert | merge_upsert | difference |"
 echo "|---|---|---|---|"
@@ -169,6 +174,7 @@ read -r u_all p_all <<< "$(pair plain protected)"
 read -r _ p_trigger <<< "$(pair plain protected ':protect_trigger_wrapper$')"
 read -r _ p_merge <<< "$(pair plain protected ':deep_merge$')"
 read -r u_lock p_lock <<< "$(pair plain protected ':heap_lock_tuple$')"
+read -r u_heap p_heap <<< "$(pair plain protected ':heap_update$')"
 echo ""
 echo "The ORM's UPDATE (\`benches/upsert_update.sql\`, one leaf changed in the whole document), on a"
 echo "table unprotected and on one protected:"
@@ -179,6 +185,7 @@ row "the whole statement" "$u_all" "$p_all"
 row "the protection trigger (\`protect_trigger_wrapper\`)" "0" "$p_trigger"
 row "of which the deep merge (\`deep_merge\`)" "0" "$p_merge"
 row "the row lock PostgreSQL takes before a BEFORE UPDATE trigger runs (\`heap_lock_tuple\`)" "$u_lock" "$p_lock"
+row "the update of the row (\`heap_update\`)" "$u_heap" "$p_heap"
 
 read -r h_all i_all <<< "$(pair hand idem)"
 read -r h_parse i_parse <<< "$(pair hand idem ':pg_parse_query$|:parse_analyze_fixedparams$')"
@@ -198,9 +205,10 @@ row "\`idem_claim\` (its statement included)" "0" "$i_claim"
 row "\`idem_complete\` (its statement included)" "0" "$i_complete"
 echo ""
 awk -v u="$u_all" -v p="$p_all" -v t="$p_trigger" -v m="$p_merge" -v l="$p_lock" -v ul="$u_lock" \
+    -v uh="$u_heap" -v ph="$p_heap" \
     -v h="$h_all" -v i="$i_all" -v hp="$h_plan" -v ip="$i_plan" \
     -v r_upd="$(ratio "$u_all" "$p_all")" -v r_idem="$(ratio "$h_all" "$i_all")" 'BEGIN {
-    printf "- In instructions, the protected UPDATE runs at %s× the unprotected one: the trigger costs %.1f k a call (%.1f k of it the merge, which finds the written document is the result and writes none), and PostgreSQL locks the row before a BEFORE trigger runs (%+.1f k); the rest is the trigger call itself.\n", r_upd, t, m, l - ul
+    printf "- In instructions, the protected UPDATE runs at %s× the unprotected one: the trigger costs %.1f k a call (%.1f k of it the merge, which finds the written document is the result and writes none), and PostgreSQL locks the row before a BEFORE trigger runs: %+.1f k for the lock and the update together (the first change of a page after a checkpoint logs the whole page, in the lock when there is one); the rest is the trigger call itself.\n", r_upd, t, m, (l + ph) - (ul + uh)
     printf "- In instructions, syncguard%ss claim and completion run at %s× the hand-written key table (hand-written / syncguard): the client%ss statements are shorter to parse and plan (%+.1f k of planning), and the calls run statements planned once per backend.\n", "\047", r_idem, "\047", ip - hp
 }'
 echo ""
