@@ -1051,9 +1051,15 @@ BEGIN
 END
 $$;
 
-CREATE OR REPLACE FUNCTION syncguard.check_invariants(name text DEFAULT NULL)
+-- check_invariants, check_due_invariants and audit return the owner too (a
+-- new last column): made again.
+DROP FUNCTION syncguard.check_invariants(text);
+DROP FUNCTION syncguard.check_due_invariants();
+DROP FUNCTION syncguard.audit();
+
+CREATE FUNCTION syncguard.check_invariants(name text DEFAULT NULL)
 RETURNS TABLE (invariant text, status text, violations integer, new_episodes integer,
-               resolved integer, duration interval, error text)
+               resolved integer, duration interval, error text, owner_role text)
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -1074,21 +1080,65 @@ BEGIN
                  WHERE (i.name = check_invariants.name AND i.owner_role = owner)
                     OR (check_invariants.name IS NULL AND i.enabled)
                  ORDER BY i.name, i.owner_role LOOP
-        RETURN QUERY SELECT * FROM syncguard._run_invariant_check(n, o) r WHERE r.invariant IS NOT NULL;
+        RETURN QUERY SELECT r.*, o FROM syncguard._run_invariant_check(n, o) r WHERE r.invariant IS NOT NULL;
     END LOOP;
 END
 $$;
 
-CREATE OR REPLACE FUNCTION syncguard.check_due_invariants()
+CREATE FUNCTION syncguard.check_due_invariants()
 RETURNS TABLE (invariant text, status text, violations integer, new_episodes integer,
-               resolved integer, duration interval, error text)
+               resolved integer, duration interval, error text, owner_role text)
 LANGUAGE sql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT r.* FROM syncguard.due_invariants() AS d,
+    SELECT r.*, d.owner_role FROM syncguard.due_invariants() AS d,
                     LATERAL syncguard._run_invariant_check(d.name, d.owner_role) AS r
      WHERE r.invariant IS NOT NULL
 $$;
+
+CREATE FUNCTION syncguard.audit()
+RETURNS TABLE (invariant text, status text, severity text, open_violations bigint,
+               oldest_violation_age interval, last_run timestamptz, last_error text,
+               remediation text, owner_role text)
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT i.name,
+           s.status,
+           i.severity,
+           coalesce(o.open, 0),
+           date_trunc('second', o.oldest_age),
+           date_trunc('second', i.last_run_at),
+           i.last_error,
+           i.remediation,
+           i.owner_role
+      FROM syncguard.invariants i
+      CROSS JOIN LATERAL (SELECT CASE WHEN NOT i.enabled THEN 'disabled'
+                                      ELSE coalesce(i.last_status, 'never_run') END AS status) s
+      LEFT JOIN LATERAL (
+            -- A since of -infinity (templates that cannot know when) ages from first_seen.
+            SELECT count(*) AS open,
+                   now() - min(CASE WHEN isfinite(v.since) THEN v.since ELSE v.first_seen END) AS oldest_age
+              FROM syncguard.violations v
+             WHERE v.invariant = i.name AND v.owner_role = i.owner_role AND v.resolved_at IS NULL) o ON true
+     ORDER BY array_position(ARRAY['violating', 'errored', 'never_run', 'ok', 'disabled'], s.status),
+              array_position(ARRAY['critical', 'error', 'warning', 'info'], i.severity),
+              coalesce(o.open, 0) DESC,
+              i.name, i.owner_role
+$$;
+
+GRANT EXECUTE ON FUNCTION
+    syncguard.check_invariants(text),
+    syncguard.check_due_invariants(),
+    syncguard.audit()
+    TO PUBLIC;
+
+COMMENT ON FUNCTION syncguard.check_invariants(text) IS
+    'run every enabled invariant check (or the one named), each isolated, with its own timeout';
+COMMENT ON FUNCTION syncguard.check_due_invariants() IS
+    'run the due invariant checks (for pg_cron)';
+COMMENT ON FUNCTION syncguard.audit() IS
+    'one row per invariant, worst first: status, open violations, oldest age, remediation';
 
 
 -- sql/install/invariant_templates.sql

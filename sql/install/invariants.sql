@@ -501,10 +501,11 @@ $$;
 
 -- Run the checks: every enabled invariant, or the one named (enabled or
 -- not; syncguard._name_owner says whose). One row per check, in name
--- order (then owner).
+-- order (then owner); the owner last, which tells apart the invariants of
+-- one name that a superuser sees.
 CREATE FUNCTION syncguard.check_invariants(name text DEFAULT NULL)
 RETURNS TABLE (invariant text, status text, violations integer, new_episodes integer,
-               resolved integer, duration interval, error text)
+               resolved integer, duration interval, error text, owner_role text)
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -525,7 +526,7 @@ BEGIN
                  WHERE (i.name = check_invariants.name AND i.owner_role = owner)
                     OR (check_invariants.name IS NULL AND i.enabled)
                  ORDER BY i.name, i.owner_role LOOP
-        RETURN QUERY SELECT * FROM syncguard._run_invariant_check(n, o) r WHERE r.invariant IS NOT NULL;
+        RETURN QUERY SELECT r.*, o FROM syncguard._run_invariant_check(n, o) r WHERE r.invariant IS NOT NULL;
     END LOOP;
 END
 $$;
@@ -547,22 +548,22 @@ $$;
 -- pg_cron job calls.
 CREATE FUNCTION syncguard.check_due_invariants()
 RETURNS TABLE (invariant text, status text, violations integer, new_episodes integer,
-               resolved integer, duration interval, error text)
+               resolved integer, duration interval, error text, owner_role text)
 LANGUAGE sql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT r.* FROM syncguard.due_invariants() AS d,
+    SELECT r.*, d.owner_role FROM syncguard.due_invariants() AS d,
                     LATERAL syncguard._run_invariant_check(d.name, d.owner_role) AS r
      WHERE r.invariant IS NOT NULL
 $$;
 
 -- One row per invariant, worst first: status (violating, errored, never run,
 -- ok, disabled), then severity, then the number of open violations. For
--- psql: times to the second, the free texts last.
+-- psql: times to the second, the free texts, then the owner, last.
 CREATE FUNCTION syncguard.audit()
 RETURNS TABLE (invariant text, status text, severity text, open_violations bigint,
                oldest_violation_age interval, last_run timestamptz, last_error text,
-               remediation text)
+               remediation text, owner_role text)
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -573,7 +574,8 @@ AS $$
            date_trunc('second', o.oldest_age),
            date_trunc('second', i.last_run_at),
            i.last_error,
-           i.remediation
+           i.remediation,
+           i.owner_role
       FROM syncguard.invariants i
       CROSS JOIN LATERAL (SELECT CASE WHEN NOT i.enabled THEN 'disabled'
                                       ELSE coalesce(i.last_status, 'never_run') END AS status) s

@@ -151,6 +151,8 @@ SET ROLE inv_role2;
 SELECT syncguard.define_invariant('role_inv', 'SELECT 1 AS entity, now() - interval ''1 day'' AS since');
 RESET ROLE;
 SELECT name, owner_role, view_name FROM syncguard.invariants WHERE name = 'role_inv' ORDER BY owner_role;
+-- audit() and check_invariants() tell them apart by their last column
+SELECT invariant, status, owner_role FROM syncguard.audit() WHERE invariant = 'role_inv' ORDER BY owner_role;
 SELECT regress.err($$SELECT * FROM syncguard.check_invariants('role_inv')$$);
 SELECT regress.err($$SELECT syncguard.drop_invariant('role_inv')$$);
 SELECT regress.err($$SELECT syncguard.violations_prune('0', 'role_inv')$$);
@@ -167,7 +169,7 @@ SELECT regress.err(format('SELECT syncguard.define_invariant(%L, %L)', repeat('n
 RESET ROLE;
 SELECT syncguard.drop_invariant(repeat('n', 60));
 -- ... and a superuser running every check reads nothing through it: the check runs as its owner.
-SELECT invariant, status, violations, error FROM syncguard.check_invariants() WHERE invariant LIKE 'role%';
+SELECT invariant, status, violations, error, owner_role FROM syncguard.check_invariants() WHERE invariant LIKE 'role%';
 SELECT invariant, owner_role FROM syncguard.violations WHERE invariant LIKE 'role%' ORDER BY id;
 
 -- drop_invariant: the view goes; the history stays (episodes closed) or goes too.
