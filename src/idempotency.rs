@@ -11,6 +11,7 @@
 //! and nothing with a destructor lives in a frame that runs one.
 
 use crate::errors::{self, raise, SqlError};
+use crate::upsert_statement::quote_literal;
 use pgrx::prelude::*;
 use sha2::{Digest, Sha256};
 use std::cell::Cell;
@@ -224,7 +225,7 @@ pub unsafe extern "C-unwind" fn idem_claim_wrapper(
 }
 
 unsafe fn check_claim(c: &Claim, lease_null: bool, ttl_null: bool) {
-    let (key_len, scope_len) = unsafe { (text_len(c.key), text_len(c.scope)) };
+    let (key_len, scope_len) = unsafe { (text_bytes(c.key).len(), text_bytes(c.scope).len()) };
     if key_len == 0 {
         raise(
             PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
@@ -325,7 +326,6 @@ unsafe fn claim_key(c: &Claim, fingerprint: pg_sys::Datum, token: pg_sys::Datum)
             pg_sys::SPI_finish();
             return claimed(1);
         }
-        let level = index_scans_only();
         if run(
             p.take_over,
             &mut args,
@@ -334,13 +334,12 @@ unsafe fn claim_key(c: &Claim, fingerprint: pg_sys::Datum, token: pg_sys::Datum)
         ) == 1
         {
             let attempt = value(0).unwrap().value() as i32;
-            pg_sys::AtEOXact_GUC(true, level);
             pg_sys::SPI_finish();
             return claimed(attempt);
         }
         // The row is locked by TAKE_OVER until the end of this transaction,
         // so it is still there and cannot change under us.
-        if run(p.current, &mut args[..3], nulls, pg_sys::SPI_OK_SELECT) != 1 {
+        if run_by_index(p.current, &mut args[..3], nulls, pg_sys::SPI_OK_SELECT) != 1 {
             pg_sys::SPI_finish();
             raise(
                 PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
@@ -348,12 +347,8 @@ unsafe fn claim_key(c: &Claim, fingerprint: pg_sys::Datum, token: pg_sys::Datum)
                 None,
             );
         }
-        pg_sys::AtEOXact_GUC(true, level);
         let stored = value(0).unwrap();
         let status = CStr::from_ptr(pg_sys::text_to_cstring(value(1).unwrap().cast_mut_ptr()));
-        let transfer = |d: Option<pg_sys::Datum>, byval, len| {
-            d.map(|d| pg_sys::SPI_datumTransfer(d, byval, len))
-        };
         let answer = Answer {
             outcome: match status.to_bytes() {
                 b"succeeded" => c"replay",
@@ -362,7 +357,7 @@ unsafe fn claim_key(c: &Claim, fingerprint: pg_sys::Datum, token: pg_sys::Datum)
                 _ => c"dead",
             },
             token: None,
-            response: transfer(value(2), false, -1),
+            response: value(2).map(|d| pg_sys::SPI_datumTransfer(d, false, -1)),
             attempt: value(3).unwrap().value() as i32,
             retry_at: value(4),
             error: (text_bytes(stored) != text_bytes(fingerprint)).then(|| Mismatch {
@@ -393,16 +388,6 @@ unsafe fn mismatch(m: Mismatch, c: &Claim) -> SqlError {
         head(text(m.this))
     ))
     .hint("A retry must send the same request; a new request needs a new key. Pass ignore => ARRAY['field'] to leave volatile fields out of the fingerprint.")
-}
-
-/// `format('%L')` of a text.
-fn quote_literal(s: &str) -> String {
-    let body = s.replace('\'', "''");
-    if s.contains('\\') {
-        format!("E'{}'", body.replace('\\', "\\\\"))
-    } else {
-        format!("'{body}'")
-    }
 }
 
 unsafe fn result_row(a: &Answer) -> pg_sys::Datum {
@@ -498,17 +483,10 @@ pub unsafe extern "C-unwind" fn idem_complete_wrapper(
             b' ',
             0,
         ];
-        let level = index_scans_only();
         let updated = match scope {
-            None => run(p.complete, &mut args[..4], &nulls, pg_sys::SPI_OK_UPDATE),
-            Some(_) => run(
-                p.complete_in_scope,
-                &mut args,
-                &nulls,
-                pg_sys::SPI_OK_UPDATE,
-            ),
+            None => run_by_index(p.complete, &mut args[..4], &nulls, pg_sys::SPI_OK_UPDATE),
+            Some(_) => run_by_index(p.complete_in_scope, &mut args, &nulls, pg_sys::SPI_OK_UPDATE),
         };
-        pg_sys::AtEOXact_GUC(true, level);
         if updated == 0 {
             let mut lost = [token, args[4]];
             let lost_nulls = [b' ', if scope.is_some() { b' ' } else { b'n' }, 0];
@@ -522,12 +500,16 @@ pub unsafe extern "C-unwind" fn idem_complete_wrapper(
 
 // ------------------------------------------------------------------- helpers
 
-/// Sets enable_seqscan and enable_bitmapscan off until
-/// `AtEOXact_GUC(true, level)` with the level returned, or the end of the
-/// transaction when a statement fails: a statement that finds a key by an
-/// index keeps that plan whatever the table held when the plan was made
-/// (sql/install/idempotency.sql, "Plans").
-unsafe fn index_scans_only() -> i32 {
+/// [`run`], planned with enable_seqscan and enable_bitmapscan off for the
+/// statement alone (until the transaction's end when it fails): a
+/// statement that finds a key by an index keeps that plan whatever the
+/// table held when the plan was made (sql/install/idempotency.sql, "Plans").
+unsafe fn run_by_index(
+    plan: pg_sys::SPIPlanPtr,
+    args: &mut [pg_sys::Datum],
+    nulls: &[u8],
+    ok: u32,
+) -> u64 {
     unsafe {
         let level = pg_sys::NewGUCNestLevel();
         for name in [c"enable_seqscan", c"enable_bitmapscan"] {
@@ -542,7 +524,9 @@ unsafe fn index_scans_only() -> i32 {
                 false,
             );
         }
-        level
+        let n = run(plan, args, nulls, ok);
+        pg_sys::AtEOXact_GUC(true, level);
+        n
     }
 }
 
@@ -580,11 +564,6 @@ unsafe fn detoasted(d: pg_sys::Datum) -> pg_sys::Datum {
 /// The bytes of a text.
 unsafe fn text_bytes<'a>(d: pg_sys::Datum) -> &'a [u8] {
     unsafe { pgrx::varlena::varlena_to_byte_slice(detoasted(d).cast_mut_ptr()) }
-}
-
-/// The length in bytes of a detoasted text.
-unsafe fn text_len(d: pg_sys::Datum) -> usize {
-    unsafe { pgrx::varlena::varsize_any_exhdr(d.cast_mut_ptr()) }
 }
 
 unsafe fn text_datum(s: &str) -> pg_sys::Datum {
@@ -677,12 +656,5 @@ mod tests {
             sha256_hex(b"abc"),
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
-    }
-
-    #[test]
-    fn literals_are_quoted_as_format_l_quotes_them() {
-        assert_eq!(quote_literal("k1"), "'k1'");
-        assert_eq!(quote_literal("it's"), "'it''s'");
-        assert_eq!(quote_literal("a\\b'"), "E'a\\\\b'''");
     }
 }

@@ -123,16 +123,16 @@ side() {
     if [ -z "${2:-}" ]; then per_call "$(total "${run[$1.2]}")" "$(total "${run[$1.1]}")"
     else per_call "$(incl "${run[$1.2]}" "$2")" "$(incl "${run[$1.1]}" "$2")"; fi
 }
-both() { echo "$(side concat "${1:-}") $(side merge "${1:-}")"; }
+# Per call of sides $1 and $2, as side does.
 pair() { echo "$(side "$1" "${3:-}") $(side "$2" "${3:-}")"; }
-read -r c_all m_all <<< "$(both)"
-read -r c_args m_args <<< "$(both ':jsonb_build_object$')"
-read -r c_merge m_merge <<< "$(both ':jsonb_concat$|:jsonb_deep_merge_wrapper$')"
-read -r c_start m_start <<< "$(both ':standard_ExecutorStart$')"
-read -r c_plan m_plan <<< "$(both ':GetCachedPlan$')"
-read -r c_cat m_cat <<< "$(both ':SearchCatCache1$')"
-read -r _ m_wrapper <<< "$(both ':merge_upsert_wrapper$')"
-read -r _ m_spi <<< "$(both ':SPI_execute_plan$')"
+read -r c_all m_all <<< "$(pair concat merge)"
+read -r c_args m_args <<< "$(pair concat merge ':jsonb_build_object$')"
+read -r c_merge m_merge <<< "$(pair concat merge ':jsonb_concat$|:jsonb_deep_merge_wrapper$')"
+read -r c_start m_start <<< "$(pair concat merge ':standard_ExecutorStart$')"
+read -r c_plan m_plan <<< "$(pair concat merge ':GetCachedPlan$')"
+read -r c_cat m_cat <<< "$(pair concat merge ':SearchCatCache1$')"
+read -r _ m_wrapper <<< "$(pair concat merge ':merge_upsert_wrapper$')"
+read -r _ m_spi <<< "$(pair concat merge ':SPI_execute_plan$')"
 m_own=$(awk -v a="$m_wrapper" -v b="$m_spi" 'BEGIN { printf "%.1f", a - b }')
 delta() { awk -v a="$2" -v b="$1" 'BEGIN { printf "%+.1f", a - b }'; }
 row() { printf '| %s | %s | %s | %s |\n' "$1" "$2" "$3" "$(delta "$2" "$3")"; }

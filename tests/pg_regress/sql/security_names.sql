@@ -44,6 +44,8 @@ SELECT syncguard.protect('"Sec; Schema.""x"""."Tab.le ""q""; DROP TABLE sec_cana
 SELECT syncguard.unprotect('"Sec; Schema.""x"""."Tab.le ""q""; DROP TABLE sec_canary; --"');
 -- scopes and keys are values, never SQL
 SELECT outcome, attempt FROM syncguard.idem_claim(E'sc\'; DROP TABLE sec_canary; --', 'K.ey "ü" \ ;', '{"r": 1}');
+-- another request under that key: the error quotes both as literals (E'' for the backslash)
+SELECT regress.err($$SELECT syncguard.idem_claim(E'sc\'; DROP TABLE sec_canary; --', 'K.ey "ü" \ ;', '{"r": 2}')$$) AS reused;
 SELECT scope, key, status FROM syncguard.idempotency_keys WHERE scope LIKE 'sc%';
 SELECT syncguard.idem_prune(10, E'sc\'; DROP TABLE sec_canary; --');
 SELECT count(*) AS canary_alive FROM sec_canary;
