@@ -485,7 +485,12 @@ pub unsafe extern "C-unwind" fn idem_complete_wrapper(
         ];
         let updated = match scope {
             None => run_by_index(p.complete, &mut args[..4], &nulls, pg_sys::SPI_OK_UPDATE),
-            Some(_) => run_by_index(p.complete_in_scope, &mut args, &nulls, pg_sys::SPI_OK_UPDATE),
+            Some(_) => run_by_index(
+                p.complete_in_scope,
+                &mut args,
+                &nulls,
+                pg_sys::SPI_OK_UPDATE,
+            ),
         };
         if updated == 0 {
             let mut lost = [token, args[4]];
@@ -631,19 +636,9 @@ unsafe fn random_uuid() -> pg_sys::Datum {
     }
 }
 
-#[no_mangle]
-#[doc(hidden)]
-pub extern "C-unwind" fn pg_finfo_idem_claim_wrapper() -> &'static pg_sys::Pg_finfo_record {
-    const V1: pg_sys::Pg_finfo_record = pg_sys::Pg_finfo_record { api_version: 1 };
-    &V1
-}
+crate::finfo_v1!(pg_finfo_idem_claim_wrapper);
 
-#[no_mangle]
-#[doc(hidden)]
-pub extern "C-unwind" fn pg_finfo_idem_complete_wrapper() -> &'static pg_sys::Pg_finfo_record {
-    const V1: pg_sys::Pg_finfo_record = pg_sys::Pg_finfo_record { api_version: 1 };
-    &V1
-}
+crate::finfo_v1!(pg_finfo_idem_complete_wrapper);
 
 #[cfg(test)]
 mod tests {

@@ -19,6 +19,7 @@ mod merging;
 mod policy_args;
 mod protect;
 mod protect_config;
+mod reconcile_hash;
 mod regclass;
 mod retired;
 mod roles;
@@ -40,6 +41,20 @@ mod codec_corpus;
 mod codec_tests;
 
 ::pgrx::pg_module_magic!(name, version);
+
+/// The `pg_finfo_<name>` record PostgreSQL looks up for a `LANGUAGE c`
+/// function whose symbol is `<name>` (version-1 calling convention).
+macro_rules! finfo_v1 {
+    ($finfo:ident) => {
+        #[no_mangle]
+        #[doc(hidden)]
+        pub extern "C-unwind" fn $finfo() -> &'static pg_sys::Pg_finfo_record {
+            const V1: pg_sys::Pg_finfo_record = pg_sys::Pg_finfo_record { api_version: 1 };
+            &V1
+        }
+    };
+}
+pub(crate) use finfo_v1;
 
 #[pg_guard]
 pub extern "C-unwind" fn _PG_init() {

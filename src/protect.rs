@@ -173,12 +173,7 @@ LANGUAGE c AS 'MODULE_PATHNAME', 'protect_trigger_wrapper';
     name = "protect_trigger"
 );
 
-#[no_mangle]
-#[doc(hidden)]
-pub extern "C-unwind" fn pg_finfo_protect_trigger_wrapper() -> &'static pg_sys::Pg_finfo_record {
-    const V1: pg_sys::Pg_finfo_record = pg_sys::Pg_finfo_record { api_version: 1 };
-    &V1
-}
+crate::finfo_v1!(pg_finfo_protect_trigger_wrapper);
 
 /// # Safety
 /// Called by PostgreSQL's function manager with a valid `fcinfo`.

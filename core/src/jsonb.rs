@@ -339,6 +339,7 @@ impl<'a> Container<'a> {
 }
 
 /// Walks children in order, keeping a running offset so each step is O(1).
+#[derive(Clone, Copy)]
 pub struct Cursor<'a> {
     c: Container<'a>,
     i: usize,

@@ -2,7 +2,8 @@
 //! pgrx, so no PostgreSQL is needed to build, run or test it.
 //!
 //! `jsonb` reads and writes PostgreSQL's binary jsonb format, `numeric`
-//! compares numerics in their stored form, `text` converts JSON text to and
+//! compares numerics in their stored form, `row_hash` hashes rows for
+//! reconciliation, `text` converts JSON text to and
 //! from the binary form (tests, fuzzing), `policy` parses merge policies and
 //! `engine` implements the merges.
 
@@ -10,6 +11,7 @@ pub mod engine;
 pub mod jsonb;
 pub mod numeric;
 pub mod policy;
+pub mod row_hash;
 pub mod text;
 
 #[cfg(test)]

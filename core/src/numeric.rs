@@ -28,6 +28,10 @@ const NUMERIC_SIGN_MASK: u16 = 0xC000;
 const NUMERIC_NEG: u16 = 0x4000;
 const NUMERIC_SHORT: u16 = 0x8000;
 const NUMERIC_SPECIAL: u16 = 0xC000;
+const NUMERIC_EXT_SIGN_MASK: u16 = 0xF000;
+const NUMERIC_NAN: u16 = 0xC000;
+const NUMERIC_PINF: u16 = 0xD000;
+const NUMERIC_NINF: u16 = 0xF000;
 
 const NUMERIC_SHORT_SIGN_MASK: u16 = 0x2000;
 const NUMERIC_SHORT_DSCALE_MASK: u16 = 0x1F80;
@@ -112,6 +116,16 @@ struct Num<'a> {
 
 impl<'a> Num<'a> {
     fn decode(datum: &'a [u8]) -> Result<Self, FormatError> {
+        let num = Self::parse(datum)?;
+        if num.digit_iter().any(|d| !(0..10000).contains(&d)) {
+            return Err(FormatError);
+        }
+        Ok(num)
+    }
+
+    /// The header and digit bytes, without checking each digit's range.
+    #[inline]
+    fn parse(datum: &'a [u8]) -> Result<Self, FormatError> {
         let p = varlena_payload(datum)?;
         if p.len() < 2 {
             return Err(FormatError);
@@ -145,7 +159,7 @@ impl<'a> Num<'a> {
                 }
             }
         };
-        if num.digits.len() % 2 != 0 || num.digit_iter().any(|d| !(0..10000).contains(&d)) {
+        if num.digits.len() % 2 != 0 {
             return Err(FormatError);
         }
         Ok(num)
@@ -238,6 +252,52 @@ pub fn same(a: &[u8], b: &[u8]) -> Result<bool, FormatError> {
     let a = Num::decode(a)?;
     let b = Num::decode(b)?;
     Ok(a.dscale == b.dscale && cmp_num(&a, &b) == Ordering::Equal)
+}
+
+/// A numeric's value without its display scale: numerics that [`cmp`]
+/// equal have equal values here (`1.0` and `1.00`, `-0` and `0`). Also
+/// NaN and the infinities, which a table's column may hold (jsonb never does).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Canonical<'a> {
+    Zero,
+    /// Base-10000 digits (`i16` in the server's byte order) without leading
+    /// or trailing zero digits, and the weight of the first.
+    Finite {
+        neg: bool,
+        weight: i32,
+        digits: &'a [u8],
+    },
+    NaN,
+    Infinity {
+        neg: bool,
+    },
+}
+
+/// The [`Canonical`] value of a numeric datum (4-byte or short header). Its
+/// digits are not checked: a malformed datum gets some value, no panic.
+#[inline]
+pub fn canonical(datum: &[u8]) -> Result<Canonical<'_>, FormatError> {
+    let p = varlena_payload(datum)?;
+    if p.len() >= 2 {
+        let h = u16::from_ne_bytes([p[0], p[1]]);
+        if h & NUMERIC_SIGN_MASK == NUMERIC_SPECIAL {
+            return match h & NUMERIC_EXT_SIGN_MASK {
+                NUMERIC_NAN => Ok(Canonical::NaN),
+                NUMERIC_PINF => Ok(Canonical::Infinity { neg: false }),
+                NUMERIC_NINF => Ok(Canonical::Infinity { neg: true }),
+                _ => Err(FormatError),
+            };
+        }
+    }
+    let v = Num::parse(datum)?;
+    Ok(match v.stripped() {
+        None => Canonical::Zero,
+        Some((weight, digits)) => Canonical::Finite {
+            neg: v.neg,
+            weight,
+            digits,
+        },
+    })
 }
 
 /// Feeds the value (not the display scale) to `h`: numerics that [`cmp`]

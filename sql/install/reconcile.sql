@@ -5,9 +5,11 @@
 --
 -- The key space is cut into segments at key values taken from the local
 -- table. For each segment both sides compute count(*) and the sum of a 64-bit
--- row hash in ONE grouped query per side; every expression in it is a
--- built-in IMMUTABLE function, so postgres_fdw sends the whole aggregate to
--- the remote server and only one row per segment comes back. Segments whose
+-- row hash in ONE query per side; every expression in it is an IMMUTABLE
+-- built-in function, or syncguard's own where the remote has syncguard too
+-- and the foreign server lists it in `extensions` (_reconcile_row_hash_args),
+-- so postgres_fdw sends the whole aggregate to the remote server and only
+-- one row per segment (or one row of them all) comes back. Segments whose
 -- (count, sum) differ are cut again, until a segment holds at most
 -- `threshold` rows; of those, both sides send each row's key and hash (the
 -- remote's as arrays, one row per segment), and only the rows whose hash
@@ -16,7 +18,7 @@
 -- async_capable option the remote server computes its part while we
 -- compute ours.
 --
--- The row hash is built from each column type's own extended hash function
+-- The built-in row hash is made of each column type's own extended hash function
 -- (its default hash operator class), which hashes the value, not its text:
 -- 1.0 and 1.00, jsonb documents in any key order, a timestamptz in any time
 -- zone hash alike, exactly when `=` calls them equal, so the checksums and
@@ -184,6 +186,80 @@ BEGIN
     -- A NULL gets a constant of its own per column (so NULL and the text 'NULL' differ).
     -- (CASE, not COALESCE: postgres_fdw does not send a COALESCE to the remote.)
     RETURN format('CASE WHEN %s IS NULL THEN %s::pg_catalog.int8 ELSE %s END', col, -1000003 * (seed + 1), expr);
+END
+$$;
+
+-- The row hash computed by syncguard itself (src/reconcile_hash.rs), a
+-- fraction of the cost of the built-in hash functions (above all jsonb's);
+-- a jsonb document's structure and its numbers' signs count in it. And the
+-- checksums of a side in one aggregate without GROUP BY: `{segment, count,
+-- sum of row hashes, …}` for every segment (a number 0 … 2^24 - 1) with
+-- rows. A GROUP BY over the segment, whose number of groups the planner
+-- takes for that of the key, is planned as a sort of every row. reconcile
+-- uses them where syncguard hashes both sides' rows (see
+-- _reconcile_row_hash_args).
+CREATE FUNCTION syncguard._reconcile_row_hash(VARIADIC "any")
+RETURNS bigint
+LANGUAGE c IMMUTABLE PARALLEL SAFE
+AS 'MODULE_PATHNAME', 'reconcile_row_hash_wrapper';
+
+CREATE FUNCTION syncguard._reconcile_checksums_step(internal, integer, VARIADIC "any")
+RETURNS internal
+LANGUAGE c IMMUTABLE PARALLEL SAFE
+AS 'MODULE_PATHNAME', 'reconcile_checksums_step_wrapper';
+
+CREATE FUNCTION syncguard._reconcile_checksums_final(internal)
+RETURNS bigint[]
+LANGUAGE c IMMUTABLE PARALLEL SAFE
+AS 'MODULE_PATHNAME', 'reconcile_checksums_final_wrapper';
+
+CREATE AGGREGATE syncguard._reconcile_checksums(integer, VARIADIC "any") (
+    SFUNC = syncguard._reconcile_checksums_step,
+    STYPE = internal,
+    FINALFUNC = syncguard._reconcile_checksums_final,
+    PARALLEL = SAFE
+);
+
+-- The arguments of _reconcile_row_hash over the compared columns (an
+-- alias t) where syncguard hashes both tables' rows: each is a table of
+-- this server, or a foreign table whose server lists syncguard in its
+-- `extensions` option, so that postgres_fdw sends the calls to the remote.
+-- NULL otherwise: every column then hashes by _reconcile_hash. The columns
+-- of a type _reconcile_row_hash does not take (the list of its `read_of`)
+-- come last, as one argument: the XOR of their _reconcile_hash.
+CREATE FUNCTION syncguard._reconcile_row_hash_args(
+    local regclass, remote regclass, key_columns text[], columns text[])
+RETURNS text
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    ours text;
+    others text;
+BEGIN
+    IF NOT (SELECT bool_and(c.relkind <> 'f' OR EXISTS (
+                    SELECT FROM pg_foreign_table ft
+                      JOIN pg_foreign_server s ON s.oid = ft.ftserver
+                     CROSS JOIN pg_options_to_table(s.srvoptions) AS o
+                     WHERE ft.ftrelid = c.oid AND o.option_name = 'extensions'
+                       AND 'syncguard' = ANY (SELECT btrim(e, ' "') FROM unnest(string_to_array(o.option_value, ',')) AS e)))
+              FROM pg_class c
+             WHERE c.oid IN (local, remote)) THEN
+        RETURN NULL;
+    END IF;
+    SELECT string_agg(format('t.%I', c.name), ', ' ORDER BY c.o) FILTER (WHERE c.ours),
+           string_agg(syncguard._reconcile_hash(format('t.%I', c.name), c.typ, (c.o - 1)::integer, true),
+                      ' OPERATOR(pg_catalog.#) ' ORDER BY c.o) FILTER (WHERE NOT c.ours)
+      INTO ours, others
+      FROM (SELECT c.name, c.typ, c.o,
+                   (SELECT coalesce(nullif(t.typbasetype, 0), t.oid) FROM pg_type t WHERE t.oid = c.typ) IN (
+                       'int2'::regtype, 'int4'::regtype, 'int8'::regtype, 'date'::regtype, 'timestamp'::regtype,
+                       'timestamptz'::regtype, 'time'::regtype, 'bool'::regtype, 'float4'::regtype,
+                       'float8'::regtype, 'numeric'::regtype, 'text'::regtype, 'varchar'::regtype,
+                       'bytea'::regtype, 'json'::regtype, 'bpchar'::regtype, 'jsonb'::regtype, 'uuid'::regtype) AS ours
+              FROM syncguard._reconcile_columns(local, remote, key_columns, columns)
+                   WITH ORDINALITY AS c(name, typ, is_key, o)) AS c;
+    RETURN concat_ws(', ', ours, others);
 END
 $$;
 
@@ -413,7 +489,7 @@ CREATE FUNCTION syncguard.reconcile(
     key_columns text[] DEFAULT NULL,
     columns text[] DEFAULT NULL,
     segments integer DEFAULT 10000,
-    threshold integer DEFAULT 1000
+    threshold integer DEFAULT 200
 ) RETURNS TABLE(key jsonb, kind text, diff jsonb)
 LANGUAGE plpgsql VOLATILE
 -- key bounds travel as text; 3 digits keep a float key's text exact
@@ -429,14 +505,14 @@ DECLARE
     korder text;
     rowhash text;
     rowhash_exact text;  -- (the hash of single rows, see _reconcile_hash)
+    hash_args text;      -- (see _reconcile_row_hash_args)
     key_json text;       -- jsonb_build_array of the key columns' text: a bound
     bounds jsonb := '[]';
     seg_expr text;
     cond text := 'true';
     pending_rows numeric;
     step bigint;
-    local_sums jsonb;
-    remote_sums jsonb;
+    sums_query text;
     leaves integer[];
     small integer[];
     pending integer[];
@@ -455,7 +531,7 @@ BEGIN
         RAISE EXCEPTION USING ERRCODE = '22023',
             MESSAGE = format('reconcile: segments must be 2 … 100000 and threshold at least 2, got %s and %s',
                              coalesce(segments::text, 'NULL'), coalesce(threshold::text, 'NULL')),
-            HINT = 'Leave them out to take the defaults (10000 segments, 1000 rows).';
+            HINT = 'Leave them out to take the defaults (10000 segments, 200 rows).';
     END IF;
     SELECT array_agg(format('t.%I', c.name)), array_agg(c.typ),
            string_agg(format('t.%I', c.name), ', '),
@@ -463,10 +539,15 @@ BEGIN
       INTO kcols, ktypes, korder, key_json
       FROM syncguard._reconcile_columns(local, remote, key_columns, columns) AS c
      WHERE c.is_key;
-    SELECT string_agg(syncguard._reconcile_hash(format('t.%I', c.name), c.typ, (o - 1)::integer, false), ' OPERATOR(pg_catalog.#) ' ORDER BY o),
-           string_agg(syncguard._reconcile_hash(format('t.%I', c.name), c.typ, (o - 1)::integer, true), ' OPERATOR(pg_catalog.#) ' ORDER BY o)
-      INTO rowhash, rowhash_exact
-      FROM syncguard._reconcile_columns(local, remote, key_columns, columns) WITH ORDINALITY AS c(name, typ, is_key, o);
+    hash_args := syncguard._reconcile_row_hash_args(local, remote, key_columns, columns);
+    IF hash_args IS NULL THEN
+        SELECT string_agg(syncguard._reconcile_hash(format('t.%I', c.name), c.typ, (o - 1)::integer, false), ' OPERATOR(pg_catalog.#) ' ORDER BY o),
+               string_agg(syncguard._reconcile_hash(format('t.%I', c.name), c.typ, (o - 1)::integer, true), ' OPERATOR(pg_catalog.#) ' ORDER BY o)
+          INTO rowhash, rowhash_exact
+          FROM syncguard._reconcile_columns(local, remote, key_columns, columns) WITH ORDINALITY AS c(name, typ, is_key, o);
+    ELSE
+        rowhash_exact := format('syncguard._reconcile_row_hash(%s)', hash_args);
+    END IF;
     -- Parts of the query finding the keys of differing rows (see below),
     -- each with an item per key column: [1] the keys found, as text arrays;
     -- [2] a segment's arrays of our keys (l1) and of the remote's (r1);
@@ -548,37 +629,54 @@ BEGIN
             END IF;
             seg_expr := syncguard._reconcile_segment(kcols, ktypes, bounds);
         END IF;
-        -- Both sides' count and hash sum per segment, the remote's in one
-        -- grouped query that postgres_fdw sends whole (one row per segment
-        -- comes back). One statement: with the foreign server's
-        -- async_capable option the two sides run at the same time. (The
-        -- OFFSET 0 keeps the UNION ALL a set operation of its own: pulled up
-        -- into the outer query, each side would sit under a Subquery Scan,
-        -- and postgres_fdw runs a foreign scan asynchronously only directly
-        -- under the Append.)
-        EXECUTE format(
-            'SELECT coalesce(jsonb_object_agg(u.s, jsonb_build_array(u.n, u.h::text)) FILTER (WHERE u.side), ''{}''),'
-            '       coalesce(jsonb_object_agg(u.s, jsonb_build_array(u.n, u.h::text)) FILTER (WHERE NOT u.side), ''{}'')'
-            '  FROM (SELECT false AS side, %1$s AS s, count(*) AS n, sum(%2$s) AS h FROM %4$s AS t WHERE %5$s GROUP BY 2'
-            '        UNION ALL'
-            '        SELECT true, %1$s, count(*), sum(%2$s) FROM %3$s AS t WHERE %5$s GROUP BY 2'
-            '        OFFSET 0) AS u',
-            seg_expr, rowhash, local, remote, cond)
-          INTO local_sums, remote_sums;
+        -- Both sides' count and hash sum per segment (rows: side, s, n, h;
+        -- side true for ours), the remote's computed by the remote server
+        -- (one row per segment, or one row of them all, comes back). One
+        -- statement: with the foreign server's async_capable option the
+        -- two sides run at the same time. (The OFFSET 0 keeps the UNION ALL
+        -- a set operation of its own: pulled up into the outer query, each
+        -- side would sit under a Subquery Scan, and postgres_fdw runs a
+        -- foreign scan asynchronously only directly under the Append.)
+        IF hash_args IS NULL THEN
+            sums_query := format(
+                'SELECT false AS side, %1$s AS s, pg_catalog.count(*) AS n, pg_catalog.sum(%2$s) AS h FROM %4$s AS t WHERE %5$s GROUP BY 2'
+                ' UNION ALL'
+                ' SELECT true, %1$s, pg_catalog.count(*), pg_catalog.sum(%2$s) FROM %3$s AS t WHERE %5$s GROUP BY 2'
+                ' OFFSET 0',
+                seg_expr, rowhash, local, remote, cond);
+        ELSE
+            -- syncguard's aggregate: {segment, count, sum, …} in one row a side.
+            sums_query := format(
+                'SELECT u.side, u.a[i] AS s, u.a[i OPERATOR(pg_catalog.+) 1] AS n, u.a[i OPERATOR(pg_catalog.+) 2] AS h'
+                '  FROM (SELECT false AS side, syncguard._reconcile_checksums(%1$s, %2$s) AS a FROM %4$s AS t WHERE %5$s'
+                '        UNION ALL'
+                '        SELECT true, syncguard._reconcile_checksums(%1$s, %2$s) FROM %3$s AS t WHERE %5$s'
+                '        OFFSET 0) AS u'
+                ' CROSS JOIN LATERAL pg_catalog.generate_series(1, pg_catalog.cardinality(u.a), 3) AS i'
+                ' OFFSET 0',  -- (projected here: a row above must not carry the arrays)
+                seg_expr, hash_args, local, remote, cond);
+        END IF;
         -- Differing segments: small ones (of at most threshold rows on both
         -- sides) have the keys of their differing rows found by the rows'
         -- hashes; ones the local keys cannot cut further are compared row
         -- by row whole; the others go to the next pass.
-        SELECT coalesce(array_agg(d.s) FILTER (WHERE d.small), '{}'),
-               coalesce(array_agg(d.s) FILTER (WHERE NOT d.small AND (d.nl < 2 OR level >= 40)), '{}'),
-               coalesce(array_agg(d.s) FILTER (WHERE NOT d.small AND NOT (d.nl < 2 OR level >= 40)), '{}'),
-               coalesce(sum(d.nl) FILTER (WHERE NOT d.small AND NOT (d.nl < 2 OR level >= 40)), 0)
+        EXECUTE format(
+            'SELECT coalesce(pg_catalog.array_agg(d.s) FILTER (WHERE d.small), ''{}''),'
+            '       coalesce(pg_catalog.array_agg(d.s) FILTER (WHERE NOT d.small AND d.whole), ''{}''),'
+            '       coalesce(pg_catalog.array_agg(d.s) FILTER (WHERE NOT d.small AND NOT d.whole), ''{}''),'
+            '       coalesce(pg_catalog.sum(d.nl) FILTER (WHERE NOT d.small AND NOT d.whole), 0)'
+            '  FROM (SELECT c.s, c.nl, GREATEST(c.nl, c.nr) OPERATOR(pg_catalog.<=) $1 AS small,'
+            '               c.nl OPERATOR(pg_catalog.<) 2 OR $2 AS whole'
+            '          FROM (SELECT x.s::pg_catalog.int4 AS s,'
+            '                       coalesce(pg_catalog.max(x.n) FILTER (WHERE x.side), 0) AS nl,'
+            '                       coalesce(pg_catalog.max(x.n) FILTER (WHERE NOT x.side), 0) AS nr'
+            '                  FROM (%s) AS x'
+            '                 GROUP BY x.s'
+            '                HAVING pg_catalog.max(x.n) FILTER (WHERE x.side) IS DISTINCT FROM pg_catalog.max(x.n) FILTER (WHERE NOT x.side)'
+            '                    OR pg_catalog.max(x.h) FILTER (WHERE x.side) IS DISTINCT FROM pg_catalog.max(x.h) FILTER (WHERE NOT x.side)) AS c) AS d',
+            sums_query)
           INTO small, leaves, pending, pending_rows
-          FROM (SELECT c.s, c.nl, greatest(c.nl, c.nr) <= threshold AS small
-                  FROM (SELECT k.s::integer AS s, coalesce((local_sums -> k.s ->> 0)::bigint, 0) AS nl,
-                               coalesce((remote_sums -> k.s ->> 0)::bigint, 0) AS nr
-                          FROM (SELECT jsonb_object_keys(local_sums) UNION SELECT jsonb_object_keys(remote_sums)) AS k(s)
-                         WHERE local_sums -> k.s IS DISTINCT FROM remote_sums -> k.s) AS c) AS d;
+          USING threshold, level >= 40;
         rows_cond := NULL;
         IF cardinality(small) > 0 THEN
             -- The keys (an array per key column, as text) of the rows of the
@@ -653,7 +751,7 @@ CREATE FUNCTION syncguard.reconcile_apply(
     key_columns text[] DEFAULT NULL,
     columns text[] DEFAULT NULL,
     segments integer DEFAULT 10000,
-    threshold integer DEFAULT 1000,
+    threshold integer DEFAULT 200,
     batch_size integer DEFAULT 1000,
     policy jsonb DEFAULT '{"nulls": "delete"}'
 ) RETURNS TABLE(key jsonb, kind text, action text, detail jsonb)
@@ -777,6 +875,9 @@ $$;
 GRANT EXECUTE ON FUNCTION
     syncguard._reconcile_columns(regclass, regclass, text[], text[]),
     syncguard._reconcile_hash(text, regtype, integer, boolean),
+    syncguard._reconcile_row_hash("any"),
+    syncguard._reconcile_checksums(integer, "any"),
+    syncguard._reconcile_row_hash_args(regclass, regclass, text[], text[]),
     syncguard._reconcile_compare(text[], regtype[], jsonb, text),
     syncguard._reconcile_bucket(text, regtype, jsonb),
     syncguard._reconcile_segment(text[], regtype[], jsonb),
@@ -792,6 +893,16 @@ COMMENT ON FUNCTION syncguard._reconcile_columns(regclass, regclass, text[], tex
     'internal: the columns reconcile compares, checked on both sides';
 COMMENT ON FUNCTION syncguard._reconcile_hash(text, regtype, integer, boolean) IS
     'internal: the SQL of a column''s 64-bit hash, the same on every server';
+COMMENT ON FUNCTION syncguard._reconcile_row_hash("any") IS
+    'internal: the 64-bit hash of a row''s values, computed by syncguard on each server';
+COMMENT ON AGGREGATE syncguard._reconcile_checksums(integer, VARIADIC "any") IS
+    'internal: each segment''s count of rows and sum of row hashes, computed by syncguard on each server';
+COMMENT ON FUNCTION syncguard._reconcile_checksums_step(internal, integer, "any") IS
+    'internal: the step of _reconcile_checksums';
+COMMENT ON FUNCTION syncguard._reconcile_checksums_final(internal) IS
+    'internal: the result of _reconcile_checksums';
+COMMENT ON FUNCTION syncguard._reconcile_row_hash_args(regclass, regclass, text[], text[]) IS
+    'internal: the arguments of _reconcile_row_hash when syncguard hashes both sides, else NULL';
 COMMENT ON FUNCTION syncguard._reconcile_compare(text[], regtype[], jsonb, text) IS
     'internal: the SQL comparing a key with a bound, column by column';
 COMMENT ON FUNCTION syncguard._reconcile_bucket(text, regtype, jsonb) IS

@@ -622,4 +622,11 @@ const ALLOWED: &[&str] = &[
     "syncguard._reconcile_ranges(text[],regtype[],jsonb)",
     "syncguard._reconcile_where(text[],regtype[],jsonb,integer[])",
     "syncguard._reconcile_rows_query(regclass,regclass,text[],text[],text)",
+    "syncguard._reconcile_row_hash_args(regclass,regclass,text[],text[])",
+    // internal, reconciliation: pure, hash the values they are given
+    "syncguard._reconcile_row_hash(\"any\")",
+    "syncguard._reconcile_checksums(integer,\"any\")",
+    "syncguard._reconcile_checksums_final(internal)",
+    // internal: refuses a call from anything but its aggregate
+    "syncguard._reconcile_checksums_step(internal,integer,\"any\")",
 ];
