@@ -1839,7 +1839,17 @@ DECLARE
     pending integer[];
     small_cond text;
     rows_cond text;
-    keys_query text[];
+    -- (parts of the query finding the keys of differing rows, an item per key column)
+    found_keys text;         -- the keys found, as text arrays
+    segment_keys text;       -- a segment's arrays of our keys (l1, …) and of the remote's (r1, …)
+    remote_key_arrays text;  -- the remote's arrays of keys
+    local_key_arrays text;   -- ours, in two steps: the rows' keys and hashes (local_keys),
+    local_keys text;         -- then their arrays (sorting the rows by segment sorts narrow ones)
+    either_key text;         -- the key of either side
+    local_unnested text;     -- our keys, unnested
+    remote_unnested text;    -- the remote's
+    key_names text;          -- their names (k1, …)
+    same_key text;           -- the join by key
     nkeys bigint;
     keyvals text[];
     level integer := 0;
@@ -1870,24 +1880,20 @@ BEGIN
         rowhash_exact := format('syncguard._reconcile_row_hash(%s)', hash_args);
     END IF;
     -- Parts of the query finding the keys of differing rows (see below),
-    -- each with an item per key column: [1] the keys found, as text arrays;
-    -- [2] a segment's arrays of our keys (l1) and of the remote's (r1);
-    -- [3] the remote's arrays; [4] and [5] ours, in two steps (the rows'
-    -- keys and hashes, then their arrays: sorting the rows by segment then
-    -- sorts narrow ones); [6] the key of either side; [7] and [9] our and
-    -- the remote's keys unnested; [8] their names; [10] the join by key.
-    SELECT ARRAY[string_agg(format('pg_catalog.array_agg(d.k%s)::pg_catalog.text', i), ', ' ORDER BY i),
-                 string_agg(format('pg_catalog.max(a.k%1$s) FILTER (WHERE NOT a.side) AS l%1$s,'
-                                   ' pg_catalog.max(a.k%1$s) FILTER (WHERE a.side) AS r%1$s', i), ', ' ORDER BY i),
-                 string_agg(format('pg_catalog.array_agg(%s) AS k%s', kcols[i], i), ', ' ORDER BY i),
-                 string_agg(format('pg_catalog.array_agg(t.k%s)', i), ', ' ORDER BY i),
-                 string_agg(format('%s AS k%s', kcols[i], i), ', ' ORDER BY i),
-                 string_agg(format('COALESCE(l.k%1$s, r.k%1$s) AS k%1$s', i), ', ' ORDER BY i),
-                 string_agg(format('pg_catalog.unnest(p.l%s)', i), ', ' ORDER BY i),
-                 string_agg(format('k%s', i), ', ' ORDER BY i),
-                 string_agg(format('pg_catalog.unnest(p.r%s)', i), ', ' ORDER BY i),
-                 string_agg(format('l.k%1$s OPERATOR(pg_catalog.=) r.k%1$s', i), ' AND ' ORDER BY i)]
-      INTO keys_query
+    -- each with an item per key column.
+    SELECT string_agg(format('pg_catalog.array_agg(d.k%s)::pg_catalog.text', i), ', ' ORDER BY i),
+           string_agg(format('pg_catalog.max(a.k%1$s) FILTER (WHERE NOT a.side) AS l%1$s,'
+                             ' pg_catalog.max(a.k%1$s) FILTER (WHERE a.side) AS r%1$s', i), ', ' ORDER BY i),
+           string_agg(format('pg_catalog.array_agg(%s) AS k%s', kcols[i], i), ', ' ORDER BY i),
+           string_agg(format('pg_catalog.array_agg(t.k%s)', i), ', ' ORDER BY i),
+           string_agg(format('%s AS k%s', kcols[i], i), ', ' ORDER BY i),
+           string_agg(format('COALESCE(l.k%1$s, r.k%1$s) AS k%1$s', i), ', ' ORDER BY i),
+           string_agg(format('pg_catalog.unnest(p.l%s)', i), ', ' ORDER BY i),
+           string_agg(format('pg_catalog.unnest(p.r%s)', i), ', ' ORDER BY i),
+           string_agg(format('k%s', i), ', ' ORDER BY i),
+           string_agg(format('l.k%1$s OPERATOR(pg_catalog.=) r.k%1$s', i), ' AND ' ORDER BY i)
+      INTO found_keys, segment_keys, remote_key_arrays, local_key_arrays, local_keys,
+           either_key, local_unnested, remote_unnested, key_names, same_key
       FROM generate_subscripts(kcols, 1) AS i;
     -- The planner's row count is enough to size the first pass's segments.
     SELECT CASE WHEN c.reltuples > 0 THEN c.reltuples END INTO pending_rows FROM pg_class c WHERE c.oid = local;
@@ -2023,8 +2029,8 @@ BEGIN
                 ' CROSS JOIN LATERAL (SELECT %6$s FROM ROWS FROM (%7$s, pg_catalog.unnest(p.lh)) AS l(%8$s, h)'
                 '                       FULL JOIN ROWS FROM (%9$s, pg_catalog.unnest(p.rh)) AS r(%8$s, h) ON %10$s'
                 '                      WHERE l.h IS DISTINCT FROM r.h) AS d',
-                keys_query[1], keys_query[2], keys_query[3], keys_query[4], keys_query[5],
-                keys_query[6], keys_query[7], keys_query[8], keys_query[9], keys_query[10],
+                found_keys, segment_keys, remote_key_arrays, local_key_arrays, local_keys,
+                either_key, local_unnested, key_names, remote_unnested, same_key,
                 seg_expr, rowhash_exact, remote, local, small_cond)
               INTO nkeys, keyvals;
             IF nkeys > 100000 THEN
