@@ -194,6 +194,48 @@ struct Sums {
 /// densely, and 100,000 segments a pass is its maximum.
 const MAX_SEGMENT: i32 = 1 << 24;
 
+impl Sums {
+    /// An empty state in `context`.
+    unsafe fn new(context: pg_sys::MemoryContext) -> *mut Sums {
+        unsafe {
+            let s = pg_sys::MemoryContextAllocZero(context, size_of::<Sums>()) as *mut Sums;
+            (*s).cells = pg_sys::MemoryContextAllocZero(context, size_of::<[i64; 2]>()).cast();
+            (*s).len = 1;
+            s
+        }
+    }
+
+    /// Counts a row of hash `h` in segment `seg`, the cells grown to hold
+    /// it (in the context they were made in).
+    fn add(&mut self, seg: usize, h: i64) {
+        // SAFETY: `new` made len zeroed cells; repalloc keeps their context.
+        let cell = unsafe {
+            if seg >= self.len {
+                let len = (seg + 1).max(2 * self.len);
+                let cells: *mut [i64; 2] =
+                    pg_sys::repalloc(self.cells.cast(), len * size_of::<[i64; 2]>()).cast();
+                std::ptr::write_bytes(cells.add(self.len), 0, len - self.len);
+                self.cells = cells;
+                self.len = len;
+            }
+            &mut *self.cells.add(seg)
+        };
+        cell[0] += 1;
+        cell[1] = cell[1].wrapping_add(h);
+    }
+
+    /// `(segment, count, sum)` of every segment with rows, in order.
+    fn triples(&self) -> impl Iterator<Item = [i64; 3]> + '_ {
+        // SAFETY: len cells were allocated and zeroed.
+        let cells = unsafe { std::slice::from_raw_parts(self.cells, self.len) };
+        cells
+            .iter()
+            .enumerate()
+            .filter(|(_, [n, _])| *n > 0)
+            .map(|(seg, [n, h])| [seg as i64, *n, *h])
+    }
+}
+
 /// The aggregate's step: adds the row of the arguments after the segment.
 ///
 /// # Safety
@@ -226,25 +268,9 @@ pub unsafe extern "C-unwind" fn reconcile_checksums_step_wrapper(
         };
         let sums = match pgrx::fcinfo::pg_getarg_datum(fcinfo, 0) {
             Some(d) => d.cast_mut_ptr::<Sums>(),
-            None => {
-                let s = pg_sys::MemoryContextAllocZero(context, size_of::<Sums>()) as *mut Sums;
-                (*s).cells = pg_sys::MemoryContextAllocZero(context, size_of::<[i64; 2]>()).cast();
-                (*s).len = 1;
-                s
-            }
+            None => Sums::new(context),
         };
-        if seg >= (*sums).len {
-            let len = (seg + 1).max(2 * (*sums).len);
-            let cells: *mut [i64; 2] =
-                pg_sys::repalloc((*sums).cells.cast(), len * size_of::<[i64; 2]>()).cast();
-            std::ptr::write_bytes(cells.add((*sums).len), 0, len - (*sums).len);
-            (*sums).cells = cells;
-            (*sums).len = len;
-        }
-        let h = row_hash(fcinfo, 2);
-        let cell = &mut *(*sums).cells.add(seg);
-        cell[0] += 1;
-        cell[1] = cell[1].wrapping_add(h);
+        (*sums).add(seg, row_hash(fcinfo, 2));
         pg_sys::Datum::from(sums)
     }
 }
@@ -263,16 +289,10 @@ pub unsafe extern "C-unwind" fn reconcile_checksums_final_wrapper(
 ) -> pg_sys::Datum {
     // SAFETY: the state the step made, or NULL when no row came.
     unsafe {
-        let mut out: Vec<i64> = Vec::new();
-        if let Some(d) = pgrx::fcinfo::pg_getarg_datum(fcinfo, 0) {
-            let sums = &*d.cast_mut_ptr::<Sums>();
-            let cells = std::slice::from_raw_parts(sums.cells, sums.len);
-            for (seg, [n, h]) in cells.iter().enumerate() {
-                if *n > 0 {
-                    out.extend([seg as i64, *n, *h]);
-                }
-            }
-        }
+        let out: Vec<i64> = match pgrx::fcinfo::pg_getarg_datum(fcinfo, 0) {
+            Some(d) => (*d.cast_mut_ptr::<Sums>()).triples().flatten().collect(),
+            None => Vec::new(),
+        };
         out.into_datum().expect("an array")
     }
 }
