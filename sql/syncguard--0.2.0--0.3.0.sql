@@ -1767,7 +1767,7 @@ BEGIN
                       JOIN pg_foreign_server s ON s.oid = ft.ftserver
                      CROSS JOIN pg_options_to_table(s.srvoptions) AS o
                      WHERE ft.ftrelid = c.oid AND o.option_name = 'extensions'
-                       AND 'syncguard' = ANY (SELECT btrim(e, ' "') FROM unnest(string_to_array(o.option_value, ',')) AS e)))
+                       AND 'syncguard' = ANY (SELECT lower(btrim(e, ' "')) FROM unnest(string_to_array(o.option_value, ',')) AS e)))
               FROM pg_class c
              WHERE c.oid IN (local, remote)) THEN
         RETURN NULL;
