@@ -861,6 +861,22 @@ fn a_role_that_is_not_superuser_reconciles_and_repairs() {
         .unwrap();
     assert_eq!(applied.len(), 1);
     assert_eq!(p.reconcile("stock", ""), vec![]);
+    // The same role with syncguard's hash on both sides.
+    p.local.batch_execute("RESET ROLE").unwrap();
+    p.remote_syncguard();
+    p.local.batch_execute("SET ROLE app").unwrap();
+    p.remote
+        .batch_execute("UPDATE stock SET qty = 6 WHERE sku = 'a'")
+        .unwrap();
+    assert_eq!(
+        p.reconcile("stock", ""),
+        vec![(
+            json!({"sku": "a"}),
+            "differs".into(),
+            json!({"qty": {"local": 1, "remote": 6}})
+        )]
+    );
+    assert!(p.remote_ran("%syncguard._reconcile_checksums(%") >= 1);
     // Without SELECT on the foreign table: PostgreSQL's own permission error.
     p.local
         .batch_execute("RESET ROLE; REVOKE SELECT ON supplier.stock FROM app; SET ROLE app")
