@@ -8,14 +8,6 @@ use crate::merge::policy::Policy;
 use crate::merge_sql::{finish, limits};
 use pgrx::prelude::*;
 
-/// The varlena bytes of a datum, as stored (no detoasting).
-pub unsafe fn raw_bytes<'a>(d: pg_sys::Datum) -> &'a [u8] {
-    unsafe {
-        let p = d.cast_mut_ptr::<pg_sys::varlena>();
-        std::slice::from_raw_parts(p as *const u8, pgrx::varlena::varsize_any(p))
-    }
-}
-
 /// What merging a column's new jsonb into its stored one gives.
 pub enum MergeOutcome {
     /// The new value as written.

@@ -12,6 +12,7 @@
 
 use crate::errors::{self, raise, SqlError};
 use crate::upsert_statement::quote_literal;
+use crate::varlena::{detoasted, payload};
 use pgrx::prelude::*;
 use sha2::{Digest, Sha256};
 use std::cell::Cell;
@@ -225,7 +226,7 @@ pub unsafe extern "C-unwind" fn idem_claim_wrapper(
 }
 
 unsafe fn check_claim(c: &Claim, lease_null: bool, ttl_null: bool) {
-    let (key_len, scope_len) = unsafe { (text_bytes(c.key).len(), text_bytes(c.scope).len()) };
+    let (key_len, scope_len) = unsafe { (payload(c.key).len(), payload(c.scope).len()) };
     if key_len == 0 {
         raise(
             PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
@@ -360,7 +361,7 @@ unsafe fn claim_key(c: &Claim, fingerprint: pg_sys::Datum, token: pg_sys::Datum)
             response: value(2).map(|d| pg_sys::SPI_datumTransfer(d, false, -1)),
             attempt: value(3).unwrap().value() as i32,
             retry_at: value(4),
-            error: (text_bytes(stored) != text_bytes(fingerprint)).then(|| Mismatch {
+            error: (payload(stored) != payload(fingerprint)).then(|| Mismatch {
                 stored: pg_sys::SPI_datumTransfer(stored, false, -1),
                 this: fingerprint,
             }),
@@ -371,7 +372,7 @@ unsafe fn claim_key(c: &Claim, fingerprint: pg_sys::Datum, token: pg_sys::Datum)
 }
 
 unsafe fn mismatch(m: Mismatch, c: &Claim) -> SqlError {
-    let text = |d| unsafe { String::from_utf8_lossy(text_bytes(d)).into_owned() };
+    let text = |d| unsafe { String::from_utf8_lossy(payload(d)).into_owned() };
     let head = |s: String| s.chars().take(12).collect::<String>();
     let quoted = |d| quote_literal(&text(d));
     SqlError::own(
@@ -560,15 +561,6 @@ unsafe fn value(i: i32) -> Option<pg_sys::Datum> {
         let d = pg_sys::SPI_getbinval(*tt.vals, tt.tupdesc, i + 1, &mut isnull);
         (!isnull).then_some(d)
     }
-}
-
-unsafe fn detoasted(d: pg_sys::Datum) -> pg_sys::Datum {
-    unsafe { pg_sys::Datum::from(pg_sys::pg_detoast_datum_packed(d.cast_mut_ptr())) }
-}
-
-/// The bytes of a text.
-unsafe fn text_bytes<'a>(d: pg_sys::Datum) -> &'a [u8] {
-    unsafe { pgrx::varlena::varlena_to_byte_slice(detoasted(d).cast_mut_ptr()) }
 }
 
 unsafe fn text_datum(s: &str) -> pg_sys::Datum {

@@ -32,6 +32,7 @@ mod upsert;
 mod upsert_row;
 mod upsert_statement;
 mod upsert_values;
+mod varlena;
 mod worker;
 pub mod write_policy;
 

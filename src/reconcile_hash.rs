@@ -5,10 +5,11 @@
 //! own rows; it costs a fraction of the built-in hash functions it replaces
 //! there, above all jsonb's.
 //!
-//! It takes the types `reconcile`'s SQL passes it (`_reconcile_row_hashes`
+//! It takes the types `reconcile`'s SQL passes it (`_reconcile_row_hash_args`
 //! in sql/install/reconcile.sql); other columns keep their SQL hash.
 
 use crate::errors::raise;
+use crate::varlena::{detoasted, payload, raw_bytes};
 use pgrx::pg_sys::Oid;
 use pgrx::prelude::*;
 use syncguard_core::jsonb::FormatError;
@@ -99,27 +100,12 @@ fn type_name(typ: Oid) -> String {
     }
 }
 
-/// The bytes of a varlena datum, header included (detoasted, a short header kept).
-unsafe fn varlena<'a>(d: pg_sys::Datum) -> &'a [u8] {
-    unsafe {
-        let p = pg_sys::pg_detoast_datum_packed(d.cast_mut_ptr());
-        std::slice::from_raw_parts(p as *const u8, pgrx::varlena::varsize_any(p))
-    }
-}
-
-/// The bytes of a varlena datum after its header.
-unsafe fn payload<'a>(d: pg_sys::Datum) -> &'a [u8] {
-    unsafe {
-        pgrx::varlena::varlena_to_byte_slice(pg_sys::pg_detoast_datum_packed(d.cast_mut_ptr()))
-    }
-}
-
 /// Feeds one non-NULL value to `h`.
 unsafe fn feed(h: &mut RowHash, read: Read, d: pg_sys::Datum) -> Result<(), FormatError> {
     // SAFETY: `d` is a value of the type `read` was chosen for.
     unsafe {
         match read {
-            Read::Numeric => return h.numeric(varlena(d)),
+            Read::Numeric => return h.numeric(raw_bytes(detoasted(d))),
             Read::Jsonb => return h.jsonb(payload(d)),
             Read::Int2 => h.int(d.value() as i16 as i64),
             Read::Int4 => h.int(d.value() as i32 as i64),

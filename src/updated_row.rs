@@ -5,13 +5,14 @@
 //! is a method; the datums all point into the trigger's two tuples, which
 //! live as long as the trigger call.
 
-use crate::column_merge::{json_to_jsonb, jsonb_to_json, merge_value, raw_bytes, MergeOutcome};
+use crate::column_merge::{json_to_jsonb, jsonb_to_json, merge_value, MergeOutcome};
 use crate::conflict::{self, check_skew, version_error};
 use crate::errors::SqlError;
 use crate::freshness::stamp;
 use crate::jsonb_arg::JsonbRaw;
 use crate::protect::{column_name, with_columns};
 use crate::protect_config::{Protected, Resolved};
+use crate::varlena::raw_bytes;
 use pgrx::prelude::*;
 
 pub struct UpdatedRow {
