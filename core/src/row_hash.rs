@@ -133,12 +133,9 @@ impl RowHash {
                     2 => self.word(NUM_2 | head | digit(0) << 32 | digit(1) << 48),
                     n => {
                         self.word(NUM | head | (n as u64) << 32);
-                        for c in digits.chunks(8) {
-                            let mut w = 0u64;
-                            for (i, d) in c.chunks_exact(2).enumerate() {
-                                w |= (u16::from_ne_bytes([d[0], d[1]]) as u64) << (16 * i);
-                            }
-                            self.word(w);
+                        for first in (0..n).step_by(4) {
+                            let four = first..n.min(first + 4);
+                            self.word(four.fold(0, |w, i| w | digit(i) << (16 * (i - first))));
                         }
                     }
                 }
