@@ -34,12 +34,17 @@ enum Read {
     Uuid,
 }
 
+/// The reader of a type's values; `None` for a type it does not hash, or
+/// none at all. This is the list reconcile's SQL asks for, through
+/// `_reconcile_row_hash_takes`.
 fn read_of(typ: Oid) -> Option<Read> {
-    if typ == pg_sys::InvalidOid {
-        return None;
-    }
-    // SAFETY: a syscache lookup of a type an expression has.
-    let base = unsafe { pg_sys::getBaseType(typ) };
+    // SAFETY: syscache lookups; getBaseType only of a type that exists.
+    let base = unsafe {
+        if pg_sys::get_typtype(typ) == 0 {
+            return None;
+        }
+        pg_sys::getBaseType(typ)
+    };
     Some(match base {
         pg_sys::INT2OID => Read::Int2,
         pg_sys::INT4OID | pg_sys::DATEOID => Read::Int4,
@@ -165,6 +170,25 @@ pub unsafe extern "C-unwind" fn reconcile_row_hash_wrapper(
 }
 
 crate::finfo_v1!(pg_finfo_reconcile_row_hash_wrapper);
+
+/// `_reconcile_row_hash_takes(regtype)`: whether `_reconcile_row_hash`
+/// hashes values of the type.
+///
+/// # Safety
+/// Called by PostgreSQL's function manager with a valid `fcinfo`.
+#[pg_guard]
+#[no_mangle]
+pub unsafe extern "C-unwind" fn reconcile_row_hash_takes_wrapper(
+    fcinfo: pg_sys::FunctionCallInfo,
+) -> pg_sys::Datum {
+    // SAFETY: the manager's fcinfo, with the one regtype argument of the
+    // SQL declaration (STRICT: never NULL here).
+    let typ = unsafe { pgrx::fcinfo::pg_getarg_datum(fcinfo, 0) }
+        .map_or(pg_sys::InvalidOid, |d| pg_sys::Oid::from(d.value() as u32));
+    pg_sys::Datum::from(read_of(typ).is_some())
+}
+
+crate::finfo_v1!(pg_finfo_reconcile_row_hash_takes_wrapper);
 
 /// The state of `_reconcile_checksums(segment, VARIADIC "any")`: per segment
 /// number, the rows' count and the wrapping sum of their hashes, in the

@@ -203,6 +203,13 @@ RETURNS bigint
 LANGUAGE c IMMUTABLE PARALLEL SAFE
 AS 'MODULE_PATHNAME', 'reconcile_row_hash_wrapper';
 
+-- Whether _reconcile_row_hash takes values of a type (its list, asked
+-- rather than written again here).
+CREATE FUNCTION syncguard._reconcile_row_hash_takes(typ regtype)
+RETURNS boolean
+LANGUAGE c STABLE STRICT PARALLEL SAFE
+AS 'MODULE_PATHNAME', 'reconcile_row_hash_takes_wrapper';
+
 CREATE FUNCTION syncguard._reconcile_checksums_step(internal, integer, VARIADIC "any")
 RETURNS internal
 LANGUAGE c IMMUTABLE PARALLEL SAFE
@@ -225,8 +232,8 @@ CREATE AGGREGATE syncguard._reconcile_checksums(integer, VARIADIC "any") (
 -- this server, or a foreign table whose server lists syncguard in its
 -- `extensions` option, so that postgres_fdw sends the calls to the remote.
 -- NULL otherwise: every column then hashes by _reconcile_hash. The columns
--- of a type _reconcile_row_hash does not take (the list of its `read_of`)
--- come last, as one argument: the XOR of their _reconcile_hash.
+-- of a type _reconcile_row_hash does not take come last, as one argument:
+-- the XOR of their _reconcile_hash.
 CREATE FUNCTION syncguard._reconcile_row_hash_args(
     local regclass, remote regclass, key_columns text[], columns text[])
 RETURNS text
@@ -252,11 +259,7 @@ BEGIN
                       ' OPERATOR(pg_catalog.#) ' ORDER BY c.o) FILTER (WHERE NOT c.ours)
       INTO ours, others
       FROM (SELECT c.name, c.typ, c.o,
-                   (SELECT coalesce(nullif(t.typbasetype, 0), t.oid) FROM pg_type t WHERE t.oid = c.typ) IN (
-                       'int2'::regtype, 'int4'::regtype, 'int8'::regtype, 'date'::regtype, 'timestamp'::regtype,
-                       'timestamptz'::regtype, 'time'::regtype, 'bool'::regtype, 'float4'::regtype,
-                       'float8'::regtype, 'numeric'::regtype, 'text'::regtype, 'varchar'::regtype,
-                       'bytea'::regtype, 'json'::regtype, 'bpchar'::regtype, 'jsonb'::regtype, 'uuid'::regtype) AS ours
+                   syncguard._reconcile_row_hash_takes(c.typ) AS ours
               FROM syncguard._reconcile_columns(local, remote, key_columns, columns)
                    WITH ORDINALITY AS c(name, typ, is_key, o)) AS c;
     RETURN concat_ws(', ', ours, others);
@@ -882,6 +885,7 @@ GRANT EXECUTE ON FUNCTION
     syncguard._reconcile_columns(regclass, regclass, text[], text[]),
     syncguard._reconcile_hash(text, regtype, integer, boolean),
     syncguard._reconcile_row_hash("any"),
+    syncguard._reconcile_row_hash_takes(regtype),
     syncguard._reconcile_checksums(integer, "any"),
     syncguard._reconcile_row_hash_args(regclass, regclass, text[], text[]),
     syncguard._reconcile_compare(text[], regtype[], jsonb, text),
@@ -907,6 +911,8 @@ COMMENT ON FUNCTION syncguard._reconcile_checksums_step(internal, integer, "any"
     'internal: the step of _reconcile_checksums';
 COMMENT ON FUNCTION syncguard._reconcile_checksums_final(internal) IS
     'internal: the result of _reconcile_checksums';
+COMMENT ON FUNCTION syncguard._reconcile_row_hash_takes(regtype) IS
+    'internal: whether _reconcile_row_hash takes values of a type';
 COMMENT ON FUNCTION syncguard._reconcile_row_hash_args(regclass, regclass, text[], text[]) IS
     'internal: the arguments of _reconcile_row_hash when syncguard hashes both sides, else NULL';
 COMMENT ON FUNCTION syncguard._reconcile_compare(text[], regtype[], jsonb, text) IS

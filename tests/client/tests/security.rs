@@ -623,6 +623,7 @@ const ALLOWED: &[&str] = &[
     "syncguard._reconcile_where(text[],regtype[],jsonb,integer[])",
     "syncguard._reconcile_rows_query(regclass,regclass,text[],text[],text)",
     "syncguard._reconcile_row_hash_args(regclass,regclass,text[],text[])",
+    "syncguard._reconcile_row_hash_takes(regtype)",
     // internal, reconciliation: pure, hash the values they are given
     "syncguard._reconcile_row_hash(\"any\")",
     "syncguard._reconcile_checksums(integer,\"any\")",

@@ -43,6 +43,14 @@ SELECT syncguard._reconcile_row_hash(1::int2, 2::int4, 3::int8, 4::positive_int,
                                      '2026-01-01'::date, '2026-01-01 00:00'::timestamp, '2026-01-01 00:00+00'::timestamptz,
                                      '12:00'::time) IS NOT NULL AS hashed;
 
+-- reconcile asks which types it takes: those above, not others.
+SELECT t AS type, syncguard._reconcile_row_hash_takes(t) AS takes
+  FROM unnest(ARRAY['int2', 'int4', 'int8', 'positive_int', 'bool', 'float4', 'float8', 'numeric', 'text',
+                    'varchar', 'bytea', 'json', 'bpchar', 'jsonb', 'uuid', 'date', 'timestamp', 'timestamptz',
+                    'time', 'interval', 'int4[]', 'timetz', 'name']::regtype[]) AS t
+ UNION ALL
+SELECT 4294967295::oid::regtype, syncguard._reconcile_row_hash_takes(4294967295::oid::regtype);
+
 -- Anything else is refused; reconcile hashes such columns with built-in
 -- functions. Segment numbers run from 0 to 2^24 - 1.
 SELECT regress.err($$SELECT syncguard._reconcile_row_hash('1 day'::interval)$$);
