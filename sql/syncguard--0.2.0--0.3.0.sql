@@ -2393,3 +2393,18 @@ END
 $$;
 COMMENT ON FUNCTION syncguard.drop_invariant(text, boolean) IS
     'drop an invariant and its view; keep_history keeps its runs and episodes';
+
+-- merge_upsert's planner support: a call whose key and data are built by
+-- jsonb_build_object in the statement runs as _merge_upsert_fields, with the
+-- names as constants and the values as they are (src/upsert_fields.rs).
+CREATE FUNCTION syncguard._merge_upsert_fields(target regclass, key_names text[], data_names text[], VARIADIC "any")
+RETURNS jsonb
+LANGUAGE c VOLATILE PARALLEL UNSAFE
+AS 'MODULE_PATHNAME', 'merge_upsert_fields_wrapper';
+COMMENT ON FUNCTION syncguard._merge_upsert_fields(regclass, text[], text[], "any") IS 'internal: merge_upsert of jsonb_build_object(key_names, values) and jsonb_build_object(data_names, values), the policy last; planned from merge_upsert calls';
+CREATE FUNCTION syncguard._merge_upsert_support(internal)
+RETURNS internal
+LANGUAGE c IMMUTABLE STRICT PARALLEL SAFE
+AS 'MODULE_PATHNAME', 'merge_upsert_support_wrapper';
+COMMENT ON FUNCTION syncguard._merge_upsert_support(internal) IS 'internal: planner support of merge_upsert';
+ALTER FUNCTION syncguard.merge_upsert(regclass, jsonb, jsonb, jsonb) SUPPORT syncguard._merge_upsert_support;

@@ -29,6 +29,7 @@ mod settings;
 mod table_info;
 mod updated_row;
 mod upsert;
+mod upsert_fields;
 mod upsert_row;
 mod upsert_statement;
 mod upsert_values;

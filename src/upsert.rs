@@ -57,13 +57,7 @@ fn merge_upsert(
     data: Option<JsonbRaw>,
     policy: default!(Option<JsonbRaw>, "NULL"),
 ) -> Option<JsonbRaw> {
-    let Some(target) = target else {
-        raise(
-            PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED,
-            "merge_upsert: target must not be NULL".into(),
-            Some("Pass the table, e.g. 'profiles'::regclass."),
-        )
-    };
+    let target = require_target(target);
     let Some(key) = key else {
         raise(
             PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED,
@@ -78,33 +72,72 @@ fn merge_upsert(
             None,
         )
     };
-    let keys = object_pairs(&key, "key");
-    let cols = object_pairs(&data, "data");
-    if keys.is_empty() {
-        bad_input("merge_upsert: key must name at least one column".into());
+    upsert_objects(target, &key, &data, policy.as_ref())
+}
+
+pub fn require_target(target: Option<RegClass>) -> pg_sys::Oid {
+    match target {
+        Some(t) => t.0,
+        None => raise(
+            PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED,
+            "merge_upsert: target must not be NULL".into(),
+            Some("Pass the table, e.g. 'profiles'::regclass."),
+        ),
     }
-    let plan = plan_for(target.0, &keys, &cols, policy.as_ref());
-    let outcome = execute(&plan, &keys, &cols);
-    // Raised here, where nothing is left to drop but `plan`, released first.
-    match outcome {
+}
+
+/// merge_upsert of key and data objects.
+pub fn upsert_objects(
+    relid: pg_sys::Oid,
+    key: &JsonbRaw,
+    data: &JsonbRaw,
+    policy: Option<&JsonbRaw>,
+) -> Option<JsonbRaw> {
+    let keys = object_pairs(key, "key");
+    let cols = object_pairs(data, "data");
+    require_key(keys.len());
+    let plan = plan_for(relid, &names_of(&keys), &names_of(&cols), policy);
+    let (values, nulls) = convert(&plan, &keys, &cols);
+    execute_or_raise(plan, values, nulls)
+}
+
+/// The names of (name, value) pairs.
+pub fn names_of<'a, T>(pairs: &[(&'a str, T)]) -> Vec<&'a str> {
+    pairs.iter().map(|(n, _)| *n).collect()
+}
+
+/// Executes `plan`; an error is raised here, where nothing is left to drop
+/// but `plan`, released first.
+pub fn execute_or_raise(
+    plan: Rc<UpsertPlan>,
+    values: Vec<pg_sys::Datum>,
+    nulls: Vec<std::ffi::c_char>,
+) -> Option<JsonbRaw> {
+    match execute(&plan, values, nulls) {
         Ok(row) => row,
         Err(e) => {
-            drop((plan, keys, cols));
-            drop((key, data, policy));
+            drop(plan);
             e.raise()
         }
     }
 }
 
+/// Raises merge_upsert's error for a call whose key names no column.
+pub fn require_key(n: usize) {
+    if n == 0 {
+        bad_input("merge_upsert: key must name at least one column".into());
+    }
+}
+
 /// The cache key: column names in order, then the policy's source.
-fn cache_key(keys: &[(&str, Item)], cols: &[(&str, Item)], policy: &[u8]) -> Vec<u8> {
+fn cache_key(keys: &[&str], cols: &[&str], policy: &[u8]) -> Vec<u8> {
     let mut k = Vec::with_capacity(64 + policy.len());
-    for (n, _) in keys {
+    for n in keys {
         k.extend_from_slice(n.as_bytes());
         k.push(0);
     }
     k.push(1);
-    for (n, _) in cols {
+    for n in cols {
         k.extend_from_slice(n.as_bytes());
         k.push(0);
     }
@@ -113,10 +146,12 @@ fn cache_key(keys: &[(&str, Item)], cols: &[(&str, Item)], policy: &[u8]) -> Vec
     k
 }
 
-fn plan_for(
+/// The kept plan for the table, column names (key, then data, each in
+/// jsonb's key order) and policy; prepared on first use.
+pub fn plan_for(
     relid: pg_sys::Oid,
-    keys: &[(&str, Item)],
-    cols: &[(&str, Item)],
+    keys: &[&str],
+    cols: &[&str],
     policy: Option<&JsonbRaw>,
 ) -> Rc<UpsertPlan> {
     let info = table_info::table_info(relid);
@@ -160,10 +195,9 @@ fn plan_for(
 
 fn execute(
     plan: &Rc<UpsertPlan>,
-    keys: &[(&str, Item)],
-    cols: &[(&str, Item)],
+    mut values: Vec<pg_sys::Datum>,
+    nulls: Vec<std::ffi::c_char>,
 ) -> Result<Option<JsonbRaw>, SqlError> {
-    let (mut values, nulls) = convert(plan, keys, cols);
     if let Some((p, skew)) = plan.lww {
         if nulls[p] == b' ' as std::ffi::c_char {
             conflict::check_skew(

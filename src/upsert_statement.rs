@@ -9,7 +9,6 @@
 use crate::conflict;
 use crate::errors::bad_input;
 use crate::errors::raise;
-use crate::merge::jsonb::Item;
 use crate::policy_args::check_policy_columns;
 use crate::table_info::{self, Column, Kind, TableInfo};
 use crate::write_policy::{ColumnRule, WritePolicy};
@@ -50,12 +49,7 @@ impl Drop for UpsertPlan {
     }
 }
 
-pub fn prepare(
-    info: Rc<TableInfo>,
-    keys: &[(&str, Item)],
-    cols: &[(&str, Item)],
-    wp: &WritePolicy,
-) -> UpsertPlan {
+pub fn prepare(info: Rc<TableInfo>, keys: &[&str], cols: &[&str], wp: &WritePolicy) -> UpsertPlan {
     let index_of = |name: &str| -> usize {
         let c = info.require(name);
         if c.generated {
@@ -73,17 +67,16 @@ pub fn prepare(
             .position(|x| std::ptr::eq(x, c))
             .unwrap()
     };
-    let key_idx: Vec<usize> = keys.iter().map(|(n, _)| index_of(n)).collect();
+    let key_idx: Vec<usize> = keys.iter().map(|n| index_of(n)).collect();
     let mut key_attnums: Vec<i16> = key_idx.iter().map(|&i| info.columns[i].attnum).collect();
     key_attnums.sort_unstable();
     if !info.unique_keys.contains(&key_attnums) {
-        let names: Vec<&str> = keys.iter().map(|(n, _)| *n).collect();
         raise(
             PgSqlErrorCode::ERRCODE_INVALID_COLUMN_REFERENCE,
             format!(
                 "merge_upsert: no unique index of {} has exactly the key columns ({})",
                 info.qualified,
-                names.join(", ")
+                keys.join(", ")
             ),
             Some("key must name all columns of one unique index (or primary key) without a predicate, and no others."),
         );
@@ -92,7 +85,7 @@ pub fn prepare(
     // Data columns that are not key columns become parameters after the keys.
     let mut params = key_idx.clone();
     let mut data_idx = Vec::new();
-    for (n, _) in cols {
+    for n in cols {
         let i = index_of(n);
         if !key_idx.contains(&i) {
             params.push(i);
@@ -326,7 +319,7 @@ fn citus_table(relid: pg_sys::Oid) -> bool {
 
 /// jsonb-based columns take a jsonb parameter (the assignment applies any
 /// domain); every other column a parameter of its own type.
-fn param_type(c: &Column) -> pg_sys::Oid {
+pub fn param_type(c: &Column) -> pg_sys::Oid {
     if c.kind == Kind::Jsonb {
         pg_sys::JSONBOID
     } else {

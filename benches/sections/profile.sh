@@ -4,8 +4,9 @@
 # instructions counted by callgrind (valgrind), which the machine's load does
 # not change. A server of its own runs under callgrind; pgbench sends each
 # pair of scripts of the other sections with the same random keys on both
-# sides: the two upserts (benches/upsert_concat.sql,
-# benches/upsert_merge_upsert.sql, prepared protocol) to a table of 100,000
+# sides: the three upserts (benches/upsert_concat.sql,
+# benches/upsert_merge_upsert.sql, benches/upsert_deep_merge_set.sql,
+# prepared protocol) to a table of 100,000
 # documents of workload (b)'s shape; the ORM's UPDATE
 # (benches/upsert_update.sql, prepared) to two fresh copies of it, one
 # protected; the idempotency scripts (benches/idem_hand_written.sql,
@@ -110,6 +111,7 @@ profile_side() {  # side script [protocol [sql before each run]]
 }
 profile_side concat benches/upsert_concat.sql
 profile_side merge benches/upsert_merge_upsert.sql
+profile_side deep benches/upsert_deep_merge_set.sql
 profile_side plain "$update_plain"
 profile_side protected "$update_protected"
 # Empty key tables before every run, as the idempotency section has them: a
@@ -125,49 +127,47 @@ side() {
 }
 # Per call of sides $1 and $2, as side does.
 pair() { echo "$(side "$1" "${3:-}") $(side "$2" "${3:-}")"; }
-read -r c_all m_all <<< "$(pair concat merge)"
-read -r c_args m_args <<< "$(pair concat merge ':jsonb_build_object$')"
-read -r c_merge m_merge <<< "$(pair concat merge ':jsonb_concat$|:jsonb_deep_merge_wrapper$')"
-read -r c_start m_start <<< "$(pair concat merge ':standard_ExecutorStart$')"
-read -r c_plan m_plan <<< "$(pair concat merge ':GetCachedPlan$')"
-read -r c_cat m_cat <<< "$(pair concat merge ':SearchCatCache1$')"
-read -r _ m_wrapper <<< "$(pair concat merge ':merge_upsert_wrapper$')"
-read -r _ m_spi <<< "$(pair concat merge ':SPI_execute_plan$')"
+# Per call of sides concat, deep and merge, as side does.
+three() { echo "$(side concat "${1:-}") $(side deep "${1:-}") $(side merge "${1:-}")"; }
+read -r c_all d_all m_all <<< "$(three)"
+read -r c_args d_args m_args <<< "$(three ':jsonb_build_object$')"
+read -r c_merge d_merge m_merge <<< "$(three ':jsonb_concat$|:jsonb_deep_merge_wrapper$')"
+read -r c_start d_start m_start <<< "$(three ':standard_ExecutorStart$')"
+read -r c_plan d_plan m_plan <<< "$(three ':GetCachedPlan$')"
+read -r c_cat d_cat m_cat <<< "$(three ':SearchCatCache1$')"
+m_wrapper=$(side merge ':merge_upsert_(fields_)?wrapper$')
+m_spi=$(side merge ':SPI_execute_plan$')
 m_own=$(awk -v a="$m_wrapper" -v b="$m_spi" 'BEGIN { printf "%.1f", a - b }')
 delta() { awk -v a="$2" -v b="$1" 'BEGIN { printf "%+.1f", a - b }'; }
 row() { printf '| %s | %s | %s | %s |\n' "$1" "$2" "$3" "$(delta "$2" "$3")"; }
+row3() { printf '| %s | %s | %s | %s | %s | %s |\n' "$1" "$2" "$3" "$4" "$(delta "$2" "$4")" "$(delta "$3" "$4")"; }
 
 echo "\`benches/sections/profile.sh\`: a server under callgrind; pgbench sends each statement of the"
-echo "upsert section (\`-M prepared\`, one client, the same random keys on both sides) $CALLS and"
+echo "upsert section (\`-M prepared\`, one client, the same random keys on every side) $CALLS and"
 echo "$((2 * CALLS)) times (other keys in the second run), each run one backend: the difference, per"
 echo "call, in thousands of instructions, is the cost of a call in a warm backend. A function's figure"
 echo "is inclusive (with what it calls), so rows overlap. The same for the UPDATE of the protection"
 echo "section and for the idempotency scripts (their tables emptied before every run), below."
 echo ""
-echo "| per call (thousands of instructions) | \`||\` upsert | merge_upsert | difference |"
-echo "|---|---|---|---|"
-row "the whole call, as the backend sees it" "$c_all" "$m_all"
-row "building jsonb values (\`jsonb_build_object\`): the patch; for merge_upsert also its key and data objects" "$c_args" "$m_args"
-row "the merge (\`jsonb_concat\`; \`jsonb_deep_merge\`)" "$c_merge" "$m_merge"
-row "starting executors (\`standard_ExecutorStart\`): merge_upsert's call, then its statement" "$c_start" "$m_start"
-row "finding and revalidating cached plans (\`GetCachedPlan\`)" "$c_plan" "$m_plan"
-row "catalog cache lookups (\`SearchCatCache1\`)" "$c_cat" "$m_cat"
-row "merge_upsert's own work around its statement (\`merge_upsert_wrapper\` less \`SPI_execute_plan\`)" "0" "$m_own"
+echo "| per call (thousands of instructions) | \`||\` upsert | deep-merge upsert | merge_upsert | merge_upsert − \`||\` | merge_upsert − deep-merge |"
+echo "|---|---|---|---|---|---|"
+row3 "the whole call, as the backend sees it" "$c_all" "$d_all" "$m_all"
+row3 "building jsonb values (\`jsonb_build_object\`): the patch" "$c_args" "$d_args" "$m_args"
+row3 "the merge (\`jsonb_concat\`; \`jsonb_deep_merge\`)" "$c_merge" "$d_merge" "$m_merge"
+row3 "starting executors (\`standard_ExecutorStart\`): for merge_upsert its call's, then its statement's" "$c_start" "$d_start" "$m_start"
+row3 "finding and revalidating cached plans (\`GetCachedPlan\`)" "$c_plan" "$d_plan" "$m_plan"
+row3 "catalog cache lookups (\`SearchCatCache1\`)" "$c_cat" "$d_cat" "$m_cat"
+row3 "merge_upsert's own work around its statement (\`merge_upsert_fields_wrapper\` less \`SPI_execute_plan\`)" "0" "0" "$m_own"
 echo ""
 echo "Findings, from the table:"
 echo ""
-awk -v c="$c_all" -v m="$m_all" -v ca="$c_args" -v ma="$m_args" -v cm="$c_merge" -v mm="$m_merge" \
-    -v cp="$c_plan" -v mp="$m_plan" -v cc="$c_cat" -v mc="$m_cat" -v own="$m_own" -v q="'" \
-    -v ratio="$(ratio "$c_all" "$m_all")" 'BEGIN {
-    gap = m - c; args = ma - ca
-    share = gap <= 0 ? "and merge_upsert is not slower" : \
-            (args >= gap ? sprintf("more than all of the %.1f k difference", gap) \
-                         : sprintf("%d%% of the %.1f k difference", args / gap * 100, gap))
-    printf "- In instructions, merge_upsert runs at %s× the `||` upsert (`||` / merge_upsert per call).\n", ratio
-    printf "- The key and data objects the caller builds for merge_upsert (`jsonb_build_object(%suser_id%s, …)`, and `jsonb_build_object(%sdata%s, <patch>)`, which copies the patch into a new object) cost %.1f k a call: %s.\n", q, q, q, q, args, share
-    printf "- The deep merge costs %.1f k a call against %.1f k for `||`, which sorts the keys of the merged object.\n", mm, cm
-    printf "- merge_upsert%ss own work around its statement (splitting the arguments, converting the values, finding its plan, building the returned row) is %.1f k a call.\n", q, own
-    printf "- Its nested statement adds %+.1f k of plan-cache lookups and revalidation and %+.1f k of catalog-cache lookups.\n", mp - cp, mc - cc
+awk -v c="$c_all" -v d="$d_all" -v m="$m_all" -v ca="$c_args" -v ma="$m_args" -v cm="$c_merge" -v dm="$d_merge" \
+    -v ds="$d_start" -v ms="$m_start" -v dc="$d_cat" -v mc="$m_cat" -v own="$m_own" \
+    -v ratio="$(ratio "$c_all" "$m_all")" -v dratio="$(ratio "$d_all" "$m_all")" 'BEGIN {
+    printf "- In instructions, merge_upsert runs at %s× the `||` upsert and at %s× the deep-merge upsert (their instructions / merge_upsert%ss, per call).\n", ratio, dratio, "\047"
+    printf "- The planner hands merge_upsert the values of its key and data as they are (its support function rewrites the call into `_merge_upsert_fields`): building jsonb costs %.1f k a call against %.1f k for `||`, the patch alone on both sides.\n", ma, ca
+    printf "- The deep merge costs %.1f k a call against %.1f k for `||`, which sorts the keys of the merged object.\n", dm, cm
+    printf "- merge_upsert%ss own work around its statement (reading the names, finding its plan, building the returned row) is %.1f k a call; running its statement from a function costs %+.1f k of executor start and %+.1f k of catalog-cache lookups over the deep-merge upsert.\n", "\047", own, ms - ds, mc - dc
 }'
 
 read -r u_all p_all <<< "$(pair plain protected)"

@@ -5,7 +5,8 @@
 #   (1) syncguard.merge_upsert (benches/upsert_merge_upsert.sql) against the
 #       `||` upsert (benches/upsert_concat.sql), copies of the shared scripts
 #       of ../shared/bench/pgbench/, at 1 and 2 clients, simple and prepared
-#       protocol;
+#       protocol, with the deep-merge upsert statement
+#       (benches/upsert_deep_merge_set.sql) as a reference;
 #   (2) the UPDATE an ORM sends (benches/upsert_update.sql) on the table
 #       protected with syncguard.protect and unprotected, 1 and 2 clients.
 # Every run starts from the same freshly loaded table; the sides of a
@@ -50,13 +51,15 @@ SQL
 BENCH_PREPARE=load
 
 # What the table holds after a run of (1): rows updated (they have s3.g1.fnew),
-# and how many equal their loaded document deep-merged with their last patch
-# (rebuilt from its value of s3.g1.f1), or that document `||` the patch.
+# how many equal their loaded document deep-merged with their last patch
+# (rebuilt from its value of s3.g1.f1), or that document `||` the patch, and
+# the average size of their documents.
 check_upsert() {
     psql -X -At -F ' | ' -c "
         SELECT count(*),
                count(*) FILTER (WHERE p.data = syncguard.jsonb_deep_merge(s.data, x.patch)),
-               count(*) FILTER (WHERE p.data = s.data || x.patch)
+               count(*) FILTER (WHERE p.data = s.data || x.patch),
+               round(avg(pg_catalog.pg_column_size(p.data)))
           FROM profiles p JOIN profiles_seed s USING (user_id),
                LATERAL (SELECT CASE WHEN p.data #> '{s3,g1}' ? 'fnew' THEN (p.data #>> '{s3,g1,f1}')::int END AS v) v,
                LATERAL (SELECT jsonb_build_object(
@@ -80,8 +83,9 @@ upsert_rows=() update_rows=()
 BENCH_CHECK=check_upsert
 for protocol in simple prepared; do
     for clients in 1 2; do
-        compare "$clients" "$protocol" benches/upsert_concat.sql benches/upsert_merge_upsert.sql
-        upsert_rows+=("| $clients | $protocol | $(tps_cell 0) | $(tps_cell 1) | $(ratio_cell 1 0 0.95) |")
+        compare "$clients" "$protocol" benches/upsert_concat.sql benches/upsert_merge_upsert.sql \
+            benches/upsert_deep_merge_set.sql
+        upsert_rows+=("| $clients | $protocol | $(tps_cell 0) | $(tps_cell 1) | $(ratio_cell 1 0 0.95) | $(tps_cell 2) | $(ratio_cell 1 2) | $(ratio_cell 2 0) |")
         upsert_check=("${SIDE_CHECK[@]}")
     done
 done
@@ -116,9 +120,15 @@ echo "baseline sends back only its status, so this caller asks only whether a ro
 echo "merge keeps the other leaves of \`s1\`, \`s3\` and \`s4\`; \`||\` replaces those sections with the patch's."
 echo "*simple*: \`pgbench -M simple\` (every statement parsed and planned); *prepared*: \`-M prepared\`, as"
 echo "a driver sends a statement it repeats. Target: merge_upsert at least 0.95× the baseline."
+echo "*deep-merge upsert* (a reference, \`benches/upsert_deep_merge_set.sql\`, a copy of the shared script):"
+echo "the baseline's statement with \`syncguard.jsonb_deep_merge(profiles.data, excluded.data)\` for \`||\`,"
+echo "which stores what merge_upsert stores; the sides run in the order of the columns, reversed every"
+echo "other round. merge_upsert / deep-merge upsert is what the function call costs beyond the statement"
+echo "it runs; deep-merge upsert / baseline what keeping the document costs (the sanity check below gives"
+echo "the documents' sizes: \`||\` drops the leaves of \`s1\`, \`s3\` and \`s4\` the patch does not carry)."
 echo ""
-echo "| clients | protocol | baseline \`\|\|\` upsert (TPS) | merge_upsert (TPS) | merge_upsert / baseline | target ≥ 0.95× |"
-echo "|---|---|---|---|---|---|"
+echo "| clients | protocol | baseline \`\|\|\` upsert (TPS) | merge_upsert (TPS) | merge_upsert / baseline | target ≥ 0.95× | deep-merge upsert (TPS) | merge_upsert / deep-merge upsert | deep-merge upsert / baseline |"
+echo "|---|---|---|---|---|---|---|---|---|"
 printf '%s\n' "${upsert_rows[@]}"
 echo ""
 echo "**(2) Protected table.** The UPDATE an ORM sends after the application changed one leaf of a"
@@ -135,16 +145,18 @@ printf '%s\n' "${update_rows[@]}"
 echo ""
 echo "Sanity check, on what the table held after the last run of each side (2 clients; (1) prepared):"
 echo "the rows the run updated, and how many of them equal their loaded document deep-merged with the last"
-echo "patch (the leaves only the load wrote kept) or that document \`||\` the patch (those leaves gone); for"
+echo "patch (the leaves only the load wrote kept) or that document \`||\` the patch (those leaves gone), and"
+echo "the average size of the updated documents (\`pg_column_size\`; a loaded one is about 1,200 bytes); for"
 echo "(2), how many equal their loaded document with the one leaf changed."
 echo ""
-echo "| run | rows updated | = load deep-merged with last patch | = load \`\|\|\` last patch | = load with the leaf changed |"
-echo "|---|---|---|---|---|"
+echo "| run | rows updated | = load deep-merged with last patch | = load \`\|\|\` last patch | average document size (bytes) | = load with the leaf changed |"
+echo "|---|---|---|---|---|---|"
 show() {  # $1 label, $2 check output
-    awk -F ' [|] ' -v l="$1" 'NF == 3 { printf "| %s | %d | %d | %d | |\n", l, $1, $2, $3 }
-                              NF == 2 { printf "| %s | %d | | | %d |\n", l, $1, $2 }' <<< "$2"
+    awk -F ' [|] ' -v l="$1" 'NF == 4 { printf "| %s | %d | %d | %d | %d | |\n", l, $1, $2, $3, $4 }
+                              NF == 2 { printf "| %s | %d | | | | %d |\n", l, $1, $2 }' <<< "$2"
 }
 show "(1) baseline \`\|\|\` upsert" "${upsert_check[0]}"
 show "(1) merge_upsert" "${upsert_check[1]}"
+show "(1) deep-merge upsert" "${upsert_check[2]}"
 show "(2) unprotected UPDATE" "${update_check[0]}"
 show "(2) protected UPDATE" "${update_check[1]}"

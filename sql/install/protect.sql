@@ -202,5 +202,20 @@ GRANT SELECT ON syncguard.protected_tables TO PUBLIC;
 COMMENT ON VIEW syncguard.protected_tables IS 'tables protected by syncguard.protect, with their columns, write policy and unprotected inheritance children';
 
 COMMENT ON FUNCTION syncguard.merge_upsert(regclass, jsonb, jsonb, jsonb) IS 'insert or deep-merge one row by a unique key; returns the stored row';
+
+-- merge_upsert's planner support: a call whose key and data are built by
+-- jsonb_build_object in the statement runs as _merge_upsert_fields, with the
+-- names as constants and the values as they are (src/upsert_fields.rs).
+CREATE FUNCTION syncguard._merge_upsert_fields(target regclass, key_names text[], data_names text[], VARIADIC "any")
+RETURNS jsonb
+LANGUAGE c VOLATILE PARALLEL UNSAFE
+AS 'MODULE_PATHNAME', 'merge_upsert_fields_wrapper';
+COMMENT ON FUNCTION syncguard._merge_upsert_fields(regclass, text[], text[], "any") IS 'internal: merge_upsert of jsonb_build_object(key_names, values) and jsonb_build_object(data_names, values), the policy last; planned from merge_upsert calls';
+CREATE FUNCTION syncguard._merge_upsert_support(internal)
+RETURNS internal
+LANGUAGE c IMMUTABLE STRICT PARALLEL SAFE
+AS 'MODULE_PATHNAME', 'merge_upsert_support_wrapper';
+COMMENT ON FUNCTION syncguard._merge_upsert_support(internal) IS 'internal: planner support of merge_upsert';
+ALTER FUNCTION syncguard.merge_upsert(regclass, jsonb, jsonb, jsonb) SUPPORT syncguard._merge_upsert_support;
 COMMENT ON FUNCTION syncguard._protect_config(regclass, text[], jsonb) IS 'internal: checks a protection configuration against the table';
 COMMENT ON FUNCTION syncguard._freshness_stamp(jsonb, jsonb, timestamptz) IS 'stamps each top-level key of patch that carries a value with at';

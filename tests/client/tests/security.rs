@@ -630,4 +630,9 @@ const ALLOWED: &[&str] = &[
     "syncguard._reconcile_checksums_final(internal)",
     // internal: refuses a call from anything but its aggregate
     "syncguard._reconcile_checksums_step(internal,integer,\"any\")",
+    // internal: merge_upsert taking its key and data as names and values;
+    // refuses a role that may not execute merge_upsert
+    "syncguard._merge_upsert_fields(regclass,text[],text[],\"any\")",
+    // internal: merge_upsert's planner support, only callable by the planner
+    "syncguard._merge_upsert_support(internal)",
 ];
