@@ -237,7 +237,7 @@ fn execute(
             if let Some(build) = plan.build {
                 build_on_coordinator(build, plan.table.columns.len());
             }
-            (true, Some(row_json(&plan.table)))
+            (true, Some(row_json(&plan.table, plan.raw_row)))
         } else {
             (false, None)
         }

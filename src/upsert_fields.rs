@@ -260,9 +260,9 @@ unsafe fn check_execute(fields: pg_sys::Oid) {
             );
             if upsert == pg_sys::InvalidOid {
                 raise(
-                    PgSqlErrorCode::ERRCODE_UNDEFINED_FUNCTION,
-                    "merge_upsert(regclass, jsonb, jsonb, jsonb) does not exist".into(),
-                    None,
+                    PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+                    "_merge_upsert_fields: merge_upsert(regclass, jsonb, jsonb, jsonb) is missing from its schema".into(),
+                    Some("Update or reinstall the extension: ALTER EXTENSION syncguard UPDATE."),
                 );
             }
             MERGE_UPSERT.set((fields, upsert));

@@ -4,7 +4,8 @@
 use crate::errors::{self, corrupt, raise};
 use crate::jsonb_arg::JsonbRaw;
 use crate::merge::jsonb::{Container, Item, Kind as JKind, Writer};
-use crate::table_info::{Kind, TableInfo};
+use crate::table_info::{Column, Kind, TableInfo};
+use crate::varlena::{payload, raw_bytes};
 use pgrx::prelude::*;
 
 /// Runs `build` over the row the upsert returned (every column, in
@@ -32,54 +33,48 @@ pub unsafe fn build_on_coordinator(build: pg_sys::SPIPlanPtr, ncols: usize) {
 }
 
 /// The returned row as one jsonb object (a [`Writer`] buffer) from the
-/// RETURNING list: an object of the other columns, then each jsonb
-/// column's value, merged in jsonb key order.
-pub unsafe fn row_json(info: &TableInfo) -> Vec<u8> {
+/// RETURNING list: every column as it is (`raw`), or an object of the
+/// other columns then each jsonb column's value; merged in jsonb key order.
+pub unsafe fn row_json(info: &TableInfo, raw: bool) -> Vec<u8> {
     unsafe {
         let tt = &*pg_sys::SPI_tuptable;
-        let mut isnull = false;
-        let base = pg_sys::SPI_getbinval(*tt.vals, tt.tupdesc, 1, &mut isnull);
-        let base = JsonbRaw::from_datum(base, isnull).unwrap_or_else(|| corrupt());
-        let base = Container::new(base.container()).unwrap_or_else(|_| corrupt());
-        let mut pairs: Vec<(&[u8], Item)> = Vec::with_capacity(info.columns.len());
-        let mut it = base.pairs();
-        while let Some(p) = it.next_pair() {
-            pairs.push(p);
+        let value = |n: usize| {
+            let mut isnull = false;
+            let d = pg_sys::SPI_getbinval(*tt.vals, tt.tupdesc, n as i32 + 1, &mut isnull);
+            (!isnull).then_some(d)
+        };
+        // The values the items below borrow from.
+        let mut base = None;
+        let mut held: Vec<Option<Held>> = Vec::with_capacity(info.columns.len());
+        let mut names: Vec<&[u8]> = Vec::with_capacity(info.columns.len());
+        if raw {
+            for (n, c) in info.columns.iter().enumerate() {
+                names.push(c.name.as_bytes());
+                held.push(value(n).map(|d| Held::of(d, c)));
+            }
+        } else {
+            base =
+                Some(JsonbRaw::from_datum(value(0).unwrap_or_else(|| corrupt()), false).unwrap());
+            let docs = info.columns.iter().filter(|c| c.kind == Kind::Jsonb);
+            for (n, c) in docs.enumerate() {
+                names.push(c.name.as_bytes());
+                held.push(value(n + 1).map(|d| Held::of(d, c)));
+            }
         }
-        let docs: Vec<Option<JsonbRaw>> = (0..info
-            .columns
-            .iter()
-            .filter(|c| c.kind == Kind::Jsonb)
-            .count())
-            .map(|i| {
-                let d = pg_sys::SPI_getbinval(*tt.vals, tt.tupdesc, i as i32 + 2, &mut isnull);
-                JsonbRaw::from_datum(d, isnull)
-            })
-            .collect();
-        let names = info
-            .columns
-            .iter()
-            .filter(|c| c.kind == Kind::Jsonb)
-            .map(|c| c.name.as_bytes());
-        for (name, doc) in names.zip(&docs) {
-            let item = match doc {
-                None => Item {
-                    ty: crate::merge::jsonb::T_NULL,
-                    data: &[],
-                },
-                Some(d) => {
-                    let c = Container::new(d.container()).unwrap_or_else(|_| corrupt());
-                    if c.kind() == JKind::Scalar {
-                        c.scalar().unwrap_or_else(|_| corrupt())
-                    } else {
-                        Item {
-                            ty: crate::merge::jsonb::T_CONTAINER,
-                            data: d.container(),
-                        }
-                    }
-                }
+        let mut pairs: Vec<(&[u8], Item)> = Vec::with_capacity(info.columns.len());
+        if let Some(base) = &base {
+            let base = Container::new(base.container()).unwrap_or_else(|_| corrupt());
+            let mut it = base.pairs();
+            while let Some(p) = it.next_pair() {
+                pairs.push(p);
+            }
+        }
+        for (name, h) in names.into_iter().zip(&held) {
+            let null = Item {
+                ty: crate::merge::jsonb::T_NULL,
+                data: &[],
             };
-            pairs.push((name, item));
+            pairs.push((name, h.as_ref().map_or(null, Held::item)));
         }
         pairs.sort_by(|a, b| crate::merge::jsonb::key_cmp(a.0, b.0));
         let size: usize = pairs.iter().map(|(k, v)| k.len() + v.data.len() + 8).sum();
@@ -102,6 +97,64 @@ pub unsafe fn row_json(info: &TableInfo) -> Vec<u8> {
             );
         }
         w.into_inner()
+    }
+}
+
+/// A returned column's value as `to_jsonb` has it, for its item: a jsonb
+/// document, a numeric (of an integer), a string or a boolean.
+/// The bytes live in this call's memory context, as long as the row.
+enum Held {
+    Doc(JsonbRaw),
+    Numeric(&'static [u8]),
+    String(&'static [u8]),
+    Bool(bool),
+}
+
+impl Held {
+    /// The value of a column `returned_raw` takes.
+    unsafe fn of(d: pg_sys::Datum, c: &Column) -> Held {
+        unsafe {
+            let int = match c.typid {
+                _ if c.kind == Kind::Jsonb => {
+                    return Held::Doc(JsonbRaw::from_datum(d, false).unwrap());
+                }
+                pg_sys::BOOLOID => return Held::Bool(d.value() & 0xFF != 0),
+                pg_sys::INT2OID => d.value() as i16 as i64,
+                pg_sys::INT4OID => d.value() as i32 as i64,
+                pg_sys::INT8OID => d.value() as i64,
+                _ => return Held::String(payload(d)),
+            };
+            // A jsonb number is a numeric datum, header included.
+            Held::Numeric(raw_bytes(pg_sys::Datum::from(pg_sys::int64_to_numeric(
+                int,
+            ))))
+        }
+    }
+
+    fn item(&self) -> Item<'_> {
+        use crate::merge::jsonb::{T_CONTAINER, T_FALSE, T_NUMERIC, T_STRING, T_TRUE};
+        match *self {
+            Held::Doc(ref d) => {
+                let c = Container::new(d.container()).unwrap_or_else(|_| corrupt());
+                if c.kind() == JKind::Scalar {
+                    c.scalar().unwrap_or_else(|_| corrupt())
+                } else {
+                    Item {
+                        ty: T_CONTAINER,
+                        data: d.container(),
+                    }
+                }
+            }
+            Held::Numeric(data) => Item {
+                ty: T_NUMERIC,
+                data,
+            },
+            Held::String(data) => Item { ty: T_STRING, data },
+            Held::Bool(b) => Item {
+                ty: if b { T_TRUE } else { T_FALSE },
+                data: &[],
+            },
+        }
     }
 }
 

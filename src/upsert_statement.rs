@@ -35,6 +35,10 @@ pub struct UpsertPlan {
     /// this statement, run on the coordinator, builds the returned object
     /// from them (see `citus_table`).
     pub build: Option<pg_sys::SPIPlanPtr>,
+    /// The upsert returns every column as it is, and `row_json` builds the
+    /// object (every column is `returned_raw`); else it returns
+    /// `returned_object`'s list.
+    pub raw_row: bool,
 }
 
 impl Drop for UpsertPlan {
@@ -218,20 +222,21 @@ pub fn prepare(info: Rc<TableInfo>, keys: &[&str], cols: &[&str], wp: &WritePoli
         let _ = write!(sql, " WHERE {}", conds.join(" AND "));
     }
     // The stored row: to_jsonb(row) would decode and re-encode every jsonb
-    // column; they are returned as they are and spliced in by `row_json`.
+    // column; they are returned as they are and spliced in by `row_json`,
+    // which also writes integers, booleans and text itself: a row of only
+    // such columns is returned as it is.
+    let raw_row = info.columns.iter().all(returned_raw);
     let build = if citus_table(info.relid) {
-        let all: Vec<String> = info
-            .columns
-            .iter()
-            .map(|c| format!("sg_t.{}", quote_ident(&c.name)))
-            .collect();
-        let _ = write!(sql, " RETURNING {}", all.join(", "));
+        let _ = write!(sql, " RETURNING {}", all_columns(&info));
         let types: Vec<pg_sys::Oid> = info.columns.iter().map(|c| c.typid).collect();
         let select = format!(
             "SELECT {}",
             returned_object(&info, |n| format!("${}", n + 1))
         );
         Some(keep_plan(&select, &types))
+    } else if raw_row {
+        let _ = write!(sql, " RETURNING {}", all_columns(&info));
+        None
     } else {
         let _ = write!(
             sql,
@@ -243,6 +248,7 @@ pub fn prepare(info: Rc<TableInfo>, keys: &[&str], cols: &[&str], wp: &WritePoli
         );
         None
     };
+    let raw_row = raw_row && build.is_none();
 
     let types: Vec<pg_sys::Oid> = params.iter().map(|&i| param_type(col(i))).collect();
     let plan = keep_plan(&sql, &types);
@@ -275,7 +281,33 @@ pub fn prepare(info: Rc<TableInfo>, keys: &[&str], cols: &[&str], wp: &WritePoli
         lww,
         version,
         build,
+        raw_row,
     }
+}
+
+/// Every column of the row, in order.
+fn all_columns(info: &TableInfo) -> String {
+    let all: Vec<String> = info
+        .columns
+        .iter()
+        .map(|c| format!("sg_t.{}", quote_ident(&c.name)))
+        .collect();
+    all.join(", ")
+}
+
+/// Whether `row_json` writes the column's value itself, as `to_jsonb` would
+/// (crate::upsert_row::raw_item); jsonb_build_object writes the others.
+pub fn returned_raw(c: &Column) -> bool {
+    c.kind == Kind::Jsonb
+        || [
+            pg_sys::INT2OID,
+            pg_sys::INT4OID,
+            pg_sys::INT8OID,
+            pg_sys::BOOLOID,
+            pg_sys::TEXTOID,
+            pg_sys::VARCHAROID,
+        ]
+        .contains(&c.typid)
 }
 
 /// The list `row_json` reads: an object of the non-jsonb columns, then each

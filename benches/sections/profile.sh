@@ -2,14 +2,13 @@
 # `make bench` section: where merge_upsert, the protection trigger and the
 # idempotency calls spend what the statements they replace do not, in
 # instructions counted by callgrind (valgrind), which the machine's load does
-# not change. A server of its own runs under callgrind; pgbench sends each
-# pair of scripts of the other sections with the same random keys on both
-# sides: the three upserts (benches/upsert_concat.sql,
-# benches/upsert_merge_upsert.sql, benches/upsert_deep_merge_set.sql,
-# prepared protocol) to a table of 100,000
-# documents of workload (b)'s shape; the ORM's UPDATE
-# (benches/upsert_update.sql, prepared) to two fresh copies of it, one
-# protected; the idempotency scripts (benches/idem_hand_written.sql,
+# not change. A server of its own runs under callgrind; pgbench sends the
+# scripts of the other sections with the same random keys on every side:
+# the three upserts (benches/upsert_concat.sql, benches/upsert_merge_upsert.sql,
+# benches/upsert_deep_merge_set.sql, prepared protocol) and the ORM's UPDATE
+# (benches/upsert_update.sql, prepared, unprotected and protected), each side
+# to a fresh copy of its own of a table of 100,000 documents of workload
+# (b)'s shape; the idempotency scripts (benches/idem_hand_written.sql,
 # benches/idem_syncguard.sql, simple protocol). Each runs PROFILE_CALLS
 # transactions, then twice as many, one backend each. The difference between
 # the two is the cost of PROFILE_CALLS calls in a warm backend: connecting,
@@ -44,22 +43,27 @@ psql_q -c "CREATE EXTENSION syncguard" \
                              FROM generate_series(1, 3) AS g) AS x(s)" \
        -c "CREATE TABLE profiles_seed AS SELECT * FROM profiles" \
        -c "ALTER TABLE profiles_seed ADD PRIMARY KEY (user_id)" \
-       -c "CREATE TABLE profiles_plain (LIKE profiles INCLUDING ALL)" \
-       -c "CREATE TABLE profiles_protected (LIKE profiles INCLUDING ALL)" \
-       -c "INSERT INTO profiles_plain SELECT * FROM profiles_seed" \
-       -c "INSERT INTO profiles_protected SELECT * FROM profiles_seed" \
+       -c "DO \$\$ DECLARE t text; BEGIN
+             FOREACH t IN ARRAY '{concat,merge,deep,plain,protected}'::text[] LOOP
+               EXECUTE format('CREATE TABLE %I (LIKE profiles INCLUDING ALL)', 'profiles_' || t);
+               EXECUTE format('INSERT INTO %I SELECT * FROM profiles_seed', 'profiles_' || t);
+             END LOOP; END \$\$" \
        -c "SELECT syncguard.protect('profiles_protected')" \
        -c "SET client_min_messages = warning" -f benches/idem_setup.sql \
        -c "VACUUM ANALYZE" -c "CHECKPOINT" >/dev/null
-# The ORM's UPDATE, on each copy.
-update_on() {
-    local f="$PGCLUSTER_DIR/update_$1.sql"
-    sed "s/^UPDATE profiles\$/UPDATE profiles_$1/" benches/upsert_update.sql | as_postgres tee "$f" >/dev/null
-    grep -q "^UPDATE profiles_$1\$" "$f" || { echo "profile: no UPDATE in benches/upsert_update.sql" >&2; exit 1; }
+# Each side writes a copy of its own, so that every side's runs start from
+# the same table: script $2 with its table profiles renamed profiles_$1.
+on_copy() {
+    local f="$PGCLUSTER_DIR/$1.sql"
+    sed -E "s/\<profiles\>/profiles_$1/g" "$2" | as_postgres tee "$f" >/dev/null
+    grep -q "profiles_$1" "$f" || { echo "profile: no table profiles in $2" >&2; exit 1; }
     echo "$f"
 }
-update_plain=$(update_on plain)
-update_protected=$(update_on protected)
+upsert_concat=$(on_copy concat benches/upsert_concat.sql)
+upsert_merge=$(on_copy merge benches/upsert_merge_upsert.sql)
+upsert_deep=$(on_copy deep benches/upsert_deep_merge_set.sql)
+update_plain=$(on_copy plain benches/upsert_update.sql)
+update_protected=$(on_copy protected benches/upsert_update.sql)
 as_server "$PG_BINDIR/pg_ctl" -D "$PGCLUSTER_DIR/data" -m fast -w stop >/dev/null
 cg="$PGCLUSTER_DIR/callgrind"
 as_postgres mkdir "$cg"
@@ -109,9 +113,9 @@ profile_side() {  # side script [protocol [sql before each run]]
     run[$1.1]=$(profile_run "$2" "$CALLS" 7 "${3:-}" "${4:-}")
     run[$1.2]=$(profile_run "$2" $((2 * CALLS)) 8 "${3:-}" "${4:-}")
 }
-profile_side concat benches/upsert_concat.sql
-profile_side merge benches/upsert_merge_upsert.sql
-profile_side deep benches/upsert_deep_merge_set.sql
+profile_side concat "$upsert_concat"
+profile_side merge "$upsert_merge"
+profile_side deep "$upsert_deep"
 profile_side plain "$update_plain"
 profile_side protected "$update_protected"
 # Empty key tables before every run, as the idempotency section has them: a
@@ -143,7 +147,8 @@ row() { printf '| %s | %s | %s | %s |\n' "$1" "$2" "$3" "$(delta "$2" "$3")"; }
 row3() { printf '| %s | %s | %s | %s | %s | %s |\n' "$1" "$2" "$3" "$4" "$(delta "$2" "$4")" "$(delta "$3" "$4")"; }
 
 echo "\`benches/sections/profile.sh\`: a server under callgrind; pgbench sends each statement of the"
-echo "upsert section (\`-M prepared\`, one client, the same random keys on every side) $CALLS and"
+echo "upsert section (\`-M prepared\`, one client, the same random keys on every side, each side on a"
+echo "fresh copy of the table of its own) $CALLS and"
 echo "$((2 * CALLS)) times (other keys in the second run), each run one backend: the difference, per"
 echo "call, in thousands of instructions, is the cost of a call in a warm backend. A function's figure"
 echo "is inclusive (with what it calls), so rows overlap. The same for the UPDATE of the protection"

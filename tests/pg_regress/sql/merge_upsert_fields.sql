@@ -106,3 +106,17 @@ SELECT count(*) AS refused_rows FROM mf_a WHERE id = 41;
 REVOKE ALL ON mf_a FROM mf_writer;
 REVOKE USAGE ON SCHEMA syncguard FROM mf_writer;
 DROP ROLE mf_writer;
+
+-- The returned row of a table of integers, booleans, text and jsonb only is
+-- written by merge_upsert itself: it equals to_jsonb of the stored row.
+CREATE DOMAIN mf_doc AS jsonb CHECK (VALUE IS NOT NULL);
+CREATE TABLE mf_raw (id int8 PRIMARY KEY, s int2, i int4, b boolean, t text, v varchar, j jsonb, d mf_doc);
+CREATE TEMP TABLE mf_returned AS
+SELECT r FROM (VALUES
+    (syncguard.merge_upsert('mf_raw', '{"id": -9223372036854775808}',
+        '{"s": -32768, "i": 2147483647, "b": false, "t": "ünïcødé \"q\"", "v": "", "j": [1, "x", {"k": null}], "d": 0}')),
+    (syncguard.merge_upsert('mf_raw', '{"id": 9223372036854775807}', '{"d": "s", "j": "scalar"}')),
+    (syncguard.merge_upsert('mf_raw', jsonb_build_object('id', 0), jsonb_build_object('b', true, 'i', 0, 'd', '{}'::jsonb, 'j', 'null'::jsonb)))
+  ) AS c(r);
+SELECT r = to_jsonb(x) AS same_as_to_jsonb, r::text = to_jsonb(x)::text AS same_text, r
+  FROM mf_returned JOIN mf_raw x ON x.id = (r ->> 'id')::int8 ORDER BY x.id;
