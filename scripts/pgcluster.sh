@@ -87,7 +87,9 @@ pgcluster_stop() {
             as_server "$PG_BINDIR/pg_ctl" -D "$PGCLUSTER_DIR/data" -m fast -w stop >/dev/null ||
                 as_server "$PG_BINDIR/pg_ctl" -D "$PGCLUSTER_DIR/data" -m immediate -w stop >/dev/null || true
         fi
-        as_postgres rm -rf "$PGCLUSTER_DIR"
+        # A process still exiting may write a file meanwhile: try again.
+        as_postgres rm -rf "$PGCLUSTER_DIR" 2>/dev/null ||
+            { sleep 2; as_postgres rm -rf "$PGCLUSTER_DIR"; }
     fi
     unset PGCLUSTER_DIR
     return "$status"

@@ -72,6 +72,7 @@ as_postgres mkdir "$cg"
 as_server valgrind --tool=callgrind --trace-children=yes --callgrind-out-file="$cg/%p" \
     "$PG_BINDIR/postgres" -D "$PGCLUSTER_DIR/data" $(pgcluster_opts "$PGPORT" "$PGCLUSTER_DIR") \
     >"$PGCLUSTER_DIR/valgrind.log" 2>&1 &
+server=$!
 for _ in $(seq 120); do pg_isready -q && break; sleep 1; done
 
 # Runs pgbench for $2 transactions of script $1, random seed $3, protocol $4
@@ -216,5 +217,10 @@ awk -v u="$u_all" -v p="$p_all" -v t="$p_trigger" -v m="$p_merge" -v l="$p_lock"
     printf "- In instructions, the protected UPDATE runs at %s× the unprotected one: the trigger costs %.1f k a call (%.1f k of it the merge, which finds the written document is the result and writes none), and PostgreSQL locks the row before a BEFORE trigger runs: %+.1f k for the lock and the update together (the first change of a page after a checkpoint logs the whole page, in the lock when there is one); the rest is the trigger call itself.\n", r_upd, t, m, (l + ph) - (ul + uh)
     printf "- In instructions, syncguard%ss claim and completion run at %s× the hand-written key table (hand-written / syncguard): the client%ss statements are shorter to parse and plan (%+.1f k of planning), and the calls run statements planned once per backend.\n", "\047", r_idem, "\047", ip - hp
 }'
+# The server stopped here, and waited for: every process under callgrind
+# writes its file as it exits, after pg_ctl has seen the server gone, and
+# the cluster's directory is removed only after the last one.
+as_server "$PG_BINDIR/pg_ctl" -D "$PGCLUSTER_DIR/data" -m fast -w stop >/dev/null
+wait "$server" || true
 echo ""
 echo "The section took $((SECONDS - started)) s."
