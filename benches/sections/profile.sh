@@ -155,7 +155,7 @@ echo "call, in thousands of instructions, is the cost of a call in a warm backen
 echo "is inclusive (with what it calls), so rows overlap. The same for the UPDATE of the protection"
 echo "section and for the idempotency scripts (their tables emptied before every run), below."
 echo ""
-echo "| per call (thousands of instructions) | \`||\` upsert | deep-merge upsert | merge_upsert | merge_upsert − \`||\` | merge_upsert − deep-merge |"
+echo "| per call (thousands of instructions) | \`\\|\\|\` upsert | deep-merge upsert | merge_upsert | merge_upsert − \`\\|\\|\` | merge_upsert − deep-merge |"
 echo "|---|---|---|---|---|---|"
 row3 "the whole call, as the backend sees it" "$c_all" "$d_all" "$m_all"
 row3 "building jsonb values (\`jsonb_build_object\`): the patch" "$c_args" "$d_args" "$m_args"
