@@ -22,6 +22,7 @@ use crate::upsert::{
     execute_or_raise, names_of, plan_for, require_key, require_target, upsert_objects,
 };
 use crate::upsert_statement::param_type;
+use pgrx::array::RawArray;
 use pgrx::prelude::*;
 use std::cell::Cell;
 use std::ffi::CString;
@@ -287,6 +288,13 @@ unsafe fn check_execute(fields: pg_sys::Oid) {
     }
 }
 
+extern "C-unwind" {
+    /// Called without pgrx's guard (which costs more than the lookup): it
+    /// reads the type of an argument of the call's expression and raises no
+    /// error for the expressions a call has.
+    fn get_fn_expr_argtype(flinfo: *mut pg_sys::FmgrInfo, argnum: std::ffi::c_int) -> pg_sys::Oid;
+}
+
 /// One argument of the call: its value and type.
 #[derive(Clone, Copy)]
 struct Arg {
@@ -295,41 +303,33 @@ struct Arg {
     typ: pg_sys::Oid,
 }
 
-/// The elements of a `text[]` argument.
+/// The elements of a `text[]` argument, read in place.
 unsafe fn text_elements(d: pg_sys::Datum, what: &str) -> Vec<&'static str> {
-    // SAFETY: a text[] datum, detoasted; its elements live as long as the call.
+    // SAFETY: a text[] datum, detoasted; its elements live as long as the
+    // call, each a varlena at an int-aligned offset after the previous one.
     unsafe {
         let array = pg_sys::pg_detoast_datum(d.cast_mut_ptr()) as *mut pg_sys::ArrayType;
-        if pgrx::array::RawArray::from_ptr(std::ptr::NonNull::new_unchecked(array))
-            .dims()
-            .len()
-            > 1
-        {
+        let mut raw = RawArray::from_ptr(std::ptr::NonNull::new_unchecked(array));
+        if raw.dims().len() > 1 {
             bad_input(format!(
                 "_merge_upsert_fields: {what} must be a one-dimensional text[]"
             ));
         }
-        let (mut elems, mut nulls, mut n) = (std::ptr::null_mut(), std::ptr::null_mut(), 0);
-        pg_sys::deconstruct_array(
-            array,
-            pg_sys::TEXTOID,
-            -1,
-            false,
-            pg_sys::TYPALIGN_INT as std::ffi::c_char,
-            &mut elems,
-            &mut nulls,
-            &mut n,
-        );
-        (0..n as usize)
+        let n = raw.len();
+        let nulls = raw.nulls().map(|b| b.as_ref());
+        let mut at = raw.data::<u8>().as_ptr() as *const u8;
+        (0..n)
             .map(|i| {
-                if *nulls.add(i) {
+                if nulls.is_some_and(|b| b[i / 8] & (1 << (i % 8)) == 0) {
                     bad_input(format!("_merge_upsert_fields: {what} must not hold NULL"));
                 }
-                let t = (*elems.add(i)).cast_mut_ptr::<pg_sys::varlena>();
+                let t = at as *const pg_sys::varlena;
                 let bytes = std::slice::from_raw_parts(
                     pgrx::varlena::vardata_any(t) as *const u8,
                     pgrx::varlena::varsize_any_exhdr(t),
                 );
+                at = at.add(pgrx::varlena::varsize_any(t));
+                at = ((at as usize + 3) & !3) as *const u8;
                 // As merge_upsert reads a key of its objects.
                 std::str::from_utf8(bytes).unwrap_or_else(|_| crate::errors::corrupt())
             })
@@ -441,7 +441,7 @@ pub unsafe extern "C-unwind" fn merge_upsert_fields_wrapper(
         let arg = |i: usize| Arg {
             value: a[i].value,
             null: a[i].isnull,
-            typ: pg_sys::get_fn_expr_argtype(flinfo, i as i32),
+            typ: get_fn_expr_argtype(flinfo, i as i32),
         };
         if pg_sys::get_fn_expr_variadic(flinfo) || nargs < 4 || a[1].isnull || a[2].isnull {
             bad_input("_merge_upsert_fields: takes target, key names, data names, then each value and the policy".into());
