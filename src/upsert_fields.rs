@@ -14,13 +14,15 @@
 
 use crate::errors::{bad_input, raise};
 use crate::jsonb_arg::JsonbRaw;
-use crate::merge::jsonb::{key_cmp, Container, Kind as JKind};
+use crate::merge::jsonb::key_cmp;
 use crate::regclass::RegClass;
 use crate::table_info::Kind;
 use crate::upsert::{
     execute_or_raise, names_of, plan_for, require_key, require_target, upsert_objects,
 };
+use crate::upsert_row::root_item;
 use crate::upsert_statement::param_type;
+use crate::upsert_values::key_is_null;
 use pgrx::array::RawArray;
 use pgrx::prelude::*;
 use std::cell::Cell;
@@ -367,8 +369,7 @@ unsafe fn direct(arg: Arg, typ: pg_sys::Oid, jsonb_column: bool) -> Option<Optio
         // JSON null stores SQL NULL, as merge_upsert reads a data object.
         // SAFETY: a jsonb datum.
         let doc = unsafe { JsonbRaw::from_datum(arg.value, false) }?;
-        let c = Container::new(doc.container()).ok()?;
-        if c.kind() == JKind::Scalar && c.scalar().ok()?.is_null() {
+        if root_item(doc.container()).is_null() {
             return Some(None);
         }
         return Some(Some(doc.into_datum()?));
@@ -484,10 +485,7 @@ pub unsafe extern "C-unwind" fn merge_upsert_fields_wrapper(
                         values[p] = d;
                         nulls[p] = b' ' as std::ffi::c_char;
                     }
-                    Some(None) if p < plan.n_key => bad_input(format!(
-                        "merge_upsert: key column \"{}\" must not be null",
-                        c.name
-                    )),
+                    Some(None) if p < plan.n_key => key_is_null(&c.name),
                     Some(None) => {}
                     None => {
                         all = false;
@@ -496,26 +494,24 @@ pub unsafe extern "C-unwind" fn merge_upsert_fields_wrapper(
                 }
             }
             if all {
-                return execute_or_raise(plan, values, nulls)
-                    .and_then(|row| row.into_datum())
-                    .unwrap_or_else(|| {
-                        (*fcinfo).isnull = true;
-                        pg_sys::Datum::from(0)
-                    });
+                return returned(fcinfo, execute_or_raise(plan, values, nulls));
             }
         }
         let key_args: Vec<Arg> = (3..3 + nk).map(arg).collect();
         let data_args: Vec<Arg> = (3 + nk..3 + nk + nd).map(arg).collect();
         let key = build_object(&key_names, &key_args);
         let data = build_object(&data_names, &data_args);
-        match upsert_objects(relid, &key, &data, policy.as_ref()).and_then(|r| r.into_datum()) {
-            Some(d) => d,
-            None => {
-                (*fcinfo).isnull = true;
-                pg_sys::Datum::from(0)
-            }
-        }
+        returned(fcinfo, upsert_objects(relid, &key, &data, policy.as_ref()))
     }
+}
+
+/// The call's result: the row, or NULL.
+unsafe fn returned(fcinfo: pg_sys::FunctionCallInfo, row: Option<JsonbRaw>) -> pg_sys::Datum {
+    row.and_then(IntoDatum::into_datum).unwrap_or_else(|| {
+        // SAFETY: the manager's fcinfo.
+        unsafe { (*fcinfo).isnull = true };
+        pg_sys::Datum::from(0)
+    })
 }
 
 crate::finfo_v1!(pg_finfo_merge_upsert_fields_wrapper);

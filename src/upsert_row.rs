@@ -100,6 +100,20 @@ pub unsafe fn row_json(info: &TableInfo, raw: bool) -> Vec<u8> {
     }
 }
 
+/// A jsonb document's root as the value it is: its container, or the
+/// scalar a top-level scalar wraps.
+pub fn root_item(root: &[u8]) -> Item<'_> {
+    let c = Container::new(root).unwrap_or_else(|_| corrupt());
+    if c.kind() == JKind::Scalar {
+        c.scalar().unwrap_or_else(|_| corrupt())
+    } else {
+        Item {
+            ty: crate::merge::jsonb::T_CONTAINER,
+            data: root,
+        }
+    }
+}
+
 /// A returned column's value as `to_jsonb` has it, for its item: a jsonb
 /// document, a numeric (of an integer), a string or a boolean.
 /// The bytes live in this call's memory context, as long as the row.
@@ -132,19 +146,9 @@ impl Held {
     }
 
     fn item(&self) -> Item<'_> {
-        use crate::merge::jsonb::{T_CONTAINER, T_FALSE, T_NUMERIC, T_STRING, T_TRUE};
+        use crate::merge::jsonb::{T_FALSE, T_NUMERIC, T_STRING, T_TRUE};
         match *self {
-            Held::Doc(ref d) => {
-                let c = Container::new(d.container()).unwrap_or_else(|_| corrupt());
-                if c.kind() == JKind::Scalar {
-                    c.scalar().unwrap_or_else(|_| corrupt())
-                } else {
-                    Item {
-                        ty: T_CONTAINER,
-                        data: d.container(),
-                    }
-                }
-            }
+            Held::Doc(ref d) => root_item(d.container()),
             Held::Numeric(data) => Item {
                 ty: T_NUMERIC,
                 data,

@@ -296,7 +296,7 @@ fn all_columns(info: &TableInfo) -> String {
 }
 
 /// Whether `row_json` writes the column's value itself, as `to_jsonb` would
-/// (crate::upsert_row::raw_item); jsonb_build_object writes the others.
+/// (crate::upsert_row's `Held`); jsonb_build_object writes the others.
 pub fn returned_raw(c: &Column) -> bool {
     c.kind == Kind::Jsonb
         || [

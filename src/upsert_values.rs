@@ -89,6 +89,13 @@ fn to_datum(item: Item, c: &Column) -> pg_sys::Datum {
     }
 }
 
+/// merge_upsert's error for a key column given no value.
+pub fn key_is_null(column: &str) -> ! {
+    bad_input(format!(
+        "merge_upsert: key column \"{column}\" must not be null"
+    ))
+}
+
 /// The parameter values, converted; an error names the column.
 pub fn convert(
     plan: &UpsertPlan,
@@ -105,10 +112,7 @@ pub fn convert(
             let item = if p < plan.n_key {
                 let (_, k) = keys[p];
                 if k.is_null() {
-                    bad_input(format!(
-                        "merge_upsert: key column \"{}\" must not be null",
-                        c.name
-                    ));
+                    key_is_null(&c.name);
                 }
                 if let Some((_, d)) = cols.iter().find(|(name, _)| *name == c.name) {
                     if d.ty != k.ty || d.data != k.data {
