@@ -64,14 +64,17 @@ BEGIN
 END
 $$;
 
--- idem_claim and idem_complete are C now (src/idempotency.rs).
-CREATE OR REPLACE FUNCTION syncguard.idem_claim(
+-- idem_claim and idem_complete are C now (src/idempotency.rs); idem_claim
+-- takes `complete`, a response stored at once for work in its transaction.
+DROP FUNCTION syncguard.idem_claim(text, text, jsonb, interval, interval, text[]);
+CREATE FUNCTION syncguard.idem_claim(
     scope text,
     key text,
     request jsonb,
     lease interval DEFAULT '30 seconds',
     ttl interval DEFAULT '24 hours',
     ignore text[] DEFAULT NULL,
+    complete jsonb DEFAULT NULL,
     OUT outcome text,
     OUT token uuid,
     OUT response jsonb,
@@ -80,6 +83,9 @@ CREATE OR REPLACE FUNCTION syncguard.idem_claim(
 )
 LANGUAGE c VOLATILE
 AS 'MODULE_PATHNAME', 'idem_claim_wrapper';
+GRANT EXECUTE ON FUNCTION syncguard.idem_claim(text, text, jsonb, interval, interval, text[], jsonb) TO PUBLIC;
+COMMENT ON FUNCTION syncguard.idem_claim(text, text, jsonb, interval, interval, text[], jsonb) IS
+    'claim an idempotency key: claimed, replay, in_progress, retry_later or dead';
 
 CREATE OR REPLACE FUNCTION syncguard.idem_complete(token uuid, response jsonb, scope text DEFAULT NULL)
 RETURNS void

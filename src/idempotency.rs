@@ -20,33 +20,47 @@ use std::ffi::{c_char, CStr};
 
 const USECS_PER_DAY: i128 = 86_400_000_000;
 
-// The claim of a new key: the common case, and the cheapest statement.
-// Parameters: scope, key, owner, fingerprint, token, now, lease, ttl.
-const INSERT_NEW: &str = "
-INSERT INTO syncguard.idempotency_keys
-       (scope, key, owner_role, fingerprint, status, attempts, lease_token,
+// The row a claim writes. Parameters: scope, key, owner, fingerprint,
+// token, now, lease, ttl, complete. A claim given `complete` (its work shares
+// the transaction) stores the key succeeded with that response at once,
+// without a lease.
+macro_rules! claim_row_insert {
+    () => {
+        "
+INSERT INTO syncguard.idempotency_keys AS k
+       (scope, key, owner_role, fingerprint, status, response, attempts, lease_token,
         lease_expires_at, created_at, updated_at, expires_at)
-VALUES ($1, $2, $3, $4, 'running', 1, $5,
-        $6 OPERATOR(pg_catalog.+) $7, $6, $6, $6 OPERATOR(pg_catalog.+) $8)
-ON CONFLICT ON CONSTRAINT idempotency_keys_pkey DO NOTHING";
+VALUES ($1, $2, $3, $4,
+        CASE WHEN $9 IS NULL THEN 'running'::syncguard.idem_status
+             ELSE 'succeeded'::syncguard.idem_status END,
+        $9, 1, $5,
+        CASE WHEN $9 IS NULL THEN $6 OPERATOR(pg_catalog.+) $7 END,
+        $6, $6, $6 OPERATOR(pg_catalog.+) $8)
+"
+    };
+}
+
+// The claim of a new key: the common case, and the cheapest statement.
+const INSERT_NEW: &str = concat!(
+    claim_row_insert!(),
+    "ON CONFLICT ON CONSTRAINT idempotency_keys_pkey DO NOTHING"
+);
 
 // The key exists: take it over when its lease expired, its retry is due or
-// it expired (a new request); otherwise change nothing but leave the row
-// locked until the end of the transaction, so that CURRENT reads the row
-// that decided the outcome. Same parameters as INSERT_NEW.
-const TAKE_OVER: &str = "
-INSERT INTO syncguard.idempotency_keys AS k
-       (scope, key, owner_role, fingerprint, status, attempts, lease_token,
-        lease_expires_at, created_at, updated_at, expires_at)
-VALUES ($1, $2, $3, $4, 'running', 1, $5,
-        $6 OPERATOR(pg_catalog.+) $7, $6, $6, $6 OPERATOR(pg_catalog.+) $8)
-ON CONFLICT ON CONSTRAINT idempotency_keys_pkey DO UPDATE
+// it expired (a new request), as INSERT_NEW would have written it; otherwise
+// change nothing but leave the row locked until the end of the transaction,
+// so that CURRENT reads the row that decided the outcome. Same parameters as
+// INSERT_NEW.
+const TAKE_OVER: &str = concat!(
+    claim_row_insert!(),
+    "ON CONFLICT ON CONSTRAINT idempotency_keys_pkey DO UPDATE
    SET fingerprint      = excluded.fingerprint,
-       status           = 'running',
-       response         = NULL,
+       status           = excluded.status,
+       response         = excluded.response,
        attempts         = CASE WHEN k.expires_at OPERATOR(pg_catalog.<=) $6 THEN 1
                                ELSE k.attempts OPERATOR(pg_catalog.+) 1 END,
-       last_error       = CASE WHEN k.expires_at OPERATOR(pg_catalog.<=) $6 THEN NULL ELSE k.last_error END,
+       last_error       = CASE WHEN k.expires_at OPERATOR(pg_catalog.<=) $6 OR $9 IS NOT NULL THEN NULL
+                               ELSE k.last_error END,
        lease_token      = excluded.lease_token,
        lease_expires_at = excluded.lease_expires_at,
        next_attempt_at  = NULL,
@@ -61,7 +75,8 @@ ON CONFLICT ON CONSTRAINT idempotency_keys_pkey DO UPDATE
             AND (k.status OPERATOR(pg_catalog.=) 'running'
                  OR (k.status OPERATOR(pg_catalog.=) 'failed'
                      AND k.next_attempt_at OPERATOR(pg_catalog.<=) $6))))
-RETURNING k.attempts";
+RETURNING k.attempts"
+);
 
 // The row TAKE_OVER left locked, and what a claim answers from it.
 // Parameters: scope, key, owner.
@@ -126,6 +141,7 @@ fn plans() -> Plans {
         T::TIMESTAMPTZOID,
         T::INTERVALOID,
         T::INTERVALOID,
+        T::JSONBOID,
     ];
     let p = Plans {
         insert_new: prepare(INSERT_NEW, &claim),
@@ -183,6 +199,8 @@ struct Claim {
     lease: pg_sys::Datum,
     ttl: pg_sys::Datum,
     ignore: Option<pg_sys::Datum>,
+    /// The response to store at once, for work in the claim's transaction.
+    complete: Option<pg_sys::Datum>,
 }
 
 /// # Safety
@@ -192,7 +210,7 @@ struct Claim {
 pub unsafe extern "C-unwind" fn idem_claim_wrapper(
     fcinfo: pg_sys::FunctionCallInfo,
 ) -> pg_sys::Datum {
-    // SAFETY: the manager's fcinfo, with the six arguments of the SQL
+    // SAFETY: the manager's fcinfo, with the seven arguments of the SQL
     // declaration (sql/install/idempotency.sql).
     unsafe {
         let arg = |i| pgrx::fcinfo::pg_getarg_datum(fcinfo, i);
@@ -210,6 +228,7 @@ pub unsafe extern "C-unwind" fn idem_claim_wrapper(
             lease: arg(3).unwrap_or(pg_sys::Datum::from(0)),
             ttl: arg(4).unwrap_or(pg_sys::Datum::from(0)),
             ignore: arg(5),
+            complete: arg(6),
         };
         check_claim(&claim, arg(3).is_none(), arg(4).is_none());
         let fingerprint = match claim.ignore {
@@ -313,12 +332,17 @@ unsafe fn claim_key(c: &Claim, fingerprint: pg_sys::Datum, token: pg_sys::Datum)
             pg_sys::Datum::from(pg_sys::GetCurrentTimestamp()),
             c.lease,
             c.ttl,
+            c.complete.unwrap_or(pg_sys::Datum::from(0)),
         ];
-        let nulls = b"        \0";
+        let nulls: &[u8] = if c.complete.is_some() {
+            b"         \0"
+        } else {
+            b"        n\0"
+        };
         let claimed = |attempt| Answer {
             outcome: c"claimed",
             token: Some(token),
-            response: None,
+            response: c.complete,
             attempt,
             retry_at: None,
             error: None,
@@ -595,10 +619,13 @@ unsafe fn request_text(request: pg_sys::Datum) -> Vec<u8> {
 
 /// `encode(sha256(bytes), 'hex')`.
 fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(64);
+    for b in Sha256::digest(bytes) {
+        s.push(HEX[usize::from(b >> 4)] as char);
+        s.push(HEX[usize::from(b & 15)] as char);
+    }
+    s
 }
 
 /// The span of an interval as PostgreSQL compares intervals, in
@@ -610,21 +637,55 @@ unsafe fn interval_span(d: pg_sys::Datum) -> i128 {
     }
 }
 
-/// A version 4 UUID, as `gen_random_uuid()` makes it.
+/// Tokens drawn from the operating system's random source 32 at a time: a
+/// draw costs a claim a few percent of its instructions, most of it per
+/// call, not per byte. Filled in the backend that uses it, never before a
+/// fork.
+struct RandomPool {
+    bytes: [u8; 512],
+    used: usize,
+}
+
+thread_local! {
+    static RANDOM: std::cell::RefCell<RandomPool> =
+        const { std::cell::RefCell::new(RandomPool { bytes: [0; 512], used: 512 }) };
+}
+
+/// A version 4 UUID, as `gen_random_uuid()` makes it, from the same source.
 unsafe fn random_uuid() -> pg_sys::Datum {
-    unsafe {
-        let u = pg_sys::palloc(16) as *mut u8;
-        let bytes = std::slice::from_raw_parts_mut(u, 16);
-        if !pg_sys::pg_strong_random(u.cast(), 16) {
-            raise(
-                PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
-                "idem_claim: could not generate a random token".into(),
-                None,
-            );
+    let mut u = [0u8; 16];
+    let drawn = RANDOM.with(|pool| {
+        let mut pool = pool.borrow_mut();
+        if pool.used == pool.bytes.len() {
+            // SAFETY: writes exactly the pool's bytes.
+            if !unsafe {
+                pg_sys::pg_strong_random(pool.bytes.as_mut_ptr().cast(), pool.bytes.len())
+            } {
+                return false;
+            }
+            pool.used = 0;
         }
-        bytes[6] = (bytes[6] & 0x0f) | 0x40;
-        bytes[8] = (bytes[8] & 0x3f) | 0x80;
-        pg_sys::Datum::from(u)
+        let at = pool.used;
+        u.copy_from_slice(&pool.bytes[at..at + 16]);
+        // Handed out once: wiped, so the pool never holds a token it gave.
+        pool.bytes[at..at + 16].fill(0);
+        pool.used += 16;
+        true
+    });
+    if !drawn {
+        raise(
+            PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
+            "idem_claim: could not generate a random token".into(),
+            None,
+        );
+    }
+    u[6] = (u[6] & 0x0f) | 0x40;
+    u[8] = (u[8] & 0x3f) | 0x80;
+    // SAFETY: 16 bytes of palloc'd memory, the representation of a uuid.
+    unsafe {
+        let p = pg_sys::palloc(16) as *mut u8;
+        std::ptr::copy_nonoverlapping(u.as_ptr(), p, 16);
+        pg_sys::Datum::from(p)
     }
 }
 

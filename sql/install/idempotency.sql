@@ -152,8 +152,10 @@ $$;
 -- which arbitrates between concurrent callers: it takes over an expired
 -- lease or a failed key whose retry is due, or an expired key (a new
 -- request); otherwise it changes nothing but leaves the row locked until the
--- end of the transaction, and the locked row decides the outcome. The
--- statements are in src/idempotency.rs.
+-- end of the transaction, and the locked row decides the outcome. With
+-- `complete`, a key it claims is stored succeeded with that response at once
+-- (work in the claim's own transaction: one write of the key, no
+-- idem_complete). The statements are in src/idempotency.rs.
 CREATE FUNCTION syncguard.idem_claim(
     scope text,
     key text,
@@ -161,6 +163,7 @@ CREATE FUNCTION syncguard.idem_claim(
     lease interval DEFAULT '30 seconds',
     ttl interval DEFAULT '24 hours',
     ignore text[] DEFAULT NULL,
+    complete jsonb DEFAULT NULL,
     OUT outcome text,
     OUT token uuid,
     OUT response jsonb,
@@ -354,7 +357,7 @@ GRANT SELECT ON syncguard.idempotency_summary TO PUBLIC;
 GRANT EXECUTE ON FUNCTION
     syncguard.backoff_delay(integer, interval, interval, double precision),
     syncguard.request_fingerprint(jsonb, text[]),
-    syncguard.idem_claim(text, text, jsonb, interval, interval, text[]),
+    syncguard.idem_claim(text, text, jsonb, interval, interval, text[], jsonb),
     syncguard.idem_complete(uuid, jsonb, text),
     syncguard.idem_fail(uuid, text, boolean, integer, interval, interval, text),
     syncguard.idem_prune(integer, text)
@@ -364,7 +367,7 @@ COMMENT ON FUNCTION syncguard.backoff_delay(integer, interval, interval, double 
     'delay before the next attempt: least(cap, base * 2^(attempt-1)) spread by +-jitter';
 COMMENT ON FUNCTION syncguard.request_fingerprint(jsonb, text[]) IS
     'canonical sha256 of a request, leaving out the ignored fields';
-COMMENT ON FUNCTION syncguard.idem_claim(text, text, jsonb, interval, interval, text[]) IS
+COMMENT ON FUNCTION syncguard.idem_claim(text, text, jsonb, interval, interval, text[], jsonb) IS
     'claim an idempotency key: claimed, replay, in_progress, retry_later or dead';
 COMMENT ON FUNCTION syncguard.idem_complete(uuid, jsonb, text) IS
     'record the response of a claimed key; later claims replay it';

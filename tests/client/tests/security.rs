@@ -538,7 +538,7 @@ const ALLOWED: &[&str] = &[
     // internal: the trigger function; PostgreSQL refuses a direct call
     "syncguard._protect_trigger()",
     // idempotency keys: the caller's own keys (row-level security)
-    "syncguard.idem_claim(text,text,jsonb,interval,interval,text[])",
+    "syncguard.idem_claim(text,text,jsonb,interval,interval,text[],jsonb)",
     "syncguard.idem_complete(uuid,jsonb,text)",
     "syncguard.idem_fail(uuid,text,boolean,integer,interval,interval,text)",
     "syncguard.idem_prune(integer,text)",

@@ -8,11 +8,11 @@ CREATE TEMP TABLE claims (label text PRIMARY KEY, outcome text, token uuid, resp
                           attempt int, retry_at timestamptz);
 CREATE FUNCTION pg_temp.claim(label text, s text, k text, req jsonb,
                               lease interval DEFAULT '30 seconds', ttl interval DEFAULT '24 hours',
-                              ign text[] DEFAULT NULL)
+                              ign text[] DEFAULT NULL, done jsonb DEFAULT NULL)
 RETURNS TABLE (outcome text, has_token boolean, response jsonb, attempt int, has_retry_at boolean)
 LANGUAGE sql AS $$
     INSERT INTO pg_temp.claims
-    SELECT label, c.* FROM syncguard.idem_claim(s, k, req, lease, ttl, ign) AS c
+    SELECT label, c.* FROM syncguard.idem_claim(s, k, req, lease, ttl, ign, complete => done) AS c
     RETURNING outcome, token IS NOT NULL, response, attempt, retry_at IS NOT NULL
 $$;
 CREATE FUNCTION pg_temp.tok(l text) RETURNS uuid LANGUAGE sql AS $$
@@ -257,6 +257,60 @@ SELECT count(*) AS charges FROM charges;
 DEALLOCATE charge;
 DELETE FROM syncguard.idempotency_keys WHERE scope = 'one';
 DROP TABLE charges;
+
+-- complete: work in the claim's own transaction stores its key succeeded
+-- with the response at once (docs/idempotency.md, "The key written once").
+-- The response comes back with the claim; a retry replays it; the key is
+-- written once, holds no lease, and its token completes nothing.
+CREATE SEQUENCE charge_ids;
+CREATE TABLE charges (id bigint PRIMARY KEY, amount numeric);
+PREPARE charge_once(text) AS
+WITH c AS (SELECT * FROM syncguard.idem_claim('once', $1, '{"amount": 42}',
+                                              complete => jsonb_build_object('charge_id', nextval('charge_ids')))),
+     w AS (INSERT INTO charges (id, amount)
+           SELECT (c.response->>'charge_id')::bigint, 42 FROM c WHERE c.outcome = 'claimed')
+SELECT c.outcome, c.response, c.attempt FROM c;
+SELECT pg_stat_force_next_flush();  -- the counts below are this transaction's alone
+BEGIN;
+EXECUTE charge_once('c1');
+EXECUTE charge_once('c1');
+EXECUTE charge_once('c2');
+SELECT n_tup_ins AS keys_inserted, n_tup_upd AS keys_updated
+  FROM pg_stat_xact_user_tables WHERE relid = 'syncguard.idempotency_keys'::regclass;
+COMMIT;
+SELECT key, (pg_temp.key_row(scope, key)).* FROM syncguard.idempotency_keys WHERE scope = 'once' ORDER BY key;
+SELECT id, amount FROM charges ORDER BY id;
+SELECT regress.err(format('SELECT syncguard.idem_complete(%L, %L)',
+                          (SELECT lease_token FROM syncguard.idempotency_keys WHERE scope = 'once' AND key = 'c1'), '{}'))
+       AS complete_after_complete;
+SELECT regress.err($$SELECT syncguard.idem_claim('once', 'c1', '{"amount": 43}', complete => '{}')$$) AS other_request;
+-- rolled back with its work: no key, and the next claim is a new one
+BEGIN;
+EXECUTE charge_once('c3');
+ROLLBACK;
+SELECT count(*) AS keys_c3 FROM syncguard.idempotency_keys WHERE scope = 'once' AND key = 'c3';
+EXECUTE charge_once('c3');
+DEALLOCATE charge_once;
+-- a key taken over (a due retry, an expired lease) is completed the same way,
+-- its last error cleared; the old holder's token is rejected
+SELECT * FROM pg_temp.claim('o1', 'once', 'retry', '{}');
+SELECT status FROM syncguard.idem_fail(pg_temp.tok('o1'), 'timeout', base => '1 ms', cap => '1 ms');
+SELECT pg_sleep(0.02);
+SELECT * FROM pg_temp.claim('o2', 'once', 'retry', '{}', done => '{"ok": 2}');
+SELECT * FROM pg_temp.key_row('once', 'retry');
+SELECT * FROM pg_temp.claim('o3', 'once', 'lease', '{}', lease => '1 ms');
+SELECT pg_sleep(0.02);
+SELECT * FROM pg_temp.claim('o4', 'once', 'lease', '{}', done => 'null');
+SELECT * FROM pg_temp.key_row('once', 'lease');
+SELECT regress.err(format('SELECT syncguard.idem_complete(%L, %L)', pg_temp.tok('o3'), '{}')) AS old_holder;
+-- tokens: random version 4 UUIDs, never one twice (100 claims draw the
+-- random pool empty three times)
+SELECT count(DISTINCT c.token) AS tokens,
+       bool_and(substr(c.token::text, 15, 1) = '4' AND substr(c.token::text, 20, 1) IN ('8', '9', 'a', 'b')) AS version_4
+  FROM generate_series(1, 100) AS i, syncguard.idem_claim('once', 't' || i, '{}') AS c;
+DELETE FROM syncguard.idempotency_keys WHERE scope = 'once';
+DROP TABLE charges;
+DROP SEQUENCE charge_ids;
 
 -- Plans: a session keeps the plans it made while the table was small; as the
 -- table grows, claim (on a conflict), complete and fail still find keys by
