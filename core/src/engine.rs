@@ -135,24 +135,11 @@ pub fn is_tombstone(item: Item<'_>) -> bool {
 }
 
 /// Whether a value may hold a tombstone: a byte scan for its key, so an
-/// inserted subtree without one is copied without being walked. Eight bytes
-/// at a time: a word holds a `$` exactly when the word XOR eight `$`s has a
-/// zero byte; only such words are looked at byte by byte.
+/// inserted subtree without one is copied without being walked. `$` is rare
+/// in documents: memchr finds each one (or none) many bytes at a time, and
+/// only there is the key compared.
 pub fn may_hold_tombstone(patch: &[u8]) -> bool {
-    const ONES: u64 = u64::from_ne_bytes([1; 8]);
-    const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
-    const DOLLARS: u64 = u64::from_ne_bytes([b'$'; 8]);
-    let at = |i: usize| patch[i] == b'$' && patch[i..].starts_with(TOMBSTONE_KEY);
-    let mut words = patch.chunks_exact(8);
-    let mut start = 0;
-    for w in words.by_ref() {
-        let x = u64::from_ne_bytes(w.try_into().expect("8 bytes")) ^ DOLLARS;
-        if x.wrapping_sub(ONES) & !x & HIGHS != 0 && (start..start + 8).any(at) {
-            return true;
-        }
-        start += 8;
-    }
-    (start..patch.len()).any(at)
+    memchr::memchr_iter(b'$', patch).any(|i| patch[i..].starts_with(TOMBSTONE_KEY))
 }
 
 /// The rules in force at one position of the walk.
