@@ -6,7 +6,8 @@
 # scripts of the other sections with the same random keys on every side:
 # the three upserts (benches/upsert_concat.sql, benches/upsert_merge_upsert.sql,
 # benches/upsert_deep_merge_set.sql, prepared protocol) and the ORM's UPDATE
-# (benches/upsert_update.sql, prepared, unprotected and protected), each side
+# (benches/upsert_update.sql, prepared, unprotected, with a built-in trigger
+# that changes nothing, and protected), each side
 # to a fresh copy of its own of a table of 100,000 documents of workload
 # (b)'s shape; the idempotency scripts (benches/idem_hand_written.sql,
 # benches/idem_syncguard.sql, simple protocol). Each runs PROFILE_CALLS
@@ -44,11 +45,13 @@ psql_q -c "CREATE EXTENSION syncguard" \
        -c "CREATE TABLE profiles_seed AS SELECT * FROM profiles" \
        -c "ALTER TABLE profiles_seed ADD PRIMARY KEY (user_id)" \
        -c "DO \$\$ DECLARE t text; BEGIN
-             FOREACH t IN ARRAY '{concat,merge,deep,plain,protected}'::text[] LOOP
+             FOREACH t IN ARRAY '{concat,merge,deep,plain,trigger,protected}'::text[] LOOP
                EXECUTE format('CREATE TABLE %I (LIKE profiles INCLUDING ALL)', 'profiles_' || t);
                EXECUTE format('INSERT INTO %I SELECT * FROM profiles_seed', 'profiles_' || t);
              END LOOP; END \$\$" \
        -c "SELECT syncguard.protect('profiles_protected')" \
+       -c "CREATE TRIGGER any_trigger BEFORE UPDATE ON profiles_trigger
+           FOR EACH ROW EXECUTE FUNCTION suppress_redundant_updates_trigger()" \
        -c "SET client_min_messages = warning" -f benches/idem_setup.sql \
        -c "VACUUM ANALYZE" -c "CHECKPOINT" >/dev/null
 # Each side writes a copy of its own, so that every side's runs start from
@@ -63,6 +66,7 @@ upsert_concat=$(on_copy concat benches/upsert_concat.sql)
 upsert_merge=$(on_copy merge benches/upsert_merge_upsert.sql)
 upsert_deep=$(on_copy deep benches/upsert_deep_merge_set.sql)
 update_plain=$(on_copy plain benches/upsert_update.sql)
+update_trigger=$(on_copy trigger benches/upsert_update.sql)
 update_protected=$(on_copy protected benches/upsert_update.sql)
 as_server "$PG_BINDIR/pg_ctl" -D "$PGCLUSTER_DIR/data" -m fast -w stop >/dev/null
 cg="$PGCLUSTER_DIR/callgrind"
@@ -118,6 +122,7 @@ profile_side concat "$upsert_concat"
 profile_side merge "$upsert_merge"
 profile_side deep "$upsert_deep"
 profile_side plain "$update_plain"
+profile_side trigger "$update_trigger"
 profile_side protected "$update_protected"
 # Empty key tables before every run, as the idempotency section has them: a
 # table growing through a run changes its plans on the way.
@@ -177,6 +182,7 @@ awk -v c="$c_all" -v d="$d_all" -v m="$m_all" -v ca="$c_args" -v ma="$m_args" -v
 }'
 
 read -r u_all p_all <<< "$(pair plain protected)"
+read -r _ n_all <<< "$(pair plain trigger)"
 read -r _ p_trigger <<< "$(pair plain protected ':protect_trigger_wrapper$')"
 read -r _ p_merge <<< "$(pair plain protected ':deep_merge$')"
 read -r u_lock p_lock <<< "$(pair plain protected ':heap_lock_tuple$')"
@@ -188,6 +194,7 @@ echo ""
 echo "| per call (thousands of instructions) | unprotected | protected | difference |"
 echo "|---|---|---|---|"
 row "the whole statement" "$u_all" "$p_all"
+row "the whole statement, with a built-in BEFORE UPDATE trigger that changes nothing instead (\`suppress_redundant_updates_trigger\`)" "$u_all" "$n_all"
 row "the protection trigger (\`protect_trigger_wrapper\`)" "0" "$p_trigger"
 row "of which the deep merge (\`deep_merge\`)" "0" "$p_merge"
 row "the row lock PostgreSQL takes before a BEFORE UPDATE trigger runs (\`heap_lock_tuple\`)" "$u_lock" "$p_lock"
@@ -211,10 +218,11 @@ row "\`idem_claim\` (its statement included)" "0" "$i_claim"
 row "\`idem_complete\` (its statement included)" "0" "$i_complete"
 echo ""
 awk -v u="$u_all" -v p="$p_all" -v t="$p_trigger" -v m="$p_merge" -v l="$p_lock" -v ul="$u_lock" \
-    -v uh="$u_heap" -v ph="$p_heap" \
+    -v uh="$u_heap" -v ph="$p_heap" -v r_trg="$(ratio "$u_all" "$n_all")" \
     -v h="$h_all" -v i="$i_all" -v hp="$h_plan" -v ip="$i_plan" \
     -v r_upd="$(ratio "$u_all" "$p_all")" -v r_idem="$(ratio "$h_all" "$i_all")" 'BEGIN {
     printf "- In instructions, the protected UPDATE runs at %s× the unprotected one: the trigger costs %.1f k a call (%.1f k of it the merge, which finds the written document is the result and writes none), and PostgreSQL locks the row before a BEFORE trigger runs: %+.1f k for the lock and the update together (the first change of a page after a checkpoint logs the whole page, in the lock when there is one); the rest is the trigger call itself.\n", r_upd, t, m, (l + ph) - (ul + uh)
+    printf "- Any BEFORE UPDATE row trigger pays the row lock and the call: with PostgreSQL%ss own trigger that changes nothing, the UPDATE runs at %s× in instructions.\n", "\047", r_trg
     printf "- In instructions, syncguard%ss claim and completion run at %s× the hand-written key table (hand-written / syncguard): the client%ss statements are shorter to parse and plan (%+.1f k of planning), and the calls run statements planned once per backend.\n", "\047", r_idem, "\047", ip - hp
 }'
 # The server stopped here, and waited for: every process under callgrind

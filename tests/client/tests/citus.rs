@@ -701,9 +701,10 @@ fn citus_protection_on_shards_with_settings_and_counts_from_every_node() {
     );
 }
 
-/// Claim + effect + complete in one single-shard transaction: two clients
-/// on the same keys, whose scopes live on both workers; exactly one effect
-/// per key, and no transaction needed two-phase commit.
+/// Claim + effect + complete in one single-shard transaction (or a claim
+/// that completes at once): two clients on the same keys, whose scopes live
+/// on both workers; exactly one effect per key, and no transaction needed
+/// two-phase commit.
 #[test]
 fn citus_idempotency_keys_colocated_two_clients_one_effect_per_key() {
     // Prepared transactions of two-phase commits stay listed in
@@ -737,31 +738,36 @@ fn citus_idempotency_keys_colocated_two_clients_one_effect_per_key() {
         .map(|i| (tenants[i % tenants.len()].clone(), format!("order-{i}")))
         .collect();
     let claimed = Arc::new(Mutex::new(BTreeMap::<(String, String), usize>::new()));
+    // The first client claims and completes; the second stores the key
+    // completed in its claim (complete =>).
     let handles: Vec<_> = (0..2)
-        .map(|_| {
+        .map(|client| {
             let mut db = cluster.connect();
             let keys = keys.clone();
             let claimed = claimed.clone();
             thread::spawn(move || {
+                let claim = if client == 0 {
+                    "SELECT outcome, token::text FROM syncguard.idem_claim($1, $2, '{\"amount\": 5}')"
+                } else {
+                    "SELECT outcome, token::text FROM syncguard.idem_claim($1, $2, '{\"amount\": 5}',
+                                                                       complete => '{\"ok\": true}')"
+                };
                 for (tenant, key) in keys {
                     loop {
                         let mut tx = db.transaction().unwrap();
-                        let row = tx
-                            .query_one(
-                                "SELECT outcome, token::text FROM syncguard.idem_claim($1, $2, '{\"amount\": 5}')",
-                                &[&tenant, &key],
-                            )
-                            .unwrap();
+                        let row = tx.query_one(claim, &[&tenant, &key]).unwrap();
                         let outcome: String = row.get(0);
                         match outcome.as_str() {
                             "claimed" => {
                                 let token: String = row.get(1);
                                 tx.execute("INSERT INTO orders VALUES ($1, $2, 5)", &[&tenant, &key]).unwrap();
-                                tx.execute(
-                                    "SELECT syncguard.idem_complete($1::text::uuid, '{\"ok\": true}', $2)",
-                                    &[&token, &tenant],
-                                )
-                                .unwrap();
+                                if client == 0 {
+                                    tx.execute(
+                                        "SELECT syncguard.idem_complete($1::text::uuid, '{\"ok\": true}', $2)",
+                                        &[&token, &tenant],
+                                    )
+                                    .unwrap();
+                                }
                                 tx.commit().unwrap();
                                 *claimed.lock().unwrap().entry((tenant.clone(), key.clone())).or_default() += 1;
                                 break;
