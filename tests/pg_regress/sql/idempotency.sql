@@ -303,6 +303,16 @@ SELECT pg_sleep(0.02);
 SELECT * FROM pg_temp.claim('o4', 'once', 'lease', '{}', done => 'null');
 SELECT * FROM pg_temp.key_row('once', 'lease');
 SELECT regress.err(format('SELECT syncguard.idem_complete(%L, %L)', pg_temp.tok('o3'), '{}')) AS old_holder;
+-- a response read from a table, stored out of line there, is stored and
+-- returned whole
+CREATE TABLE big_responses (doc jsonb);
+INSERT INTO big_responses
+SELECT jsonb_build_object('lines', jsonb_agg(jsonb_build_object('n', i, 'text', md5(i::text)))) FROM generate_series(1, 3000) i;
+SELECT c.outcome, c.response = (SELECT doc FROM big_responses) AS returned_whole
+  FROM syncguard.idem_claim('once', 'big', '{}', complete => (SELECT doc FROM big_responses)) AS c;
+SELECT k.response = b.doc AS stored_whole, pg_column_size(b.doc) > 2000 AS out_of_line
+  FROM syncguard.idempotency_keys k, big_responses b WHERE k.scope = 'once' AND k.key = 'big';
+DROP TABLE big_responses;
 -- tokens: random version 4 UUIDs, never one twice (100 claims draw the
 -- random pool empty three times)
 SELECT count(DISTINCT c.token) AS tokens,
