@@ -267,6 +267,9 @@ struct Walker<'a, 'p> {
     steps: Vec<Step<'a>>,
     /// Tombstones are honoured (every policy but RFC 7396).
     tombstones: bool,
+    /// The bytes of a patch that holds no `$` anywhere, so no tombstone:
+    /// its values need no scan of their own.
+    no_dollar: std::ops::Range<*const u8>,
 }
 
 impl<'a, 'p> Walker<'a, 'p> {
@@ -278,7 +281,16 @@ impl<'a, 'p> Walker<'a, 'p> {
             limits,
             steps: Vec::new(),
             tombstones: !policy.rfc7396,
+            no_dollar: std::ptr::null()..std::ptr::null(),
         }
+    }
+
+    /// Whether patch value `p` may hold a tombstone that this merge honours.
+    fn may_hold_tombstone(&self, p: Item<'_>) -> bool {
+        let r = p.data.as_ptr_range();
+        self.tombstones
+            && !(self.no_dollar.start <= r.start && r.end <= self.no_dollar.end)
+            && may_hold_tombstone(p.data)
     }
 
     fn check_depth(&self, depth: usize) -> Result<(), MergeError> {
@@ -321,7 +333,7 @@ impl<'a, 'p> Walker<'a, 'p> {
         // Walked when nulls must be stripped or tombstones dropped from it;
         // only this subtree is scanned, not the whole patch.
         if matches!(p.container_kind(), Some((Kind::Object, _)))
-            && (self.policy.any_delete || (self.tombstones && may_hold_tombstone(p.data)))
+            && (self.policy.any_delete || self.may_hold_tombstone(p))
         {
             Action::Merge(None, p)
         } else {
@@ -430,7 +442,7 @@ impl<'a, 'p> Walker<'a, 'p> {
             && c.active.is_empty()
             && *c.arrays == ArrayMode::Replace
             && c.nulls != NullMode::Delete
-            && !(self.tombstones && may_hold_tombstone(p.data))
+            && !self.may_hold_tombstone(p)
     }
 
     /// Plans and writes one object (target side optional: stripping nulls).
@@ -859,9 +871,13 @@ pub fn deep_merge(
 ) -> Result<Merged, MergeError> {
     let (tc, pc) = (Container::new(target)?, Container::new(patch)?);
     let (t, p) = (root_item(tc)?, root_item(pc)?);
-    let walker = Walker::new(policy, limits, target.len() + patch.len() + 64);
+    let mut walker = Walker::new(policy, limits, target.len() + patch.len() + 64);
     if walker.tombstones && is_tombstone(p) {
         return Ok(Merged::Deleted);
+    }
+    // One scan of the whole patch spares one per value (a `$` is rare).
+    if memchr::memchr(b'$', patch).is_none() {
+        walker.no_dollar = patch.as_ptr_range();
     }
     let c = walker.root_ctx();
     // A null patch at the root has no key to delete: it keeps or replaces.
@@ -869,18 +885,23 @@ pub fn deep_merge(
         Some(a) => a,
         None => Action::Copy(p),
     };
-    if let Action::Merge(Some(to), po) = action {
-        if let (Some(to), Some(po)) = (to.as_object(), po.as_object()) {
-            if walker.yields_patch(to, po, &c, 1)? {
-                return Ok(Merged::Patch);
-            }
+    let unchanged = match action {
+        Action::Merge(Some(to), po) => match (to.as_object(), po.as_object()) {
+            (Some(to), Some(po)) if walker.yields_patch(to, po, &c, 1)? => Some(Merged::Patch),
+            _ => None,
+        },
+        Action::Copy(x) if std::ptr::eq(x.data, t.data) && x.ty == t.ty => Some(Merged::Target),
+        Action::Copy(x) if std::ptr::eq(x.data, p.data) && x.ty == p.ty => Some(Merged::Patch),
+        _ => None,
+    };
+    match unchanged {
+        Some(m) => {
+            // The output buffer, unused, stays for the next merge.
+            recycle(walker.w.into_inner());
+            Ok(m)
         }
+        None => Ok(Merged::Built(walker.write_root(action, &c, 1)?)),
     }
-    Ok(match action {
-        Action::Copy(x) if std::ptr::eq(x.data, t.data) && x.ty == t.ty => Merged::Target,
-        Action::Copy(x) if std::ptr::eq(x.data, p.data) && x.ty == p.ty => Merged::Patch,
-        a => Merged::Built(walker.write_root(a, &c, 1)?),
-    })
 }
 
 /// RFC 7396 JSON Merge Patch: deep merge where null deletes and arrays replace.

@@ -648,6 +648,33 @@ fn a_patch_holding_every_stored_key_is_the_result() {
         kind(stored, written, r#"{"paths": {"s.g.f": "max"}}"#),
         "patch"
     );
+    // A tombstone in a part both sides hold alike still deletes its key; a
+    // `$` elsewhere, or a key that only starts like the tombstone's, does not.
+    let stored = r#"{"a": 1, "s": {"x": {"$delete": true}, "y": 1}}"#;
+    assert_eq!(
+        kind(
+            stored,
+            r#"{"a": 2, "s": {"x": {"$delete": true}, "y": 1}}"#,
+            "null"
+        ),
+        "built"
+    );
+    assert_eq!(
+        kind(
+            r#"{"a": 1, "s": {"p": "$5"}}"#,
+            r#"{"a": 2, "s": {"p": "$5"}}"#,
+            "null"
+        ),
+        "patch"
+    );
+    assert_eq!(
+        kind(
+            r#"{"a": 1, "s": {"$delet": true}}"#,
+            r#"{"a": 2, "s": {"$delet": true}}"#,
+            "null"
+        ),
+        "patch"
+    );
 }
 
 #[test]
