@@ -7,10 +7,10 @@
 # the three upserts (benches/upsert_concat.sql, benches/upsert_merge_upsert.sql,
 # benches/upsert_deep_merge_set.sql, prepared protocol) and the ORM's UPDATE
 # (benches/upsert_update.sql, prepared, unprotected, with a built-in trigger
-# that changes nothing, and protected), each side
-# to a fresh copy of its own of a table of 100,000 documents of workload
-# (b)'s shape; the idempotency scripts (benches/idem_hand_written.sql,
-# benches/idem_syncguard.sql, simple protocol). Each runs PROFILE_CALLS
+# that changes nothing, and protected), each side to a fresh copy of its own
+# of a table of 100,000 documents of workload (b)'s shape; the idempotency
+# scripts (benches/idem_hand_written.sql, benches/idem_syncguard.sql, simple
+# protocol). Each runs PROFILE_CALLS
 # transactions, then twice as many, one backend each. The difference between
 # the two is the cost of PROFILE_CALLS calls in a warm backend: connecting,
 # the first planning and every other one-time cost are in both and drop out.
