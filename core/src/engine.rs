@@ -404,22 +404,45 @@ impl<'a, 'p> Walker<'a, 'p> {
         if p.len() < t.len() {
             return Ok(false);
         }
-        let mut join = Join::new(Some(t), p)?;
-        for (key, tv, pv) in join.by_ref() {
-            let Some(pv) = pv else { return Ok(false) };
-            let cc = self.child_ctx(c, key);
+        // Without path rules every child has this position's rules: no
+        // context to derive per key.
+        let inherited = c.active.is_empty() && c.value == ValueRule::Merge;
+        // The two objects' keys matched in order by hand (not by a Join):
+        // this walk runs on every row an ORM writes back to a protected table.
+        let (mut tp, mut pp) = (t.pairs(), p.pairs());
+        let mut tn = tp.next_pair();
+        while let Some((key, pv)) = pp.next_pair() {
+            let tv = match tn {
+                Some((tk, tv)) => match key_cmp(tk, key) {
+                    // A key only the target has: the merge keeps it.
+                    Ordering::Less => return Ok(false),
+                    Ordering::Equal => {
+                        tn = tp.next_pair();
+                        Some(tv)
+                    }
+                    Ordering::Greater => None,
+                },
+                None => None,
+            };
+            let derived;
+            let cc = if inherited {
+                c
+            } else {
+                derived = self.child_ctx(c, key);
+                &derived
+            };
             // The same value on both sides, where no rule changes it: the
             // merge gives it back, with no need to walk it.
             if tv.is_some_and(|tv| tv.ty == pv.ty && tv.data == pv.data)
-                && self.plain(&cc, pv, depth + 1)
+                && self.plain(cc, pv, depth + 1)
             {
                 continue;
             }
-            let kept = match self.decide(tv, pv, &cc)? {
+            let kept = match self.decide(tv, pv, cc)? {
                 Some(Action::Copy(x)) => std::ptr::eq(x.data, pv.data) && x.ty == pv.ty,
                 Some(Action::Null) => pv.is_null(),
                 Some(Action::Merge(Some(ti), pi)) => match (ti.as_object(), pi.as_object()) {
-                    (Some(to), Some(po)) => self.yields_patch(to, po, &cc, depth + 1)?,
+                    (Some(to), Some(po)) => self.yields_patch(to, po, cc, depth + 1)?,
                     _ => false,
                 },
                 _ => false,
@@ -428,8 +451,10 @@ impl<'a, 'p> Walker<'a, 'p> {
                 return Ok(false);
             }
         }
-        join.finish()?;
-        Ok(true)
+        if tp.failed() || pp.failed() {
+            return Err(MergeError::Format);
+        }
+        Ok(tn.is_none())
     }
 
     /// Whether merging `p` (at `depth`) with itself gives it back: no path
