@@ -267,9 +267,10 @@ struct Walker<'a, 'p> {
     steps: Vec<Step<'a>>,
     /// Tombstones are honoured (every policy but RFC 7396).
     tombstones: bool,
-    /// The bytes of a patch that holds no `$` anywhere, so no tombstone:
-    /// its values need no scan of their own.
-    no_dollar: std::ops::Range<*const u8>,
+    /// The patch of a whole merge, and whether it holds no `$` anywhere (so
+    /// no tombstone), found out the first time a value of it needs to know.
+    patch: &'a [u8],
+    patch_clean: std::cell::Cell<Option<bool>>,
 }
 
 impl<'a, 'p> Walker<'a, 'p> {
@@ -281,16 +282,31 @@ impl<'a, 'p> Walker<'a, 'p> {
             limits,
             steps: Vec::new(),
             tombstones: !policy.rfc7396,
-            no_dollar: std::ptr::null()..std::ptr::null(),
+            patch: &[],
+            patch_clean: std::cell::Cell::new(None),
         }
     }
 
-    /// Whether patch value `p` may hold a tombstone that this merge honours.
-    fn may_hold_tombstone(&self, p: Item<'_>) -> bool {
-        let r = p.data.as_ptr_range();
-        self.tombstones
-            && !(self.no_dollar.start <= r.start && r.end <= self.no_dollar.end)
-            && may_hold_tombstone(p.data)
+    /// Whether patch value `p`, which the target holds alike, may hold a
+    /// tombstone that this merge honours. A document written back whole
+    /// asks this of most of its values: one scan of the whole patch answers
+    /// for all of them when it holds no `$`.
+    fn alike_may_hold_tombstone(&self, p: Item<'_>) -> bool {
+        if !self.tombstones {
+            return false;
+        }
+        let (r, whole) = (p.data.as_ptr_range(), self.patch.as_ptr_range());
+        if whole.start <= r.start && r.end <= whole.end {
+            let clean = self.patch_clean.get().unwrap_or_else(|| {
+                let clean = memchr::memchr(b'$', self.patch).is_none();
+                self.patch_clean.set(Some(clean));
+                clean
+            });
+            if clean {
+                return false;
+            }
+        }
+        may_hold_tombstone(p.data)
     }
 
     fn check_depth(&self, depth: usize) -> Result<(), MergeError> {
@@ -333,7 +349,7 @@ impl<'a, 'p> Walker<'a, 'p> {
         // Walked when nulls must be stripped or tombstones dropped from it;
         // only this subtree is scanned, not the whole patch.
         if matches!(p.container_kind(), Some((Kind::Object, _)))
-            && (self.policy.any_delete || self.may_hold_tombstone(p))
+            && (self.policy.any_delete || (self.tombstones && may_hold_tombstone(p.data)))
         {
             Action::Merge(None, p)
         } else {
@@ -467,7 +483,7 @@ impl<'a, 'p> Walker<'a, 'p> {
             && c.active.is_empty()
             && *c.arrays == ArrayMode::Replace
             && c.nulls != NullMode::Delete
-            && !self.may_hold_tombstone(p)
+            && !self.alike_may_hold_tombstone(p)
     }
 
     /// Plans and writes one object (target side optional: stripping nulls).
@@ -900,10 +916,7 @@ pub fn deep_merge(
     if walker.tombstones && is_tombstone(p) {
         return Ok(Merged::Deleted);
     }
-    // One scan of the whole patch spares one per value (a `$` is rare).
-    if memchr::memchr(b'$', patch).is_none() {
-        walker.no_dollar = patch.as_ptr_range();
-    }
+    walker.patch = patch;
     let c = walker.root_ctx();
     // A null patch at the root has no key to delete: it keeps or replaces.
     let action = match walker.decide(Some(t), p, &c)? {
