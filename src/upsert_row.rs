@@ -103,15 +103,9 @@ pub unsafe fn row_json(info: &TableInfo, raw: bool) -> Vec<u8> {
 /// A jsonb document's root as the value it is: its container, or the
 /// scalar a top-level scalar wraps.
 pub fn root_item(root: &[u8]) -> Item<'_> {
-    let c = Container::new(root).unwrap_or_else(|_| corrupt());
-    if c.kind() == JKind::Scalar {
-        c.scalar().unwrap_or_else(|_| corrupt())
-    } else {
-        Item {
-            ty: crate::merge::jsonb::T_CONTAINER,
-            data: root,
-        }
-    }
+    Container::new(root)
+        .and_then(|c| c.root_item())
+        .unwrap_or_else(|_| corrupt())
 }
 
 /// A returned column's value as `to_jsonb` has it, for its item: a jsonb

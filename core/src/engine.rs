@@ -10,7 +10,7 @@
 
 use super::jsonb::{
     key_cmp, Container, FormatError, Item, Kind, Open, Pairs, Value, WriteError, Writer,
-    EMPTY_OBJECT, T_CONTAINER, T_NULL, T_TRUE,
+    EMPTY_OBJECT, T_NULL, T_TRUE,
 };
 use super::numeric;
 use super::policy::{ArrayMode, NullMode, Policy, ValueRule};
@@ -242,18 +242,6 @@ impl<'a> Iterator for Join<'a> {
                     (tk, Some(tv), Some(pv))
                 }
             },
-        })
-    }
-}
-
-/// The whole of a root container seen as one item.
-fn root_item(c: Container<'_>) -> Result<Item<'_>, FormatError> {
-    if c.kind() == Kind::Scalar {
-        c.scalar()
-    } else {
-        Ok(Item {
-            ty: T_CONTAINER,
-            data: c.bytes(),
         })
     }
 }
@@ -739,14 +727,14 @@ impl<'a, 'p> Walker<'a, 'p> {
         };
         for p in rest {
             let cur = Container::new(&datum[4..])?;
-            let item = root_item(cur)?;
+            let item = cur.root_item()?;
             let sub = Walker::new(self.policy, self.limits, datum.len() + p.data.len());
             let action = sub.decide(Some(item), *p, c)?.unwrap_or(Action::Null);
             let next = sub.write_root(action, c, depth)?;
             datum = next;
         }
         let root = Container::new(&datum[4..])?;
-        self.w.push_item(o, root_item(root)?)?;
+        self.w.push_item(o, root.root_item()?)?;
         Ok(())
     }
 
@@ -911,7 +899,7 @@ pub fn deep_merge(
     limits: Limits,
 ) -> Result<Merged, MergeError> {
     let (tc, pc) = (Container::new(target)?, Container::new(patch)?);
-    let (t, p) = (root_item(tc)?, root_item(pc)?);
+    let (t, p) = (tc.root_item()?, pc.root_item()?);
     let mut walker = Walker::new(policy, limits, target.len() + patch.len() + 64);
     if walker.tombstones && is_tombstone(p) {
         return Ok(Merged::Deleted);

@@ -336,6 +336,19 @@ impl<'a> Container<'a> {
     pub fn scalar(&self) -> Result<Item<'a>, FormatError> {
         self.child(0)
     }
+
+    /// The whole of a root container seen as one item: the container, or
+    /// the value a top-level scalar wraps.
+    pub fn root_item(&self) -> Result<Item<'a>, FormatError> {
+        if self.kind() == Kind::Scalar {
+            self.scalar()
+        } else {
+            Ok(Item {
+                ty: T_CONTAINER,
+                data: self.bytes,
+            })
+        }
+    }
 }
 
 /// Walks children in order, keeping a running offset so each step is O(1).
